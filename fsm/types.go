@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"slices"
+	"time"
+)
+
+// Meta is carried by every replicated object: the Raft index that created
+// it and the one that last changed it. Applying an entry at or below
+// ModifyIndex is a no-op, which makes Apply idempotent.
+type Meta struct {
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// Tenant is a customer of the installation. Every other object belongs to
+// exactly one tenant.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	Meta
+}
+
+// Role is what a principal may do.
+type Role string
+
+// Roles, from most to least powerful.
+const (
+	RoleSuperAdmin  Role = "superadmin"
+	RoleTenantAdmin Role = "tenant_admin"
+	RoleOperator    Role = "operator"
+	RoleViewer      Role = "viewer"
+)
+
+// APIKey is a credential. Only the SHA-256 of its secret is stored; the
+// secret is shown once, when the key is created.
+type APIKey struct {
+	ID        string    `json:"id"`
+	TenantID  string    `json:"tenant_id"`
+	User      string    `json:"user"`
+	Role      Role      `json:"role"`
+	Hash      []byte    `json:"hash"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Revoked   bool      `json:"revoked,omitempty"`
+	Meta
+}
+
+// JobState is where a job is in its life.
+type JobState string
+
+// Job states. queued → assigned → running → succeeded | failed | canceled;
+// running ⇄ paused; a failed attempt with retries left goes back to queued.
+const (
+	JobQueued    JobState = "queued"
+	JobAssigned  JobState = "assigned"
+	JobRunning   JobState = "running"
+	JobPaused    JobState = "paused"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobCanceled  JobState = "canceled"
+)
+
+// JobStates lists every state in lifecycle order.
+var JobStates = []JobState{JobQueued, JobAssigned, JobRunning, JobPaused, JobSucceeded, JobFailed, JobCanceled}
+
+// Terminal reports whether s never changes again.
+func (s JobState) Terminal() bool {
+	return s == JobSucceeded || s == JobFailed || s == JobCanceled
+}
+
+// Valid reports whether s is a known state.
+func (s JobState) Valid() bool { return slices.Contains(JobStates, s) }
+
+// Job is one unit of work: a compiled spec and its life.
+type Job struct {
+	ID       string   `json:"id"`
+	TenantID string   `json:"tenant_id"`
+	Spec     JobSpec  `json:"spec"`
+	Plan     Plan     `json:"plan"`
+	State    JobState `json:"state"`
+	// Attempt counts assignments; it is the fencing token a worker's
+	// reports must carry.
+	Attempt int `json:"attempt"`
+	// Retries counts failed attempts that were put back in the queue.
+	Retries  int    `json:"retries"`
+	WorkerID string `json:"worker_id,omitempty"`
+	RetryOf  string `json:"retry_of,omitempty"`
+
+	SubmittedAt time.Time `json:"submitted_at"`
+	QueuedAt    time.Time `json:"queued_at"`
+	NotBefore   time.Time `json:"not_before,omitzero"`
+	AssignedAt  time.Time `json:"assigned_at,omitzero"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+
+	Progress *Progress `json:"progress,omitempty"`
+	Result   *Result   `json:"result,omitempty"`
+	Error    *Error    `json:"error,omitempty"`
+	// Log is the bounded tail of ffmpeg's stderr from the last attempt.
+	Log string `json:"log,omitempty"`
+	Meta
+}
+
+// Progress is the last progress a worker reported for a running job.
+type Progress struct {
+	Percent   float64   `json:"percent"`
+	Frame     int64     `json:"frame"`
+	FPS       float64   `json:"fps"`
+	Speed     float64   `json:"speed"`
+	OutTimeMS int64     `json:"out_time_ms"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Result describes what a successful job produced.
+type Result struct {
+	Outputs []OutputResult `json:"outputs"`
+}
+
+// OutputResult is one output as ffprobe found it after the run.
+type OutputResult struct {
+	URL         string  `json:"url"`
+	Path        string  `json:"path,omitempty"` // absolute path on the worker host
+	Codec       string  `json:"codec,omitempty"`
+	Width       int     `json:"width,omitempty"`
+	Height      int     `json:"height,omitempty"`
+	FPS         float64 `json:"fps,omitempty"`
+	DurationSec float64 `json:"duration_sec,omitempty"`
+	SizeBytes   int64   `json:"size_bytes,omitempty"`
+}
+
+// WorkerState is whether a worker takes jobs.
+type WorkerState string
+
+// Worker states.
+const (
+	WorkerUp   WorkerState = "up"
+	WorkerDown WorkerState = "down"
+)
+
+// Worker is a machine (or process) that runs ffmpeg. TenantID "" means the
+// shared pool; otherwise the worker runs only that tenant's jobs.
+type Worker struct {
+	ID       string      `json:"id"`
+	TenantID string      `json:"tenant_id,omitempty"`
+	Name     string      `json:"name"`
+	Addr     string      `json:"addr,omitempty"`
+	State    WorkerState `json:"state"`
+	// Incarnation changes every time the worker process starts; a new
+	// incarnation means the jobs of the previous one are lost.
+	Incarnation  string            `json:"incarnation"`
+	Slots        int               `json:"slots"`
+	CPUs         int               `json:"cpus"`
+	MemoryMB     int               `json:"memory_mb"`
+	Encoders     []string          `json:"encoders"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	RegisteredAt time.Time         `json:"registered_at"`
+	Meta
+}
+
+// CanEncode reports whether the worker has an encoder for every codec.
+func (w *Worker) CanEncode(codecs []string) bool {
+	for _, c := range codecs {
+		ok := false
+		for _, e := range EncodersFor(c) {
+			if slices.Contains(w.Encoders, e) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// EncodersFor lists the ffmpeg encoders able to produce a codec, software
+// first.
+func EncodersFor(codec string) []string {
+	switch codec {
+	case "h264":
+		return []string{"libx264", "h264_nvenc", "h264_qsv", "h264_vaapi"}
+	case "h265":
+		return []string{"libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi"}
+	case "vp9":
+		return []string{"libvpx-vp9", "vp9_qsv", "vp9_vaapi"}
+	case "av1":
+		return []string{"libsvtav1", "libaom-av1", "av1_nvenc", "av1_qsv", "av1_vaapi"}
+	}
+	return nil
+}
