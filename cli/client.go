@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
+)
+
+// APIError is an error response from the API.
+type APIError struct {
+	Status  int
+	Code    fsm.Code
+	Message string
+}
+
+func (e *APIError) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Client calls the ffrtmp HTTP API.
+type Client struct {
+	base *url.URL
+	key  string
+	http *http.Client
+}
+
+// NewClient returns a client for the node at addr (host:port or URL).
+func NewClient(addr, key string) (*Client, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("invalid API address %q", addr)
+	}
+	return &Client{base: u, key: key, http: &http.Client{}}, nil
+}
+
+func (c *Client) request(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var eb struct {
+			Error *fsm.Error `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+			return nil, &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return nil, &APIError{Status: resp.StatusCode, Code: fsm.CodeInternal, Message: strings.TrimSpace(string(b))}
+	}
+	return resp, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	resp, err := c.request(ctx, method, path, query, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// SubmitJob submits a job spec.
+func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*fsm.Job, error) {
+	var j fsm.Job
+	return &j, c.do(ctx, "POST", "/v1/jobs", nil, spec, &j)
+}
+
+// GetJob returns a job.
+func (c *Client) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
+	var j fsm.Job
+	return &j, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(id), nil, nil, &j)
+}
+
+// ListJobs returns a page of jobs.
+func (c *Client) ListJobs(ctx context.Context, q url.Values) (*fsm.JobPage, error) {
+	var p fsm.JobPage
+	return &p, c.do(ctx, "GET", "/v1/jobs", q, nil, &p)
+}
+
+// JobAction posts an action (cancel, pause, resume, retry) on a job.
+func (c *Client) JobAction(ctx context.Context, id, action string) (*fsm.Job, error) {
+	var j fsm.Job
+	return &j, c.do(ctx, "POST", "/v1/jobs/"+url.PathEscape(id)+"/"+action, nil, nil, &j)
+}
+
+// JobLogs returns a job's log text.
+func (c *Client) JobLogs(ctx context.Context, id string) (string, error) {
+	resp, err := c.request(ctx, "GET", "/v1/jobs/"+url.PathEscape(id)+"/logs", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// WatchJob follows a job's event stream, calling fn for every version of
+// the job, until the job finishes or ctx ends. A dropped stream is
+// reopened.
+func (c *Client) WatchJob(ctx context.Context, id string, fn func(*fsm.Job)) (*fsm.Job, error) {
+	var last *fsm.Job
+	for {
+		resp, err := c.request(ctx, "GET", "/v1/jobs/"+url.PathEscape(id)+"/events", nil, nil)
+		if err != nil {
+			return last, err
+		}
+		done, err := readEvents(resp.Body, func(j *fsm.Job) { last = j; fn(j) })
+		resp.Body.Close()
+		if done {
+			return last, nil
+		}
+		if ctx.Err() != nil {
+			return last, ctx.Err()
+		}
+		_ = err // the stream broke; reopen it after a short pause
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// readEvents parses a text/event-stream body; done is true at the "end"
+// event.
+func readEvents(r io.Reader, fn func(*fsm.Job)) (done bool, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var event, data string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if event == "end" {
+				return true, nil
+			}
+			if event == "job" && data != "" {
+				var j fsm.Job
+				if err := json.Unmarshal([]byte(data), &j); err != nil {
+					return false, fmt.Errorf("decode event: %w", err)
+				}
+				fn(&j)
+			}
+			event, data = "", ""
+		case strings.HasPrefix(line, "event: "):
+			event = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			data += line[len("data: "):]
+		}
+	}
+	return false, sc.Err()
+}
+
+// ListWorkers lists workers.
+func (c *Client) ListWorkers(ctx context.Context) ([]server.WorkerView, error) {
+	var r struct {
+		Workers []server.WorkerView `json:"workers"`
+	}
+	return r.Workers, c.do(ctx, "GET", "/v1/workers", nil, nil, &r)
+}

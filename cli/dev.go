@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
+	"github.com/ffrtmp/ffrtmp/store/bolt"
+	"github.com/ffrtmp/ffrtmp/worker"
+)
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run one node and one local worker in this process (bbolt store), for a laptop",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Usage: "state, Raft log and media (default $XDG_DATA_HOME/ffrtmp/dev)"},
+			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7070", Usage: "HTTP API listen address"},
+			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7071", Usage: "Raft listen address"},
+			&cli.IntFlag{Name: "workers", Value: 1, Usage: "local workers to run (0 or 1)"},
+			&cli.IntFlag{Name: "slots", Usage: "concurrent jobs of the local worker (default: half the CPUs)"},
+			&cli.StringSliceFlag{Name: "allow-host", Usage: "host that network inputs/outputs may reach (repeatable); default 127.0.0.1 and localhost"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			env := envOf(c)
+			dir := c.String("data-dir")
+			if dir == "" {
+				d, err := defaultDataDir(env.Getenv)
+				if err != nil {
+					return err
+				}
+				dir = d
+			}
+			hosts := c.StringSlice("allow-host")
+			if !c.IsSet("allow-host") {
+				hosts = []string{"127.0.0.1", "localhost"}
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return RunDev(ctx, DevConfig{
+				DataDir: dir, HTTPAddr: c.String("http"), RaftAddr: c.String("raft-addr"),
+				Workers: c.Int("workers"), Slots: c.Int("slots"), AllowHosts: hosts,
+				Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, Getenv: env.Getenv,
+			})
+		},
+	}
+}
+
+func defaultDataDir(getenv func(string) string) (string, error) {
+	if d := getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "ffrtmp", "dev"), nil
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "ffrtmp", "dev"), nil
+	}
+	return "", errors.New("set --data-dir (no HOME)")
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// DevConfig configures RunDev.
+type DevConfig struct {
+	DataDir    string
+	HTTPAddr   string
+	RaftAddr   string
+	Workers    int
+	Slots      int
+	AllowHosts []string
+	Logger     *slog.Logger
+	Out        io.Writer
+	Getenv     func(string) string
+	// OnReady, if set, is called with the API URL once the node serves.
+	OnReady func(apiURL string)
+}
+
+// RunDev runs a single-node cluster with a local worker until ctx ends.
+// On first start it creates the admin key, prints it once and writes it
+// with the API address to the CLI config file.
+func RunDev(ctx context.Context, cfg DevConfig) error {
+	if cfg.Workers < 0 || cfg.Workers > 1 {
+		return fmt.Errorf("--workers must be 0 or 1 (remote workers join with ffrtmp worker)")
+	}
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
+
+	n, err := startNode(ctx, nodeConfig{
+		DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: true,
+		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer n.close()
+
+	if err := n.node.WaitLeader(ctx); err != nil {
+		return err
+	}
+	token, err := n.srv.Bootstrap(ctx)
+	if err != nil {
+		return err
+	}
+	apiURL := "http://" + ln.Addr().String()
+	if token != "" {
+		path, err := SaveConfig(cfg.Getenv, &Config{Addr: apiURL, APIKey: token})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.Out, "Created the admin API key (shown once; saved to %s):\n\n    %s\n\n", path, token)
+	} else if c, err := LoadConfig(cfg.Getenv); err == nil && c.APIKey != "" && c.Addr != apiURL {
+		c.Addr = apiURL
+		if _, err := SaveConfig(cfg.Getenv, c); err != nil {
+			return err
+		}
+	}
+
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	workerDone := make(chan error, 1)
+	if cfg.Workers == 1 {
+		id, err := worker.LoadOrCreateID(filepath.Join(cfg.DataDir, "worker-id"))
+		if err != nil {
+			return err
+		}
+		w := worker.New(worker.Config{
+			ID: id, Slots: cfg.Slots, MediaRoot: filepath.Join(cfg.DataDir, "media"),
+			Control: n.srv.Workers(), Logger: log,
+		})
+		n.logs.set(w)
+		go func() { workerDone <- w.Run(wctx) }()
+	} else {
+		workerDone <- nil
+	}
+
+	hs := &http.Server{Handler: n.srv, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
+	if cfg.OnReady != nil {
+		cfg.OnReady(apiURL)
+	}
+
+	var runErr error
+	workerStopped := false
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http: %w", err)
+	case err := <-workerDone:
+		workerStopped = true
+		if err != nil {
+			runErr = fmt.Errorf("worker: %w", err)
+		}
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	// Stop the worker (and its ffmpeg processes) before Raft and the store.
+	stopWorker()
+	if !workerStopped {
+		<-workerDone
+	}
+	return runErr
+}
+
+// nodeConfig configures startNode.
+type nodeConfig struct {
+	DataDir   string
+	NodeID    string
+	RaftAddr  string
+	Advertise string
+	Bootstrap bool
+	Policy    fsm.Policy
+	Logger    *slog.Logger
+}
+
+// runningNode is a store, FSM, Raft node and API server wired together.
+type runningNode struct {
+	store *bolt.Store
+	fsm   *fsm.FSM
+	node  *cluster.Node
+	srv   *server.Server
+	logs  *logRouter
+}
+
+// startNode opens the store, loads the FSM, starts Raft with the
+// scheduler as leader loop, and builds the API server.
+func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
+	id, err := cluster.LoadOrCreateNodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	metrics := server.NewMetrics()
+	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	sched := &cluster.Scheduler{FSM: f, Logger: cfg.Logger}
+	node, err := cluster.New(cluster.Config{
+		NodeID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr,
+		Advertise: cfg.Advertise, Bootstrap: cfg.Bootstrap, FSM: f, Logger: cfg.Logger,
+		LeaderLoop: sched.Run,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	logs := &logRouter{}
+	srv, err := server.New(server.Config{FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs})
+	if err != nil {
+		node.Shutdown()
+		st.Close()
+		return nil, err
+	}
+	return &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}, nil
+}
+
+func (n *runningNode) close() {
+	if err := n.node.Shutdown(); err != nil {
+		slog.Error("shutdown raft", "error", err)
+	}
+	if err := n.store.Close(); err != nil {
+		slog.Error("close store", "error", err)
+	}
+}
+
+// logRouter serves live job logs from the local worker, once there is one.
+type logRouter struct {
+	w atomic.Pointer[worker.Worker]
+}
+
+func (l *logRouter) set(w *worker.Worker) { l.w.Store(w) }
+
+// JobLog implements server.LogSource.
+func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string, error) {
+	w := l.w.Load()
+	if w == nil {
+		return "", fmt.Errorf("no local worker")
+	}
+	return w.JobLog(ctx, workerID, jobID)
+}
+

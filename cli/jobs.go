@@ -1,0 +1,386 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+func jobsCommand() *cli.Command {
+	idAction := func(fn func(ctx context.Context, c *Client, out Output, id string) error) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("%s takes one job ID", c.Command.Name)
+			}
+			client, out, err := clientAndOutput(c)
+			if err != nil {
+				return err
+			}
+			return fn(c.Context, client, out, c.Args().First())
+		}
+	}
+	action := func(name, usage string) *cli.Command {
+		return &cli.Command{
+			Name: name, Usage: usage, ArgsUsage: "ID",
+			Action: idAction(func(ctx context.Context, c *Client, out Output, id string) error {
+				return JobAction(ctx, c, out, id, name)
+			}),
+		}
+	}
+	return &cli.Command{
+		Name:  "jobs",
+		Usage: "submit and manage jobs",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "submit",
+				Usage: "submit a job and print its ID",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "spec", Usage: "whole job spec as JSON from FILE, or - for stdin; other flags override its fields"},
+					&cli.StringFlag{Name: "name", Usage: "job name"},
+					&cli.StringFlag{Name: "scenario", Usage: "preset <height>p<fps>-<codec>, e.g. 720p30-h264"},
+					&cli.StringFlag{Name: "input", Usage: "input URL: testsrc://?duration=5, file:///in.mp4, rtmp://…"},
+					&cli.StringSliceFlag{Name: "output", Usage: "output URL (repeatable for a ladder): file:///out.mp4, rtmp://…"},
+					&cli.StringFlag{Name: "priority", Usage: "high, medium or low"},
+					&cli.StringFlag{Name: "queue", Usage: "live, default or batch"},
+					&cli.DurationFlag{Name: "timeout", Usage: "run timeout"},
+					&cli.IntFlag{Name: "max-retries", Usage: "retries after a failed attempt"},
+				},
+				Action: func(c *cli.Context) error {
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					spec, err := specFromFlags(c)
+					if err != nil {
+						return err
+					}
+					return SubmitJob(c.Context, client, out, spec)
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list jobs, newest first",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "state", Usage: "comma-separated states"},
+					&cli.StringFlag{Name: "queue", Usage: "queue"},
+					&cli.IntFlag{Name: "limit", Value: 50, Usage: "page size"},
+					&cli.StringFlag{Name: "after", Usage: "cursor printed at the end of the previous page"},
+					&cli.StringFlag{Name: "tenant", Usage: "super-admin: another tenant"},
+				},
+				Action: func(c *cli.Context) error {
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					q := url.Values{}
+					for _, k := range []string{"state", "queue", "after", "tenant"} {
+						if v := c.String(k); v != "" {
+							q.Set(k, v)
+						}
+					}
+					q.Set("limit", fmt.Sprint(c.Int("limit")))
+					return ListJobs(c.Context, client, out, q)
+				},
+			},
+			{
+				Name: "get", Usage: "show a job", ArgsUsage: "ID",
+				Action: idAction(GetJob),
+			},
+			action("cancel", "cancel a job (stops ffmpeg)"),
+			action("pause", "pause a running job"),
+			action("resume", "resume a paused job"),
+			action("retry", "submit a failed or canceled job again; prints the new job's ID"),
+			{
+				Name: "logs", Usage: "print a job's ffmpeg log", ArgsUsage: "ID",
+				Action: idAction(func(ctx context.Context, c *Client, out Output, id string) error {
+					text, err := c.JobLogs(ctx, id)
+					if err != nil {
+						return err
+					}
+					_, err = io.WriteString(out.W, text)
+					return err
+				}),
+			},
+			{
+				Name: "watch", Usage: "follow a job's progress until it finishes; exits non-zero unless it succeeded", ArgsUsage: "ID",
+				Action: idAction(WatchJob),
+			},
+		},
+	}
+}
+
+// Output is where and how a command prints.
+type Output struct {
+	W    io.Writer
+	JSON bool
+	TTY  bool
+}
+
+func clientAndOutput(c *cli.Context) (*Client, Output, error) {
+	client, err := clientFrom(c)
+	if err != nil {
+		return nil, Output{}, err
+	}
+	js, err := outputJSON(c)
+	if err != nil {
+		return nil, Output{}, err
+	}
+	out := Output{W: envOf(c).Stdout, JSON: js}
+	if f, ok := out.W.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			out.TTY = true
+		}
+	}
+	return client, out, nil
+}
+
+// specFromFlags builds a job spec from --spec and the field flags.
+func specFromFlags(c *cli.Context) (*fsm.JobSpec, error) {
+	spec := &fsm.JobSpec{}
+	if path := c.String("spec"); path != "" {
+		var r io.Reader
+		if path == "-" {
+			r = envOf(c).Stdin
+		} else {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, fmt.Errorf("read spec: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		dec := json.NewDecoder(io.LimitReader(r, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(spec); err != nil {
+			return nil, fmt.Errorf("parse spec %s: %w", path, err)
+		}
+	}
+	if c.IsSet("name") {
+		spec.Name = c.String("name")
+	}
+	if c.IsSet("scenario") {
+		spec.Scenario = c.String("scenario")
+	}
+	if c.IsSet("input") {
+		spec.Input.URL = c.String("input")
+	}
+	if c.IsSet("output") {
+		spec.Outputs = nil
+		for _, o := range c.StringSlice("output") {
+			spec.Outputs = append(spec.Outputs, fsm.Output{URL: o})
+		}
+	}
+	if c.IsSet("priority") {
+		spec.Priority = fsm.Priority(c.String("priority"))
+	}
+	if c.IsSet("queue") {
+		spec.Queue = fsm.Queue(c.String("queue"))
+	}
+	if c.IsSet("timeout") {
+		spec.Timeout = fsm.Duration(c.Duration("timeout"))
+	}
+	if c.IsSet("max-retries") {
+		n := c.Int("max-retries")
+		spec.MaxRetries = &n
+	}
+	if spec.Input.URL == "" || len(spec.Outputs) == 0 {
+		return nil, errors.New("a job needs --input and at least one --output (or --spec)")
+	}
+	return spec, nil
+}
+
+// SubmitJob submits spec and prints the new job's ID (or the job as JSON).
+func SubmitJob(ctx context.Context, c *Client, out Output, spec *fsm.JobSpec) error {
+	j, err := c.SubmitJob(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, j)
+	}
+	_, err = fmt.Fprintln(out.W, j.ID)
+	return err
+}
+
+// ListJobs prints a page of jobs.
+func ListJobs(ctx context.Context, c *Client, out Output, q url.Values) error {
+	page, err := c.ListJobs(ctx, q)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, page)
+	}
+	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tQUEUE\tPRIORITY\tSCENARIO\tPROGRESS\tSUBMITTED\tNAME")
+	for _, j := range page.Jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.State, j.Spec.Queue, j.Spec.Priority,
+			dash(j.Spec.Scenario), percent(j), j.SubmittedAt.Local().Format(time.DateTime), dash(j.Spec.Name))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.Next != "" {
+		fmt.Fprintf(out.W, "more: --after %s\n", page.Next)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func percent(j *fsm.Job) string {
+	switch {
+	case j.State == fsm.JobSucceeded:
+		return "100%"
+	case j.Progress != nil:
+		return fmt.Sprintf("%.0f%%", j.Progress.Percent)
+	}
+	return "-"
+}
+
+// GetJob prints one job.
+func GetJob(ctx context.Context, c *Client, out Output, id string) error {
+	j, err := c.GetJob(ctx, id)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, j)
+	}
+	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.Local().Format(time.RFC3339)
+	}
+	row("ID", j.ID)
+	row("Name", j.Spec.Name)
+	row("Tenant", j.TenantID)
+	row("State", string(j.State))
+	row("Scenario", j.Spec.Scenario)
+	row("Queue", fmt.Sprintf("%s (priority %s)", j.Spec.Queue, j.Spec.Priority))
+	row("Input", j.Spec.Input.URL)
+	row("Attempt", fmt.Sprintf("%d (retries %d of %d)", j.Attempt, j.Retries, *j.Spec.MaxRetries))
+	row("Worker", j.WorkerID)
+	row("Retry of", j.RetryOf)
+	row("Submitted", ts(j.SubmittedAt))
+	row("Started", ts(j.StartedAt))
+	row("Finished", ts(j.FinishedAt))
+	if j.Progress != nil && !j.State.Terminal() {
+		row("Progress", fmt.Sprintf("%.1f%% (frame %d, %.1f fps, %.2fx)", j.Progress.Percent, j.Progress.Frame, j.Progress.FPS, j.Progress.Speed))
+	}
+	if j.Error != nil {
+		row("Error", string(j.Error.Code)+": "+j.Error.Message)
+	}
+	if j.Result != nil {
+		for _, o := range j.Result.Outputs {
+			row("Output", fmt.Sprintf("%s → %s (%s %dx%d %.2f fps, %.2fs, %d bytes)", o.URL, o.Path, o.Codec, o.Width, o.Height, o.FPS, o.DurationSec, o.SizeBytes))
+		}
+	} else {
+		for _, o := range j.Spec.Outputs {
+			row("Output", o.URL)
+		}
+	}
+	return tw.Flush()
+}
+
+// JobAction runs cancel, pause, resume or retry on a job and prints the
+// result: the job's new state, or for retry the new job's ID.
+func JobAction(ctx context.Context, c *Client, out Output, id, action string) error {
+	j, err := c.JobAction(ctx, id, action)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, j)
+	}
+	if action == "retry" {
+		_, err = fmt.Fprintln(out.W, j.ID)
+		return err
+	}
+	_, err = fmt.Fprintf(out.W, "%s %s\n", j.ID, j.State)
+	return err
+}
+
+// ErrJobNotSucceeded is returned by WatchJob when the job ends otherwise
+// than succeeded, so that the command exits non-zero.
+var ErrJobNotSucceeded = errors.New("job did not succeed")
+
+// WatchJob follows a job until it finishes, drawing a progress bar on a
+// terminal and printing a line per change otherwise.
+func WatchJob(ctx context.Context, c *Client, out Output, id string) error {
+	lastLine := ""
+	j, err := c.WatchJob(ctx, id, func(j *fsm.Job) {
+		if out.JSON {
+			b, _ := json.Marshal(j)
+			fmt.Fprintf(out.W, "%s\n", b)
+			return
+		}
+		line := progressLine(j)
+		if line == lastLine {
+			return
+		}
+		lastLine = line
+		if out.TTY {
+			fmt.Fprintf(out.W, "\r\033[K%s", line)
+		} else {
+			fmt.Fprintln(out.W, line)
+		}
+	})
+	if out.TTY && !out.JSON {
+		fmt.Fprintln(out.W)
+	}
+	if err != nil {
+		return err
+	}
+	if j == nil || j.State != fsm.JobSucceeded {
+		if j != nil && j.Error != nil {
+			return fmt.Errorf("%w: %s: %s: %s", ErrJobNotSucceeded, j.State, j.Error.Code, j.Error.Message)
+		}
+		return ErrJobNotSucceeded
+	}
+	if !out.JSON && j.Result != nil {
+		for _, o := range j.Result.Outputs {
+			fmt.Fprintf(out.W, "output %s\n", o.Path)
+		}
+	}
+	return nil
+}
+
+func progressLine(j *fsm.Job) string {
+	const width = 30
+	pct := 0.0
+	extra := ""
+	if j.Progress != nil {
+		pct = j.Progress.Percent
+		extra = fmt.Sprintf("  frame %d  %.1f fps  %.2fx", j.Progress.Frame, j.Progress.FPS, j.Progress.Speed)
+	}
+	if j.State == fsm.JobSucceeded {
+		pct = 100
+	}
+	n := int(pct / 100 * width)
+	bar := strings.Repeat("#", n) + strings.Repeat(".", width-n)
+	return fmt.Sprintf("%-9s [%s] %5.1f%%%s", j.State, bar, pct, extra)
+}

@@ -1,0 +1,408 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Errors returned by Node.
+var (
+	// ErrNoLeader is returned when a write cannot be committed because the
+	// cluster has no leader (yet).
+	ErrNoLeader = errors.New("cluster has no leader")
+	// ErrNotLeader is returned for a write on a follower that cannot
+	// forward it.
+	ErrNotLeader = errors.New("this node is not the leader")
+)
+
+// Raft tuning. A snapshot is taken after SnapshotThreshold new entries (or
+// every SnapshotInterval if at least that many are pending), and
+// TrailingLogs entries are kept after it so that a briefly lagging
+// follower catches up from the log rather than from a snapshot. Apply
+// batches up to MaxAppendEntries commands into one FSM batch (one store
+// transaction).
+const (
+	SnapshotThreshold = 8192
+	SnapshotInterval  = 2 * time.Minute
+	TrailingLogs      = 10240
+	MaxAppendEntries  = 512
+	applyTimeout      = 10 * time.Second
+	barrierTimeout    = 30 * time.Second
+)
+
+// Config configures a Node.
+type Config struct {
+	// NodeID is this node's stable Raft ID.
+	NodeID string
+	// DataDir holds raft.db (the log) and snapshots/.
+	DataDir string
+	// RaftAddr is the TCP address to bind for Raft traffic.
+	RaftAddr string
+	// Advertise is the address other nodes reach this one at; defaults to
+	// the bound address.
+	Advertise string
+	// Bootstrap forms a single-node cluster if there is no Raft state yet.
+	Bootstrap bool
+	// FSM is the state machine.
+	FSM *fsm.FSM
+	// Logger receives Raft and node logs.
+	Logger *slog.Logger
+	// LeaderLoop runs while this node is leader, after a barrier: it is
+	// started on gaining leadership and its context is canceled on losing
+	// it. It must return promptly once ctx is done.
+	LeaderLoop func(ctx context.Context, n *Node)
+}
+
+// Node is one member of the Raft cluster.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	raft      *raft.Raft
+	trans     *raft.NetworkTransport
+	logStore  *raftboltdb.BoltStore
+	notifyCh  chan bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New starts a Raft node. If the FSM's store is behind the newest
+// snapshot (a lost or replaced state file), the snapshot is restored first.
+func New(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{})}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	hlog := NewHCLogger(cfg.Logger, "raft")
+
+	ls, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	n.logStore = ls
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	if err != nil {
+		ls.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	if err := restoreIfBehind(cfg.FSM, snaps); err != nil {
+		ls.Close()
+		return nil, err
+	}
+
+	var advAddr net.Addr // nil: the bound address
+	if cfg.Advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+		if err != nil {
+			ls.Close()
+			return nil, fmt.Errorf("resolve raft advertise address %q: %w", cfg.Advertise, err)
+		}
+		advAddr = a
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advAddr, 4, 10*time.Second, hlog)
+	if err != nil {
+		ls.Close()
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	}
+	n.trans = trans
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.SnapshotThreshold = SnapshotThreshold
+	rc.SnapshotInterval = SnapshotInterval
+	rc.TrailingLogs = TrailingLogs
+	rc.MaxAppendEntries = MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.NotifyCh = n.notifyCh
+	// The FSM is durable: its store already holds everything up to its
+	// index, so Raft need not restore the snapshot at start; entries the
+	// store already has are skipped by index.
+	rc.NoSnapshotRestoreOnStart = true
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(ls, ls, snaps)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("check raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+			}}}
+			if err := raft.BootstrapCluster(rc, ls, ls, snaps, trans, conf); err != nil {
+				n.closeStores()
+				return nil, fmt.Errorf("bootstrap cluster: %w", err)
+			}
+		}
+	}
+
+	r, err := raft.NewRaft(rc, cfg.FSM, ls, ls, snaps, trans)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.wg.Add(1)
+	go n.monitorLeadership()
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	if n.trans != nil {
+		n.trans.Close()
+	}
+	n.logStore.Close()
+}
+
+// restoreIfBehind restores the newest snapshot into f if f's store is
+// older than it; otherwise Raft would replay only the entries after the
+// snapshot onto a store that lacks the ones before.
+func restoreIfBehind(f *fsm.FSM, snaps raft.SnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= f.Index() {
+		return nil
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+	}
+	if err := f.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
+	}
+	return nil
+}
+
+// monitorLeadership starts the leader loop when this node becomes leader
+// and stops it when it loses leadership.
+func (n *Node) monitorLeadership() {
+	defer n.wg.Done()
+	var running *leaderRun
+	revoke := func() {
+		if running != nil {
+			running.stop()
+			running = nil
+			n.log.Info("leader loop stopped")
+		}
+	}
+	defer revoke()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.notifyCh:
+			switch {
+			case !isLeader:
+				revoke()
+			case running == nil:
+				running = startLeaderRun(n.leaderLoop)
+			}
+		}
+	}
+}
+
+// leaderRun is one term of leader-only work.
+type leaderRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startLeaderRun(fn func(context.Context)) *leaderRun {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &leaderRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		fn(ctx)
+	}()
+	return r
+}
+
+func (r *leaderRun) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// leaderLoop establishes leadership with a barrier, so that the FSM has
+// applied everything earlier leaders committed, then runs the configured
+// leader-only work until ctx ends.
+func (n *Node) leaderLoop(ctx context.Context) {
+	for {
+		err := n.raft.Barrier(barrierTimeout).Error()
+		if err == nil {
+			break
+		}
+		n.log.Error("leader barrier failed", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	n.log.Info("leader loop started", "index", n.cfg.FSM.Index())
+	if n.cfg.LeaderLoop != nil {
+		n.cfg.LeaderLoop(ctx, n)
+	}
+}
+
+// Apply proposes a command and waits until it is applied here. It returns
+// the FSM's response: the changed object, or the *fsm.Error that refused
+// the command.
+func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
+	data, err := fsm.Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	timeout := applyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	f := n.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+			errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("apply: %w: %w", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return nil, fmt.Errorf("apply: %w: %w", ErrNoLeader, err)
+		}
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	resp := f.Response()
+	if err, ok := resp.(error); ok {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ApplyAll proposes commands together (Raft batches them) and returns the
+// response or error for each.
+func (n *Node) ApplyAll(ctx context.Context, cmds []fsm.Command) ([]any, []error) {
+	futures := make([]raft.ApplyFuture, len(cmds))
+	errs := make([]error, len(cmds))
+	resps := make([]any, len(cmds))
+	for i, c := range cmds {
+		data, err := fsm.Encode(c)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		futures[i] = n.raft.Apply(data, applyTimeout)
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		if err := f.Error(); err != nil {
+			errs[i] = fmt.Errorf("apply: %w", err)
+			continue
+		}
+		if err, ok := f.Response().(error); ok {
+			errs[i] = err
+			continue
+		}
+		resps[i] = f.Response()
+	}
+	return resps, errs
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's Raft address and ID, empty if none.
+func (n *Node) Leader() (addr, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitLeader blocks until the cluster has a leader, or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if a, _ := n.Leader(); a != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Stats returns Raft's statistics (state, term, indexes…).
+func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+
+// Snapshot takes a Raft snapshot now.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops the leader loop and Raft and closes the log.
+func (n *Node) Shutdown() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		if e := n.raft.Shutdown().Error(); e != nil {
+			err = fmt.Errorf("shutdown raft: %w", e)
+		}
+		n.trans.Close()
+		if e := n.logStore.Close(); e != nil && err == nil {
+			err = fmt.Errorf("close raft log: %w", e)
+		}
+	})
+	return err
+}
+
+// CaughtUp reports whether this node has applied everything it knows to
+// be committed.
+func (n *Node) CaughtUp() bool { return n.raft.AppliedIndex() >= n.raft.CommitIndex() }
+
+// LoadOrCreateNodeID returns the node ID stored in dataDir/node-id, or
+// stores and returns want (or a new random ID if want is "").
+func LoadOrCreateNodeID(dataDir, want string) (string, error) {
+	path := filepath.Join(dataDir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(b))
+		if want != "" && want != id {
+			return "", fmt.Errorf("data dir %s belongs to node %q, not %q", dataDir, id, want)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	if want == "" {
+		r := make([]byte, 6)
+		rand.Read(r)
+		want = "node-" + hex.EncodeToString(r)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return want, nil
+}

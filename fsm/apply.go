@@ -1,0 +1,345 @@
+package fsm
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// This file holds one applyX per command. Each runs with f.mu held, reads
+// and replaces objects in memory, records changed objects in the batch, and
+// returns the changed object or a *Error. None reads a clock.
+
+func (f *FSM) applyCreateTenant(index uint64, c *CreateTenant, b *batchBuilder) any {
+	if old, ok := f.tenants[c.Tenant.ID]; ok {
+		if old.ModifyIndex >= index {
+			return old
+		}
+		return Errorf(CodeAlreadyExists, "tenant %q already exists", c.Tenant.ID)
+	}
+	t := c.Tenant
+	t.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	f.tenants[t.ID] = &t
+	b.tenants[t.ID] = &t
+	return &t
+}
+
+func (f *FSM) applyCreateAPIKey(index uint64, c *CreateAPIKey, b *batchBuilder) any {
+	if old, ok := f.keys[c.Key.ID]; ok {
+		if old.ModifyIndex >= index {
+			return old
+		}
+		return Errorf(CodeAlreadyExists, "api key %q already exists", c.Key.ID)
+	}
+	if _, ok := f.tenants[c.Key.TenantID]; !ok {
+		return Errorf(CodeNotFound, "tenant %q does not exist", c.Key.TenantID)
+	}
+	k := c.Key
+	k.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	f.keys[k.ID] = &k
+	b.keys[k.ID] = &k
+	return &k
+}
+
+func (f *FSM) applyRevokeAPIKey(index uint64, c *RevokeAPIKey, b *batchBuilder) any {
+	old, ok := f.keys[c.ID]
+	if !ok {
+		return Errorf(CodeNotFound, "api key %q does not exist", c.ID)
+	}
+	if old.ModifyIndex >= index || old.Revoked {
+		return old
+	}
+	k := *old
+	k.Revoked = true
+	k.ModifyIndex = index
+	f.keys[k.ID] = &k
+	b.keys[k.ID] = &k
+	return &k
+}
+
+func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuilder) any {
+	w := c.Worker
+	if w.TenantID != "" {
+		if _, ok := f.tenants[w.TenantID]; !ok {
+			return Errorf(CodeNotFound, "tenant %q does not exist", w.TenantID)
+		}
+	}
+	old, ok := f.workers[w.ID]
+	if ok && old.ModifyIndex >= index {
+		return old
+	}
+	w.State = WorkerUp
+	w.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	if ok {
+		w.CreateIndex = old.CreateIndex
+		if old.Incarnation != w.Incarnation {
+			// The previous process is gone and its attempts with it.
+			for _, id := range sortedKeys(f.idx.byWorker[w.ID]) {
+				j := f.jobs[id]
+				f.requeue(index, j, c.At, Error{Code: CodeWorkerLost, Message: "worker " + w.ID + " restarted"}, b)
+			}
+		}
+	}
+	f.workers[w.ID] = &w
+	b.workers[w.ID] = &w
+	return &w
+}
+
+func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
+	if old, ok := f.jobs[c.Job.ID]; ok {
+		if old.ModifyIndex >= index {
+			return old
+		}
+		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
+	}
+	if _, ok := f.tenants[c.Job.TenantID]; !ok {
+		return Errorf(CodeNotFound, "tenant %q does not exist", c.Job.TenantID)
+	}
+	j := c.Job
+	j.State = JobQueued
+	j.QueuedAt = j.SubmittedAt
+	j.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	f.put(nil, &j, b)
+	return &j
+}
+
+func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
+	old, err := f.activeJob(c.JobID)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	if old.State != JobQueued {
+		return Errorf(CodeInvalidTransition, "job %s is %s, not queued", old.ID, old.State)
+	}
+	if c.Attempt != old.Attempt+1 {
+		return Errorf(CodeStaleAttempt, "job %s: assignment for attempt %d, next is %d", old.ID, c.Attempt, old.Attempt+1)
+	}
+	w, ok := f.workers[c.WorkerID]
+	if !ok || w.State != WorkerUp {
+		return Errorf(CodeNotFound, "worker %q is not up", c.WorkerID)
+	}
+	if !f.fits(w, old, f.usage(w.ID)) {
+		return Errorf(CodeInvalidTransition, "worker %s cannot take job %s", w.ID, old.ID)
+	}
+	j := *old
+	j.State = JobAssigned
+	j.Attempt = c.Attempt
+	j.WorkerID = w.ID
+	j.AssignedAt = c.At
+	j.StartedAt = time.Time{}
+	j.Progress = nil
+	j.ModifyIndex = index
+	f.put(old, &j, b)
+	return &j
+}
+
+// checkReport returns the active job a worker report is about, or an error
+// if the report's attempt is not the job's current one (the fence).
+func (f *FSM) checkReport(r Report, states ...JobState) (*Job, *Error) {
+	old, ok := f.jobs[r.JobID]
+	if !ok {
+		return nil, Errorf(CodeStaleAttempt, "job %s is not active", r.JobID)
+	}
+	if old.Attempt != r.Attempt || old.WorkerID != r.WorkerID {
+		return nil, Errorf(CodeStaleAttempt, "job %s: report for attempt %d on %s, current is attempt %d on %q", r.JobID, r.Attempt, r.WorkerID, old.Attempt, old.WorkerID)
+	}
+	if !slices.Contains(states, old.State) {
+		return nil, Errorf(CodeInvalidTransition, "job %s is %s", old.ID, old.State)
+	}
+	return old, nil
+}
+
+func (f *FSM) applyStartJob(index uint64, c *StartJob, b *batchBuilder) any {
+	old, err := f.checkReport(c.Report, JobAssigned, JobRunning, JobPaused)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index || old.State != JobAssigned {
+		return old // a repeated start report
+	}
+	j := *old
+	j.State = JobRunning
+	j.StartedAt = c.At
+	j.ModifyIndex = index
+	f.put(old, &j, b)
+	if f.observer != nil {
+		f.observer.JobStarted(c.At.Sub(j.QueuedAt))
+	}
+	return &j
+}
+
+func (f *FSM) applyProgressJob(index uint64, c *ProgressJob, b *batchBuilder) any {
+	old, err := f.checkReport(c.Report, JobRunning, JobPaused)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	j := *old
+	p := c.Progress
+	j.Progress = &p
+	j.ModifyIndex = index
+	f.put(old, &j, b)
+	return &j
+}
+
+func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
+	old, err := f.checkReport(c.Report, JobAssigned, JobRunning, JobPaused)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	j := *old
+	j.ModifyIndex = index
+	j.Log = c.Log
+	if c.Error == nil {
+		j.State = JobSucceeded
+		j.Result = c.Result
+		j.Error = nil
+		j.FinishedAt = c.At
+		if j.Progress != nil {
+			p := *j.Progress
+			p.Percent = 100
+			j.Progress = &p
+		}
+		f.put(old, &j, b)
+		return &j
+	}
+	if c.Retryable {
+		return f.requeue(index, old, c.At, *c.Error, b, func(j *Job) { j.Log = c.Log })
+	}
+	j.State = JobFailed
+	e := *c.Error
+	j.Error = &e
+	j.FinishedAt = c.At
+	f.put(old, &j, b)
+	return &j
+}
+
+// requeue ends the current attempt of an active job with reason: back to
+// the queue after a backoff if retries are left, else failed.
+func (f *FSM) requeue(index uint64, old *Job, at time.Time, reason Error, b *batchBuilder, edits ...func(*Job)) *Job {
+	j := *old
+	j.ModifyIndex = index
+	j.Error = &reason
+	for _, e := range edits {
+		e(&j)
+	}
+	if j.Retries < *j.Spec.MaxRetries {
+		j.Retries++
+		j.State = JobQueued
+		j.WorkerID = ""
+		j.QueuedAt = at
+		j.NotBefore = at.Add(Backoff(j.Retries))
+		j.Progress = nil
+	} else {
+		j.State = JobFailed
+		j.FinishedAt = at
+	}
+	f.put(old, &j, b)
+	return &j
+}
+
+func (f *FSM) applyRequeueJob(index uint64, c *RequeueJob, b *batchBuilder) any {
+	old, err := f.checkReport(c.Report, JobAssigned, JobRunning, JobPaused)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	return f.requeue(index, old, c.At, c.Reason, b)
+}
+
+// transition moves an active job from one of the from states to state to.
+func (f *FSM) transition(index uint64, id string, at time.Time, to JobState, b *batchBuilder, from ...JobState) any {
+	old, err := f.activeJob(id)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	if !slices.Contains(from, old.State) {
+		return Errorf(CodeInvalidTransition, "job %s is %s; it can be %s only from %v", id, old.State, to, from)
+	}
+	j := *old
+	j.State = to
+	j.ModifyIndex = index
+	if to.Terminal() {
+		j.FinishedAt = at
+	}
+	f.put(old, &j, b)
+	return &j
+}
+
+func (f *FSM) applyCancelJob(index uint64, c *CancelJob, b *batchBuilder) any {
+	return f.transition(index, c.JobID, c.At, JobCanceled, b, JobQueued, JobAssigned, JobRunning, JobPaused)
+}
+
+func (f *FSM) applyPauseJob(index uint64, c *PauseJob, b *batchBuilder) any {
+	return f.transition(index, c.JobID, c.At, JobPaused, b, JobRunning)
+}
+
+func (f *FSM) applyResumeJob(index uint64, c *ResumeJob, b *batchBuilder) any {
+	return f.transition(index, c.JobID, c.At, JobRunning, b, JobPaused)
+}
+
+func (f *FSM) applyExpireJob(index uint64, c *ExpireJob, b *batchBuilder) any {
+	old, err := f.activeJob(c.JobID)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index {
+		return old
+	}
+	if old.State != JobQueued {
+		return Errorf(CodeInvalidTransition, "job %s is %s, not queued", old.ID, old.State)
+	}
+	if c.At.Before(deadline(old).at) {
+		return Errorf(CodeInvalidTransition, "job %s has not reached its acquire timeout", old.ID)
+	}
+	j := *old
+	j.State = JobFailed
+	j.FinishedAt = c.At
+	msg := "no worker took the job within its acquire timeout of " + time.Duration(j.Spec.AcquireTimeout).String()
+	if c.Code == CodeNoCapableWorker {
+		msg = "no worker can run this job (codecs " + strings.Join(j.Plan.Codecs(), ",") + ") within its acquire timeout"
+	}
+	j.Error = &Error{Code: c.Code, Message: msg}
+	j.ModifyIndex = index
+	f.put(old, &j, b)
+	return &j
+}
+
+func (f *FSM) activeJob(id string) (*Job, *Error) {
+	j, ok := f.jobs[id]
+	if !ok {
+		return nil, Errorf(CodeInvalidTransition, "job %s is not active", id)
+	}
+	return j, nil
+}
+
+// put publishes a job's new version: indexes, memory, batch and metrics.
+// A terminal job leaves memory; the store keeps it.
+func (f *FSM) put(old, j *Job, b *batchBuilder) {
+	if old != nil {
+		f.idx.remove(old)
+	}
+	if j.State.Terminal() {
+		delete(f.jobs, j.ID)
+		if f.observer != nil {
+			f.observer.JobFinished(j.State, j.FinishedAt.Sub(j.SubmittedAt))
+		}
+	} else {
+		f.jobs[j.ID] = j
+		f.idx.add(j)
+	}
+	b.jobs[j.ID] = j
+}

@@ -1,0 +1,178 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// MessageType identifies a command in the Raft log. The enum is
+// append-only: never renumber or reuse a value, or old logs will be
+// misread. A type with IgnoreUnknownTypeFlag set may be skipped by a node
+// that does not know it (rolling upgrades); any other unknown type stops
+// the node.
+type MessageType uint8
+
+// Command types. Append only.
+const (
+	CreateTenantType   MessageType = 1
+	CreateAPIKeyType   MessageType = 2
+	RevokeAPIKeyType   MessageType = 3
+	RegisterWorkerType MessageType = 4
+	SubmitJobType      MessageType = 5
+	AssignJobType      MessageType = 6
+	StartJobType       MessageType = 7
+	ProgressJobType    MessageType = 8
+	FinishJobType      MessageType = 9
+	CancelJobType      MessageType = 10
+	PauseJobType       MessageType = 11
+	ResumeJobType      MessageType = 12
+	RequeueJobType     MessageType = 13
+	ExpireJobType      MessageType = 14
+
+	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
+	IgnoreUnknownTypeFlag MessageType = 128
+)
+
+// Command is a state change proposed through Raft. The edge (an API
+// handler or the leader loop) fills in every ID and time before proposing,
+// so that applying it is deterministic.
+type Command interface {
+	MessageType() MessageType
+}
+
+// Encode returns the log entry for c: one type byte and a JSON body.
+func Encode(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", c, err)
+	}
+	return append([]byte{byte(c.MessageType())}, body...), nil
+}
+
+// CreateTenant creates a tenant.
+type CreateTenant struct {
+	Tenant Tenant `json:"tenant"`
+}
+
+// CreateAPIKey stores a key (its hash only).
+type CreateAPIKey struct {
+	Key APIKey `json:"key"`
+}
+
+// RevokeAPIKey revokes a key.
+type RevokeAPIKey struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+// RegisterWorker adds or refreshes a worker. A new incarnation of a known
+// worker means its previous process is gone: its jobs are requeued.
+type RegisterWorker struct {
+	Worker Worker    `json:"worker"`
+	At     time.Time `json:"at"`
+}
+
+// SubmitJob adds a queued job. Job carries its ID, tenant, compiled spec
+// and submission time; RetryOf is set when it re-runs a finished job.
+type SubmitJob struct {
+	Job Job `json:"job"`
+}
+
+// AssignJob gives a queued job to a worker as attempt Attempt (the job's
+// previous attempt plus one). Only the leader proposes it.
+type AssignJob struct {
+	JobID    string    `json:"job_id"`
+	WorkerID string    `json:"worker_id"`
+	Attempt  int       `json:"attempt"`
+	At       time.Time `json:"at"`
+}
+
+// Report identifies the attempt a worker's report is about; it is the
+// fencing token checked by every report.
+type Report struct {
+	JobID    string `json:"job_id"`
+	WorkerID string `json:"worker_id"`
+	Attempt  int    `json:"attempt"`
+}
+
+// StartJob records that a worker started ffmpeg for its attempt.
+type StartJob struct {
+	Report
+	At time.Time `json:"at"`
+}
+
+// ProgressJob records the progress of a running attempt.
+type ProgressJob struct {
+	Report
+	Progress Progress `json:"progress"`
+}
+
+// FinishJob records the end of an attempt: Error nil means success. A
+// retryable failure with retries left puts the job back in the queue.
+type FinishJob struct {
+	Report
+	At        time.Time `json:"at"`
+	Result    *Result   `json:"result,omitempty"`
+	Error     *Error    `json:"error,omitempty"`
+	Retryable bool      `json:"retryable,omitempty"`
+	Log       string    `json:"log,omitempty"`
+}
+
+// CancelJob cancels an active job. Canceled is terminal.
+type CancelJob struct {
+	JobID string    `json:"job_id"`
+	At    time.Time `json:"at"`
+}
+
+// PauseJob pauses a running job.
+type PauseJob struct {
+	JobID string    `json:"job_id"`
+	At    time.Time `json:"at"`
+}
+
+// ResumeJob resumes a paused job.
+type ResumeJob struct {
+	JobID string    `json:"job_id"`
+	At    time.Time `json:"at"`
+}
+
+// RequeueJob takes an attempt away from its worker (lost, or dispatch
+// failed) and queues the job again within its retry budget.
+type RequeueJob struct {
+	Report
+	Reason Error     `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// ExpireJob fails a job that stayed queued past its acquire timeout.
+type ExpireJob struct {
+	JobID string    `json:"job_id"`
+	Code  Code      `json:"code"`
+	At    time.Time `json:"at"`
+}
+
+// MessageType implementations.
+func (*CreateTenant) MessageType() MessageType   { return CreateTenantType }
+func (*CreateAPIKey) MessageType() MessageType   { return CreateAPIKeyType }
+func (*RevokeAPIKey) MessageType() MessageType   { return RevokeAPIKeyType }
+func (*RegisterWorker) MessageType() MessageType { return RegisterWorkerType }
+func (*SubmitJob) MessageType() MessageType      { return SubmitJobType }
+func (*AssignJob) MessageType() MessageType      { return AssignJobType }
+func (*StartJob) MessageType() MessageType       { return StartJobType }
+func (*ProgressJob) MessageType() MessageType    { return ProgressJobType }
+func (*FinishJob) MessageType() MessageType      { return FinishJobType }
+func (*CancelJob) MessageType() MessageType      { return CancelJobType }
+func (*PauseJob) MessageType() MessageType       { return PauseJobType }
+func (*ResumeJob) MessageType() MessageType      { return ResumeJobType }
+func (*RequeueJob) MessageType() MessageType     { return RequeueJobType }
+func (*ExpireJob) MessageType() MessageType      { return ExpireJobType }
+
+// Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
+func Backoff(n int) time.Duration {
+	d := 2 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}

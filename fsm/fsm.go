@@ -1,0 +1,416 @@
+package fsm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Observer receives domain events for metrics. Its methods are called
+// from Apply with the FSM's lock held and must not block or call back.
+type Observer interface {
+	// JobStarted is called when an attempt starts, with the time it waited
+	// in the queue.
+	JobStarted(wait time.Duration)
+	// JobFinished is called when a job reaches a terminal state, with the
+	// time since its first submission.
+	JobFinished(state JobState, total time.Duration)
+}
+
+// FSM is the replicated state machine. It implements raft.BatchingFSM.
+//
+// Raft's contract, restated: Apply/ApplyBatch and Snapshot are called from
+// one goroutine; Snapshot must return quickly and the FSMSnapshot's Persist
+// runs concurrently with later Applys; Restore is never concurrent with
+// anything and must discard all previous state.
+//
+// Objects in memory are immutable once published: Apply replaces a changed
+// object with a modified copy, so readers may keep the pointers they get.
+type FSM struct {
+	store    Store
+	log      *slog.Logger
+	observer Observer
+
+	mu      sync.RWMutex
+	index   uint64
+	tenants map[string]*Tenant
+	keys    map[string]*APIKey
+	workers map[string]*Worker
+	jobs    map[string]*Job // non-terminal jobs only
+	idx     *indexes
+	watch   chan struct{} // closed and replaced after every batch
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// Config configures an FSM.
+type Config struct {
+	Store    Store
+	Logger   *slog.Logger
+	Observer Observer // optional
+}
+
+// New loads the FSM's memory from the store.
+func New(ctx context.Context, cfg Config) (*FSM, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := &FSM{store: cfg.Store, log: cfg.Logger, observer: cfg.Observer, watch: make(chan struct{})}
+	if err := f.load(ctx); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *FSM) load(ctx context.Context) error {
+	st, err := f.store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.index = st.Index
+	f.tenants = make(map[string]*Tenant, len(st.Tenants))
+	f.keys = make(map[string]*APIKey, len(st.Keys))
+	f.workers = make(map[string]*Worker, len(st.Workers))
+	f.jobs = make(map[string]*Job, len(st.Jobs))
+	f.idx = newIndexes()
+	for _, t := range st.Tenants {
+		f.tenants[t.ID] = t
+	}
+	for _, k := range st.Keys {
+		f.keys[k.ID] = k
+	}
+	for _, w := range st.Workers {
+		f.workers[w.ID] = w
+	}
+	for _, j := range st.Jobs {
+		f.jobs[j.ID] = j
+		f.idx.add(j)
+	}
+	return nil
+}
+
+// Store returns the FSM's store, for paged history reads.
+func (f *FSM) Store() Store { return f.store }
+
+// Apply applies one log entry. It implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed log entries in order, then writes every
+// object they changed and the last index to the store in one Commit.
+// Entries at or below the store's index were applied before a restart and
+// are skipped. The response for each entry is the changed object or an
+// error (*Error for a refused command).
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	resps := make([]any, len(logs))
+	b := newBatchBuilder()
+	f.mu.Lock()
+	start := f.index
+	for i, l := range logs {
+		if l.Index <= start || l.Type != raft.LogCommand {
+			continue
+		}
+		resps[i] = f.applyEntry(l.Index, l.Data, b)
+	}
+	f.mu.Unlock()
+
+	last := logs[len(logs)-1].Index
+	if last <= start {
+		return resps
+	}
+	f.commit(b.build(last))
+
+	f.mu.Lock()
+	f.index = last
+	ch := f.watch
+	f.watch = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return resps
+}
+
+// commit writes a batch, retrying with backoff until the store takes it:
+// the entries are committed in Raft, so giving up would lose them.
+func (f *FSM) commit(b *Batch) {
+	delay := 50 * time.Millisecond
+	for {
+		err := f.store.Commit(context.Background(), b)
+		if err == nil {
+			return
+		}
+		f.log.Error("store commit failed; retrying", "index", b.Index, "error", err, "retry_in", delay)
+		time.Sleep(delay)
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
+	if len(data) == 0 {
+		panic(fmt.Sprintf("fsm: empty log entry at index %d", index))
+	}
+	t := MessageType(data[0])
+	body := data[1:]
+	switch t {
+	case CreateTenantType:
+		return f.applyCreateTenant(index, decode[CreateTenant](t, body), b)
+	case CreateAPIKeyType:
+		return f.applyCreateAPIKey(index, decode[CreateAPIKey](t, body), b)
+	case RevokeAPIKeyType:
+		return f.applyRevokeAPIKey(index, decode[RevokeAPIKey](t, body), b)
+	case RegisterWorkerType:
+		return f.applyRegisterWorker(index, decode[RegisterWorker](t, body), b)
+	case SubmitJobType:
+		return f.applySubmitJob(index, decode[SubmitJob](t, body), b)
+	case AssignJobType:
+		return f.applyAssignJob(index, decode[AssignJob](t, body), b)
+	case StartJobType:
+		return f.applyStartJob(index, decode[StartJob](t, body), b)
+	case ProgressJobType:
+		return f.applyProgressJob(index, decode[ProgressJob](t, body), b)
+	case FinishJobType:
+		return f.applyFinishJob(index, decode[FinishJob](t, body), b)
+	case CancelJobType:
+		return f.applyCancelJob(index, decode[CancelJob](t, body), b)
+	case PauseJobType:
+		return f.applyPauseJob(index, decode[PauseJob](t, body), b)
+	case ResumeJobType:
+		return f.applyResumeJob(index, decode[ResumeJob](t, body), b)
+	case RequeueJobType:
+		return f.applyRequeueJob(index, decode[RequeueJob](t, body), b)
+	case ExpireJobType:
+		return f.applyExpireJob(index, decode[ExpireJob](t, body), b)
+	}
+	if t&IgnoreUnknownTypeFlag != 0 {
+		f.log.Warn("skipping unknown command type", "type", t, "index", index)
+		return nil
+	}
+	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
+}
+
+// decode decodes a command body. A body that does not decode is a bug in
+// the proposer or a corrupt log: stop rather than diverge.
+func decode[T any](t MessageType, body []byte) *T {
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
+	}
+	return &v
+}
+
+// Index returns the index of the last applied batch.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index
+}
+
+// Watch returns the current index and a channel closed when the next batch
+// has been applied.
+func (f *FSM) Watch() (uint64, <-chan struct{}) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index, f.watch
+}
+
+// WaitIndex blocks until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitIndex(ctx context.Context, index uint64) error {
+	for {
+		cur, ch := f.Watch()
+		if cur >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Tenant returns a tenant by ID.
+func (f *FSM) Tenant(id string) (*Tenant, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.tenants[id]
+	return t, ok
+}
+
+// APIKey returns a key by ID.
+func (f *FSM) APIKey(id string) (*APIKey, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k, ok := f.keys[id]
+	return k, ok
+}
+
+// KeyCount returns how many keys exist, revoked or not.
+func (f *FSM) KeyCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.keys)
+}
+
+// Worker returns a worker by ID.
+func (f *FSM) Worker(id string) (*Worker, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	w, ok := f.workers[id]
+	return w, ok
+}
+
+// Workers returns the workers visible to a tenant ("" for all), sorted by
+// ID. A tenant sees the shared pool and its own dedicated workers.
+func (f *FSM) Workers(tenantID string) []*Worker {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*Worker, 0, len(f.workers))
+	for _, w := range f.workers {
+		if tenantID == "" || w.TenantID == "" || w.TenantID == tenantID {
+			out = append(out, w)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Worker) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// WorkerLoad returns how many active jobs a worker holds.
+func (f *FSM) WorkerLoad(id string) int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.idx.byWorker[id])
+}
+
+// ActiveJob returns a non-terminal job from memory.
+func (f *FSM) ActiveJob(id string) (*Job, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	j, ok := f.jobs[id]
+	return j, ok
+}
+
+// GetJob returns a job, active from memory or finished from the store.
+func (f *FSM) GetJob(ctx context.Context, id string) (*Job, error) {
+	if j, ok := f.ActiveJob(id); ok {
+		return j, nil
+	}
+	return f.store.GetJob(ctx, id)
+}
+
+// WorkerJobs returns the active jobs assigned to a worker, sorted by ID.
+func (f *FSM) WorkerJobs(workerID string) []*Job {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ids := sortedKeys(f.idx.byWorker[workerID])
+	out := make([]*Job, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, f.jobs[id])
+	}
+	return out
+}
+
+// Counts returns the number of active jobs per state and of queued jobs
+// per queue.
+func (f *FSM) Counts() (byState map[JobState]int, byQueue map[Queue]int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	byState = make(map[JobState]int)
+	byQueue = make(map[Queue]int)
+	for _, j := range f.jobs {
+		byState[j.State]++
+		if j.State == JobQueued {
+			byQueue[j.Spec.Queue]++
+		}
+	}
+	return byState, byQueue
+}
+
+// Snapshot implements raft.FSM. It captures the store's committed state,
+// which always equals the FSM's applied state because Apply commits
+// before it returns.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.store.Snapshot(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store: %w", err)
+	}
+	return &fsmSnapshot{s: s}, nil
+}
+
+// Restore implements raft.FSM: it replaces the store's contents with the
+// snapshot and rebuilds memory from it.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.store.Restore(context.Background(), rc); err != nil {
+		return fmt.Errorf("restore store: %w", err)
+	}
+	if err := f.load(context.Background()); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	ch := f.watch
+	f.watch = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return nil
+}
+
+type fsmSnapshot struct{ s StoreSnapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.s.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.s.Release() }
+
+// batchBuilder collects the final version of every object a batch changes.
+type batchBuilder struct {
+	tenants map[string]*Tenant
+	keys    map[string]*APIKey
+	workers map[string]*Worker
+	jobs    map[string]*Job
+}
+
+func newBatchBuilder() *batchBuilder {
+	return &batchBuilder{map[string]*Tenant{}, map[string]*APIKey{}, map[string]*Worker{}, map[string]*Job{}}
+}
+
+func (b *batchBuilder) build(index uint64) *Batch {
+	return &Batch{
+		Index:   index,
+		Tenants: sortedValues(b.tenants),
+		Keys:    sortedValues(b.keys),
+		Workers: sortedValues(b.workers),
+		Jobs:    sortedValues(b.jobs),
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func sortedValues[V any](m map[string]V) []V {
+	out := make([]V, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
+}

@@ -1,0 +1,122 @@
+package fsm
+
+import (
+	"time"
+
+	"github.com/google/btree"
+)
+
+// class is a dispatch class: a queue and a priority.
+type class struct {
+	queue Queue
+	prio  Priority
+}
+
+// classes lists the dispatch classes in the order the scheduler serves
+// them: by queue (live, default, batch), then by priority.
+var classes = func() []class {
+	var out []class
+	for _, q := range Queues {
+		for _, p := range Priorities {
+			out = append(out, class{q, p})
+		}
+	}
+	return out
+}()
+
+// qitem orders a tenant's queued jobs by submission (CreateIndex), so a
+// requeued job goes back to its original place.
+type qitem struct {
+	create uint64
+	id     string
+}
+
+func qless(a, b qitem) bool {
+	if a.create != b.create {
+		return a.create < b.create
+	}
+	return a.id < b.id
+}
+
+// ditem orders queued jobs by acquire deadline.
+type ditem struct {
+	at time.Time
+	id string
+}
+
+func dless(a, b ditem) bool {
+	if !a.at.Equal(b.at) {
+		return a.at.Before(b.at)
+	}
+	return a.id < b.id
+}
+
+// indexes are the in-memory scheduling indexes over active jobs.
+type indexes struct {
+	queued    map[class]map[string]*btree.BTreeG[qitem] // class → tenant → FIFO
+	deadlines *btree.BTreeG[ditem]
+	byWorker  map[string]map[string]struct{}
+}
+
+func newIndexes() *indexes {
+	return &indexes{
+		queued:    make(map[class]map[string]*btree.BTreeG[qitem]),
+		deadlines: btree.NewG(16, dless),
+		byWorker:  make(map[string]map[string]struct{}),
+	}
+}
+
+func jobClass(j *Job) class { return class{j.Spec.Queue, j.Spec.Priority} }
+
+func deadline(j *Job) ditem {
+	return ditem{j.QueuedAt.Add(time.Duration(j.Spec.AcquireTimeout)), j.ID}
+}
+
+// add indexes an active job by its state.
+func (x *indexes) add(j *Job) {
+	switch j.State {
+	case JobQueued:
+		c := jobClass(j)
+		tenants := x.queued[c]
+		if tenants == nil {
+			tenants = make(map[string]*btree.BTreeG[qitem])
+			x.queued[c] = tenants
+		}
+		t := tenants[j.TenantID]
+		if t == nil {
+			t = btree.NewG(16, qless)
+			tenants[j.TenantID] = t
+		}
+		t.ReplaceOrInsert(qitem{j.CreateIndex, j.ID})
+		x.deadlines.ReplaceOrInsert(deadline(j))
+	case JobAssigned, JobRunning, JobPaused:
+		m := x.byWorker[j.WorkerID]
+		if m == nil {
+			m = make(map[string]struct{})
+			x.byWorker[j.WorkerID] = m
+		}
+		m[j.ID] = struct{}{}
+	}
+}
+
+// remove drops a job from the indexes of its state.
+func (x *indexes) remove(j *Job) {
+	switch j.State {
+	case JobQueued:
+		c := jobClass(j)
+		if t := x.queued[c][j.TenantID]; t != nil {
+			t.Delete(qitem{j.CreateIndex, j.ID})
+			if t.Len() == 0 {
+				delete(x.queued[c], j.TenantID)
+			}
+		}
+		x.deadlines.Delete(deadline(j))
+	case JobAssigned, JobRunning, JobPaused:
+		if m := x.byWorker[j.WorkerID]; m != nil {
+			delete(m, j.ID)
+			if len(m) == 0 {
+				delete(x.byWorker, j.WorkerID)
+			}
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Store errors. Implementations map their driver errors to these.
+var (
+	// ErrNotFound is returned when an object does not exist.
+	ErrNotFound = errors.New("not found")
+)
+
+// Store is the durable half of the FSM. The FSM keeps in memory only what
+// scheduling needs (tenants, keys, workers and active jobs) and writes
+// every change through Commit; history is read back from the store.
+//
+// Commit is called by one goroutine at a time, in index order. The read
+// methods may be called concurrently with Commit and with each other.
+type Store interface {
+	// Load returns the last committed index and every object the FSM keeps
+	// in memory: tenants, API keys, workers and non-terminal jobs.
+	Load(ctx context.Context) (*State, error)
+	// Commit durably writes a batch of changed objects and the index of
+	// the batch's last log entry, atomically.
+	Commit(ctx context.Context, b *Batch) error
+	// GetJob returns a job by ID, active or finished, or ErrNotFound.
+	GetJob(ctx context.Context, id string) (*Job, error)
+	// ListJobs returns one page of jobs, newest first.
+	ListJobs(ctx context.Context, p *ListJobsParams) (*JobPage, error)
+	// Snapshot captures the committed state for a Raft snapshot. It must
+	// return quickly; the returned value's WriteTo runs concurrently with
+	// Commit and must write the state as of the Snapshot call.
+	Snapshot(ctx context.Context) (StoreSnapshot, error)
+	// Restore replaces all state with a stream written by a snapshot.
+	Restore(ctx context.Context, r io.Reader) error
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}
+
+// StoreSnapshot is a point-in-time view of a store.
+type StoreSnapshot interface {
+	// WriteTo streams the view.
+	WriteTo(w io.Writer) (int64, error)
+	// Release frees the view; it is always called, once.
+	Release()
+}
+
+// State is what a store holds for the FSM's memory.
+type State struct {
+	Index   uint64
+	Tenants []*Tenant
+	Keys    []*APIKey
+	Workers []*Worker
+	Jobs    []*Job // non-terminal only
+}
+
+// Batch is the set of objects changed by one applied batch of log entries,
+// each in its final version, sorted by ID.
+type Batch struct {
+	Index   uint64
+	Tenants []*Tenant
+	Keys    []*APIKey
+	Workers []*Worker
+	Jobs    []*Job
+}
+
+// ListJobsParams selects a page of jobs.
+type ListJobsParams struct {
+	// TenantID limits the list to one tenant; "" lists all tenants.
+	TenantID string
+	// States, if not empty, keeps only jobs in one of these states.
+	States []JobState
+	// Queue, if set, keeps only jobs of this queue.
+	Queue Queue
+	// Limit is the page size (1..1000).
+	Limit int
+	// After is the cursor: the ID of the last job of the previous page.
+	After string
+}
+
+// JobPage is one page of jobs. Next is the cursor for the following page,
+// "" on the last page.
+type JobPage struct {
+	Jobs []*Job `json:"jobs"`
+	Next string `json:"next,omitempty"`
+}

@@ -1,0 +1,22 @@
+// Command ffrtmp is the whole ffrtmp platform in one binary: control-plane
+// node, FFmpeg worker, dev mode and command line client.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/ffrtmp/ffrtmp/cli"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "ERROR: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	return cli.Run(ctx, cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv}, args)
+}

@@ -1,0 +1,333 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Paging and long-poll limits.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+	maxWait         = 5 * time.Minute
+	keepAlive       = 15 * time.Second
+)
+
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	var spec fsm.JobSpec
+	if err := decodeBody(w, r, &spec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tenant, err := tenantScope(r, s.principal(r), false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	j, err := s.submit(r.Context(), tenant, spec, "")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+j.ID)
+	setIndex(w, j.ModifyIndex)
+	writeJSON(w, http.StatusCreated, j)
+}
+
+// submit compiles spec and proposes it as a new job of tenant.
+func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf string) (*fsm.Job, error) {
+	if _, ok := s.fsm.Tenant(tenant); !ok {
+		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %q does not exist", tenant)
+	}
+	plan, err := spec.Compile(s.policy)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("job id: %w", err)
+	}
+	job := fsm.Job{ID: id.String(), TenantID: tenant, Spec: spec, Plan: *plan, SubmittedAt: s.now(), RetryOf: retryOf}
+	resp, err := s.raft.Apply(ctx, &fsm.SubmitJob{Job: job})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*fsm.Job), nil
+}
+
+// scopedJob returns the job named by the path if the principal may see
+// it. A job of another tenant is reported as not found.
+func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
+	id := r.PathValue("id")
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %q", id)
+	}
+	j, err := s.fsm.GetJob(r.Context(), id)
+	if errors.Is(err, fsm.ErrNotFound) {
+		return nil, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := s.principal(r)
+	if p.Role != fsm.RoleSuperAdmin && j.TenantID != p.TenantID {
+		return nil, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)
+	}
+	return j, nil
+}
+
+// getJob returns a job. With ?index=N it blocks (up to ?wait=, default
+// 30s) until the job's modify_index exceeds N.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	wait := 30 * time.Second
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "index must be a non-negative integer"))
+			return
+		}
+		after = n
+	}
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxWait {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "wait must be a duration up to %s", maxWait))
+			return
+		}
+		wait = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	for {
+		index, changed := s.fsm.Watch()
+		j, err := s.scopedJob(r.WithContext(context.WithoutCancel(r.Context())))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if j.ModifyIndex > after || after == 0 {
+			setIndex(w, index)
+			writeJSON(w, http.StatusOK, j)
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			setIndex(w, index)
+			writeJSON(w, http.StatusOK, j)
+			return
+		}
+	}
+}
+
+func parseStates(v string) ([]fsm.JobState, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var out []fsm.JobState
+	for _, s := range strings.Split(v, ",") {
+		st := fsm.JobState(strings.TrimSpace(s))
+		if !st.Valid() {
+			return nil, fsm.Errorf(fsm.CodeInvalidArgument, "unknown state %q", s)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// listJobs returns a page of the tenant's jobs, newest first.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	tenant, err := tenantScope(r, s.principal(r), true)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p := &fsm.ListJobsParams{TenantID: tenant, Limit: defaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
+	if p.States, err = parseStates(q.Get("state")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if p.Queue != "" && !validQueue(p.Queue) {
+		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "unknown queue %q", p.Queue))
+		return
+	}
+	if p.After != "" {
+		if _, err := uuid.Parse(p.After); err != nil {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "after must be a job id"))
+			return
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "limit must be between 1 and %d", maxPageSize))
+			return
+		}
+		p.Limit = n
+	}
+	index := s.fsm.Index()
+	page, err := s.fsm.Store().ListJobs(r.Context(), p)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	setIndex(w, index)
+	writeJSON(w, http.StatusOK, page)
+}
+
+func validQueue(q fsm.Queue) bool {
+	for _, v := range fsm.Queues {
+		if v == q {
+			return true
+		}
+	}
+	return false
+}
+
+// jobCommand applies the command made by mk to the job in the path.
+func (s *Server) jobCommand(mk func(id string, at time.Time) fsm.Command) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		j, err := s.scopedJob(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if j.State.Terminal() {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidTransition, "job %s is %s; finished jobs never change", j.ID, j.State))
+			return
+		}
+		resp, err := s.raft.Apply(r.Context(), mk(j.ID, s.now()))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		j = resp.(*fsm.Job)
+		setIndex(w, j.ModifyIndex)
+		writeJSON(w, http.StatusOK, j)
+	}
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	s.jobCommand(func(id string, at time.Time) fsm.Command { return &fsm.CancelJob{JobID: id, At: at} })(w, r)
+}
+
+func (s *Server) pauseJob(w http.ResponseWriter, r *http.Request) {
+	s.jobCommand(func(id string, at time.Time) fsm.Command { return &fsm.PauseJob{JobID: id, At: at} })(w, r)
+}
+
+func (s *Server) resumeJob(w http.ResponseWriter, r *http.Request) {
+	s.jobCommand(func(id string, at time.Time) fsm.Command { return &fsm.ResumeJob{JobID: id, At: at} })(w, r)
+}
+
+// retryJob submits a failed or canceled job again as a new job that
+// points back to it; the finished job itself never changes.
+func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.scopedJob(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if j.State != fsm.JobFailed && j.State != fsm.JobCanceled {
+		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidTransition, "job %s is %s; only failed or canceled jobs can be retried", j.ID, j.State))
+		return
+	}
+	nj, err := s.submit(r.Context(), j.TenantID, j.Spec, j.ID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+nj.ID)
+	setIndex(w, nj.ModifyIndex)
+	writeJSON(w, http.StatusCreated, nj)
+}
+
+// jobLogs returns ffmpeg's stderr tail: live from the worker while the
+// job runs, else the tail stored with the job's last attempt.
+func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) {
+	j, err := s.scopedJob(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	text := j.Log
+	if s.logs != nil && j.WorkerID != "" && (j.State == fsm.JobRunning || j.State == fsm.JobPaused) {
+		if live, err := s.logs.JobLog(r.Context(), j.WorkerID, j.ID); err == nil {
+			text = live
+		} else {
+			s.log.Debug("live log unavailable", "job", j.ID, "error", err)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	setIndex(w, j.ModifyIndex)
+	fmt.Fprint(w, text)
+}
+
+// jobEvents streams the job as Server-Sent Events: a "job" event with the
+// whole job every time it changes (state or progress), until it finishes.
+func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
+	j, err := s.scopedJob(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		s.writeError(w, r, errors.New("streaming unsupported"))
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(j *fsm.Job) error {
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "id: %d\nevent: job\ndata: %s\n\n", j.ModifyIndex, b)
+		flusher.Flush()
+		return err
+	}
+	ka := time.NewTicker(keepAlive)
+	defer ka.Stop()
+	last := uint64(0)
+	for {
+		_, changed := s.fsm.Watch()
+		if j.ModifyIndex > last {
+			if err := send(j); err != nil {
+				return
+			}
+			last = j.ModifyIndex
+		}
+		if j.State.Terminal() {
+			fmt.Fprint(w, "event: end\ndata: {}\n\n")
+			flusher.Flush()
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ka.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			flusher.Flush()
+			continue
+		case <-changed:
+		}
+		if j, err = s.fsm.GetJob(r.Context(), j.ID); err != nil {
+			return
+		}
+	}
+}

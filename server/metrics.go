@@ -1,0 +1,126 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Metrics are a node's Prometheus metrics, on a registry of its own so
+// that several nodes can live in one test process. It implements
+// fsm.Observer; job metrics describe the replicated state as this node
+// applied it, so every node reports the same values.
+type Metrics struct {
+	reg         *prometheus.Registry
+	jobWait     prometheus.Histogram
+	jobDuration *prometheus.HistogramVec
+	finished    *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+
+	once sync.Once
+}
+
+var _ fsm.Observer = (*Metrics)(nil)
+
+// NewMetrics creates the metrics and their registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		jobWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ffrtmp_job_wait_seconds",
+			Help:    "Time from a job entering the queue to its attempt running (submit to running latency).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 18),
+		}),
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ffrtmp_job_duration_seconds",
+			Help:    "Time from submission to a terminal state, by state.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 18),
+		}, []string{"state"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ffrtmp_jobs_finished_total",
+			Help: "Jobs that reached a terminal state since this node started, by state.",
+		}, []string{"state"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ffrtmp_http_requests_total",
+			Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ffrtmp_http_request_duration_seconds",
+			Help:    "HTTP request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+	}
+	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.requests, m.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry returns the registry, for other packages' collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// JobStarted implements fsm.Observer.
+func (m *Metrics) JobStarted(wait time.Duration) { m.jobWait.Observe(wait.Seconds()) }
+
+// JobFinished implements fsm.Observer.
+func (m *Metrics) JobFinished(state fsm.JobState, total time.Duration) {
+	m.finished.WithLabelValues(string(state)).Inc()
+	m.jobDuration.WithLabelValues(string(state)).Observe(total.Seconds())
+}
+
+func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (m *Metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// watch registers gauges computed from the FSM at scrape time.
+func (m *Metrics) watch(f *fsm.FSM) {
+	m.once.Do(func() { m.reg.MustRegister(&stateCollector{f: f}) })
+}
+
+var (
+	jobsDesc    = prometheus.NewDesc("ffrtmp_jobs", "Active jobs by state.", []string{"state"}, nil)
+	queueDesc   = prometheus.NewDesc("ffrtmp_queue_depth", "Queued jobs by queue.", []string{"queue"}, nil)
+	workersDesc = prometheus.NewDesc("ffrtmp_workers", "Registered workers by state.", []string{"state"}, nil)
+	indexDesc   = prometheus.NewDesc("ffrtmp_fsm_applied_index", "Raft index the FSM has applied.", nil, nil)
+)
+
+type stateCollector struct{ f *fsm.FSM }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- queueDesc
+	ch <- workersDesc
+	ch <- indexDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	byState, byQueue := c.f.Counts()
+	for _, s := range fsm.JobStates {
+		if !s.Terminal() {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(byState[s]), string(s))
+		}
+	}
+	for _, q := range fsm.Queues {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(byQueue[q]), string(q))
+	}
+	workers := map[fsm.WorkerState]int{fsm.WorkerUp: 0, fsm.WorkerDown: 0}
+	for _, w := range c.f.Workers("") {
+		workers[w.State]++
+	}
+	for s, n := range workers {
+		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(n), string(s))
+	}
+	ch <- prometheus.MustNewConstMetric(indexDesc, prometheus.GaugeValue, float64(c.f.Index()))
+}

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// WorkerView is a worker as the API shows it, with its current load.
+type WorkerView struct {
+	*fsm.Worker
+	ActiveJobs int `json:"active_jobs"`
+}
+
+func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
+	p := s.principal(r)
+	tenant := p.TenantID
+	if p.Role == fsm.RoleSuperAdmin {
+		tenant = ""
+	}
+	index := s.fsm.Index()
+	out := []WorkerView{}
+	for _, wk := range s.fsm.Workers(tenant) {
+		out = append(out, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+	}
+	setIndex(w, index)
+	writeJSON(w, http.StatusOK, map[string]any{"workers": out})
+}
+
+func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
+	p := s.principal(r)
+	wk, ok := s.fsm.Worker(r.PathValue("id"))
+	if !ok || (p.Role != fsm.RoleSuperAdmin && wk.TenantID != "" && wk.TenantID != p.TenantID) {
+		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %q not found", r.PathValue("id")))
+		return
+	}
+	setIndex(w, wk.ModifyIndex)
+	writeJSON(w, http.StatusOK, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+}
+
+// WorkerService is the node's side of the worker protocol: a worker
+// registers, watches its assignments and reports on them. Dev mode hands
+// it to an in-process worker.
+type WorkerService struct{ s *Server }
+
+// Workers returns the server's worker service.
+func (s *Server) Workers() *WorkerService { return &WorkerService{s: s} }
+
+// Register registers (or re-registers) a worker, stamping the time.
+func (ws *WorkerService) Register(ctx context.Context, w *fsm.Worker) (*fsm.Worker, error) {
+	now := ws.s.now()
+	c := &fsm.RegisterWorker{Worker: *w, At: now}
+	c.Worker.RegisteredAt = now
+	resp, err := ws.s.raft.Apply(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*fsm.Worker), nil
+}
+
+// maxAssignmentWait bounds one Assignments long-poll.
+const maxAssignmentWait = 30 * time.Second
+
+// Assignments returns the active jobs assigned to workerID once the FSM
+// index exceeds index (or after a bounded wait), with the index they
+// reflect. Canceled, finished or reassigned jobs disappear from the list;
+// the worker stops any process it runs for a job not in it.
+func (ws *WorkerService) Assignments(ctx context.Context, workerID string, index uint64) ([]*fsm.Job, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, maxAssignmentWait)
+	defer cancel()
+	cur, changed := ws.s.fsm.Watch()
+	if cur <= index {
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		}
+		cur = ws.s.fsm.Index()
+	}
+	return ws.s.fsm.WorkerJobs(workerID), cur, nil
+}
+
+// Start reports that the worker started ffmpeg for an attempt.
+func (ws *WorkerService) Start(ctx context.Context, r fsm.Report) error {
+	_, err := ws.s.raft.Apply(ctx, &fsm.StartJob{Report: r, At: ws.s.now()})
+	return err
+}
+
+// Progress reports an attempt's progress.
+func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error {
+	p.UpdatedAt = ws.s.now()
+	_, err := ws.s.raft.Apply(ctx, &fsm.ProgressJob{Report: r, Progress: p})
+	return err
+}
+
+// Finish reports the end of an attempt.
+func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
+	c.At = ws.s.now()
+	_, err := ws.s.raft.Apply(ctx, c)
+	return err
+}

@@ -1,0 +1,495 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// ErrCanceled is returned by Run.Wait when the run was stopped by Cancel or
+// by the end of the context given to Start.
+var ErrCanceled = errors.New("worker: run canceled")
+
+const (
+	// DefaultKillGrace is how long a stopped ffmpeg gets between SIGTERM
+	// and SIGKILL when RunParams.KillGrace is zero.
+	DefaultKillGrace = 5 * time.Second
+	// probeRunTimeout bounds each ffprobe call of a run.
+	probeRunTimeout = 30 * time.Second
+)
+
+// RunParams describes one attempt of a job on this worker.
+type RunParams struct {
+	FFmpeg  string // ffmpeg program; "ffmpeg" if empty
+	FFprobe string // ffprobe program; "ffprobe" if empty
+	// MediaRoot is the host directory that holds every tenant's media;
+	// tenant T's files live in MediaRoot/T.
+	MediaRoot string
+	TenantID  string
+	Plan      *fsm.Plan
+	Encoders  Encoders
+	Threads   int // -threads per output encoder; 0 lets ffmpeg choose
+	// Timeout bounds the run; time spent paused does not count. Zero
+	// means no timeout.
+	Timeout time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL when the run is
+	// stopped; DefaultKillGrace if zero.
+	KillGrace time.Duration
+	// OnProgress, if set, is called with every progress block, from a
+	// goroutine of the run. It must return quickly: ffmpeg blocks while
+	// it runs.
+	OnProgress func(Progress)
+	// TailBytes is how much of ffmpeg's stderr to keep; DefaultTailBytes
+	// if zero.
+	TailBytes int
+}
+
+// outputFile is where a file rendition is written and then moved.
+type outputFile struct {
+	final string // absolute path the output ends up at
+	temp  string // hidden sibling ffmpeg writes to
+}
+
+// Run is a handle on one running attempt. Its methods are safe for
+// concurrent use.
+type Run struct {
+	p            RunParams
+	proc         *Process
+	files        []outputFile // by rendition; zero for network outputs
+	stderr       *Tail
+	progressDone chan struct{}
+
+	mu        sync.Mutex
+	paused    bool
+	timer     *time.Timer   // nil without a timeout
+	remaining time.Duration // timeout left when the timer was last armed
+	armedAt   time.Time
+	reason    error // why the run was stopped, nil if it was not
+
+	done   chan struct{} // closed when the outcome below is set
+	result *fsm.Result
+	tail   string
+	err    error
+}
+
+// Start checks and prepares the plan's files and starts ffmpeg. The file
+// input is MediaRoot/TenantID/<plan path> and must resolve, symlinks
+// followed, inside MediaRoot/TenantID; file outputs are written to hidden
+// temporary siblings of their final paths, whose directories are created
+// as needed and must also resolve inside it.
+//
+// ctx bounds the whole run, not just the start: when it ends, the run is
+// stopped as by Cancel (and if it has already ended, Start returns an error
+// wrapping ErrCanceled). Other errors are *fsm.Error: fsm.CodeURLNotAllowed for a
+// path that escapes the tenant's directory, fsm.CodeInvalidArgument for a
+// missing input, fsm.CodeFFmpeg for an input ffprobe cannot read,
+// fsm.CodeNoCapableWorker if Encoders lacks a codec.
+func Start(ctx context.Context, p RunParams) (*Run, error) {
+	if p.Plan == nil {
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "run has no plan")
+	}
+	if p.FFmpeg == "" {
+		p.FFmpeg = "ffmpeg"
+	}
+	if p.FFprobe == "" {
+		p.FFprobe = "ffprobe"
+	}
+	if p.KillGrace <= 0 {
+		p.KillGrace = DefaultKillGrace
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
+	}
+	plan := p.Plan
+	r := &Run{
+		p:            p,
+		files:        make([]outputFile, len(plan.Outputs)),
+		stderr:       NewTail(p.TailBytes),
+		progressDone: make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+
+	hasFileOutput := false
+	for _, o := range plan.Outputs {
+		hasFileOutput = hasFileOutput || o.Kind == fsm.KindFile
+	}
+	var root, input string
+	if hasFileOutput || plan.Input.Kind == fsm.KindFile {
+		var err error
+		if root, err = tenantRoot(p.MediaRoot, p.TenantID, hasFileOutput); err != nil {
+			return nil, err
+		}
+	}
+	if plan.Input.Kind == fsm.KindFile {
+		var err error
+		if input, err = resolveInput(root, plan.Input); err != nil {
+			return nil, err
+		}
+	}
+	temps := make([]string, len(plan.Outputs))
+	for i, o := range plan.Outputs {
+		if o.Kind != fsm.KindFile {
+			continue
+		}
+		f, err := prepareOutput(root, o)
+		if err != nil {
+			r.removeTemps()
+			return nil, err
+		}
+		r.files[i], temps[i] = f, f.temp
+	}
+
+	var durationSec float64
+	switch plan.Input.Kind {
+	case fsm.KindTestsrc:
+		durationSec = plan.Input.DurationSec
+	case fsm.KindFile:
+		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
+		d, err := ProbeDuration(pctx, p.FFprobe, input)
+		cancel()
+		if err != nil {
+			r.removeTemps()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
+			}
+			return nil, fsm.Errorf(fsm.CodeFFmpeg, "input %s is not readable media: %v", plan.Input.URL, err)
+		}
+		durationSec = d
+	}
+
+	args, err := BuildArgs(plan, p.Encoders, input, temps, p.Threads)
+	if err != nil {
+		r.removeTemps()
+		return nil, err
+	}
+
+	// ffmpeg writes progress straight into a pipe that ParseProgress reads.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		r.removeTemps()
+		return nil, fsm.Errorf(fsm.CodeInternal, "progress pipe: %v", err)
+	}
+	proc, err := StartProcess(p.FFmpeg, args, pw, r.stderr)
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		r.removeTemps()
+		return nil, fsm.Errorf(fsm.CodeInternal, "start ffmpeg: %v", err)
+	}
+	r.proc = proc
+
+	go func() {
+		defer close(r.progressDone)
+		defer pr.Close()
+		_ = ParseProgress(pr, durationSec, func(pg Progress) {
+			if p.OnProgress != nil {
+				p.OnProgress(pg)
+			}
+		})
+		// Never leave ffmpeg blocked on a full pipe.
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+
+	if p.Timeout > 0 {
+		r.mu.Lock()
+		r.remaining, r.armedAt = p.Timeout, time.Now()
+		r.timer = time.AfterFunc(p.Timeout, r.onTimeout)
+		r.mu.Unlock()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			r.stop(fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx)))
+		case <-proc.Done():
+		}
+	}()
+	go r.finish(ctx)
+	return r, nil
+}
+
+// Pid returns the process ID of ffmpeg, which is also its process group.
+func (r *Run) Pid() int { return r.proc.Pid() }
+
+// Log returns the current tail of ffmpeg's stderr, while it runs or after.
+func (r *Run) Log() string { return r.stderr.String() }
+
+// Done returns a channel that is closed when Wait's outcome is ready.
+func (r *Run) Done() <-chan struct{} { return r.done }
+
+// Pause suspends ffmpeg (SIGSTOP) and stops the timeout clock. Pausing a
+// paused run does nothing. It returns ErrProcessDone if the run is ending.
+func (r *Run) Pause() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reason != nil {
+		return ErrProcessDone
+	}
+	if r.paused {
+		return nil
+	}
+	if err := r.proc.Pause(); err != nil {
+		return err
+	}
+	r.paused = true
+	if r.timer != nil {
+		r.timer.Stop()
+		r.remaining = max(0, r.remaining-time.Since(r.armedAt))
+	}
+	return nil
+}
+
+// Resume continues a paused ffmpeg (SIGCONT) and restarts the timeout
+// clock with the time that was left. Resuming a running run does nothing.
+func (r *Run) Resume() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reason != nil {
+		return ErrProcessDone
+	}
+	if !r.paused {
+		return nil
+	}
+	if err := r.proc.Resume(); err != nil {
+		return err
+	}
+	r.paused = false
+	if r.timer != nil {
+		r.armedAt = time.Now()
+		r.timer = time.AfterFunc(r.remaining, r.onTimeout)
+	}
+	return nil
+}
+
+// Cancel stops ffmpeg (SIGTERM, then SIGKILL after KillGrace; a paused run
+// is resumed so it can exit) and returns once it has exited. Wait then
+// returns ErrCanceled. Cancel does nothing if ffmpeg has already exited.
+func (r *Run) Cancel() { r.stop(ErrCanceled) }
+
+// Wait waits for the run to end and returns the result (on success only),
+// the tail of ffmpeg's stderr (always), and the error: nil on success,
+// ErrCanceled after Cancel or the end of Start's context, an *fsm.Error
+// with code fsm.CodeTimeout after the timeout, or one with code
+// fsm.CodeFFmpeg naming the exit status and the last stderr line if ffmpeg
+// failed. Temporary files are gone by the time it returns. It may be called
+// from several goroutines.
+func (r *Run) Wait() (*fsm.Result, string, error) {
+	<-r.done
+	return r.result, r.tail, r.err
+}
+
+// onTimeout stops the run when its timeout expires.
+func (r *Run) onTimeout() {
+	r.stop(fsm.Errorf(fsm.CodeTimeout, "ffmpeg ran longer than its timeout of %s", r.p.Timeout))
+}
+
+// stop records why the run is being stopped, unless ffmpeg has already
+// exited or another reason came first, then stops ffmpeg.
+func (r *Run) stop(reason error) {
+	r.mu.Lock()
+	select {
+	case <-r.proc.Done():
+		r.mu.Unlock()
+		return
+	default:
+	}
+	if r.reason == nil {
+		r.reason = reason
+	}
+	r.mu.Unlock()
+	r.proc.Stop(r.p.KillGrace)
+}
+
+// finish waits for ffmpeg and its progress stream to end, settles the
+// outcome and releases Wait.
+func (r *Run) finish(ctx context.Context) {
+	defer close(r.done)
+	waitErr := r.proc.Wait()
+	<-r.progressDone
+	r.mu.Lock()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	reason := r.reason
+	r.mu.Unlock()
+
+	r.tail = r.stderr.String()
+	switch {
+	case reason != nil:
+		r.err = reason
+	case waitErr != nil:
+		msg := "ffmpeg " + exitDescription(waitErr)
+		if line := lastLine(r.tail); line != "" {
+			msg += ": " + line
+		}
+		r.err = fsm.Errorf(fsm.CodeFFmpeg, "%s", msg)
+	default:
+		r.result, r.err = r.collect(context.WithoutCancel(ctx))
+	}
+	if r.err != nil {
+		r.removeTemps()
+	}
+}
+
+// collect moves finished outputs into place and describes them.
+func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
+	outs := r.p.Plan.Outputs
+	for i, o := range outs {
+		if o.Kind != fsm.KindFile {
+			continue
+		}
+		if err := os.Rename(r.files[i].temp, r.files[i].final); err != nil {
+			return nil, fsm.Errorf(fsm.CodeInternal, "move output %s into place: %v", o.URL, err)
+		}
+	}
+	res := &fsm.Result{Outputs: make([]fsm.OutputResult, 0, len(outs))}
+	for i, o := range outs {
+		if o.Kind != fsm.KindFile {
+			res.Outputs = append(res.Outputs, fsm.OutputResult{URL: o.URL})
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
+		pr, err := Probe(pctx, r.p.FFprobe, r.files[i].final)
+		cancel()
+		if err != nil {
+			return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not readable media: %v", o.URL, err)
+		}
+		pr.URL = o.URL
+		res.Outputs = append(res.Outputs, *pr)
+	}
+	return res, nil
+}
+
+// removeTemps deletes the temporary output files that still exist.
+func (r *Run) removeTemps() {
+	for _, f := range r.files {
+		if f.temp != "" {
+			_ = os.Remove(f.temp)
+		}
+	}
+}
+
+// tenantRoot returns the symlink-resolved absolute path of the tenant's
+// media directory, creating it first if create is set.
+func tenantRoot(mediaRoot, tenant string, create bool) (string, error) {
+	if mediaRoot == "" {
+		return "", fsm.Errorf(fsm.CodeInternal, "this worker has no media root for file inputs and outputs")
+	}
+	if tenant == "" || !filepath.IsLocal(tenant) || strings.ContainsRune(tenant, filepath.Separator) || strings.HasPrefix(tenant, ".") {
+		return "", fsm.Errorf(fsm.CodeURLNotAllowed, "tenant ID %q cannot name a media directory", tenant)
+	}
+	abs, err := filepath.Abs(mediaRoot)
+	if err != nil {
+		return "", fsm.Errorf(fsm.CodeInternal, "media root: %v", err)
+	}
+	dir := filepath.Join(abs, tenant)
+	if create {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", fsm.Errorf(fsm.CodeInternal, "create tenant media directory: %v", err)
+		}
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "the tenant has no media directory on this worker")
+	}
+	if err != nil {
+		return "", fsm.Errorf(fsm.CodeInternal, "resolve tenant media directory: %v", err)
+	}
+	return real, nil
+}
+
+// within reports whether path is root or below it; both must be clean
+// absolute paths.
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && filepath.IsLocal(rel)
+}
+
+// resolveInput returns the real path of a file input, refusing one that
+// resolves outside root or is not a regular file.
+func resolveInput(root string, in fsm.PlanInput) (string, error) {
+	if !filepath.IsLocal(filepath.FromSlash(in.Path)) {
+		return "", fsm.Errorf(fsm.CodeURLNotAllowed, "input %s is outside the tenant's media area", in.URL)
+	}
+	real, err := filepath.EvalSymlinks(filepath.Join(root, filepath.FromSlash(in.Path)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "input file %s does not exist", in.URL)
+	}
+	if err != nil {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "input file %s cannot be resolved: %v", in.URL, err)
+	}
+	if !within(root, real) {
+		return "", fsm.Errorf(fsm.CodeURLNotAllowed, "input %s resolves outside the tenant's media area", in.URL)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "input file %s cannot be read: %v", in.URL, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "input %s is not a regular file", in.URL)
+	}
+	return real, nil
+}
+
+// prepareOutput creates the directory of a file output inside root and
+// reserves a hidden temporary file beside the final path.
+func prepareOutput(root string, o fsm.Rendition) (outputFile, error) {
+	rel := filepath.FromSlash(o.Path)
+	if !filepath.IsLocal(rel) {
+		return outputFile{}, fsm.Errorf(fsm.CodeURLNotAllowed, "output %s is outside the tenant's media area", o.URL)
+	}
+	final := filepath.Join(root, rel)
+	parent := filepath.Dir(final)
+
+	// Check the deepest directory that exists before creating anything
+	// below it, so that a symlink cannot make us create directories
+	// elsewhere.
+	existing := parent
+	for {
+		if _, err := os.Lstat(existing); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) || existing == root {
+			return outputFile{}, fsm.Errorf(fsm.CodeInvalidArgument, "output %s: cannot create its directory: %v", o.URL, err)
+		}
+		existing = filepath.Dir(existing)
+	}
+	escape := fsm.Errorf(fsm.CodeURLNotAllowed, "output %s resolves outside the tenant's media area", o.URL)
+	if real, err := filepath.EvalSymlinks(existing); err != nil || !within(root, real) {
+		return outputFile{}, escape
+	}
+	if err := os.MkdirAll(parent, 0o750); err != nil {
+		return outputFile{}, fsm.Errorf(fsm.CodeInvalidArgument, "output %s: cannot create its directory: %v", o.URL, err)
+	}
+	realParent, err := filepath.EvalSymlinks(parent)
+	if err != nil || !within(root, realParent) {
+		return outputFile{}, escape
+	}
+
+	base := filepath.Base(final)
+	final = filepath.Join(realParent, base)
+	if fi, err := os.Lstat(final); err == nil && fi.IsDir() {
+		return outputFile{}, fsm.Errorf(fsm.CodeInvalidArgument, "output %s is a directory", o.URL)
+	}
+	f, err := os.CreateTemp(realParent, "."+base+".part-*")
+	if err != nil {
+		return outputFile{}, fsm.Errorf(fsm.CodeInternal, "output %s: create temporary file: %v", o.URL, err)
+	}
+	// Outputs are meant to be read by others in the operator's group.
+	err = f.Chmod(0o640)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return outputFile{}, fsm.Errorf(fsm.CodeInternal, "output %s: create temporary file: %v", o.URL, err)
+	}
+	return outputFile{final: final, temp: f.Name()}, nil
+}

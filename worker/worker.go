@@ -1,0 +1,506 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Control is the node side of the worker protocol, as the worker sees it.
+// Dev mode implements it in-process; a remote worker reaches a node over
+// the network. Every method may be retried: reports are idempotent and
+// fenced by their attempt number.
+type Control interface {
+	// Register registers this worker (a new incarnation requeues the jobs
+	// of the previous one).
+	Register(ctx context.Context, w *fsm.Worker) (*fsm.Worker, error)
+	// Assignments blocks until the state index passes index (or a bounded
+	// wait ends) and returns the active jobs assigned to the worker.
+	Assignments(ctx context.Context, workerID string, index uint64) ([]*fsm.Job, uint64, error)
+	// Start reports that ffmpeg started for an attempt.
+	Start(ctx context.Context, r fsm.Report) error
+	// Progress reports an attempt's progress.
+	Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error
+	// Finish reports an attempt's end.
+	Finish(ctx context.Context, c *fsm.FinishJob) error
+}
+
+// Config configures a Worker.
+type Config struct {
+	ID        string // stable across restarts; see LoadOrCreateID
+	Name      string
+	TenantID  string // "" for the shared pool
+	Slots     int
+	MediaRoot string
+	FFmpeg    string
+	FFprobe   string
+	Labels    map[string]string
+	Control   Control
+	Logger    *slog.Logger
+	// ProgressInterval throttles progress reports per job (default 2s), so
+	// that progress does not dominate the Raft log.
+	ProgressInterval time.Duration
+	// KillGrace is the SIGTERM to SIGKILL grace period (default 5s).
+	KillGrace time.Duration
+}
+
+// Worker runs the jobs the cluster assigns to it. It reconciles: whatever
+// the node says is assigned to this worker is what runs; a process for an
+// attempt that is no longer assigned (canceled, reassigned, stale) is
+// stopped.
+type Worker struct {
+	cfg         Config
+	log         *slog.Logger
+	incarnation string
+	encoders    Encoders
+
+	mu       sync.Mutex
+	attempts map[string]*attempt // by job ID
+	// ran holds, per job, the last attempt this process ran or reported
+	// lost, so that an attempt never runs twice here.
+	ran    map[string]int
+	latest []*fsm.Job // the last assignment list from the node
+	wg     sync.WaitGroup
+}
+
+// attempt is one local run of a job's attempt.
+type attempt struct {
+	report fsm.Report
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	run    *Run // nil until ffmpeg started
+	paused bool
+}
+
+// New returns a worker; Run starts it.
+func New(cfg Config) *Worker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = 2 * time.Second
+	}
+	if cfg.KillGrace == 0 {
+		cfg.KillGrace = 5 * time.Second
+	}
+	if cfg.FFmpeg == "" {
+		cfg.FFmpeg = "ffmpeg"
+	}
+	if cfg.FFprobe == "" {
+		cfg.FFprobe = "ffprobe"
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = max(1, runtime.NumCPU()/2)
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	return &Worker{
+		cfg: cfg, log: cfg.Logger.With("worker", cfg.ID),
+		incarnation: hex.EncodeToString(b), attempts: make(map[string]*attempt), ran: make(map[string]int),
+	}
+}
+
+// LoadOrCreateID returns the worker ID stored at path, creating a new one
+// the first time, so that a worker keeps its identity across restarts.
+func LoadOrCreateID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read worker id: %w", err)
+	}
+	r := make([]byte, 6)
+	rand.Read(r)
+	host, _ := os.Hostname()
+	id := "w-" + sanitize(host) + "-" + hex.EncodeToString(r)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("write worker id: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write worker id: %w", err)
+	}
+	return id, nil
+}
+
+func sanitize(s string) string {
+	s = strings.ToLower(s)
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			out = append(out, r)
+		}
+	}
+	if len(out) > 32 {
+		out = out[:32]
+	}
+	return string(out)
+}
+
+// ID returns the worker's ID.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run probes encoders, registers, and runs assigned jobs until ctx ends;
+// then it stops every ffmpeg it started and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := os.MkdirAll(w.cfg.MediaRoot, 0o750); err != nil {
+		return fmt.Errorf("create media root: %w", err)
+	}
+	found, err := ProbeEncoders(ctx, w.cfg.FFmpeg)
+	if err != nil {
+		return fmt.Errorf("probe encoders: %w", err)
+	}
+	if len(found) == 0 {
+		return errors.New("probe encoders: ffmpeg has no usable video encoder")
+	}
+	w.encoders = Choose(found)
+	info := &fsm.Worker{
+		ID: w.cfg.ID, TenantID: w.cfg.TenantID, Name: w.cfg.Name, Incarnation: w.incarnation,
+		Slots: w.cfg.Slots, CPUs: runtime.NumCPU(), MemoryMB: memoryMB(), Encoders: found,
+		Labels: maps.Clone(w.cfg.Labels),
+	}
+	if err := retry(ctx, w.log, "register", func() error {
+		_, err := w.cfg.Control.Register(ctx, info)
+		return err
+	}); err != nil {
+		return err
+	}
+	w.log.Info("worker registered", "slots", info.Slots, "encoders", strings.Join(found, ","))
+
+	defer w.stopAll()
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		jobs, idx, err := w.cfg.Control.Assignments(ctx, w.cfg.ID, index)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			w.log.Warn("watch assignments", "error", err, "retry_in", backoff)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		w.reconcile(ctx, jobs)
+		index = idx
+	}
+	return nil
+}
+
+// reconcile makes the local attempts match the assigned jobs.
+func (w *Worker) reconcile(ctx context.Context, jobs []*fsm.Job) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.latest = jobs
+	w.reconcileLocked(ctx)
+}
+
+func (w *Worker) reconcileLocked(ctx context.Context) {
+	want := make(map[string]*fsm.Job, len(w.latest))
+	for _, j := range w.latest {
+		want[j.ID] = j
+	}
+	for id := range w.ran {
+		if _, ok := want[id]; !ok {
+			delete(w.ran, id)
+		}
+	}
+	for id, a := range w.attempts {
+		if j, ok := want[id]; !ok || j.Attempt != a.report.Attempt {
+			w.log.Info("stopping job no longer assigned", "job", id, "attempt", a.report.Attempt)
+			a.cancel()
+		}
+	}
+	for _, j := range w.latest {
+		a, ok := w.attempts[j.ID]
+		switch {
+		case ok && a.report.Attempt == j.Attempt:
+			a.setPaused(j.State == fsm.JobPaused, w.log)
+		case ok:
+			// The old attempt is stopping; the new one starts when it is
+			// gone (see start).
+		case j.Attempt <= w.ran[j.ID]:
+			// Already ran here; its report is on its way.
+		case j.State == fsm.JobAssigned:
+			w.start(ctx, j)
+		default:
+			// Running here per the cluster, but not in this process: the
+			// attempt was lost (for example its report never arrived).
+			w.lost(ctx, j)
+		}
+	}
+}
+
+func (a *attempt) setPaused(paused bool, log *slog.Logger) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.run == nil || a.paused == paused {
+		return
+	}
+	var err error
+	if paused {
+		err = a.run.Pause()
+	} else {
+		err = a.run.Resume()
+	}
+	if err != nil {
+		log.Warn("pause/resume", "job", a.report.JobID, "pause", paused, "error", err)
+		return
+	}
+	a.paused = paused
+}
+
+// lost reports an attempt this process does not run as failed, so that
+// the job is retried within its budget. w.mu is held.
+func (w *Worker) lost(ctx context.Context, j *fsm.Job) {
+	r := fsm.Report{JobID: j.ID, WorkerID: w.cfg.ID, Attempt: j.Attempt}
+	w.ran[j.ID] = j.Attempt
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.finish(ctx, &fsm.FinishJob{Report: r, Retryable: true,
+			Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s does not run attempt %d", w.cfg.ID, j.Attempt)})
+	}()
+}
+
+// start runs an attempt in its own goroutine. w.mu is held.
+func (w *Worker) start(ctx context.Context, j *fsm.Job) {
+	actx, cancel := context.WithCancel(ctx)
+	a := &attempt{report: fsm.Report{JobID: j.ID, WorkerID: w.cfg.ID, Attempt: j.Attempt}, cancel: cancel}
+	w.attempts[j.ID] = a
+	w.ran[j.ID] = j.Attempt
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer cancel()
+		w.runAttempt(actx, ctx, a, j)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.attempts[j.ID] == a {
+			delete(w.attempts, j.ID)
+		}
+		// A newer attempt of this job may be waiting for this one to end.
+		if ctx.Err() == nil {
+			w.reconcileLocked(ctx)
+		}
+	}()
+}
+
+// runAttempt runs ffmpeg for one attempt and reports on it. actx ends when
+// the attempt must stop; wctx when the worker stops.
+func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) {
+	log := w.log.With("job", j.ID, "attempt", j.Attempt)
+	progress := newThrottle(w.cfg.ProgressInterval, func(p Progress) {
+		err := w.cfg.Control.Progress(actx, a.report, fsm.Progress{
+			Percent: p.Percent, Frame: p.Frame, FPS: p.FPS, Speed: p.Speed, OutTimeMS: p.OutTimeMS,
+		})
+		if err != nil && actx.Err() == nil {
+			log.Debug("progress report", "error", err)
+		}
+	})
+	defer progress.stop()
+	run, err := Start(actx, RunParams{
+		FFmpeg: w.cfg.FFmpeg, FFprobe: w.cfg.FFprobe, MediaRoot: w.cfg.MediaRoot, TenantID: j.TenantID,
+		Plan: &j.Plan, Encoders: w.encoders, Timeout: time.Duration(j.Spec.Timeout),
+		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
+	})
+	if err != nil {
+		log.Warn("job could not start", "error", err)
+		w.finish(wctx, &fsm.FinishJob{Report: a.report, Error: asFSMError(err), Retryable: retryable(err)})
+		return
+	}
+	a.mu.Lock()
+	a.run = run
+	a.mu.Unlock()
+	if err := retry(actx, log, "start report", func() error { return w.cfg.Control.Start(actx, a.report) }); err != nil {
+		run.Cancel()
+	}
+	log.Info("job running", "pid", run.Pid())
+	result, tail, err := run.Wait()
+	progress.stop()
+	if errors.Is(err, ErrCanceled) {
+		// Canceled, reassigned or worker shutdown: the cluster already
+		// knows, or will requeue the attempt when this worker returns.
+		log.Info("job stopped", "reason", context.Cause(actx))
+		return
+	}
+	fin := &fsm.FinishJob{Report: a.report, Result: result, Log: tail}
+	if err != nil {
+		fin.Result = nil
+		fin.Error = asFSMError(err)
+		fin.Retryable = retryable(err)
+		log.Warn("job failed", "error", err)
+	} else {
+		log.Info("job succeeded")
+	}
+	w.finish(wctx, fin)
+}
+
+// finish delivers a finish report, retrying until the node takes it or
+// refuses it for good.
+func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) {
+	_ = retry(ctx, w.log, "finish report", func() error { return w.cfg.Control.Finish(ctx, c) })
+}
+
+// retry calls fn until it succeeds, a domain error (*fsm.Error) refuses
+// it, or ctx ends.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := fn()
+		var de *fsm.Error
+		if err == nil || errors.As(err, &de) {
+			if err != nil {
+				log.Info(what+" refused", "error", err)
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", delay)
+		sleep(ctx, delay)
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func asFSMError(err error) *fsm.Error {
+	var e *fsm.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return fsm.Errorf(fsm.CodeFFmpeg, "%v", err)
+}
+
+// retryable reports whether a failed attempt may succeed if run again:
+// refusals of the job itself (bad paths or arguments) are not.
+func retryable(err error) bool {
+	switch fsm.ErrorCode(err) {
+	case fsm.CodeURLNotAllowed, fsm.CodeInvalidArgument, fsm.CodeInvalidURL, fsm.CodeNoCapableWorker:
+		return false
+	}
+	return true
+}
+
+// JobLog returns the live stderr tail of a job this worker runs. It
+// implements server.LogSource for an in-process worker.
+func (w *Worker) JobLog(ctx context.Context, workerID, jobID string) (string, error) {
+	if workerID != w.cfg.ID {
+		return "", fmt.Errorf("worker %s is not local", workerID)
+	}
+	w.mu.Lock()
+	a := w.attempts[jobID]
+	w.mu.Unlock()
+	if a == nil {
+		return "", fmt.Errorf("job %s is not running here", jobID)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.run == nil {
+		return "", nil
+	}
+	return a.run.Log(), nil
+}
+
+// stopAll stops every attempt and waits for them.
+func (w *Worker) stopAll() {
+	w.mu.Lock()
+	for _, a := range w.attempts {
+		a.cancel()
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// memoryMB returns the host's total memory from /proc/meminfo, 0 if
+// unknown.
+func memoryMB() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(fields[1])
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// throttle delivers the latest value at most once per interval, from its
+// own goroutine, and drops values in between.
+type throttle struct {
+	mu      sync.Mutex
+	latest  *Progress
+	stopped chan struct{}
+	once    sync.Once
+	done    chan struct{}
+}
+
+func newThrottle(every time.Duration, send func(Progress)) *throttle {
+	t := &throttle{stopped: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stopped:
+				return
+			case <-tick.C:
+			}
+			t.mu.Lock()
+			p := t.latest
+			t.latest = nil
+			t.mu.Unlock()
+			if p != nil {
+				send(*p)
+			}
+		}
+	}()
+	return t
+}
+
+func (t *throttle) set(p Progress) {
+	t.mu.Lock()
+	t.latest = &p
+	t.mu.Unlock()
+}
+
+// stop ends the throttle and waits for an in-flight send.
+func (t *throttle) stop() {
+	t.once.Do(func() { close(t.stopped) })
+	<-t.done
+}
