@@ -273,4 +273,3 @@ func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string,
 	}
 	return w.JobLog(ctx, workerID, jobID)
 }
-

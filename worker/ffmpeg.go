@@ -26,6 +26,12 @@ var codecs = []string{"h264", "h265", "vp9", "av1"}
 // muxers lists the ffmpeg muxers a rendition may name.
 var muxers = []string{"mp4", "mov", "matroska", "webm", "mpegts", "flv"}
 
+// inputFormats is the -format_whitelist of every input that is not
+// generated: the demuxers of the media files a plan may name. It keeps
+// ffmpeg from reading a file as a playlist (hls, concat…) that would make
+// it open other files or hosts than the one the plan names.
+const inputFormats = "mov,matroska,mpegts,flv,live_flv,avi,mxf,mpeg,yuv4mpegpipe,wav,mp3,aac,flac,ogg"
+
 const (
 	// probeTimeout bounds one test encode.
 	probeTimeout = 10 * time.Second
@@ -269,7 +275,8 @@ func inputArgs(plan *fsm.Plan, input string) ([]string, error) {
 		if !filepath.IsAbs(input) {
 			return nil, fsm.Errorf(fsm.CodeInternal, "no absolute host path for the file input")
 		}
-		return append(append([]string{"-protocol_whitelist", "file"}, re...), "-i", "file:"+input), nil
+		args := []string{"-protocol_whitelist", "file", "-format_whitelist", inputFormats}
+		return append(append(args, re...), "-i", "file:"+input), nil
 	case fsm.KindHTTP:
 		return networkInput(in.URL, "http,https,tcp,tls,crypto", "http", "https")
 	case fsm.KindRTMP:
@@ -285,7 +292,8 @@ func networkInput(raw, whitelist string, schemes ...string) ([]string, error) {
 	if err := checkScheme(raw, schemes...); err != nil {
 		return nil, err
 	}
-	return []string{"-protocol_whitelist", whitelist, "-rw_timeout", netTimeoutUS, "-i", raw}, nil
+	return []string{"-protocol_whitelist", whitelist, "-format_whitelist", inputFormats,
+		"-rw_timeout", netTimeoutUS, "-i", raw}, nil
 }
 
 // checkScheme refuses a URL whose scheme is not one of schemes. The plan's

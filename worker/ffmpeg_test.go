@@ -84,7 +84,7 @@ func TestBuildArgs(t *testing.T) {
 			outputs: []string{"/m/b.webm.part", "/m/c.mp4.part"},
 			threads: 2,
 			want: [][]string{
-				{"-protocol_whitelist", "file", "-i", "file:/media/t1/in/a.mkv"},
+				{"-protocol_whitelist", "file", "-format_whitelist", inputFormats, "-i", "file:/media/t1/in/a.mkv"},
 				{"-map", "0:v:0", "-map", "0:a:0?"},
 				{"-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1"},
 				{"-c:a", "libopus", "-b:a", "96k", "-ar", "48000"},
@@ -104,7 +104,8 @@ func TestBuildArgs(t *testing.T) {
 				Outputs: []fsm.Rendition{mp4}},
 			outputs: []string{"/m/a.mp4"},
 			want: [][]string{
-				{"-protocol_whitelist", "http,https,tcp,tls,crypto", "-rw_timeout", "15000000", "-i", "https://cdn.example/a.mp4"},
+				{"-protocol_whitelist", "http,https,tcp,tls,crypto", "-format_whitelist", inputFormats,
+					"-rw_timeout", "15000000", "-i", "https://cdn.example/a.mp4"},
 			},
 			wantDest: []string{"file:/m/a.mp4"},
 		},
@@ -113,7 +114,8 @@ func TestBuildArgs(t *testing.T) {
 			plan: fsm.Plan{Input: fsm.PlanInput{Kind: fsm.KindRTMP, URL: "rtmp://ingest.example/live/in"},
 				Outputs: []fsm.Rendition{rendition(fsm.KindRTMP, hostile, "", "flv", "h264", 1280, 720, 30, 2800, "aac")}},
 			want: [][]string{
-				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", "15000000", "-i", "rtmp://ingest.example/live/in"},
+				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-format_whitelist", inputFormats,
+					"-rw_timeout", "15000000", "-i", "rtmp://ingest.example/live/in"},
 				{"-flvflags", "no_duration_filesize"},
 				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", "15000000", "-f", "flv", hostile},
 			},
@@ -125,7 +127,8 @@ func TestBuildArgs(t *testing.T) {
 			plan: fsm.Plan{Input: fsm.PlanInput{Kind: fsm.KindSRT, URL: "srt://ingest.example:9000"},
 				Outputs: []fsm.Rendition{mp4}},
 			outputs:  []string{"/m/a.mp4"},
-			want:     [][]string{{"-protocol_whitelist", "srt,udp", "-rw_timeout", "15000000", "-i", "srt://ingest.example:9000"}},
+			want: [][]string{{"-protocol_whitelist", "srt,udp", "-format_whitelist", inputFormats,
+				"-rw_timeout", "15000000", "-i", "srt://ingest.example:9000"}},
 			wantDest: []string{"file:/m/a.mp4"},
 		},
 		{

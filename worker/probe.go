@@ -27,9 +27,10 @@ type probeOutput struct {
 	} `json:"format"`
 }
 
-// ffprobe runs ffprobe on a local file and decodes the entries asked for.
+// ffprobe runs ffprobe on a local file, read only as one of inputFormats,
+// and decodes the entries asked for.
 func ffprobe(ctx context.Context, ffprobe, path, entries string) (*probeOutput, error) {
-	args := []string{"-v", "error", "-protocol_whitelist", "file",
+	args := []string{"-v", "error", "-protocol_whitelist", "file", "-format_whitelist", inputFormats,
 		"-show_entries", entries, "-of", "json", "file:" + path}
 	out, err := runCapture(ctx, ffprobe, args)
 	if err != nil {

@@ -148,7 +148,7 @@ func TestProcessStopKillsTheGroup(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Stop did not return")
 	}
-	if err := p.Wait(); err == nil || exitDescription(err) != "was killed by signal killed" {
+	if err := p.Wait(); err == nil || exitDescription(err) != "was killed by signal 9 (killed)" {
 		t.Errorf("Wait = %v (%s), want death by SIGKILL", err, exitDescription(err))
 	}
 	waitState(t, child, "gone", gone)

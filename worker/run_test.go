@@ -523,6 +523,18 @@ func TestRunRefuses(t *testing.T) {
 			code: fsm.CodeFFmpeg,
 		},
 		{
+			// A playlist would make ffmpeg read files the plan never named.
+			name: "playlist disguised as media",
+			prepare: func(t *testing.T, e runEnv) {
+				playlist := "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n" + secret + "\n#EXT-X-ENDLIST\n"
+				if err := os.WriteFile(filepath.Join(e.tenant, "list.mp4"), []byte(playlist), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			},
+			plan: fileInput("file:///list.mp4"),
+			code: fsm.CodeFFmpeg,
+		},
+		{
 			name: "no encoder for the codec",
 			plan: testsrcOut("file:///a.mp4"),
 			enc:  Encoders{"vp9": "libvpx-vp9"},
