@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -265,10 +266,10 @@ func LadderKbps(codec string, height, fps int) int {
 	return max(100, int(k))
 }
 
-// widthFor returns the 16:9 width for a height, rounded to even.
+// widthFor returns the 16:9 width for a height, rounded to the nearest
+// even number (240 → 426, 480 → 854, 720 → 1280).
 func widthFor(height int) int {
-	w := (height*16 + 8) / 9
-	return w + w%2
+	return int(math.Round(float64(height)*16/9/2)) * 2
 }
 
 // Compile validates the spec, fills in defaults and resolves it into a

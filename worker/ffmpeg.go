@@ -206,7 +206,7 @@ func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, thr
 		}
 	}
 
-	args := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-progress", "pipe:1", "-y"}
+	args := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-progress", "pipe:1", "-y"}
 	args = append(args, hwDeviceArgs(hw)...)
 
 	in, err := inputArgs(plan, input)

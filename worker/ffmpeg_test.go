@@ -126,7 +126,7 @@ func TestBuildArgs(t *testing.T) {
 			name: "srt input",
 			plan: fsm.Plan{Input: fsm.PlanInput{Kind: fsm.KindSRT, URL: "srt://ingest.example:9000"},
 				Outputs: []fsm.Rendition{mp4}},
-			outputs:  []string{"/m/a.mp4"},
+			outputs: []string{"/m/a.mp4"},
 			want: [][]string{{"-protocol_whitelist", "srt,udp", "-format_whitelist", inputFormats,
 				"-rw_timeout", "15000000", "-i", "srt://ingest.example:9000"}},
 			wantDest: []string{"file:/m/a.mp4"},
@@ -194,7 +194,7 @@ func TestBuildArgs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("BuildArgs: %v", err)
 			}
-			prefix := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-progress", "pipe:1", "-y"}
+			prefix := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-progress", "pipe:1", "-y"}
 			if !slices.Equal(args[:len(prefix)], prefix) {
 				t.Errorf("args start %q, want %q", args[:len(prefix)], prefix)
 			}

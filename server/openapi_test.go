@@ -1,0 +1,79 @@
+package server
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestOpenAPIMatchesRoutes fails when a route and the OpenAPI document
+// disagree: every route is documented and every documented operation is
+// served.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI string                               `json:"openapi"`
+		Paths   map[string]map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi version %q, want 3.x", doc.OpenAPI)
+	}
+	var documented, served []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	s := &Server{metrics: NewMetrics()}
+	for _, rt := range s.routes() {
+		served = append(served, rt.method+" "+rt.pattern)
+	}
+	slices.Sort(documented)
+	slices.Sort(served)
+	for _, r := range served {
+		if !slices.Contains(documented, r) {
+			t.Errorf("route %s is not in openapi.json", r)
+		}
+	}
+	for _, d := range documented {
+		if !slices.Contains(served, d) {
+			t.Errorf("openapi.json documents %s, which no route serves", d)
+		}
+	}
+}
+
+// TestOpenAPIErrorCodes checks that the documented error codes cover the
+// codes the API can return.
+func TestOpenAPIErrorCodes(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				ErrorBody struct {
+					Properties struct {
+						Error struct {
+							Properties struct {
+								Code struct {
+									Enum []string `json:"enum"`
+								} `json:"code"`
+							} `json:"properties"`
+						} `json:"error"`
+					} `json:"properties"`
+				} `json:"ErrorBody"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	enum := doc.Components.Schemas.ErrorBody.Properties.Error.Properties.Code.Enum
+	for _, c := range []string{"unauthenticated", "permission_denied", "malformed_json", "unknown_field",
+		"body_too_large", "unavailable", "not_found", "invalid_transition", "url_not_allowed", "unknown_scenario",
+		"invalid_url", "invalid_argument", "internal"} {
+		if !slices.Contains(enum, c) {
+			t.Errorf("error code %q is not documented", c)
+		}
+	}
+}
