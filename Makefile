@@ -1,0 +1,35 @@
+# ffrtmp — see README.md.
+GO      ?= go
+BIN     := bin/ffrtmp
+# Where `make run` installs the binary so that `ffrtmp` works in any shell.
+BINDIR  ?= $(shell d=$$($(GO) env GOBIN); [ -n "$$d" ] || d=$$($(GO) env GOPATH)/bin; echo $$d)
+DEVARGS ?=
+
+.PHONY: build run test bench lint clean
+
+build:
+	$(GO) build -o $(BIN) .
+
+# Build, install into $(BINDIR), and start dev mode: one node with a local
+# worker on an embedded bbolt store.
+run: build
+	@mkdir -p $(BINDIR)
+	install -m 0755 $(BIN) $(BINDIR)/ffrtmp
+	$(BINDIR)/ffrtmp dev $(DEVARGS)
+
+# The full suite: vet, then every test with the race detector, including
+# real-ffmpeg worker tests and end-to-end tests of the binary.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+# Benchmarks; docs/BENCHMARKS.md says how to read them.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./fsm/... ./store/... ./server/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
