@@ -55,6 +55,7 @@ func newApp(env Env) *cli.App {
 			devCommand(),
 			jobsCommand(),
 			workersCommand(),
+			benchCommand(),
 		},
 	}
 }
