@@ -203,6 +203,10 @@ func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
 		j.Result = c.Result
 		j.Error = nil
 		j.FinishedAt = c.At
+		if c.Progress != nil {
+			p := *c.Progress
+			j.Progress = &p
+		}
 		if j.Progress != nil {
 			p := *j.Progress
 			p.Percent = 100

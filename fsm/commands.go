@@ -117,6 +117,8 @@ type FinishJob struct {
 	Error     *Error    `json:"error,omitempty"`
 	Retryable bool      `json:"retryable,omitempty"`
 	Log       string    `json:"log,omitempty"`
+	// Progress is the attempt's final progress, if any was seen.
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // CancelJob cancels an active job. Canceled is terminal.

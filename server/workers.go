@@ -97,6 +97,9 @@ func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progr
 // Finish reports the end of an attempt.
 func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
 	c.At = ws.s.now()
+	if c.Progress != nil {
+		c.Progress.UpdatedAt = c.At
+	}
 	_, err := ws.s.raft.Apply(ctx, c)
 	return err
 }

@@ -344,6 +344,9 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		return
 	}
 	fin := &fsm.FinishJob{Report: a.report, Result: result, Log: tail}
+	if p, ok := progress.last(); ok {
+		fin.Progress = &fsm.Progress{Percent: p.Percent, Frame: p.Frame, FPS: p.FPS, Speed: p.Speed, OutTimeMS: p.OutTimeMS}
+	}
 	if err != nil {
 		fin.Result = nil
 		fin.Error = asFSMError(err)
@@ -463,7 +466,8 @@ func memoryMB() int {
 // own goroutine, and drops values in between.
 type throttle struct {
 	mu      sync.Mutex
-	latest  *Progress
+	latest  *Progress // not yet sent
+	seen    *Progress // the last value set
 	stopped chan struct{}
 	once    sync.Once
 	done    chan struct{}
@@ -496,7 +500,18 @@ func newThrottle(every time.Duration, send func(Progress)) *throttle {
 func (t *throttle) set(p Progress) {
 	t.mu.Lock()
 	t.latest = &p
+	t.seen = &p
 	t.mu.Unlock()
+}
+
+// last returns the last value set.
+func (t *throttle) last() (Progress, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen == nil {
+		return Progress{}, false
+	}
+	return *t.seen, true
 }
 
 // stop ends the throttle and waits for an in-flight send.
