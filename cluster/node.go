@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -103,7 +104,7 @@ func New(cfg Config) (*Node, error) {
 		ls.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	if err := restoreIfBehind(cfg.FSM, snaps); err != nil {
+	if err := restoreIfBehind(cfg.FSM, snaps, ls); err != nil {
 		ls.Close()
 		return nil, err
 	}
@@ -173,15 +174,18 @@ func (n *Node) closeStores() {
 	n.logStore.Close()
 }
 
-// restoreIfBehind restores the newest snapshot into f if f's store is
-// older than it; otherwise Raft would replay only the entries after the
-// snapshot onto a store that lacks the ones before.
-func restoreIfBehind(f *fsm.FSM, snaps raft.SnapshotStore) error {
+// restoreIfBehind restores the newest snapshot into f if f's store lacks
+// entries the snapshot covers (a lost or replaced state file); otherwise
+// Raft would replay only the entries after the snapshot onto a store that
+// lacks the ones before. The FSM index may trail the snapshot index by
+// entries Raft never hands to the FSM (no-ops, barriers), so those are
+// looked up in the log and do not count.
+func restoreIfBehind(f *fsm.FSM, snaps raft.SnapshotStore, logs raft.LogStore) error {
 	list, err := snaps.List()
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
-	if len(list) == 0 || list[0].Index <= f.Index() {
+	if len(list) == 0 || !fsmBehind(f.Index(), list[0].Index, logs) {
 		return nil
 	}
 	_, rc, err := snaps.Open(list[0].ID)
@@ -192,6 +196,21 @@ func restoreIfBehind(f *fsm.FSM, snaps raft.SnapshotStore) error {
 		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
 	}
 	return nil
+}
+
+// fsmBehind reports whether an entry the FSM applies lies in
+// (applied, snapshot]; a compacted entry counts as one.
+func fsmBehind(applied, snapshot uint64, logs raft.LogStore) bool {
+	for i := applied + 1; i <= snapshot; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return true
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return true
+		}
+	}
+	return false
 }
 
 // monitorLeadership starts the leader loop when this node becomes leader
@@ -273,9 +292,14 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	timeout := applyTimeout
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
+		// Raft takes a timeout, not a context; it bounds only the wait
+		// to enqueue, so the command may still commit after we return.
+		timeout = max(time.Millisecond, min(timeout, time.Until(dl)))
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
@@ -383,6 +407,9 @@ func (n *Node) CaughtUp() bool { return n.raft.AppliedIndex() >= n.raft.CommitIn
 func LoadOrCreateNodeID(dataDir, want string) (string, error) {
 	path := filepath.Join(dataDir, "node-id")
 	b, err := os.ReadFile(path)
+	if err == nil && len(bytes.TrimSpace(b)) == 0 {
+		return "", fmt.Errorf("node id file %s is empty", path)
+	}
 	if err == nil {
 		id := strings.TrimSpace(string(b))
 		if want != "" && want != id {
@@ -401,7 +428,11 @@ func LoadOrCreateNodeID(dataDir, want string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("create data dir: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+	// Write and rename, so that a crash never leaves an empty file.
+	if err := os.WriteFile(path+".tmp", []byte(want+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return want, nil

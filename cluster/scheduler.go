@@ -28,6 +28,10 @@ type Scheduler struct {
 // Run schedules until ctx ends. It runs a pass whenever the FSM changes
 // or a backoff or acquire timeout falls due.
 func (s *Scheduler) Run(ctx context.Context, n *Node) {
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	now := s.Now
 	if now == nil {
 		now = func() time.Time { return time.Now().UTC() }
@@ -55,7 +59,7 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 			for i, err := range errs {
 				if err != nil {
 					failed++
-					s.Logger.Debug("scheduler command refused", "command", cmds[i].MessageType(), "error", err)
+					log.Debug("scheduler command refused", "command", cmds[i].MessageType(), "error", err)
 				}
 			}
 			if failed == 0 {

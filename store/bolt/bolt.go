@@ -206,8 +206,11 @@ func (s *Store) Commit(ctx context.Context, batch *fsm.Batch) error {
 		jobs, active, byTen := tx.Bucket(bucketJobs), tx.Bucket(bucketActive), tx.Bucket(bucketByTen)
 		for _, j := range batch.Jobs {
 			wrote, err := putGuarded(jobs, j.ID, j.ModifyIndex, j)
-			if err != nil || !wrote {
+			if err != nil {
 				return err
+			}
+			if !wrote {
+				continue // the stored version is as new or newer
 			}
 			if err := byTen.Put(tenantJobKey(j.TenantID, j.ID), nil); err != nil {
 				return err
@@ -354,12 +357,10 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("restore: write: %w", err)
 	}
-	check, err := openDB(tmp)
-	if err != nil {
+	if err := checkFile(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("restore: %w", err)
 	}
-	check.Close()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,4 +393,73 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close state db: %w", err)
 	}
 	return nil
+}
+
+// bbolt's on-disk meta page layout (see bbolt's internal/common/meta.go):
+// a 16-byte page header, then magic, version, page size, flags (4 bytes
+// each), the root bucket (16), the freelist page id (8), the high water
+// page id (8), txid (8) and a checksum.
+const (
+	boltMagic        = 0xED0CDAED
+	metaOffset       = 16
+	metaPgidOffset   = metaOffset + 4 + 4 + 4 + 4 + 16 + 8
+	metaPageSizeOff  = metaOffset + 8
+	minBoltFileBytes = 2 * 512
+)
+
+// checkFile refuses a stream that is not a whole bbolt file before bbolt
+// maps it: an empty file would be taken for a new database, and a
+// truncated one faults (SIGBUS) when bbolt reads past its end. Then it
+// opens the file and checks every page.
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < minBoltFileBytes {
+		return fmt.Errorf("snapshot is %d bytes, too short to be a state file", st.Size())
+	}
+	head := make([]byte, metaPgidOffset+8)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		return fmt.Errorf("read snapshot header: %w", err)
+	}
+	if binary.LittleEndian.Uint32(head[metaOffset:]) != boltMagic {
+		return errors.New("snapshot is not a state file (bad magic)")
+	}
+	pageSize := int64(binary.LittleEndian.Uint32(head[metaPageSizeOff:]))
+	if pageSize < 512 || pageSize > 1<<20 {
+		return fmt.Errorf("snapshot has an invalid page size %d", pageSize)
+	}
+	need := int64(0)
+	for i := int64(0); i < 2; i++ {
+		meta := make([]byte, metaPgidOffset+8)
+		if _, err := f.ReadAt(meta, i*pageSize); err != nil {
+			return fmt.Errorf("read snapshot meta page %d: %w", i, err)
+		}
+		if binary.LittleEndian.Uint32(meta[metaOffset:]) == boltMagic {
+			need = max(need, int64(binary.LittleEndian.Uint64(meta[metaPgidOffset:]))*pageSize)
+		}
+	}
+	if st.Size() < need {
+		return fmt.Errorf("snapshot is truncated: %d bytes of %d", st.Size(), need)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bbolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: Check's goroutine sends all
+			if first == nil {
+				first = fmt.Errorf("snapshot is corrupt: %w", err)
+			}
+		}
+		return first
+	})
 }

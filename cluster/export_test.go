@@ -1,0 +1,10 @@
+package cluster
+
+import "github.com/hashicorp/raft"
+
+// RaftForTest exposes the node's Raft instance to tests that build
+// multi-node clusters (membership changes, leadership transfer).
+func (n *Node) RaftForTest() *raft.Raft { return n.raft }
+
+// AddrForTest is the Raft address the node's transport bound.
+func (n *Node) AddrForTest() string { return string(n.trans.LocalAddr()) }
