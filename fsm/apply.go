@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -90,6 +92,15 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 		if old.ModifyIndex >= index {
 			return old
 		}
+		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
+	}
+	// A finished job is only in the store (or in this batch). The store
+	// holds exactly the state before this batch, so reading it here is
+	// deterministic.
+	if _, ok := b.jobs[c.Job.ID]; ok {
+		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
+	}
+	if f.storedJobExists(c.Job.ID) {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
 	if _, ok := f.tenants[c.Job.TenantID]; !ok {
@@ -346,4 +357,20 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 		f.idx.add(j)
 	}
 	b.jobs[j.ID] = j
+}
+
+// storedJobExists reports whether the store has a job, retrying with
+// backoff while the store is unreachable (as commit does): Apply cannot
+// give up on a committed entry.
+func (f *FSM) storedJobExists(id string) bool {
+	delay := 50 * time.Millisecond
+	for {
+		_, err := f.store.GetJob(context.Background(), id)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return err == nil
+		}
+		f.log.Error("store read failed; retrying", "job", id, "error", err, "retry_in", delay)
+		time.Sleep(delay)
+		delay = min(delay*2, 5*time.Second)
+	}
 }

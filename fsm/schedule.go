@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -28,19 +29,28 @@ type Fairness struct {
 // NewFairness returns an empty rotation.
 func NewFairness() *Fairness { return &Fairness{last: make(map[class]string)} }
 
+// usage is what a worker's active jobs reserve. CPU is summed in integer
+// millicores: float addition depends on order, and map order is random,
+// so a float sum could make Apply's capacity check differ between nodes.
 type usage struct {
 	jobs     int
-	cpu      float64
+	milliCPU int64
 	memoryMB int
+}
+
+func milliCPU(cpu float64) int64 { return int64(math.Round(cpu * 1000)) }
+
+func (u usage) add(j *Job) usage {
+	u.jobs++
+	u.milliCPU += milliCPU(j.Spec.Resources.CPU)
+	u.memoryMB += j.Spec.Resources.MemoryMB
+	return u
 }
 
 func (f *FSM) usage(workerID string) usage {
 	var u usage
 	for id := range f.idx.byWorker[workerID] {
-		j := f.jobs[id]
-		u.jobs++
-		u.cpu += j.Spec.Resources.CPU
-		u.memoryMB += j.Spec.Resources.MemoryMB
+		u = u.add(f.jobs[id])
 	}
 	return u
 }
@@ -69,7 +79,7 @@ func (f *FSM) fits(w *Worker, j *Job, u usage) bool {
 		return false
 	}
 	r := j.Spec.Resources
-	if r.CPU > 0 && w.CPUs > 0 && u.cpu+r.CPU > float64(w.CPUs) {
+	if r.CPU > 0 && w.CPUs > 0 && u.milliCPU+milliCPU(r.CPU) > int64(w.CPUs)*1000 {
 		return false
 	}
 	if r.MemoryMB > 0 && w.MemoryMB > 0 && u.memoryMB+r.MemoryMB > w.MemoryMB {
@@ -160,11 +170,7 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 					continue // this tenant has nothing placeable in c
 				}
 				d.Assign = append(d.Assign, &AssignJob{JobID: j.ID, WorkerID: w.ID, Attempt: j.Attempt + 1, At: now})
-				u := used[w.ID]
-				u.jobs++
-				u.cpu += j.Spec.Resources.CPU
-				u.memoryMB += j.Spec.Resources.MemoryMB
-				used[w.ID] = u
+				used[w.ID] = used[w.ID].add(j)
 				free--
 				fair.last[c] = t
 				next = append(next, t)

@@ -510,7 +510,7 @@ func compileTestsrc(u *url.URL, v VideoParams) (PlanInput, error) {
 		switch k {
 		case "duration":
 			d, err := strconv.ParseFloat(val, 64)
-			if err != nil || d <= 0 || d > MaxTestsrcDuration {
+			if err != nil || !(d > 0 && d <= MaxTestsrcDuration) { // also refuses NaN
 				return in, Errorf(CodeInvalidURL, "testsrc duration must be a number of seconds in (0, %d]", MaxTestsrcDuration)
 			}
 			in.DurationSec = d
@@ -600,10 +600,14 @@ func compileOutput(o Output, v VideoParams, audio AudioParams, pol Policy) (Rend
 
 // hostPort reports whether s is a valid host or host:port for a policy.
 func hostPort(s string) bool {
-	if h, _, err := net.SplitHostPort(s); err == nil {
-		s = h
+	if s == "" || strings.ContainsAny(s, "/?#@ ") {
+		return false
 	}
-	return s != "" && !strings.ContainsAny(s, "/?#@ ")
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(port)
+		return h != "" && err == nil && n > 0 && n < 65536
+	}
+	return !strings.Contains(s, ":") || net.ParseIP(s) != nil
 }
 
 // ValidatePolicy checks an operator-supplied policy.

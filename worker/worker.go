@@ -135,7 +135,11 @@ func LoadOrCreateID(path string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("write worker id: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+	// Write and rename, so that a crash never leaves an empty file.
+	if err := os.WriteFile(path+".tmp", []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write worker id: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
 		return "", fmt.Errorf("write worker id: %w", err)
 	}
 	return id, nil
