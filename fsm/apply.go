@@ -100,7 +100,9 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	if _, ok := b.jobs[c.Job.ID]; ok {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
-	if f.storedJobExists(c.Job.ID) {
+	if stored, ok := f.storedJob(c.Job.ID); ok && stored.CreateIndex != index {
+		// (A stored job created at this very index is this entry, already
+		// committed to a shared store by another node.)
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
 	if _, ok := f.tenants[c.Job.TenantID]; !ok {
@@ -359,15 +361,15 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 	b.jobs[j.ID] = j
 }
 
-// storedJobExists reports whether the store has a job, retrying with
-// backoff while the store is unreachable (as commit does): Apply cannot
-// give up on a committed entry.
-func (f *FSM) storedJobExists(id string) bool {
+// storedJob reads a job from the store, retrying with backoff while the
+// store is unreachable (as commit does): Apply cannot give up on a
+// committed entry.
+func (f *FSM) storedJob(id string) (*Job, bool) {
 	delay := 50 * time.Millisecond
 	for {
-		_, err := f.store.GetJob(context.Background(), id)
+		j, err := f.store.GetJob(context.Background(), id)
 		if err == nil || errors.Is(err, ErrNotFound) {
-			return err == nil
+			return j, err == nil
 		}
 		f.log.Error("store read failed; retrying", "job", id, "error", err, "retry_in", delay)
 		time.Sleep(delay)

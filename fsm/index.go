@@ -68,8 +68,15 @@ func newIndexes() *indexes {
 
 func jobClass(j *Job) class { return class{j.Spec.Queue, j.Spec.Priority} }
 
+// deadline is when a queued job fails for want of a worker: its acquire
+// timeout counts from when it became eligible (queued, and past any retry
+// backoff).
 func deadline(j *Job) ditem {
-	return ditem{j.QueuedAt.Add(time.Duration(j.Spec.AcquireTimeout)), j.ID}
+	from := j.QueuedAt
+	if j.NotBefore.After(from) {
+		from = j.NotBefore
+	}
+	return ditem{from.Add(time.Duration(j.Spec.AcquireTimeout)), j.ID}
 }
 
 // add indexes an active job by its state.

@@ -472,7 +472,7 @@ func compileInput(raw string, pol Policy, v VideoParams) (PlanInput, error) {
 	}
 	switch u.Scheme {
 	case "testsrc":
-		return compileTestsrc(u, v)
+		return compileTestsrc(raw, u, v)
 	case "file":
 		p, err := tenantPath(u, inputExts)
 		if err != nil {
@@ -493,8 +493,8 @@ func compileInput(raw string, pol Policy, v VideoParams) (PlanInput, error) {
 	}
 }
 
-func compileTestsrc(u *url.URL, v VideoParams) (PlanInput, error) {
-	in := PlanInput{Kind: KindTestsrc, URL: u.String(), DurationSec: 10, FPS: v.FPS, Height: v.Height, Width: v.Width}
+func compileTestsrc(raw string, u *url.URL, v VideoParams) (PlanInput, error) {
+	in := PlanInput{Kind: KindTestsrc, URL: raw, DurationSec: 10, FPS: v.FPS, Height: v.Height, Width: v.Width}
 	if u.Host != "" || (u.Path != "" && u.Path != "/") {
 		return in, Errorf(CodeInvalidURL, "testsrc URL takes only query parameters: testsrc://?duration=10&size=1280x720&rate=30")
 	}
