@@ -43,7 +43,9 @@ type devEnv struct {
 	dataDir string
 }
 
-func startDev(t *testing.T) *devEnv {
+func startDev(t *testing.T) *devEnv { return startDevWorkers(t, 1) }
+
+func startDevWorkers(t *testing.T, workers int) *devEnv {
 	t.Helper()
 	root := t.TempDir()
 	d := &devEnv{t: t, vars: map[string]string{
@@ -56,7 +58,7 @@ func startDev(t *testing.T) *devEnv {
 	var out bytes.Buffer
 	go func() {
 		done <- RunDev(ctx, DevConfig{
-			DataDir: d.dataDir, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Workers: 1, Slots: 2,
+			DataDir: d.dataDir, HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", Workers: workers, Slots: 2,
 			AllowHosts: []string{"127.0.0.1"}, Logger: newLogger(io.Discard, "error"), Out: &out,
 			Getenv: d.getenv, OnReady: func(u string) { ready <- u },
 		})
@@ -203,5 +205,19 @@ func TestCLIErrors(t *testing.T) {
 	var page fsm.JobPage
 	if err := json.Unmarshal([]byte(out), &page); err != nil || len(page.Jobs) != 0 {
 		t.Fatalf("bad submits stored jobs: %v %d", err, len(page.Jobs))
+	}
+}
+
+// TestDevWithoutWorker runs dev mode with --workers 0: the node keeps
+// serving, and jobs wait in the queue for a worker.
+func TestDevWithoutWorker(t *testing.T) {
+	d := startDevWorkers(t, 0)
+	id := strings.TrimSpace(d.mustRun("jobs", "submit", "--scenario", "240p30-h264", "--input", "testsrc://?duration=1", "--output", "file:///w0.mp4"))
+	var ws []json.RawMessage
+	if err := json.Unmarshal([]byte(d.mustRun("workers", "list", "-o", "json")), &ws); err != nil || len(ws) != 0 {
+		t.Fatalf("workers: %v %d", err, len(ws))
+	}
+	if j := strings.TrimSpace(d.mustRun("jobs", "list", "--state", "queued", "-o", "json")); !strings.Contains(j, id) {
+		t.Fatalf("job %s not queued:\n%s", id, j)
 	}
 }

@@ -144,8 +144,9 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
-	workerDone := make(chan error, 1)
+	var workerDone chan error // nil without a worker: never ready
 	if cfg.Workers == 1 {
+		workerDone = make(chan error, 1)
 		id, err := worker.LoadOrCreateID(filepath.Join(cfg.DataDir, "worker-id"))
 		if err != nil {
 			return err
@@ -156,8 +157,6 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		})
 		n.logs.set(w)
 		go func() { workerDone <- w.Run(wctx) }()
-	} else {
-		workerDone <- nil
 	}
 
 	hs := &http.Server{Handler: n.srv, ReadHeaderTimeout: 10 * time.Second}
@@ -169,7 +168,7 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	}
 
 	var runErr error
-	workerStopped := false
+	workerStopped := workerDone == nil
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
