@@ -15,6 +15,7 @@ build:
 run: build
 	@mkdir -p $(BINDIR)
 	install -m 0755 $(BIN) $(BINDIR)/ffrtmp
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "note: $(BINDIR) is not on PATH; add it to use ffrtmp from other shells";; esac
 	$(BINDIR)/ffrtmp dev $(DEVARGS)
 
 # The full suite: vet, then every test with the race detector, including
