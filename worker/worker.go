@@ -51,7 +51,7 @@ type Config struct {
 	Labels    map[string]string
 	Control   Control
 	Logger    *slog.Logger
-	// ProgressInterval throttles progress reports per job (default 2s), so
+	// ProgressInterval throttles progress reports per job (default 1s), so
 	// that progress does not dominate the Raft log.
 	ProgressInterval time.Duration
 	// KillGrace is the SIGTERM to SIGKILL grace period (default 5s).
@@ -92,7 +92,7 @@ func New(cfg Config) *Worker {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = 2 * time.Second
+		cfg.ProgressInterval = time.Second
 	}
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 5 * time.Second
