@@ -1,0 +1,374 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Errors returned by the store, beside fsm.ErrNotFound.
+var (
+	// ErrSchemaTooNew is returned by Open and Migrate when the database has
+	// a migration this binary does not know: a newer ffrtmp migrated it.
+	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+	// ErrBehind is returned by Restore when the database has not reached
+	// the snapshot's index: it is an older copy, or not the cluster's
+	// database at all.
+	ErrBehind = errors.New("database is behind the snapshot")
+	// ErrNotSnapshot is returned by Restore for a stream that is not a
+	// snapshot of this store (a cluster whose nodes use different stores).
+	ErrNotSnapshot = errors.New("not a PostgreSQL store snapshot")
+	// ErrLiveCluster is returned by Import when it would add objects to a
+	// database a cluster already runs on.
+	ErrLiveCluster = errors.New("a cluster already runs on this database")
+)
+
+// Defaults.
+const (
+	// DefaultTimeout bounds a call whose context has no deadline.
+	DefaultTimeout = 30 * time.Second
+	pingTimeout    = 5 * time.Second
+	maxPage        = 1000
+)
+
+// Store is a PostgreSQL-backed fsm.Store. Its methods are safe for
+// concurrent use, by one node or by many nodes sharing the database.
+type Store struct {
+	pool    *pgxpool.Pool
+	timeout time.Duration
+	// applied is the highest index this store has committed, found
+	// committed, or loaded: what Snapshot records.
+	applied atomic.Uint64
+}
+
+var _ fsm.Store = (*Store)(nil)
+
+// Options configure Open.
+type Options struct {
+	// MaxConns caps the connection pool. Zero keeps the URL's
+	// pool_max_conns, else pgx's default (the larger of 4 and the number
+	// of CPUs).
+	MaxConns int32
+	// Timeout bounds each call whose context has no deadline (default
+	// DefaultTimeout). The FSM commits with a background context and
+	// retries on error, so this turns a hung connection into a retry.
+	Timeout time.Duration
+	// SkipMigrations opens the pool without applying or checking
+	// migrations, for tools that inspect a database (migrate status, dry
+	// runs). A node never sets it.
+	SkipMigrations bool
+}
+
+// Open connects to the database at url (a postgres:// URL or a libpq
+// key=value string; pgx reads PGPASSWORD and ~/.pgpass as libpq does) and
+// applies pending migrations. The schema is the first of the search_path,
+// which the URL may set (…?search_path=ffrtmp). Statements are prepared
+// and cached per connection (pgx's default); behind a transaction-mode
+// pooler such as PgBouncer add default_query_exec_mode=exec to the URL.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %w", err)
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %w", err)
+	}
+	s := &Store{pool: pool, timeout: opts.Timeout}
+	if !opts.SkipMigrations {
+		mctx, cancel := s.bound(ctx)
+		defer cancel()
+		if _, err := Migrate(mctx, pool); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres store: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Migrate applies pending migrations; see the package-level Migrate.
+func (s *Store) Migrate(ctx context.Context) ([]Migration, error) { return Migrate(ctx, s.pool) }
+
+// MigrationStatus lists the migrations and whether each is applied.
+func (s *Store) MigrationStatus(ctx context.Context) ([]MigrationStatus, error) {
+	return Status(ctx, s.pool)
+}
+
+// bound gives ctx the store's timeout unless it has a deadline already.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// noteApplied raises the index Snapshot records to at least i.
+func (s *Store) noteApplied(i uint64) {
+	for {
+		cur := s.applied.Load()
+		if i <= cur || s.applied.CompareAndSwap(cur, i) {
+			return
+		}
+	}
+}
+
+// interpretError maps driver errors to the store's sentinels.
+func interpretError(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fsm.ErrNotFound
+	}
+	return err
+}
+
+// activeStates is the SQL list of non-terminal states; it matches the
+// predicate of the jobs_active partial index.
+const activeStates = `('queued', 'assigned', 'running', 'paused')`
+
+// Load implements fsm.Store. It reads in one repeatable-read transaction,
+// so the index and the objects are one consistent state.
+func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	st := &fsm.State{}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT applied_index FROM ffrtmp_state`).QueryRow(func(r pgx.Row) error {
+			var i int64
+			err := r.Scan(&i)
+			st.Index = uint64(i)
+			return err
+		})
+		queueDocs(b, `SELECT doc FROM tenants ORDER BY id`, &st.Tenants)
+		queueDocs(b, `SELECT doc FROM api_keys ORDER BY id`, &st.Keys)
+		queueDocs(b, `SELECT doc FROM workers ORDER BY id`, &st.Workers)
+		queueDocs(b, `SELECT doc FROM jobs WHERE state IN `+activeStates+` ORDER BY id`, &st.Jobs)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", interpretError(err))
+	}
+	s.noteApplied(st.Index)
+	return st, nil
+}
+
+// queueDocs queues a query of one doc column and decodes every row into
+// out.
+func queueDocs[T any](b *pgx.Batch, sql string, out *[]*T) {
+	b.Queue(sql).Query(func(rows pgx.Rows) error {
+		var doc []byte
+		_, err := pgx.ForEachRow(rows, []any{&doc}, func() error {
+			x, err := decode[T](doc)
+			if err != nil {
+				return err
+			}
+			*out = append(*out, x)
+			return nil
+		})
+		return err
+	})
+}
+
+func decode[T any](doc []byte) (*T, error) {
+	x := new(T)
+	if err := json.Unmarshal(doc, x); err != nil {
+		return nil, fmt.Errorf("decode %T: %w", x, err)
+	}
+	return x, nil
+}
+
+// Commit implements fsm.Store: one transaction that advances the shared
+// applied index and upserts every object of the batch, each guarded by its
+// modify index. A batch at or below the applied index (this node's replay
+// after a restart, or a batch another node committed first) changes
+// nothing. Commit is idempotent, so retrying after an error whose outcome
+// is unknown (a connection lost during COMMIT) is safe.
+func (s *Store) Commit(ctx context.Context, b *fsm.Batch) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE ffrtmp_state SET applied_index = $1 WHERE applied_index < $1`, int64(b.Index))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // committed already; BeginFunc commits an empty transaction
+		}
+		return tx.SendBatch(ctx, upserts(b, onConflictUpdate)).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("commit batch %d: %w", b.Index, interpretError(err))
+	}
+	s.noteApplied(b.Index)
+	return nil
+}
+
+// GetJob implements fsm.Store.
+func (s *Store) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var doc []byte
+	if err := s.pool.QueryRow(ctx, `SELECT doc FROM jobs WHERE id = $1`, id).Scan(&doc); err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, interpretError(err))
+	}
+	return decode[fsm.Job](doc)
+}
+
+// ListJobs implements fsm.Store: newest first by ID from the cursor, along
+// the index that matches the filters (jobs_tenant_state_id for one tenant
+// and one state, jobs_tenant_id for one tenant, jobs_state_id for one
+// state, else the primary key).
+func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPage, error) {
+	if p.Limit <= 0 || p.Limit > maxPage {
+		return nil, fmt.Errorf("list jobs: limit %d out of range 1..%d", p.Limit, maxPage)
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
+	}
+	if p.TenantID != "" {
+		add("tenant_id = $?", p.TenantID)
+	}
+	switch len(p.States) {
+	case 0:
+	case 1:
+		// Equality, not = ANY: the planner then always picks the
+		// (…, state, id) index, even for a generic plan.
+		add("state = $?", string(p.States[0]))
+	default:
+		states := make([]string, len(p.States))
+		for i, st := range p.States {
+			states[i] = string(st)
+		}
+		add("state = ANY($?)", states)
+	}
+	if p.Queue != "" {
+		add("queue = $?", string(p.Queue))
+	}
+	if p.After != "" {
+		add("id < $?", p.After)
+	}
+	sql := "SELECT doc FROM jobs"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, p.Limit+1)
+	sql += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
+
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", interpretError(err))
+	}
+	page := &fsm.JobPage{Jobs: make([]*fsm.Job, 0, min(p.Limit, 100))}
+	var doc []byte
+	_, err = pgx.ForEachRow(rows, []any{&doc}, func() error {
+		if len(page.Jobs) == p.Limit {
+			page.Next = page.Jobs[p.Limit-1].ID
+			return nil
+		}
+		j, err := decode[fsm.Job](doc)
+		if err != nil {
+			return err
+		}
+		page.Jobs = append(page.Jobs, j)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", interpretError(err))
+	}
+	return page, nil
+}
+
+// snapshotFormat names the snapshot stream; Restore refuses anything else.
+const snapshotFormat = "ffrtmp-postgres-snapshot"
+
+// snapshotHeader is the whole snapshot: the database is the state.
+type snapshotHeader struct {
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+	Index   uint64 `json:"index"`
+}
+
+type snapshot struct{ data []byte }
+
+func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(s.data)
+	return int64(n), err
+}
+
+func (s *snapshot) Release() {}
+
+// Snapshot implements fsm.Store. It records the index this node has
+// committed, without touching the database; see the package doc.
+func (s *Store) Snapshot(ctx context.Context) (fsm.StoreSnapshot, error) {
+	b, err := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: 1, Index: s.applied.Load()})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &snapshot{data: append(b, '\n')}, nil
+}
+
+// Restore implements fsm.Store for a shared database: it checks that the
+// database has reached the snapshot's index and changes nothing, because
+// the database already holds that state or a later one; the FSM rebuilds
+// its memory from it with Load. See the package doc for why this is right.
+func (s *Store) Restore(ctx context.Context, r io.Reader) error {
+	var h snapshotHeader
+	if err := json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&h); err != nil || h.Format != snapshotFormat {
+		return fmt.Errorf("restore: %w (every node of a cluster must use the same store)", ErrNotSnapshot)
+	}
+	if h.Version != 1 {
+		return fmt.Errorf("restore: snapshot version %d is not supported", h.Version)
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var idx int64
+	if err := s.pool.QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state`).Scan(&idx); err != nil {
+		return fmt.Errorf("restore: %w", interpretError(err))
+	}
+	if uint64(idx) < h.Index {
+		return fmt.Errorf("restore: %w: the database is at index %d, the snapshot at %d", ErrBehind, idx, h.Index)
+	}
+	return nil
+}
+
+// Ping implements fsm.Store: it runs an empty statement on a pooled
+// connection, within 5s unless ctx says otherwise.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, min(pingTimeout, s.timeout))
+		defer cancel()
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
+// Close implements fsm.Store. It waits for connections in use to be
+// returned, then closes them all.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
