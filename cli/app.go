@@ -53,6 +53,9 @@ func newApp(env Env) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			devCommand(),
+			serverCommand(),
+			keygenCommand(),
+			clusterCommand(),
 			jobsCommand(),
 			workersCommand(),
 			benchCommand(),

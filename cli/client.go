@@ -45,9 +45,12 @@ func NewClient(addr, key string) (*Client, error) {
 }
 
 func (c *Client) request(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
-	u := *c.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
-	u.RawQuery = query.Encode()
+	return c.requestWith(ctx, method, path, query, body, nil)
+}
+
+// requestWith sends a request with a JSON body (nil for none) and extra
+// headers; an error status becomes an *APIError.
+func (c *Client) requestWith(ctx context.Context, method, path string, query url.Values, body any, header map[string]string) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -56,19 +59,39 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := c.newRequest(ctx, method, path, query, rd)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	return c.send(req)
+}
+
+// newRequest builds an authenticated request to the API.
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
+	return req, nil
+}
+
+// send sends a request; an error status becomes an *APIError.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
@@ -84,6 +107,13 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 	return resp, nil
 }
 
+func decodeJSON(r io.Reader, out any) error {
+	if err := json.NewDecoder(r).Decode(out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	resp, err := c.request(ctx, method, path, query, body)
 	if err != nil {
@@ -93,10 +123,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if out == nil {
 		return nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode response of %s %s: %w", method, path, err)
-	}
-	return nil
+	return decodeJSON(resp.Body, out)
 }
 
 // SubmitJob submits a job spec.

@@ -7,20 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/server"
-	"github.com/ffrtmp/ffrtmp/store/bolt"
 	"github.com/ffrtmp/ffrtmp/worker"
 )
 
@@ -112,8 +106,13 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	}
 	defer ln.Close()
 
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "cluster.key"))
+	if err != nil {
+		return err
+	}
+	apiURL := "http://" + ln.Addr().String()
 	n, err := startNode(ctx, nodeConfig{
-		DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, Bootstrap: true,
+		DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, APIAddr: apiURL, Bootstrap: true, ClusterKey: key,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, Logger: log,
 	})
 	if err != nil {
@@ -128,7 +127,6 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	if err != nil {
 		return err
 	}
-	apiURL := "http://" + ln.Addr().String()
 	if token != "" {
 		path, err := SaveConfig(cfg.Getenv, &Config{Addr: apiURL, APIKey: token})
 		if err != nil {
@@ -159,9 +157,10 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		go func() { workerDone <- w.Run(wctx) }()
 	}
 
-	hs := &http.Server{Handler: n.srv, ReadHeaderTimeout: 10 * time.Second}
+	sctx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "") }()
 	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)
@@ -172,7 +171,7 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		runErr = fmt.Errorf("http: %w", err)
+		runErr = err
 	case err := <-workerDone:
 		workerStopped = true
 		if err != nil {
@@ -180,95 +179,11 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		}
 	}
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	hs.Shutdown(sctx)
+	stopServing()
 	// Stop the worker (and its ffmpeg processes) before Raft and the store.
 	stopWorker()
 	if !workerStopped {
 		<-workerDone
 	}
 	return runErr
-}
-
-// nodeConfig configures startNode.
-type nodeConfig struct {
-	DataDir   string
-	NodeID    string
-	RaftAddr  string
-	Advertise string
-	Bootstrap bool
-	Policy    fsm.Policy
-	Logger    *slog.Logger
-}
-
-// runningNode is a store, FSM, Raft node and API server wired together.
-type runningNode struct {
-	store *bolt.Store
-	fsm   *fsm.FSM
-	node  *cluster.Node
-	srv   *server.Server
-	logs  *logRouter
-}
-
-// startNode opens the store, loads the FSM, starts Raft with the
-// scheduler as leader loop, and builds the API server.
-func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
-	id, err := cluster.LoadOrCreateNodeID(cfg.DataDir, cfg.NodeID)
-	if err != nil {
-		return nil, err
-	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "state.db"))
-	if err != nil {
-		return nil, err
-	}
-	metrics := server.NewMetrics()
-	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	sched := &cluster.Scheduler{FSM: f, Logger: cfg.Logger}
-	node, err := cluster.New(cluster.Config{
-		NodeID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr,
-		Advertise: cfg.Advertise, Bootstrap: cfg.Bootstrap, FSM: f, Logger: cfg.Logger,
-		LeaderLoop: sched.Run,
-	})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	logs := &logRouter{}
-	srv, err := server.New(server.Config{FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs})
-	if err != nil {
-		node.Shutdown()
-		st.Close()
-		return nil, err
-	}
-	return &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}, nil
-}
-
-func (n *runningNode) close() {
-	if err := n.node.Shutdown(); err != nil {
-		slog.Error("shutdown raft", "error", err)
-	}
-	if err := n.store.Close(); err != nil {
-		slog.Error("close store", "error", err)
-	}
-}
-
-// logRouter serves live job logs from the local worker, once there is one.
-type logRouter struct {
-	w atomic.Pointer[worker.Worker]
-}
-
-func (l *logRouter) set(w *worker.Worker) { l.w.Store(w) }
-
-// JobLog implements server.LogSource.
-func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string, error) {
-	w := l.w.Load()
-	if w == nil {
-		return "", fmt.Errorf("no local worker")
-	}
-	return w.JobLog(ctx, workerID, jobID)
 }

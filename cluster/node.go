@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -26,9 +29,11 @@ var (
 	// ErrNoLeader is returned when a write cannot be committed because the
 	// cluster has no leader (yet).
 	ErrNoLeader = errors.New("cluster has no leader")
-	// ErrNotLeader is returned for a write on a follower that cannot
-	// forward it.
+	// ErrNotLeader is returned for a leader-only operation on a follower.
 	ErrNotLeader = errors.New("this node is not the leader")
+	// ErrUnknownOutcome is returned for a write that may or may not have
+	// been committed (leadership was lost while it was in flight).
+	ErrUnknownOutcome = errors.New("leadership changed while the write was in flight; it may or may not have been applied")
 )
 
 // Raft tuning. A snapshot is taken after SnapshotThreshold new entries (or
@@ -52,12 +57,18 @@ type Config struct {
 	NodeID string
 	// DataDir holds raft.db (the log) and snapshots/.
 	DataDir string
-	// RaftAddr is the TCP address to bind for Raft traffic.
+	// RaftAddr is the TCP address to bind for Raft and node RPC.
 	RaftAddr string
 	// Advertise is the address other nodes reach this one at; defaults to
 	// the bound address.
 	Advertise string
-	// Bootstrap forms a single-node cluster if there is no Raft state yet.
+	// TLS is the mutual TLS configuration of node-to-node traffic (see
+	// PeerTLSFromKey). Required.
+	TLS *tls.Config
+	// APIAddr is this node's public API URL, reported in its status.
+	APIAddr string
+	// Bootstrap forms a single-node cluster if there is no Raft state yet
+	// (dev mode). Multi-node clusters use Start's join and bootstrap-expect.
 	Bootstrap bool
 	// FSM is the state machine.
 	FSM *fsm.FSM
@@ -67,6 +78,12 @@ type Config struct {
 	// started on gaining leadership and its context is canceled on losing
 	// it. It must return promptly once ctx is done.
 	LeaderLoop func(ctx context.Context, n *Node)
+	// Metrics, if set, receives the node's Raft metrics.
+	Metrics prometheus.Registerer
+	// DeadServerTimeout, if positive, lets the leader remove a server it
+	// has not heard from for that long, when the remaining servers still
+	// form a quorum of the smaller configuration.
+	DeadServerTimeout time.Duration
 }
 
 // Node is one member of the Raft cluster.
@@ -74,12 +91,20 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	raft      *raft.Raft
+	mux       *mux
 	trans     *raft.NetworkTransport
 	logStore  *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	rpc       *http.Client
+	rpcServer *http.Server
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	metrics   nodeMetrics
+
+	peersMu sync.Mutex
+	peers   map[string]string // announced by notify, for bootstrap-expect
 }
 
 // New starts a Raft node. If the FSM's store is behind the newest
@@ -88,7 +113,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{})}
+	if cfg.TLS == nil {
+		return nil, errors.New("cluster: node-to-node TLS configuration is required")
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
+		peers: make(map[string]string)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -104,26 +133,28 @@ func New(cfg Config) (*Node, error) {
 		ls.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	n.snaps = snaps
 	if err := restoreIfBehind(cfg.FSM, snaps, ls); err != nil {
 		ls.Close()
 		return nil, err
 	}
 
-	var advAddr net.Addr // nil: the bound address
-	if cfg.Advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
-		if err != nil {
-			ls.Close()
-			return nil, fmt.Errorf("resolve raft advertise address %q: %w", cfg.Advertise, err)
-		}
-		advAddr = a
-	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advAddr, 4, 10*time.Second, hlog)
+	m, err := newMux(cfg.RaftAddr, cfg.Advertise, cfg.TLS, cfg.Logger)
 	if err != nil {
 		ls.Close()
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+		return nil, fmt.Errorf("raft transport: %w", err)
 	}
-	n.trans = trans
+	n.mux = m
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: &raftLayer{chanListener: m.raft, m: m}, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog,
+	})
+	n.rpc = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return m.dial(ctx, addr, protoRPC)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     time.Minute,
+	}}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -142,35 +173,43 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(ls, ls, snaps)
 		if err != nil {
-			n.closeStores()
+			n.closeTransport()
 			return nil, fmt.Errorf("check raft state: %w", err)
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{
-				ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+				ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter,
 			}}}
-			if err := raft.BootstrapCluster(rc, ls, ls, snaps, trans, conf); err != nil {
-				n.closeStores()
+			if err := raft.BootstrapCluster(rc, ls, ls, snaps, n.trans, conf); err != nil {
+				n.closeTransport()
 				return nil, fmt.Errorf("bootstrap cluster: %w", err)
 			}
 		}
 	}
 
-	r, err := raft.NewRaft(rc, cfg.FSM, ls, ls, snaps, trans)
+	r, err := raft.NewRaft(rc, cfg.FSM, ls, ls, snaps, n.trans)
 	if err != nil {
-		n.closeStores()
+		n.closeTransport()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
+	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go n.rpcServer.Serve(m.rpc)
+	n.metrics.init(n)
 	n.wg.Add(1)
 	go n.monitorLeadership()
 	return n, nil
 }
 
-func (n *Node) closeStores() {
-	if n.trans != nil {
-		n.trans.Close()
-	}
+// Addr returns the address other nodes reach this one at.
+func (n *Node) Addr() string { return n.mux.advertise.String() }
+
+// ID returns this node's ID.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+func (n *Node) closeTransport() {
+	n.trans.Close()
+	n.mux.close()
 	n.logStore.Close()
 }
 
@@ -279,44 +318,161 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 	}
 	n.log.Info("leader loop started", "index", n.cfg.FSM.Index())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.reapDeadServers(ctx)
+	}()
 	if n.cfg.LeaderLoop != nil {
 		n.cfg.LeaderLoop(ctx, n)
 	}
+	<-done
 }
 
-// Apply proposes a command and waits until it is applied here. It returns
-// the FSM's response: the changed object, or the *fsm.Error that refused
-// the command.
+// writeHold is how long a write waits for a leader (an election, a
+// leadership transfer) before it fails with ErrNoLeader.
+const writeHold = 5 * time.Second
+
+// Apply proposes a command and returns the FSM's response: the changed
+// object, or the *fsm.Error that refused the command. On a follower the
+// command is forwarded to the leader, and Apply returns once this node has
+// applied it too, so a client reads its own write from any node. While
+// there is no leader the write is held for up to writeHold, then fails
+// with ErrNoLeader. A write whose outcome is unknown (leadership lost
+// after it was sent) fails with ErrUnknownOutcome; retrying it is safe
+// only if the command is idempotent.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	data, err := fsm.Encode(c)
 	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("apply: %w", err)
+	start := time.Now()
+	defer func() { n.metrics.apply.Observe(time.Since(start).Seconds()) }()
+	hold := time.NewTimer(writeHold)
+	defer hold.Stop()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+		var v any
+		if n.IsLeader() {
+			v, _, err = n.applyLocal(data, timeoutOf(ctx))
+		} else if addr, _ := n.Leader(); addr != "" {
+			v, _, err = n.forward(ctx, addr, data)
+		} else {
+			err = ErrNoLeader
+		}
+		if err == nil || isDomainError(err) {
+			return v, err
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
+			return nil, err
+		}
+		// Nothing was applied: wait for a leader and try again.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apply: %w", ctx.Err())
+		case <-hold.C:
+			return nil, fmt.Errorf("apply: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
 	timeout := applyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		// Raft takes a timeout, not a context; it bounds only the wait
 		// to enqueue, so the command may still commit after we return.
 		timeout = max(time.Millisecond, min(timeout, time.Until(dl)))
 	}
+	return timeout
+}
+
+// applyLocal proposes an encoded command on this node, which must lead.
+// Errors are classified: ErrNotLeader and ErrNoLeader mean nothing was
+// appended; ErrUnknownOutcome means it may have been.
+func (n *Node) applyLocal(data []byte, timeout time.Duration) (any, uint64, error) {
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-			errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, fmt.Errorf("apply: %w: %w", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, 0, fmt.Errorf("apply: %w: %w", ErrNotLeader, err)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, fmt.Errorf("apply: %w: %w", ErrNoLeader, err)
+			return nil, 0, fmt.Errorf("apply: %w: %w", ErrNoLeader, err)
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+			return nil, 0, fmt.Errorf("apply: %w: %w", ErrUnknownOutcome, err)
 		}
-		return nil, fmt.Errorf("apply: %w", err)
+		return nil, 0, fmt.Errorf("apply: %w", err)
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, err
+		return nil, f.Index(), err
 	}
-	return resp, nil
+	return resp, f.Index(), nil
+}
+
+// forward sends an encoded command to the leader and waits until this
+// node has applied it.
+func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, uint64, error) {
+	var resp applyResponse
+	if err := n.rpcCall(ctx, leader, "POST", "/rpc/apply", data, &resp); err != nil {
+		if sentNothing(err) {
+			return nil, 0, fmt.Errorf("forward: %w: %w", ErrNoLeader, err)
+		}
+		return nil, 0, fmt.Errorf("forward: %w: %w", ErrUnknownOutcome, err)
+	}
+	v, err := decodeResponse(&resp)
+	if resp.Index > 0 {
+		wctx, cancel := context.WithTimeout(ctx, applyTimeout)
+		defer cancel()
+		if werr := n.cfg.FSM.WaitIndex(wctx, resp.Index); werr != nil {
+			n.log.Warn("forwarded write not yet applied here", "index", resp.Index, "error", werr)
+		}
+	}
+	return v, resp.Index, err
+}
+
+// ReadIndex makes this node's state at least as new as everything the
+// cluster had committed when it was called (a linearizable read barrier):
+// the leader confirms its leadership and reports its commit index, and
+// this node waits until it has applied that far.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	var index uint64
+	if n.IsLeader() {
+		index = n.raft.CommitIndex()
+		if err := n.raft.VerifyLeader().Error(); err != nil {
+			return fmt.Errorf("read index: %w: %w", ErrNotLeader, err)
+		}
+	} else {
+		addr, _ := n.Leader()
+		if addr == "" {
+			return fmt.Errorf("read index: %w", ErrNoLeader)
+		}
+		var r struct {
+			Index uint64 `json:"index"`
+		}
+		if err := n.rpcCall(ctx, addr, "GET", "/rpc/readindex", nil, &r); err != nil {
+			return fmt.Errorf("read index: %w: %w", ErrNoLeader, err)
+		}
+		index = r.Index
+	}
+	return n.waitApplied(ctx, index)
+}
+
+// waitApplied waits until Raft has applied index on this node. Entries
+// the FSM never sees (no-ops, barriers) count, so it polls Raft.
+func (n *Node) waitApplied(ctx context.Context, index uint64) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for n.raft.AppliedIndex() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d: %w", index, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // ApplyAll proposes commands together (Raft batches them) and returns the
@@ -381,7 +537,7 @@ func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 // Snapshot takes a Raft snapshot now.
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
-// Shutdown stops the leader loop and Raft and closes the log.
+// Shutdown stops the leader loop, node RPC and Raft, and closes the log.
 func (n *Node) Shutdown() error {
 	var err error
 	n.closeOnce.Do(func() {
@@ -390,7 +546,9 @@ func (n *Node) Shutdown() error {
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("shutdown raft: %w", e)
 		}
+		n.rpcServer.Close()
 		n.trans.Close()
+		n.mux.close()
 		if e := n.logStore.Close(); e != nil && err == nil {
 			err = fmt.Errorf("close raft log: %w", e)
 		}

@@ -203,8 +203,12 @@ func TestLeaderLoopFollowsLeadership(t *testing.T) {
 			got, ok := n.FSM.Tenant("acme")
 			return ok && got.CreateIndex == acme.CreateIndex
 		})
-		if _, err := n.Node.Apply(ctx, createTenant("from-follower")); !errors.Is(err, cluster.ErrNotLeader) {
-			t.Errorf("Apply on follower %s: %v, want cluster.ErrNotLeader", n.ID, err)
+		// A write on a follower is forwarded to the leader.
+		if _, err := n.Node.Apply(ctx, createTenant("from-"+n.ID)); err != nil {
+			t.Errorf("Apply on follower %s: %v", n.ID, err)
+		}
+		if _, ok := n1.FSM.Tenant("from-" + n.ID); !ok {
+			t.Errorf("write on follower %s did not reach the leader", n.ID)
 		}
 	}
 	for i, r := range recs[1:] {
@@ -237,8 +241,14 @@ func TestLeaderLoopFollowsLeadership(t *testing.T) {
 	if len(recs[0].started)+len(recs[1].started)+len(recs[2].started) != 0 {
 		t.Error("more than one leader loop started after the transfer")
 	}
-	if _, err := n1.Node.Apply(ctx, createTenant("stale-leader")); !errors.Is(err, cluster.ErrNotLeader) {
-		t.Errorf("Apply on the former leader: %v, want cluster.ErrNotLeader", err)
+	// The former leader forwards a write to the new leader, and has
+	// applied it itself by the time Apply returns.
+	v, err := n1.Node.Apply(ctx, createTenant("via-former-leader"))
+	if err != nil {
+		t.Fatalf("Apply on the former leader: %v", err)
+	}
+	if got, ok := n1.FSM.Tenant("via-former-leader"); !ok || got.CreateIndex != v.(*fsm.Tenant).CreateIndex {
+		t.Errorf("forwarded write not applied on the former leader when Apply returned: %+v %v", got, ok)
 	}
 	globex := leader.Apply(createTenant("globex")).(*fsm.Tenant)
 	clustertest.WaitFor(t, n1.FSM, 10*time.Second, "n1 to apply the new leader's write", func() bool {

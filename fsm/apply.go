@@ -33,6 +33,9 @@ func (f *FSM) applyCreateAPIKey(index uint64, c *CreateAPIKey, b *batchBuilder) 
 		}
 		return Errorf(CodeAlreadyExists, "api key %q already exists", c.Key.ID)
 	}
+	if c.First && len(f.keys) > 0 {
+		return Errorf(CodeAlreadyExists, "the cluster is already initialized")
+	}
 	if _, ok := f.tenants[c.Key.TenantID]; !ok {
 		return Errorf(CodeNotFound, "tenant %q does not exist", c.Key.TenantID)
 	}

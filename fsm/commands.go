@@ -55,9 +55,12 @@ type CreateTenant struct {
 	Tenant Tenant `json:"tenant"`
 }
 
-// CreateAPIKey stores a key (its hash only).
+// CreateAPIKey stores a key (its hash only). With First set it is the
+// cluster's first key and is refused if any key exists: initialization
+// happens exactly once, however many nodes are asked at the same time.
 type CreateAPIKey struct {
-	Key APIKey `json:"key"`
+	Key   APIKey `json:"key"`
+	First bool   `json:"first,omitempty"`
 }
 
 // RevokeAPIKey revokes a key.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
 	"github.com/ffrtmp/ffrtmp/store/bolt"
@@ -55,6 +56,7 @@ func setup(t *testing.T, opts envOpts) *env {
 	}
 	sched := &cluster.Scheduler{FSM: f, Logger: testLogger(t)}
 	node, err := cluster.New(cluster.Config{
+		TLS:    clustertest.PeerTLS(t),
 		NodeID: "n1", DataDir: filepath.Join(dir, "raft"), RaftAddr: "127.0.0.1:0", Bootstrap: true,
 		FSM: f, Logger: testLogger(t), LeaderLoop: sched.Run,
 	})

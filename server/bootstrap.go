@@ -10,23 +10,40 @@ import (
 // DefaultTenant is the tenant every installation starts with.
 const DefaultTenant = "default"
 
-// Bootstrap prepares a fresh installation: it creates the default tenant
-// and, if no API key exists yet, a super-admin key for user "admin". The
-// key's token is returned once ("" if keys already existed); only its
-// hash is stored. It must run on the leader.
-func (s *Server) Bootstrap(ctx context.Context) (token string, err error) {
-	if _, ok := s.fsm.Tenant(DefaultTenant); !ok {
-		t := fsm.Tenant{ID: DefaultTenant, Name: "Default", CreatedAt: s.now()}
-		if _, err := s.raft.Apply(ctx, &fsm.CreateTenant{Tenant: t}); err != nil {
-			return "", fmt.Errorf("create default tenant: %w", err)
-		}
+// ensureDefaultTenant creates the default tenant if it does not exist.
+func (s *Server) ensureDefaultTenant(ctx context.Context) error {
+	if _, ok := s.fsm.Tenant(DefaultTenant); ok {
+		return nil
 	}
-	if s.fsm.KeyCount() > 0 {
-		return "", nil
+	t := fsm.Tenant{ID: DefaultTenant, Name: "Default", CreatedAt: s.now()}
+	_, err := s.raft.Apply(ctx, &fsm.CreateTenant{Tenant: t})
+	if err != nil && fsm.ErrorCode(err) != fsm.CodeAlreadyExists {
+		return fmt.Errorf("create default tenant: %w", err)
+	}
+	return nil
+}
+
+// InitCluster initializes a new installation: the default tenant and the
+// first super-admin key, for user "admin". The key's token is returned
+// exactly once; only its hash is stored. If the cluster already has a
+// key, it fails with already_exists, whichever node is asked.
+func (s *Server) InitCluster(ctx context.Context) (token string, err error) {
+	if err := s.ensureDefaultTenant(ctx); err != nil {
+		return "", err
 	}
 	token, key := NewAPIKey(DefaultTenant, "admin", fsm.RoleSuperAdmin, s.now(), 0)
-	if _, err := s.raft.Apply(ctx, &fsm.CreateAPIKey{Key: key}); err != nil {
-		return "", fmt.Errorf("create admin key: %w", err)
+	if _, err := s.raft.Apply(ctx, &fsm.CreateAPIKey{Key: key, First: true}); err != nil {
+		return "", err
 	}
 	return token, nil
+}
+
+// Bootstrap is InitCluster for dev mode: on a fresh installation it
+// returns the first key; later it returns "" and no error.
+func (s *Server) Bootstrap(ctx context.Context) (token string, err error) {
+	token, err = s.InitCluster(ctx)
+	if fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
+		return "", nil
+	}
+	return token, err
 }

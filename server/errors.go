@@ -61,6 +61,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
 		w.Header().Set("Retry-After", "2")
 		e = fsm.Errorf(CodeUnavailable, "the cluster has no leader right now; retry")
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		w.Header().Set("Retry-After", "1")
+		e = fsm.Errorf(CodeUnavailable, "the leader changed while the write was in flight; it may or may not have been applied; retry (with the same Idempotency-Key for a submit)")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		w.Header().Set("Retry-After", "2")
 		e = fsm.Errorf(CodeUnavailable, "the request timed out; retry")

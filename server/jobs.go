@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,9 @@ const (
 	keepAlive       = 15 * time.Second
 )
 
+// submitJob queues a job. An Idempotency-Key header (a UUIDv7, which
+// becomes the job's ID) makes retries safe: a repeated submit with the
+// same key and spec returns the job it created (200) instead of a new one.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	var spec fsm.JobSpec
 	if err := decodeBody(w, r, &spec); err != nil {
@@ -34,7 +38,24 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	j, err := s.submit(r.Context(), tenant, spec, "")
+	id, err := s.idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if id != "" {
+		if j, ok, err := s.replayed(r.Context(), id, tenant, spec); ok || err != nil {
+			s.answerReplay(w, r, j, err)
+			return
+		}
+	}
+	j, err := s.submit(r.Context(), tenant, spec, "", id)
+	if id != "" && fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
+		// A concurrent request with the same key won the race.
+		j, _, err = s.replayed(r.Context(), id, tenant, spec)
+		s.answerReplay(w, r, j, err)
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -44,8 +65,60 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, j)
 }
 
-// submit compiles spec and proposes it as a new job of tenant.
-func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf string) (*fsm.Job, error) {
+// idempotencyKeyWindow bounds how far an Idempotency-Key's timestamp may
+// be from now, so that job IDs stay roughly in submission order.
+const idempotencyKeyWindow = 24 * time.Hour
+
+func (s *Server) idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return "", nil
+	}
+	u, err := uuid.Parse(key)
+	if err != nil || u.Version() != 7 {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "Idempotency-Key must be a UUIDv7 (it becomes the job ID)")
+	}
+	sec, nsec := u.Time().UnixTime()
+	if d := s.now().Sub(time.Unix(sec, nsec)); d > idempotencyKeyWindow || d < -idempotencyKeyWindow {
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "Idempotency-Key's time is more than %s from now", idempotencyKeyWindow)
+	}
+	return u.String(), nil
+}
+
+// replayed returns the job an earlier submit with the same key created,
+// if any. A key reused by another tenant or with another spec conflicts.
+func (s *Server) replayed(ctx context.Context, id, tenant string, spec fsm.JobSpec) (*fsm.Job, bool, error) {
+	j, err := s.fsm.GetJob(ctx, id)
+	if errors.Is(err, fsm.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := spec.Compile(s.policy); err != nil {
+		return nil, false, err
+	}
+	a, _ := json.Marshal(spec)
+	b, _ := json.Marshal(j.Spec)
+	if j.TenantID != tenant || !bytes.Equal(a, b) {
+		return nil, false, fsm.Errorf(fsm.CodeAlreadyExists, "Idempotency-Key %s was used for another job", id)
+	}
+	return j, true, nil
+}
+
+func (s *Server) answerReplay(w http.ResponseWriter, r *http.Request, j *fsm.Job, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+j.ID)
+	setIndex(w, j.ModifyIndex)
+	writeJSON(w, http.StatusOK, j)
+}
+
+// submit compiles spec and proposes it as a new job of tenant, with the
+// given ID or a new UUIDv7.
+func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
 	if _, ok := s.fsm.Tenant(tenant); !ok {
 		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %q does not exist", tenant)
 	}
@@ -53,11 +126,14 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 	if err != nil {
 		return nil, err
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return nil, fmt.Errorf("job id: %w", err)
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("job id: %w", err)
+		}
+		id = u.String()
 	}
-	job := fsm.Job{ID: id.String(), TenantID: tenant, Spec: spec, Plan: *plan, SubmittedAt: s.now(), RetryOf: retryOf}
+	job := fsm.Job{ID: id, TenantID: tenant, Spec: spec, Plan: *plan, SubmittedAt: s.now(), RetryOf: retryOf}
 	resp, err := s.raft.Apply(ctx, &fsm.SubmitJob{Job: job})
 	if err != nil {
 		return nil, err
@@ -107,6 +183,10 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		wait = d
+	}
+	if err := s.consistentRead(r); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
@@ -178,6 +258,10 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Limit = n
 	}
+	if err := s.consistentRead(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	index := s.fsm.Index()
 	page, err := s.fsm.Store().ListJobs(r.Context(), p)
 	if err != nil {
@@ -244,7 +328,7 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidTransition, "job %s is %s; only failed or canceled jobs can be retried", j.ID, j.State))
 		return
 	}
-	nj, err := s.submit(r.Context(), j.TenantID, j.Spec, j.ID)
+	nj, err := s.submit(r.Context(), j.TenantID, j.Spec, j.ID, "")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

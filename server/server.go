@@ -3,25 +3,49 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strconv"
 	"time"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// Raft is what the server needs of the cluster node.
+// Raft is what the server needs of the cluster node (*cluster.Node).
 type Raft interface {
-	// Apply proposes a command and returns the FSM's response.
+	// ID is this node's ID.
+	ID() string
+	// Apply proposes a command (forwarded to the leader if need be) and
+	// returns the FSM's response.
 	Apply(ctx context.Context, c fsm.Command) (any, error)
 	// Leader returns the leader's address and ID, empty if none.
 	Leader() (addr, id string)
 	// CaughtUp reports whether this node has applied all it knows is
 	// committed.
 	CaughtUp() bool
+	// ReadIndex waits until this node has applied everything committed
+	// when it was called (a linearizable read barrier).
+	ReadIndex(ctx context.Context) error
+	// Members lists the cluster's servers, with their status if asked.
+	Members(ctx context.Context, status bool) ([]cluster.Member, error)
+	// Join asks the cluster at addrs to add this node.
+	Join(ctx context.Context, addrs []string) error
+	// Remove removes a server.
+	Remove(ctx context.Context, id string) error
+	// TransferLeadership moves leadership to id, or to any follower.
+	TransferLeadership(ctx context.Context, id string) error
+	// Leave removes this node from the cluster.
+	Leave(ctx context.Context) error
+	// Backup writes a consistent copy of the state.
+	Backup(ctx context.Context, w io.Writer) error
+	// RestoreBackup replaces the cluster's state with a backup file.
+	RestoreBackup(ctx context.Context, path string) error
 }
+
+var _ Raft = (*cluster.Node)(nil)
 
 // LogSource returns the live stderr tail of a job running on a worker.
 type LogSource interface {
@@ -40,6 +64,11 @@ type Config struct {
 	Logs LogSource
 	// Now returns the current time; defaults to time.Now in UTC.
 	Now func() time.Time
+	// ClusterKey proves the right to initialize the cluster.
+	ClusterKey []byte
+	// OnLeave, if set, is called after this node left the cluster, to
+	// stop the process.
+	OnLeave func()
 }
 
 // Server is the HTTP API of one node. Every node serves it; reads come
@@ -53,6 +82,9 @@ type Server struct {
 	logs    LogSource
 	now     func() time.Time
 	mux     *http.ServeMux
+
+	clusterKey []byte
+	onLeave    func()
 }
 
 // New builds a Server.
@@ -63,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		fsm: cfg.FSM, raft: cfg.Raft, policy: cfg.Policy, metrics: cfg.Metrics,
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
+		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -112,6 +145,15 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/jobs/{id}/events", permRead, s.jobEvents},
 		{"GET", "/v1/workers", permRead, s.listWorkers},
 		{"GET", "/v1/workers/{id}", permRead, s.getWorker},
+		{"POST", "/v1/cluster/init", permPublic, s.clusterInit},
+		{"GET", "/v1/cluster/members", permAdmin, s.clusterMembers},
+		{"GET", "/v1/cluster/status", permAdmin, s.clusterStatus},
+		{"POST", "/v1/cluster/join", permAdmin, s.clusterJoin},
+		{"POST", "/v1/cluster/remove", permAdmin, s.clusterRemove},
+		{"POST", "/v1/cluster/leave", permAdmin, s.clusterLeave},
+		{"POST", "/v1/cluster/transfer-leadership", permAdmin, s.clusterTransfer},
+		{"GET", "/v1/cluster/snapshot", permAdmin, s.clusterSnapshotSave},
+		{"POST", "/v1/cluster/snapshot", permAdmin, s.clusterSnapshotRestore},
 	}
 }
 

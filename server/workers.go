@@ -20,6 +20,10 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	if p.Role == fsm.RoleSuperAdmin {
 		tenant = ""
 	}
+	if err := s.consistentRead(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	index := s.fsm.Index()
 	out := []WorkerView{}
 	for _, wk := range s.fsm.Workers(tenant) {
@@ -30,6 +34,10 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
+	if err := s.consistentRead(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	p := s.principal(r)
 	wk, ok := s.fsm.Worker(r.PathValue("id"))
 	if !ok || (p.Role != fsm.RoleSuperAdmin && wk.TenantID != "" && wk.TenantID != p.TenantID) {

@@ -3,7 +3,9 @@
 package clustertest
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -107,6 +109,7 @@ func (n *Node) start() {
 		loop = n.opts.LeaderLoop(f)
 	}
 	node, err := cluster.New(cluster.Config{
+		TLS:        PeerTLS(t),
 		NodeID:     id,
 		DataDir:    filepath.Join(n.Dir, "raft"),
 		RaftAddr:   n.Addr,
@@ -124,6 +127,19 @@ func (n *Node) start() {
 		n.WaitLeader()
 		n.Addr, _ = node.Leader()
 	}
+}
+
+// Key is the cluster key of test clusters.
+var Key = bytes.Repeat([]byte{7}, cluster.KeySize)
+
+// PeerTLS returns node-to-node TLS derived from Key.
+func PeerTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	c, err := cluster.PeerTLSFromKey(Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // WaitLeader waits until this node is the leader.

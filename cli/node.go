@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
+	"github.com/ffrtmp/ffrtmp/store/bolt"
+	"github.com/ffrtmp/ffrtmp/worker"
+)
+
+// nodeConfig configures startNode.
+type nodeConfig struct {
+	DataDir           string
+	NodeID            string
+	RaftAddr          string
+	Advertise         string
+	APIAddr           string
+	Bootstrap         bool
+	ClusterKey        []byte
+	PeerTLS           *tls.Config // nil: derived from ClusterKey
+	Policy            fsm.Policy
+	DeadServerTimeout time.Duration
+	Logger            *slog.Logger
+	OnLeave           func()
+}
+
+// runningNode is a store, FSM, Raft node and API server wired together.
+type runningNode struct {
+	store fsm.Store
+	fsm   *fsm.FSM
+	node  *cluster.Node
+	srv   *server.Server
+	logs  *logRouter
+}
+
+// startNode opens the store, loads the FSM, starts Raft with the
+// scheduler as leader loop, and builds the API server.
+func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
+	id, err := cluster.LoadOrCreateNodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	peerTLS := cfg.PeerTLS
+	if peerTLS == nil {
+		if peerTLS, err = cluster.PeerTLSFromKey(cfg.ClusterKey); err != nil {
+			return nil, err
+		}
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	metrics := server.NewMetrics()
+	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	sched := &cluster.Scheduler{FSM: f, Logger: cfg.Logger}
+	node, err := cluster.New(cluster.Config{
+		NodeID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr,
+		Advertise: cfg.Advertise, APIAddr: cfg.APIAddr, TLS: peerTLS, Bootstrap: cfg.Bootstrap,
+		FSM: f, Logger: cfg.Logger, LeaderLoop: sched.Run, Metrics: metrics.Registry(),
+		DeadServerTimeout: cfg.DeadServerTimeout,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	logs := &logRouter{}
+	srv, err := server.New(server.Config{
+		FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs,
+		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave,
+	})
+	if err != nil {
+		node.Shutdown()
+		st.Close()
+		return nil, err
+	}
+	return &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}, nil
+}
+
+func (n *runningNode) close() {
+	if err := n.node.Shutdown(); err != nil {
+		slog.Error("shutdown raft", "error", err)
+	}
+	if err := n.store.Close(); err != nil {
+		slog.Error("close store", "error", err)
+	}
+}
+
+// serveAPI serves the node's API on ln (with TLS if certFile is set) until
+// ctx ends, then shuts the listener down gracefully.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, keyFile string) error {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() {
+		if certFile != "" {
+			errc <- hs.ServeTLS(ln, certFile, keyFile)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	return nil
+}
+
+// loadOrCreateKey returns the cluster key stored at path, creating one
+// the first time (dev mode keeps its own).
+func loadOrCreateKey(path string) ([]byte, error) {
+	k, err := cluster.ReadKeyFile(path)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, err
+	}
+	text := cluster.GenerateKey()
+	if err := os.WriteFile(path, []byte(text+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write cluster key: %w", err)
+	}
+	return cluster.ParseKey(text)
+}
+
+// logRouter serves live job logs from the local worker, once there is one.
+type logRouter struct {
+	w atomic.Pointer[worker.Worker]
+}
+
+func (l *logRouter) set(w *worker.Worker) { l.w.Store(w) }
+
+// JobLog implements server.LogSource.
+func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string, error) {
+	w := l.w.Load()
+	if w == nil {
+		return "", fmt.Errorf("no local worker")
+	}
+	return w.JobLog(ctx, workerID, jobID)
+}

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+func envs(name string) []string { return []string{"FFRTMP_" + name} }
+
+// clusterKeyFlags are how a command gets the cluster key.
+var clusterKeyFlags = []cli.Flag{
+	&cli.StringFlag{Name: "cluster-key", EnvVars: envs("CLUSTER_KEY"), Usage: "cluster key (prefer --cluster-key-file: flags show in ps)"},
+	&cli.StringFlag{Name: "cluster-key-file", EnvVars: envs("CLUSTER_KEY_FILE"), Usage: "file holding the cluster key"},
+}
+
+// clusterKey reads the cluster key from --cluster-key or --cluster-key-file.
+func clusterKey(c *cli.Context) ([]byte, error) {
+	switch {
+	case c.String("cluster-key") != "" && c.String("cluster-key-file") != "":
+		return nil, errors.New("give --cluster-key or --cluster-key-file, not both")
+	case c.String("cluster-key") != "":
+		return cluster.ParseKey(c.String("cluster-key"))
+	case c.String("cluster-key-file") != "":
+		return cluster.ReadKeyFile(c.String("cluster-key-file"))
+	}
+	return nil, errors.New("a cluster key is required: --cluster-key-file FILE (make one with `ffrtmp keygen`)")
+}
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run a control-plane node: Raft member, HTTP API, scheduler while leader",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "node-id", EnvVars: envs("NODE_ID"), Usage: "stable node ID (default: generated once and kept in the data dir)"},
+			&cli.StringFlag{Name: "data-dir", EnvVars: envs("DATA_DIR"), Value: "/var/lib/ffrtmp", Usage: "state, Raft log and snapshots"},
+			&cli.StringFlag{Name: "raft-addr", EnvVars: envs("RAFT_ADDR"), Value: "127.0.0.1:7071", Usage: "bind address for Raft and node-to-node RPC"},
+			&cli.StringFlag{Name: "advertise", EnvVars: envs("ADVERTISE"), Usage: "Raft address other nodes reach this one at (default: --raft-addr)"},
+			&cli.StringFlag{Name: "http-addr", EnvVars: envs("HTTP_ADDR"), Value: "127.0.0.1:7070", Usage: "API listen address"},
+			&cli.StringSliceFlag{Name: "join", EnvVars: envs("JOIN"), Usage: "Raft addresses of other nodes (comma-separated or repeated)"},
+			&cli.IntFlag{Name: "bootstrap-expect", EnvVars: envs("BOOTSTRAP_EXPECT"), Usage: "servers that form a new cluster together (e.g. 3)"},
+			&cli.StringFlag{Name: "store", EnvVars: envs("STORE"), Usage: "state store: bolt:///path/state.db (default: <data-dir>/state.db)"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
+			&cli.StringFlag{Name: "peer-tls-cert", EnvVars: envs("PEER_TLS_CERT"), Usage: "operator certificate for node-to-node mTLS (default: TLS derived from the cluster key)"},
+			&cli.StringFlag{Name: "peer-tls-key", EnvVars: envs("PEER_TLS_KEY"), Usage: "key of --peer-tls-cert"},
+			&cli.StringFlag{Name: "peer-tls-ca", EnvVars: envs("PEER_TLS_CA"), Usage: "CA that signs every node's --peer-tls-cert"},
+			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
+			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
+			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
+		}, clusterKeyFlags...),
+		Action: func(c *cli.Context) error {
+			env := envOf(c)
+			key, err := clusterKey(c)
+			if err != nil {
+				return err
+			}
+			cfg := ServerConfig{
+				NodeID: c.String("node-id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
+				Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
+				BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
+				AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
+				Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout,
+			}
+			if s := c.String("store"); s != "" && s != "bolt://"+cfg.DataDir+"/state.db" {
+				return fmt.Errorf("--store %q: only the bolt store in the data dir is available in this build", s)
+			}
+			if (cfg.TLSCert == "") != (c.String("tls-key") == "") {
+				return errors.New("--tls-cert and --tls-key go together")
+			}
+			if pc := c.String("peer-tls-cert"); pc != "" || c.String("peer-tls-key") != "" || c.String("peer-tls-ca") != "" {
+				if cfg.PeerTLS, err = cluster.PeerTLSFromFiles(pc, c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return RunServer(ctx, cfg)
+		},
+	}
+}
+
+// splitList flattens comma-separated values of a repeatable flag.
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// ServerConfig configures RunServer.
+type ServerConfig struct {
+	NodeID            string
+	DataDir           string
+	RaftAddr          string
+	Advertise         string
+	HTTPAddr          string
+	Join              []string
+	BootstrapExpect   int
+	ClusterKey        []byte
+	PeerTLS           *tls.Config
+	TLSCert, TLSKey   string
+	AllowHosts        []string
+	DeadServerTimeout time.Duration
+	Logger            *slog.Logger
+	Out               io.Writer
+	// OnReady, if set, is called with the API URL once the node serves.
+	OnReady func(apiURL string)
+}
+
+// RunServer runs a control-plane node until ctx ends or the node leaves
+// the cluster. The API answers from the start; /ready turns true once the
+// node has a leader and has caught up.
+func RunServer(ctx context.Context, cfg ServerConfig) error {
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	apiURL := scheme + "://" + ln.Addr().String()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n, err := startNode(ctx, nodeConfig{
+		DataDir: cfg.DataDir, NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.Advertise,
+		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
+		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
+		Logger: log, OnLeave: cancel,
+	})
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	if err := n.node.Start(ctx, cluster.StartOptions{Join: cfg.Join, BootstrapExpect: cfg.BootstrapExpect}); err != nil {
+		return err
+	}
+	log.Info("node started", "id", n.node.ID(), "raft", n.node.Addr(), "api", apiURL)
+	fmt.Fprintf(cfg.Out, "ffrtmp server %s: API %s, Raft %s, data in %s\n", n.node.ID(), apiURL, n.node.Addr(), cfg.DataDir)
+	if cfg.OnReady != nil {
+		cfg.OnReady(apiURL)
+	}
+	err = serveAPI(ctx, ln, n.srv, cfg.TLSCert, cfg.TLSKey)
+	log.Info("shutting down")
+	return err
+}

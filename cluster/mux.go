@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Node-to-node traffic uses one TCP port. Every connection is TLS
+// (mutual, see PeerTLSFromKey); its first byte after the handshake says
+// what it carries.
+const (
+	protoRaft byte = 'R' // hashicorp/raft's transport
+	protoRPC  byte = 'H' // HTTP/1.1 node RPC (join, forwarding, status)
+)
+
+// handshakeTimeout bounds the TLS handshake and protocol byte of an
+// incoming connection.
+const handshakeTimeout = 10 * time.Second
+
+// mux accepts TLS connections on the node port and routes them by their
+// first byte.
+type mux struct {
+	ln        net.Listener
+	tls       *tls.Config
+	advertise net.Addr
+	log       *slog.Logger
+	raft      *chanListener
+	rpc       *chanListener
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+func newMux(bind, advertise string, conf *tls.Config, log *slog.Logger) (*mux, error) {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", bind, err)
+	}
+	var adv net.Addr = ln.Addr()
+	if advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", advertise)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("resolve advertise address %q: %w", advertise, err)
+		}
+		adv = a
+	}
+	if a, ok := adv.(*net.TCPAddr); ok && (a.IP == nil || a.IP.IsUnspecified()) {
+		ln.Close()
+		return nil, fmt.Errorf("address %s is not reachable by other nodes; set --advertise", adv)
+	}
+	m := &mux{ln: ln, tls: conf, advertise: adv, log: log, done: make(chan struct{})}
+	m.raft = newChanListener(adv, m.done)
+	m.rpc = newChanListener(adv, m.done)
+	go m.serve()
+	return m, nil
+}
+
+func (m *mux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			m.log.Warn("node port accept", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go m.route(c)
+	}
+}
+
+// route completes the TLS handshake and hands the connection on.
+func (m *mux) route(c net.Conn) {
+	tc := tls.Server(c, m.tls)
+	tc.SetDeadline(time.Now().Add(handshakeTimeout))
+	b := make([]byte, 1)
+	if _, err := tc.Read(b); err != nil {
+		m.log.Debug("node port handshake failed", "remote", c.RemoteAddr(), "error", err)
+		c.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	var l *chanListener
+	switch b[0] {
+	case protoRaft:
+		l = m.raft
+	case protoRPC:
+		l = m.rpc
+	default:
+		m.log.Warn("node port: unknown protocol", "remote", c.RemoteAddr(), "byte", b[0])
+		tc.Close()
+		return
+	}
+	select {
+	case l.ch <- tc:
+	case <-m.done:
+		tc.Close()
+	case <-l.closed:
+		tc.Close()
+	}
+}
+
+// dial opens a TLS connection to a node's port for protocol proto.
+func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	d := tls.Dialer{Config: m.tls}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{proto}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (m *mux) close() {
+	m.closeOnce.Do(func() {
+		close(m.done)
+		m.ln.Close()
+	})
+}
+
+// chanListener is a net.Listener fed by the mux. Closing it stops its
+// Accept; the mux's listener is closed by the mux.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{} // the mux's
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newChanListener(addr net.Addr, done chan struct{}) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: done, closed: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// raftLayer adapts the mux to raft.StreamLayer.
+type raftLayer struct {
+	*chanListener
+	m *mux
+}
+
+var _ raft.StreamLayer = (*raftLayer)(nil)
+
+func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return r.m.dial(ctx, string(addr), protoRaft)
+}

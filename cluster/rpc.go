@@ -1,0 +1,404 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Node RPC is HTTP/1.1 over the node port's mutual TLS (see mux.go), so
+// only nodes holding the cluster key (or the operator's peer
+// certificates) can call it. A call that needs the leader and reaches a
+// follower gets 421 with the leader's address, and the caller retries
+// there.
+
+// Peer is a node as another node announces itself.
+type Peer struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+// applyResponse carries an FSM response across the wire.
+type applyResponse struct {
+	Index uint64          `json:"index"`
+	Kind  string          `json:"kind,omitempty"`
+	Value json.RawMessage `json:"value,omitempty"`
+	Error *fsm.Error      `json:"error,omitempty"`
+}
+
+// encodeResponse turns an FSM response into its wire form.
+func encodeResponse(index uint64, v any) (*applyResponse, error) {
+	r := &applyResponse{Index: index}
+	var kind string
+	switch v := v.(type) {
+	case nil:
+		return r, nil
+	case *fsm.Error:
+		r.Error = v
+		return r, nil
+	case *fsm.Job:
+		kind = "job"
+	case *fsm.Tenant:
+		kind = "tenant"
+	case *fsm.APIKey:
+		kind = "api_key"
+	case *fsm.Worker:
+		kind = "worker"
+	default:
+		return nil, fmt.Errorf("cannot forward a response of type %T", v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	r.Kind, r.Value = kind, b
+	return r, nil
+}
+
+func decodeResponse(r *applyResponse) (any, error) {
+	if r.Error != nil {
+		return nil, r.Error
+	}
+	var v any
+	switch r.Kind {
+	case "":
+		return nil, nil
+	case "job":
+		v = new(fsm.Job)
+	case "tenant":
+		v = new(fsm.Tenant)
+	case "api_key":
+		v = new(fsm.APIKey)
+	case "worker":
+		v = new(fsm.Worker)
+	default:
+		return nil, fmt.Errorf("unknown forwarded response kind %q", r.Kind)
+	}
+	if err := json.Unmarshal(r.Value, v); err != nil {
+		return nil, fmt.Errorf("decode forwarded response: %w", err)
+	}
+	return v, nil
+}
+
+// Status is one node's view of itself.
+type Status struct {
+	ID           string    `json:"id"`
+	Addr         string    `json:"addr"`
+	APIAddr      string    `json:"api_addr,omitempty"`
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	LastLogIndex uint64    `json:"last_log_index"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	FSMIndex     uint64    `json:"fsm_index"`
+	LastContact  string    `json:"last_contact,omitempty"`
+	Leader       string    `json:"leader,omitempty"`
+	LeaderID     string    `json:"leader_id,omitempty"`
+	Time         time.Time `json:"time"`
+}
+
+const maxRPCBody = 64 << 20
+
+func (n *Node) rpcHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /rpc/join", n.handleJoin)
+	mux.HandleFunc("POST /rpc/notify", n.handleNotify)
+	mux.HandleFunc("POST /rpc/apply", n.handleApply)
+	mux.HandleFunc("GET /rpc/readindex", n.handleReadIndex)
+	mux.HandleFunc("GET /rpc/status", n.handleStatus)
+	mux.HandleFunc("POST /rpc/remove", n.handleRemove)
+	mux.HandleFunc("POST /rpc/transfer", n.handleTransfer)
+	mux.HandleFunc("POST /rpc/restore", n.handleRestore)
+	return mux
+}
+
+func rpcJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func rpcError(w http.ResponseWriter, status int, err error) {
+	rpcJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// notLeader answers a leader-only call on a follower with the leader.
+func (n *Node) notLeader(w http.ResponseWriter) bool {
+	if n.IsLeader() {
+		return false
+	}
+	addr, id := n.Leader()
+	rpcJSON(w, http.StatusMisdirectedRequest, map[string]string{"leader": addr, "leader_id": id})
+	return true
+}
+
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var p Peer
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&p); err != nil || p.ID == "" || p.Addr == "" {
+		rpcError(w, http.StatusBadRequest, errors.New("join needs an id and an addr"))
+		return
+	}
+	if n.notLeader(w) {
+		return
+	}
+	if err := n.addVoter(p); err != nil {
+		rpcError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, map[string]string{"leader": n.Addr()})
+}
+
+// addVoter adds p to the configuration. It is idempotent, and a node that
+// rejoins with a changed address (or an address reused by a new ID)
+// replaces the old entry.
+func (n *Node) addVoter(p Peer) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(p.ID) && s.Address == raft.ServerAddress(p.Addr) {
+			return nil
+		}
+		if s.ID == raft.ServerID(p.ID) || s.Address == raft.ServerAddress(p.Addr) {
+			n.log.Info("replacing cluster member", "id", s.ID, "addr", s.Address, "new_id", p.ID, "new_addr", p.Addr)
+			if err := n.raft.RemoveServer(s.ID, 0, applyTimeout).Error(); err != nil {
+				return fmt.Errorf("remove old entry of %s: %w", s.ID, err)
+			}
+		}
+	}
+	n.log.Info("adding cluster member", "id", p.ID, "addr", p.Addr)
+	if err := n.raft.AddVoter(raft.ServerID(p.ID), raft.ServerAddress(p.Addr), 0, applyTimeout).Error(); err != nil {
+		return fmt.Errorf("add voter %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+func (n *Node) handleNotify(w http.ResponseWriter, r *http.Request) {
+	var p Peer
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&p); err != nil || p.ID == "" || p.Addr == "" {
+		rpcError(w, http.StatusBadRequest, errors.New("notify needs an id and an addr"))
+		return
+	}
+	n.peersMu.Lock()
+	n.peers[p.ID] = p.Addr
+	n.peersMu.Unlock()
+	rpcJSON(w, http.StatusOK, map[string]string{})
+}
+
+func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
+	if err != nil || len(data) == 0 {
+		rpcError(w, http.StatusBadRequest, errors.New("apply needs a command"))
+		return
+	}
+	if n.notLeader(w) {
+		return
+	}
+	v, index, err := n.applyLocal(data, applyTimeout)
+	if err != nil && !isDomainError(err) {
+		if errors.Is(err, ErrNotLeader) {
+			n.notLeader(w)
+			return
+		}
+		rpcError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if err != nil {
+		v = err
+	}
+	resp, err := encodeResponse(index, v)
+	if err != nil {
+		rpcError(w, http.StatusInternalServerError, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, resp)
+}
+
+func isDomainError(err error) bool {
+	var e *fsm.Error
+	return errors.As(err, &e)
+}
+
+func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	if n.notLeader(w) {
+		return
+	}
+	index := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		rpcError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, map[string]uint64{"index": index})
+}
+
+func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) {
+	rpcJSON(w, http.StatusOK, n.LocalStatus())
+}
+
+func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
+	var p Peer
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&p); err != nil || p.ID == "" {
+		rpcError(w, http.StatusBadRequest, errors.New("remove needs an id"))
+		return
+	}
+	if n.notLeader(w) {
+		return
+	}
+	if err := n.removeLocal(p.ID); err != nil {
+		rpcError(w, http.StatusConflict, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, map[string]string{})
+}
+
+func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	var p Peer
+	json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&p)
+	if n.notLeader(w) {
+		return
+	}
+	if err := n.transferLocal(p.ID); err != nil {
+		rpcError(w, http.StatusConflict, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, map[string]string{})
+}
+
+// rpcCall is one node RPC. It follows a 421 to the leader it names, at
+// most twice.
+func (n *Node) rpcCall(ctx context.Context, addr, method, path string, body []byte, out any) error {
+	for hop := 0; ; hop++ {
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp, err := n.rpc.Do(req)
+		if err != nil {
+			return &rpcUnreachable{addr: addr, err: err}
+		}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusMisdirectedRequest:
+			var l struct {
+				Leader string `json:"leader"`
+			}
+			json.Unmarshal(data, &l)
+			if l.Leader == "" || hop >= 2 {
+				return ErrNoLeader
+			}
+			addr = l.Leader
+			continue
+		case resp.StatusCode >= 300:
+			var e struct {
+				Error string `json:"error"`
+			}
+			json.Unmarshal(data, &e)
+			return fmt.Errorf("%s%s on %s: %d %s", method, path, addr, resp.StatusCode, e.Error)
+		}
+		if out != nil {
+			return json.Unmarshal(data, out)
+		}
+		return nil
+	}
+}
+
+// rpcUnreachable means the call never reached the node: it is safe to
+// retry even for a write.
+type rpcUnreachable struct {
+	addr string
+	err  error
+}
+
+func (e *rpcUnreachable) Error() string { return fmt.Sprintf("node %s unreachable: %v", e.addr, e.err) }
+func (e *rpcUnreachable) Unwrap() error { return e.err }
+
+// sentNothing reports whether err means the request was never sent.
+func sentNothing(err error) bool {
+	var u *rpcUnreachable
+	if !errors.As(err, &u) {
+		return errors.Is(err, ErrNoLeader)
+	}
+	var op *net.OpError
+	return errors.As(u.err, &op) && op.Op == "dial"
+}
+
+// LocalStatus returns this node's Raft status.
+func (n *Node) LocalStatus() Status {
+	st := n.raft.Stats()
+	u := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
+	addr, id := n.Leader()
+	return Status{
+		ID: n.cfg.NodeID, Addr: n.Addr(), APIAddr: n.cfg.APIAddr, State: n.raft.State().String(),
+		Term: u("term"), LastLogIndex: u("last_log_index"), CommitIndex: n.raft.CommitIndex(),
+		AppliedIndex: n.raft.AppliedIndex(), FSMIndex: n.cfg.FSM.Index(), LastContact: st["last_contact"],
+		Leader: addr, LeaderID: id, Time: time.Now().UTC(),
+	}
+}
+
+// Member is a server in the Raft configuration with its status, if it
+// answered.
+type Member struct {
+	ID       string  `json:"id"`
+	Addr     string  `json:"addr"`
+	Voter    bool    `json:"voter"`
+	Leader   bool    `json:"leader"`
+	Healthy  bool    `json:"healthy"`
+	Status   *Status `json:"status,omitempty"`
+	Error    string  `json:"error,omitempty"`
+	Suffrage string  `json:"suffrage"`
+}
+
+// Members returns the configuration's servers; with status, each is asked
+// for its status (in parallel, with a short timeout).
+func (n *Node) Members(ctx context.Context, status bool) ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	leader, _ := n.Leader()
+	servers := f.Configuration().Servers
+	out := make([]Member, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		out[i] = Member{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter,
+			Leader: string(s.Address) == leader, Suffrage: s.Suffrage.String()}
+		if !status {
+			continue
+		}
+		wg.Add(1)
+		go func(m *Member) {
+			defer wg.Done()
+			if m.ID == n.cfg.NodeID {
+				st := n.LocalStatus()
+				m.Status, m.Healthy = &st, true
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			var st Status
+			if err := n.rpcCall(cctx, m.Addr, "GET", "/rpc/status", nil, &st); err != nil {
+				m.Error = err.Error()
+				return
+			}
+			m.Status, m.Healthy = &st, st.State == "Leader" || st.State == "Follower"
+		}(&out[i])
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
