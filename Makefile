@@ -34,3 +34,10 @@ lint:
 
 clean:
 	rm -rf bin
+
+# Debian package: dist/ffrtmp_<version>_<arch>.deb with the static binary,
+# the systemd units and example configuration (packaging/build-deb.sh).
+# packaging/test-deb.sh installs, checks and purges it on this machine.
+.PHONY: package
+package:
+	GO='$(GO)' packaging/build-deb.sh
