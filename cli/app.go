@@ -59,6 +59,7 @@ func newApp(env Env) *cli.App {
 			jobsCommand(),
 			workersCommand(),
 			benchCommand(),
+			migrateCommand(),
 		},
 	}
 }

@@ -32,6 +32,9 @@ var (
 	// ErrLiveCluster is returned by Import when it would add objects to a
 	// database a cluster already runs on.
 	ErrLiveCluster = errors.New("a cluster already runs on this database")
+	// ErrIndexed is returned by Import for an object with a Raft index:
+	// imported objects predate the log.
+	ErrIndexed = errors.New("imported objects must have create and modify index 0")
 )
 
 // Defaults.

@@ -1,0 +1,160 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// Import writes objects into the database without going through Raft, for
+// `ffrtmp migrate`; Commit is the wrong tool for that, for three reasons.
+// Imported objects predate the new cluster's log, whose indexes start at
+// 1: they must carry create and modify index 0, below every entry's, and
+// the applied index must stay where it is, or the new cluster would skip
+// its first entries as already applied. And a second run must change
+// nothing, even for an object the cluster has changed since: Import only
+// inserts (ON CONFLICT DO NOTHING), never updates.
+
+// Count is how many objects of one table a batch has, and how many of
+// those the database has (Present) or had before Import (Existing).
+type Count struct {
+	Total    int
+	Existing int
+}
+
+// Counts are a batch's Count per table.
+type Counts struct {
+	Tenants, Keys, Workers, Jobs Count
+}
+
+// Table returns the count of a table by name ("tenants", "api_keys",
+// "workers" or "jobs").
+func (c *Counts) Table(name string) *Count {
+	switch name {
+	case "tenants":
+		return &c.Tenants
+	case "api_keys":
+		return &c.Keys
+	case "workers":
+		return &c.Workers
+	case "jobs":
+		return &c.Jobs
+	}
+	panic("postgres: unknown table " + name)
+}
+
+// Tables lists the tables in the order Import writes them.
+var Tables = []string{"tenants", "api_keys", "workers", "jobs"}
+
+func totals(b *fsm.Batch) *Counts {
+	return &Counts{
+		Tenants: Count{Total: len(b.Tenants)}, Keys: Count{Total: len(b.Keys)},
+		Workers: Count{Total: len(b.Workers)}, Jobs: Count{Total: len(b.Jobs)},
+	}
+}
+
+// Import inserts the objects of b that the database does not have (by
+// ID) in one transaction, and leaves the ones it has untouched. Every
+// object must have create and modify index 0 and b.Index must be 0; see
+// above. If a cluster has already committed to the database, adding
+// objects behind its nodes' memory would make them diverge, so Import
+// then refuses with ErrLiveCluster unless there is nothing to add.
+func (s *Store) Import(ctx context.Context, b *fsm.Batch) (*Counts, error) {
+	if err := checkPrehistoric(b); err != nil {
+		return nil, err
+	}
+	c := totals(b)
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var applied int64
+		// FOR UPDATE: a node's Commit waits for the import, and the other
+		// way round.
+		if err := tx.QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state FOR UPDATE`).Scan(&applied); err != nil {
+			return err
+		}
+		br := tx.SendBatch(ctx, upserts(b, onConflictSkip))
+		inserted := 0
+		for _, w := range writes(b) {
+			if w.n == 0 {
+				continue
+			}
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return fmt.Errorf("%s: %w", w.table, err)
+			}
+			n := int(tag.RowsAffected())
+			c.Table(w.table).Existing = w.n - n
+			inserted += n
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if applied > 0 && inserted > 0 {
+			return fmt.Errorf("%w (applied index %d): import into a database before starting the cluster on it", ErrLiveCluster, applied)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", interpretError(err))
+	}
+	return c, nil
+}
+
+// Present counts, per table, the objects of b that the database has by
+// ID, in Existing. It changes nothing.
+func (s *Store) Present(ctx context.Context, b *fsm.Batch) (*Counts, error) {
+	c := totals(b)
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	pb := &pgx.Batch{}
+	for _, w := range writes(b) {
+		if w.n == 0 {
+			continue
+		}
+		cnt := c.Table(w.table)
+		pb.Queue(`SELECT count(*) FROM `+w.table+` WHERE id = ANY($1)`, w.args[0]).QueryRow(func(r pgx.Row) error {
+			return r.Scan(&cnt.Existing)
+		})
+	}
+	if err := s.pool.SendBatch(ctx, pb).Close(); err != nil {
+		return nil, fmt.Errorf("count present objects: %w", interpretError(err))
+	}
+	return c, nil
+}
+
+// AppliedIndex returns the index of the last batch any node committed; 0
+// means no cluster has run on the database yet.
+func (s *Store) AppliedIndex(ctx context.Context) (uint64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var i int64
+	if err := s.pool.QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state`).Scan(&i); err != nil {
+		return 0, fmt.Errorf("read applied index: %w", interpretError(err))
+	}
+	return uint64(i), nil
+}
+
+func checkPrehistoric(b *fsm.Batch) error {
+	bad := b.Index != 0
+	for _, x := range b.Tenants {
+		bad = bad || x.Meta != fsm.Meta{}
+	}
+	for _, x := range b.Keys {
+		bad = bad || x.Meta != fsm.Meta{}
+	}
+	for _, x := range b.Workers {
+		bad = bad || x.Meta != fsm.Meta{}
+	}
+	for _, x := range b.Jobs {
+		bad = bad || x.Meta != fsm.Meta{}
+	}
+	if bad {
+		return fmt.Errorf("import: %w", ErrIndexed)
+	}
+	return nil
+}
