@@ -32,7 +32,7 @@ func Run(ctx context.Context, env Env, args []string) error {
 }
 
 var (
-	flagAddr = &cli.StringFlag{Name: "addr", Usage: "API address of any node (env FFRTMP_ADDR, else the CLI config file)"}
+	flagAddr = &cli.StringFlag{Name: "addr", Usage: "API address of any node, or several, comma-separated (env FFRTMP_ADDR, else the CLI config file)"}
 	flagKey  = &cli.StringFlag{Name: "api-key", Usage: "API key (env FFRTMP_API_KEY, else the CLI config file)"}
 	flagOut  = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table or json"}
 )

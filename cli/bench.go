@@ -135,7 +135,7 @@ func BenchSubmit(ctx context.Context, c *Client, w io.Writer, n, conc int, keep 
 	}
 	ids := make([]string, n)
 	sub, err := hammer(ctx, n, conc, func(i int) error {
-		j, err := c.SubmitJob(ctx, spec)
+		j, err := c.Rotated(i).SubmitJob(ctx, spec) // round robin over the nodes
 		if err == nil {
 			ids[i] = j.ID
 		}

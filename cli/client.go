@@ -5,12 +5,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
@@ -25,56 +30,134 @@ type APIError struct {
 
 func (e *APIError) Error() string { return string(e.Code) + ": " + e.Message }
 
-// Client calls the ffrtmp HTTP API.
+// Client calls the ffrtmp HTTP API. It may know several nodes: any node
+// answers any request, so when one cannot be reached the client moves on
+// to the next. Requests that are safe to repeat (reads, and submits, which
+// carry an Idempotency-Key) are also retried while the cluster answers 503
+// (no leader yet), for up to retryFor.
 type Client struct {
-	base *url.URL
-	key  string
-	http *http.Client
+	bases    []*url.URL
+	next     atomic.Uint32
+	key      string
+	http     *http.Client
+	retryFor time.Duration
 }
 
-// NewClient returns a client for the node at addr (host:port or URL).
-func NewClient(addr, key string) (*Client, error) {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+// NewClient returns a client for the nodes at addrs: comma-separated
+// host:port or URLs.
+func NewClient(addrs, key string) (*Client, error) {
+	c := &Client{key: key, http: &http.Client{}, retryFor: 30 * time.Second}
+	for _, a := range strings.Split(addrs, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return nil, fmt.Errorf("invalid API address %q", a)
+		}
+		c.bases = append(c.bases, u)
 	}
-	u, err := url.Parse(addr)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("invalid API address %q", addr)
+	if len(c.bases) == 0 {
+		return nil, errors.New("no API address")
 	}
-	return &Client{base: u, key: key, http: &http.Client{}}, nil
+	return c, nil
 }
+
+// Rotated returns a copy of the client that starts with its i-th node,
+// so that load spreads over the nodes it knows.
+func (c *Client) Rotated(i int) *Client {
+	d := &Client{bases: c.bases, key: c.key, http: c.http, retryFor: c.retryFor}
+	d.next.Store(uint32(i % len(c.bases)))
+	return d
+}
+
+// addrs returns the client's node addresses, comma-separated.
+func (c *Client) addrs() string {
+	out := make([]string, len(c.bases))
+	for i, b := range c.bases {
+		out[i] = b.String()
+	}
+	return strings.Join(out, ",")
+}
+
+// base returns the node the client currently talks to.
+func (c *Client) base() *url.URL { return c.bases[int(c.next.Load())%len(c.bases)] }
 
 func (c *Client) request(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
 	return c.requestWith(ctx, method, path, query, body, nil)
 }
 
 // requestWith sends a request with a JSON body (nil for none) and extra
-// headers; an error status becomes an *APIError.
+// headers; an error status becomes an *APIError. Unreachable nodes are
+// skipped; GETs and submits are retried on 503.
 func (c *Client) requestWith(ctx context.Context, method, path string, query url.Values, body any, header map[string]string) (*http.Response, error) {
-	var rd io.Reader
+	var data []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(b)
+		data = b
 	}
-	req, err := c.newRequest(ctx, method, path, query, rd)
-	if err != nil {
-		return nil, err
+	repeatable := method == "GET" || header["Idempotency-Key"] != ""
+	deadline := time.Now().Add(c.retryFor)
+	delay := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var rd io.Reader
+		if data != nil {
+			rd = bytes.NewReader(data)
+		}
+		req, err := c.newRequest(ctx, method, path, query, rd)
+		if err != nil {
+			return nil, err
+		}
+		if data != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.send(req)
+		var ae *APIError
+		switch {
+		case err == nil:
+			return resp, nil
+		case errors.As(err, &ae):
+			if ae.Status != http.StatusServiceUnavailable || !repeatable {
+				return nil, err
+			}
+		case !repeatable && !dialFailed(err):
+			return nil, err // it may have been processed
+		default:
+			c.next.Add(1) // try the next node
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, err
+		}
+		if attempt%len(c.bases) == len(c.bases)-1 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 2*time.Second)
+		}
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	return c.send(req)
+}
+
+// dialFailed reports whether err means the request never reached a node.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // newRequest builds an authenticated request to the API.
 func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
-	u := *c.base
+	u := *c.base()
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = query.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
@@ -126,10 +209,20 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	return decodeJSON(resp.Body, out)
 }
 
-// SubmitJob submits a job spec.
+// SubmitJob submits a job spec. It sends a fresh Idempotency-Key, so that
+// the retries of one call never create two jobs.
 func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*fsm.Job, error) {
+	key, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.requestWith(ctx, "POST", "/v1/jobs", nil, spec, map[string]string{"Idempotency-Key": key.String()})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	var j fsm.Job
-	return &j, c.do(ctx, "POST", "/v1/jobs", nil, spec, &j)
+	return &j, decodeJSON(resp.Body, &j)
 }
 
 // GetJob returns a job.

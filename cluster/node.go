@@ -460,19 +460,26 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	return n.waitApplied(ctx, index)
 }
 
-// waitApplied waits until Raft has applied index on this node. Entries
-// the FSM never sees (no-ops, barriers) count, so it polls Raft.
+// waitApplied waits until the FSM on this node has applied everything up
+// to index. Raft's applied index runs ahead of the FSM (it counts entries
+// handed to the FSM, not finished), and the FSM's own index skips entries
+// it never sees (no-ops, barriers), so both are consulted: done when the
+// FSM reached index, or when Raft has and no FSM entry lies between.
 func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for n.raft.AppliedIndex() < index {
+	for {
+		fi, changed := n.cfg.FSM.Watch()
+		if fi >= index || (n.raft.AppliedIndex() >= index && !fsmBehind(fi, index, n.logStore)) {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for index %d: %w", index, ctx.Err())
+		case <-changed:
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 // ApplyAll proposes commands together (Raft batches them) and returns the
@@ -556,9 +563,29 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
-// CaughtUp reports whether this node has applied everything it knows to
-// be committed.
-func (n *Node) CaughtUp() bool { return n.raft.AppliedIndex() >= n.raft.CommitIndex() }
+// readyLag is how many entries a follower may trail the leader's commit
+// index and still count as caught up (entries in flight under load).
+const readyLag = 256
+
+// CaughtUp reports whether this node has applied what the cluster has
+// committed: for the leader, its own commit index; for a follower, the
+// leader's (asked over node RPC: right after a restart a follower's own
+// commit index is as stale as its log), less readyLag.
+func (n *Node) CaughtUp(ctx context.Context) bool {
+	applied := n.raft.AppliedIndex()
+	if n.IsLeader() {
+		return applied >= n.raft.CommitIndex()
+	}
+	addr, _ := n.Leader()
+	if addr == "" {
+		return false
+	}
+	var st Status
+	if err := n.rpcCall(ctx, addr, "GET", "/rpc/status", nil, &st); err != nil {
+		return false
+	}
+	return applied+readyLag >= st.CommitIndex
+}
 
 // LoadOrCreateNodeID returns the node ID stored in dataDir/node-id, or
 // stores and returns want (or a new random ID if want is "").

@@ -71,6 +71,15 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key")
 	}
 	k, found := s.fsm.APIKey(id)
+	if !found {
+		// The key may be newer than this node's state (created through
+		// another node a moment ago): catch up with the leader once.
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		if s.raft.ReadIndex(ctx) == nil {
+			k, found = s.fsm.APIKey(id)
+		}
+		cancel()
+	}
 	sum := sha256.Sum256([]byte(secret))
 	if !found || subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")

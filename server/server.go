@@ -23,9 +23,9 @@ type Raft interface {
 	Apply(ctx context.Context, c fsm.Command) (any, error)
 	// Leader returns the leader's address and ID, empty if none.
 	Leader() (addr, id string)
-	// CaughtUp reports whether this node has applied all it knows is
-	// committed.
-	CaughtUp() bool
+	// CaughtUp reports whether this node has applied what the cluster
+	// has committed.
+	CaughtUp(ctx context.Context) bool
 	// ReadIndex waits until this node has applied everything committed
 	// when it was called (a linearizable read barrier).
 	ReadIndex(ctx context.Context) error
@@ -246,7 +246,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	} else {
 		checks["store"] = "ok"
 	}
-	if !s.raft.CaughtUp() {
+	if !s.raft.CaughtUp(ctx) {
 		checks["applied"], ok = "catching up", false
 	} else {
 		checks["applied"] = "ok"
