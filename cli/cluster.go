@@ -177,7 +177,7 @@ func ClusterInit(ctx context.Context, c *Client, out Output, key []byte, getenv 
 	if err := decodeJSON(resp.Body, &r); err != nil {
 		return err
 	}
-	path, err := SaveConfig(getenv, &Config{Addr: c.base.String(), APIKey: r.APIKey})
+	path, err := SaveConfig(getenv, &Config{Addr: c.addrs(), APIKey: r.APIKey})
 	if err != nil {
 		return err
 	}
