@@ -8,3 +8,12 @@ func (n *Node) RaftForTest() *raft.Raft { return n.raft }
 
 // AddrForTest is the Raft address the node's transport bound.
 func (n *Node) AddrForTest() string { return string(n.trans.LocalAddr()) }
+
+// LogForTest returns the entry at index from the node's Raft log.
+func (n *Node) LogForTest(index uint64) (*raft.Log, error) {
+	var l raft.Log
+	if err := n.logStore.GetLog(index, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}

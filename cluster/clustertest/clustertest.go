@@ -39,6 +39,10 @@ type Options struct {
 	// WrapStore, if set, wraps the bolt store before the FSM gets it, to
 	// observe what the FSM writes. It is called on every (re)start.
 	WrapStore func(fsm.Store) fsm.Store
+	// ClusterKey replaces Key, the default cluster key.
+	ClusterKey []byte
+	// DeadServerTimeout is passed to the node.
+	DeadServerTimeout time.Duration
 }
 
 // Node is a bolt store, an FSM and a Raft node wired as `ffrtmp server`
@@ -108,15 +112,24 @@ func (n *Node) start() {
 	case n.opts.LeaderLoop != nil:
 		loop = n.opts.LeaderLoop(f)
 	}
+	key := n.opts.ClusterKey
+	if key == nil {
+		key = Key
+	}
+	peerTLS, err := cluster.PeerTLSFromKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	node, err := cluster.New(cluster.Config{
-		TLS:        PeerTLS(t),
-		NodeID:     id,
-		DataDir:    filepath.Join(n.Dir, "raft"),
-		RaftAddr:   n.Addr,
-		Bootstrap:  n.opts.Bootstrap,
-		FSM:        f,
-		Logger:     n.log,
-		LeaderLoop: loop,
+		TLS:               peerTLS,
+		DeadServerTimeout: n.opts.DeadServerTimeout,
+		NodeID:            id,
+		DataDir:           filepath.Join(n.Dir, "raft"),
+		RaftAddr:          n.Addr,
+		Bootstrap:         n.opts.Bootstrap,
+		FSM:               f,
+		Logger:            n.log,
+		LeaderLoop:        loop,
 	})
 	if err != nil {
 		st.Close()
