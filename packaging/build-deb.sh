@@ -32,7 +32,7 @@ esac
 debversion() {
 	v=${1#v}
 	case "$v" in
-	[0-9]*) ;;
+	[0-9]*.*) ;; # a tag (a commit hash has no dot)
 	*) v="0.0.0+g$v" ;;
 	esac
 	printf '%s\n' "$v" | sed -e 's/^\([0-9.]*\)-\(rc\|alpha\|beta\)/\1~\2/' -e 's/[^A-Za-z0-9.+~]/+/g'

@@ -14,44 +14,11 @@
 set -eu
 
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" -ne 0 ]; then
-	echo "test-deb: must run as root (it installs and purges the package)" >&2
-	exit 2
-fi
-deb=${1:-}
-if [ -z "$deb" ]; then
-	arch=$(dpkg --print-architecture)
-	set -- dist/ffrtmp_*_"$arch".deb
-	if [ ! -f "$1" ] || [ $# -ne 1 ]; then
-		echo "test-deb: want exactly one dist/ffrtmp_*_$arch.deb; run make package or name the file" >&2
-		exit 2
-	fi
-	deb=$1
-fi
-if dpkg-query -W -f='${Status}' ffrtmp 2>/dev/null | grep -q 'installed\|config-files'; then
-	echo "test-deb: ffrtmp is already installed here; not touching it" >&2
-	exit 2
-fi
+name=test-deb
+scratch=$(mktemp)
+. packaging/testlib.sh
+prepare "$@"
 
-passed=0
-failed=0
-ok() {
-	passed=$((passed + 1))
-	echo "ok   $1"
-}
-bad() {
-	failed=$((failed + 1))
-	echo "FAIL $1"
-}
-# check DESCRIPTION COMMAND...: runs COMMAND, counts the result.
-check() {
-	d=$1
-	shift
-	if "$@" >/tmp/test-deb.out 2>&1; then ok "$d"; else
-		bad "$d"
-		sed 's/^/     /' /tmp/test-deb.out
-	fi
-}
 # stat_is PATH MODE OWNER GROUP
 stat_is() {
 	[ "$(stat -c '%a %U %G' "$1")" = "$2 $3 $4" ] || {
@@ -68,17 +35,12 @@ no_output() {
 	}
 }
 
-had_user=no
-getent passwd ffrtmp >/dev/null && had_user=yes
 key=/etc/ffrtmp/cluster.key
 cleanup() {
 	dpkg -P ffrtmp >/dev/null 2>&1 || true
-	rm -f "$key" /tmp/test-deb.out
+	rm -f "$key" "$scratch"
 	rmdir /etc/ffrtmp 2>/dev/null || true
-	if [ "$had_user" = no ] && getent passwd ffrtmp >/dev/null; then
-		userdel ffrtmp 2>/dev/null || true
-		groupdel ffrtmp 2>/dev/null || true
-	fi
+	forget_user
 }
 trap cleanup EXIT
 
@@ -114,7 +76,7 @@ check "units use the packaged paths" sh -c "grep -qx 'ExecStart=/usr/bin/ffrtmp 
 
 # The key file as deployment.md installs it: the ffrtmp user reads it
 # through /etc/ffrtmp, other users do not.
-ffrtmp keygen >"$key.tmp" 2>/dev/null || echo test-key >"$key.tmp"
+check "ffrtmp keygen" sh -c "/usr/bin/ffrtmp keygen >'$key.tmp'"
 install -m 0640 -o root -g ffrtmp "$key.tmp" "$key"
 rm -f "$key.tmp"
 check "ffrtmp user reads /etc/ffrtmp/cluster.key" runuser -u ffrtmp -- cat "$key"
@@ -145,5 +107,4 @@ check "data removed by purge" test ! -e /var/lib/ffrtmp -a ! -e /var/lib/ffrtmp-
 check "operator's cluster.key kept by purge" test -f "$key"
 check "user ffrtmp kept by purge" getent passwd ffrtmp
 
-echo "test-deb: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
