@@ -19,11 +19,17 @@ import (
 // Env holds the process environment a command runs in, so that tests can
 // run commands in-process.
 type Env struct {
-	Stdout io.Writer
+	// Version is the binary's version.
+	Version string
+	Stdout  io.Writer
 	Stderr io.Writer
 	Stdin  io.Reader
 	Getenv func(string) string
 }
+
+// ErrConfig marks an error in a command's configuration (flags, key or
+// certificate files): retrying will not help. The process exits with 78.
+var ErrConfig = errors.New("configuration error")
 
 // Run runs the ffrtmp command line with args (without the program name).
 func Run(ctx context.Context, env Env, args []string) error {
@@ -44,6 +50,7 @@ func newApp(env Env) *cli.App {
 	return &cli.App{
 		Name:      "ffrtmp",
 		Usage:     "clustered FFmpeg job platform",
+		Version:   env.Version,
 		Writer:    env.Stdout,
 		ErrWriter: env.Stderr,
 		Reader:    env.Stdin,

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -359,6 +360,13 @@ type source struct {
 }
 
 func readSource(ctx context.Context, cfg ImportConfig) (*source, error) {
+	// Both drivers would create a missing file; a typo must not import
+	// nothing successfully.
+	if _, path, ok := strings.Cut(cfg.From, "://"); ok && path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("--from: %w", err)
+		}
+	}
 	switch {
 	case strings.HasPrefix(cfg.From, "bolt://"):
 		if cfg.Tenant != "" {

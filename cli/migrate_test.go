@@ -631,6 +631,8 @@ func TestImportArguments(t *testing.T) {
 		{"migrate", "--from", "mysql://x", "--to", "postgres://x/y"},
 		{"migrate", "--from", "bolt://" + writeDevState(t), "--to", "bolt:///y"},
 		{"migrate", "frobnicate"},
+		{"migrate", "--from", "bolt://" + filepath.Join(t.TempDir(), "typo.db"), "--to", "postgres://x/y"},
+		{"migrate", "--from", "sqlite://" + filepath.Join(t.TempDir(), "typo.db"), "--to", "postgres://x/y", "--tenant", "acme"},
 	} {
 		if out, err := runCLI(t, nil, args...); err == nil {
 			t.Errorf("%v succeeded, want an error\n%s", args, out)

@@ -16,13 +16,15 @@ import (
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
-	"github.com/ffrtmp/ffrtmp/store/bolt"
+	"github.com/ffrtmp/ffrtmp/store"
 	"github.com/ffrtmp/ffrtmp/worker"
 )
 
 // nodeConfig configures startNode.
 type nodeConfig struct {
 	DataDir           string
+	StoreURL          string // "" for bolt://<DataDir>/state.db
+	StoreMaxConns     int32
 	NodeID            string
 	RaftAddr          string
 	Advertise         string
@@ -58,10 +60,15 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 			return nil, err
 		}
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "state.db"))
+	storeURL := cfg.StoreURL
+	if storeURL == "" {
+		storeURL = store.BoltURL(filepath.Join(cfg.DataDir, "state.db"))
+	}
+	st, err := store.Open(ctx, storeURL, store.Options{MaxConns: cfg.StoreMaxConns})
 	if err != nil {
 		return nil, err
 	}
+	cfg.Logger.Info("store opened", "store", store.Redact(storeURL))
 	metrics := server.NewMetrics()
 	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics})
 	if err != nil {

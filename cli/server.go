@@ -18,6 +18,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/store"
 )
 
 func envs(name string) []string { return []string{"FFRTMP_" + name} }
@@ -53,7 +54,9 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "http-addr", EnvVars: envs("HTTP_ADDR"), Value: "127.0.0.1:7070", Usage: "API listen address"},
 			&cli.StringSliceFlag{Name: "join", EnvVars: envs("JOIN"), Usage: "Raft addresses of other nodes (comma-separated or repeated)"},
 			&cli.IntFlag{Name: "bootstrap-expect", EnvVars: envs("BOOTSTRAP_EXPECT"), Usage: "servers that form a new cluster together (e.g. 3)"},
-			&cli.StringFlag{Name: "store", EnvVars: envs("STORE"), Usage: "state store: bolt:///path/state.db (default: <data-dir>/state.db)"},
+			&cli.StringFlag{Name: "store", Usage: "state store: bolt:///path/state.db (default <data-dir>/state.db) or postgres://… shared by all nodes (env FFRTMP_STORE)"},
+			&cli.StringFlag{Name: "store-file", Usage: "file holding the store URL, so a password stays out of ps (env FFRTMP_STORE_FILE)"},
+			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), Usage: "PostgreSQL connection pool size (default: pgx's)"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
 			&cli.StringFlag{Name: "peer-tls-cert", EnvVars: envs("PEER_TLS_CERT"), Usage: "operator certificate for node-to-node mTLS (default: TLS derived from the cluster key)"},
@@ -64,34 +67,44 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
 		}, clusterKeyFlags...),
 		Action: func(c *cli.Context) error {
-			env := envOf(c)
-			key, err := clusterKey(c)
+			cfg, err := serverConfig(c)
 			if err != nil {
-				return err
-			}
-			cfg := ServerConfig{
-				NodeID: c.String("node-id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
-				Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
-				BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
-				AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
-				Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout,
-			}
-			if s := c.String("store"); s != "" && s != "bolt://"+cfg.DataDir+"/state.db" {
-				return fmt.Errorf("--store %q: only the bolt store in the data dir is available in this build", s)
-			}
-			if (cfg.TLSCert == "") != (c.String("tls-key") == "") {
-				return errors.New("--tls-cert and --tls-key go together")
-			}
-			if pc := c.String("peer-tls-cert"); pc != "" || c.String("peer-tls-key") != "" || c.String("peer-tls-ca") != "" {
-				if cfg.PeerTLS, err = cluster.PeerTLSFromFiles(pc, c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
-					return err
-				}
+				return fmt.Errorf("%w: %w", ErrConfig, err)
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return RunServer(ctx, cfg)
 		},
 	}
+}
+
+// serverConfig builds the server's configuration from its flags.
+func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
+	env := envOf(c)
+	key, err := clusterKey(c)
+	if err != nil {
+		return cfg, err
+	}
+	cfg = ServerConfig{
+		NodeID: c.String("node-id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
+		Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
+		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
+		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
+		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout,
+	}
+	if cfg.StoreURL, err = store.URLFrom(c.String("store"), c.String("store-file"), env.Getenv); err != nil {
+		return cfg, err
+	}
+	cfg.StoreMaxConns = int32(c.Int("store-max-conns"))
+	if (cfg.TLSCert == "") != (c.String("tls-key") == "") {
+		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
+	if pc := c.String("peer-tls-cert"); pc != "" || c.String("peer-tls-key") != "" || c.String("peer-tls-ca") != "" {
+		if cfg.PeerTLS, err = cluster.PeerTLSFromFiles(pc, c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
 }
 
 // splitList flattens comma-separated values of a repeatable flag.
@@ -111,6 +124,8 @@ func splitList(vals []string) []string {
 type ServerConfig struct {
 	NodeID            string
 	DataDir           string
+	StoreURL          string
+	StoreMaxConns     int32
 	RaftAddr          string
 	Advertise         string
 	HTTPAddr          string
@@ -149,7 +164,8 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n, err := startNode(ctx, nodeConfig{
-		DataDir: cfg.DataDir, NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.Advertise,
+		DataDir: cfg.DataDir, StoreURL: cfg.StoreURL, StoreMaxConns: cfg.StoreMaxConns,
+		NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.Advertise,
 		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
 		Logger: log, OnLeave: cancel,
