@@ -104,7 +104,7 @@ func TestStoreOpen(t *testing.T) {
 }
 
 func TestMigrateUpStatus(t *testing.T) {
-	t.Parallel()
+	// Not parallel: Run parses into the package's global flags.
 	url := pgtest.URL(t)
 	out, err := runCLI(t, nil, "migrate", "status", "--store", url)
 	if err != nil || !strings.Contains(out, "pending") {
@@ -512,7 +512,7 @@ func writeDevState(t *testing.T) string {
 }
 
 func TestImportBolt(t *testing.T) {
-	t.Parallel()
+	// Not parallel: Run parses into the package's global flags.
 	url := pgtest.URL(t)
 	path := writeDevState(t)
 	src, err := bolt.Open(path)
@@ -623,7 +623,7 @@ func asError(r any) error {
 }
 
 func TestImportArguments(t *testing.T) {
-	t.Parallel()
+	// Not parallel: Run parses into the package's global flags.
 	for _, args := range [][]string{
 		{"migrate", "--from", "sqlite:///x/master.db", "--to", "postgres://x/y"}, // no tenant
 		{"migrate", "--from", "sqlite:///x/master.db", "--to", "postgres://x/y", "--tenant", "Bad Name"},
