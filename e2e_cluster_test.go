@@ -24,7 +24,7 @@ import (
 // serverProc is one real `ffrtmp server` process on its own loopback
 // address (127.0.0.N), as docs/deployment.md starts them.
 type serverProc struct {
-	t        *testing.T
+	t        testing.TB
 	id       string
 	ip       string
 	args     []string
@@ -36,7 +36,7 @@ type serverProc struct {
 
 // testCluster is a set of server processes sharing a cluster key.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	keyFile string
 	nodes   []*serverProc
@@ -44,14 +44,14 @@ type testCluster struct {
 }
 
 // ports picks a free port pair usable on every 127.0.0.N address.
-func ports(t *testing.T) (httpPort, raftPort string) {
+func ports(t testing.TB) (httpPort, raftPort string) {
 	t.Helper()
 	_, h, _ := strings.Cut(freeAddr(t), ":")
 	_, r, _ := strings.Cut(freeAddr(t), ":")
 	return h, r
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &testCluster{t: t, dir: dir, keyFile: filepath.Join(dir, "cluster.key")}

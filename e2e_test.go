@@ -24,9 +24,12 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
+	// raceBinary builds the binary with the race detector, as tests want;
+	// benchmarks (run alone, with -run '^$') turn it off before building.
+	raceBinary = true
 )
 
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ffrtmp-e2e")
@@ -35,7 +38,11 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "ffrtmp")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		args := []string{"build", "-o", binPath, "."}
+		if raceBinary {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			buildErr = err
 			binPath = string(out)
@@ -47,7 +54,7 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -88,16 +88,19 @@ func TestBootstrapExpectJoinAndForward(t *testing.T) {
 		t.Fatalf("%d leaders in %+v", leaders, ms)
 	}
 
-	// A write through every node lands once, and the node that took it has
-	// applied it when Apply returns (read your writes).
+	// A write through every node lands once (followers forward it), and
+	// after a read barrier the node that took it has applied it.
 	ctx := context.Background()
 	for _, nd := range nodes {
 		v, err := nd.Node.Apply(ctx, createTenant("via-"+nd.ID))
 		if err != nil {
 			t.Fatalf("apply via %s: %v", nd.ID, err)
 		}
-		if _, ok := nd.FSM.Tenant("via-" + nd.ID); !ok {
-			t.Errorf("%s has not applied its own write %v", nd.ID, v)
+		if err := nd.Node.ReadIndex(ctx); err != nil {
+			t.Fatalf("read index on %s: %v", nd.ID, err)
+		}
+		if got, ok := nd.FSM.Tenant("via-" + nd.ID); !ok || got.CreateIndex != v.(*fsm.Tenant).CreateIndex {
+			t.Errorf("%s: own write %v not applied after a read barrier", nd.ID, v)
 		}
 	}
 	// A consistent read on a follower sees everything committed before.

@@ -412,8 +412,10 @@ func (n *Node) applyLocal(data []byte, timeout time.Duration) (any, uint64, erro
 	return resp, f.Index(), nil
 }
 
-// forward sends an encoded command to the leader and waits until this
-// node has applied it.
+// forward sends an encoded command to the leader. It does not wait for
+// this node to apply the entry: a follower learns of a commit only with the
+// leader's next message (up to a heartbeat later), and the response
+// already carries the result. Reads that must see the write use ReadIndex.
 func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	var resp applyResponse
 	if err := n.rpcCall(ctx, leader, "POST", "/rpc/apply", data, &resp); err != nil {
@@ -423,21 +425,29 @@ func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, ui
 		return nil, 0, fmt.Errorf("forward: %w: %w", ErrUnknownOutcome, err)
 	}
 	v, err := decodeResponse(&resp)
-	if resp.Index > 0 {
-		wctx, cancel := context.WithTimeout(ctx, applyTimeout)
-		defer cancel()
-		if werr := n.cfg.FSM.WaitIndex(wctx, resp.Index); werr != nil {
-			n.log.Warn("forwarded write not yet applied here", "index", resp.Index, "error", werr)
-		}
-	}
 	return v, resp.Index, err
 }
 
 // ReadIndex makes this node's state at least as new as everything the
 // cluster had committed when it was called (a linearizable read barrier):
 // the leader confirms its leadership and reports its commit index, and
-// this node waits until it has applied that far.
+// this node waits until it has applied that far. During an election it
+// waits for a leader, as writes do, until ctx ends.
 func (n *Node) ReadIndex(ctx context.Context) error {
+	for {
+		err := n.readIndex(ctx)
+		if err == nil || (!errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrNotLeader)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) readIndex(ctx context.Context) error {
 	var index uint64
 	if n.IsLeader() {
 		index = n.raft.CommitIndex()

@@ -241,14 +241,16 @@ func TestLeaderLoopFollowsLeadership(t *testing.T) {
 	if len(recs[0].started)+len(recs[1].started)+len(recs[2].started) != 0 {
 		t.Error("more than one leader loop started after the transfer")
 	}
-	// The former leader forwards a write to the new leader, and has
-	// applied it itself by the time Apply returns.
+	// The former leader forwards a write to the new leader.
 	v, err := n1.Node.Apply(ctx, createTenant("via-former-leader"))
 	if err != nil {
 		t.Fatalf("Apply on the former leader: %v", err)
 	}
+	if err := n1.Node.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got, ok := n1.FSM.Tenant("via-former-leader"); !ok || got.CreateIndex != v.(*fsm.Tenant).CreateIndex {
-		t.Errorf("forwarded write not applied on the former leader when Apply returned: %+v %v", got, ok)
+		t.Errorf("forwarded write not applied on the former leader after a read barrier: %+v %v", got, ok)
 	}
 	globex := leader.Apply(createTenant("globex")).(*fsm.Tenant)
 	clustertest.WaitFor(t, n1.FSM, 10*time.Second, "n1 to apply the new leader's write", func() bool {

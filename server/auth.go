@@ -7,10 +7,12 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
@@ -73,12 +75,16 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 	k, found := s.fsm.APIKey(id)
 	if !found {
 		// The key may be newer than this node's state (created through
-		// another node a moment ago): catch up with the leader once.
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		if s.raft.ReadIndex(ctx) == nil {
-			k, found = s.fsm.APIKey(id)
-		}
+		// another node a moment ago): catch up with the leader once. If
+		// that is impossible now (an election), the key cannot be judged:
+		// unavailable, not unauthenticated.
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		err := s.raft.ReadIndex(ctx)
 		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: verify API key: %w", cluster.ErrNoLeader, err)
+		}
+		k, found = s.fsm.APIKey(id)
 	}
 	sum := sha256.Sum256([]byte(secret))
 	if !found || subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {

@@ -150,6 +150,15 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	}
 	j, err := s.fsm.GetJob(r.Context(), id)
 	if errors.Is(err, fsm.ErrNotFound) {
+		// It may have been created through another node a moment ago:
+		// catch up with the leader once before saying it does not exist.
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		if s.raft.ReadIndex(ctx) == nil {
+			j, err = s.fsm.GetJob(r.Context(), id)
+		}
+		cancel()
+	}
+	if errors.Is(err, fsm.ErrNotFound) {
 		return nil, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)
 	}
 	if err != nil {
