@@ -31,11 +31,13 @@ func BenchmarkClusterSubmit(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, conc := range []int{1, 16, 64} {
-				var out bytes.Buffer
-				if err := cli.BenchSubmit(context.Background(), client, &out, 2000, conc, true); err != nil {
-					b.Fatal(err)
-				}
-				b.Logf("nodes=%d concurrency=%d\n%s", size, conc, out.String())
+				b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+					var out bytes.Buffer
+					if err := cli.BenchSubmit(context.Background(), client, &out, 2000, conc, true); err != nil {
+						b.Fatal(err)
+					}
+					b.Log("\n" + out.String())
+				})
 			}
 		})
 	}

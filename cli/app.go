@@ -22,9 +22,9 @@ type Env struct {
 	// Version is the binary's version.
 	Version string
 	Stdout  io.Writer
-	Stderr io.Writer
-	Stdin  io.Reader
-	Getenv func(string) string
+	Stderr  io.Writer
+	Stdin   io.Reader
+	Getenv  func(string) string
 }
 
 // ErrConfig marks an error in a command's configuration (flags, key or
