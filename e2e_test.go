@@ -38,10 +38,11 @@ func binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "ffrtmp")
-		args := []string{"build", "-o", binPath, "."}
+		args := []string{"build", "-o", binPath}
 		if raceBinary {
 			args = append(args, "-race")
 		}
+		args = append(args, ".")
 		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			buildErr = err
