@@ -24,6 +24,12 @@ const (
 	CodeUnavailable      fsm.Code = "unavailable"
 )
 
+// errStoreUnavailable marks a failed store read: the store (PostgreSQL)
+// is most likely unreachable for a moment, so the client should retry.
+var errStoreUnavailable = errors.New("the state store is unavailable")
+
+func storeError(err error) error { return fmt.Errorf("%w: %w", errStoreUnavailable, err) }
+
 // statusOf maps an error code to its HTTP status.
 func statusOf(c fsm.Code) int {
 	switch c {
@@ -64,6 +70,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		w.Header().Set("Retry-After", "1")
 		e = fsm.Errorf(CodeUnavailable, "the leader changed while the write was in flight; it may or may not have been applied; retry (with the same Idempotency-Key for a submit)")
+	case errors.Is(err, errStoreUnavailable):
+		s.log.Warn("store read failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", "2")
+		e = fsm.Errorf(CodeUnavailable, "the state store is unavailable; retry")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		w.Header().Set("Retry-After", "2")
 		e = fsm.Errorf(CodeUnavailable, "the request timed out; retry")

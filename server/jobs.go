@@ -88,7 +88,7 @@ func (s *Server) idempotencyKey(r *http.Request) (string, error) {
 // replayed returns the job an earlier submit with the same key created,
 // if any. A key reused by another tenant or with another spec conflicts.
 func (s *Server) replayed(ctx context.Context, id, tenant string, spec fsm.JobSpec) (*fsm.Job, bool, error) {
-	j, err := s.fsm.GetJob(ctx, id)
+	j, err := s.loadJob(ctx, id)
 	if errors.Is(err, fsm.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -148,13 +148,13 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %q", id)
 	}
-	j, err := s.fsm.GetJob(r.Context(), id)
+	j, err := s.loadJob(r.Context(), id)
 	if errors.Is(err, fsm.ErrNotFound) {
 		// It may have been created through another node a moment ago:
 		// catch up with the leader once before saying it does not exist.
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		if s.raft.ReadIndex(ctx) == nil {
-			j, err = s.fsm.GetJob(r.Context(), id)
+			j, err = s.loadJob(r.Context(), id)
 		}
 		cancel()
 	}
@@ -273,6 +273,9 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	index := s.fsm.Index()
 	page, err := s.fsm.Store().ListJobs(r.Context(), p)
+	if err != nil {
+		err = storeError(err)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -419,8 +422,18 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			continue
 		case <-changed:
 		}
-		if j, err = s.fsm.GetJob(r.Context(), j.ID); err != nil {
+		if j, err = s.loadJob(r.Context(), j.ID); err != nil {
 			return
 		}
 	}
+}
+
+// loadJob reads a job: active ones from memory, finished ones from the
+// store.
+func (s *Server) loadJob(ctx context.Context, id string) (*fsm.Job, error) {
+	j, err := s.fsm.GetJob(ctx, id)
+	if err != nil && !errors.Is(err, fsm.ErrNotFound) {
+		return nil, storeError(err)
+	}
+	return j, err
 }
