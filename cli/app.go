@@ -61,6 +61,7 @@ func newApp(env Env) *cli.App {
 		Commands: []*cli.Command{
 			devCommand(),
 			serverCommand(),
+			workerCommand(),
 			keygenCommand(),
 			clusterCommand(),
 			jobsCommand(),

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -26,6 +27,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Usage: "state, Raft log and media (default $XDG_DATA_HOME/ffrtmp/dev)"},
 			&cli.StringFlag{Name: "http", Value: "127.0.0.1:7070", Usage: "HTTP API listen address"},
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7071", Usage: "Raft listen address"},
+			&cli.StringFlag{Name: "gossip-addr", Value: "127.0.0.1:" + DefaultGossipPort, Usage: "gossip address remote workers join (\"off\" for none)"},
 			&cli.IntFlag{Name: "workers", Value: 1, Usage: "local workers to run (0 or 1)"},
 			&cli.IntFlag{Name: "slots", Usage: "concurrent jobs of the local worker (default: half the CPUs)"},
 			&cli.StringSliceFlag{Name: "allow-host", Usage: "host that network inputs/outputs may reach (repeatable); default 127.0.0.1 and localhost"},
@@ -48,7 +50,7 @@ func devCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return RunDev(ctx, DevConfig{
-				DataDir: dir, HTTPAddr: c.String("http"), RaftAddr: c.String("raft-addr"),
+				DataDir: dir, HTTPAddr: c.String("http"), RaftAddr: c.String("raft-addr"), GossipAddr: c.String("gossip-addr"),
 				Workers: c.Int("workers"), Slots: c.Int("slots"), AllowHosts: hosts,
 				Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, Getenv: env.Getenv,
 			})
@@ -77,6 +79,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 // DevConfig configures RunDev.
 type DevConfig struct {
 	DataDir    string
+	GossipAddr string // "" or "off": no gossip
 	HTTPAddr   string
 	RaftAddr   string
 	Workers    int
@@ -113,7 +116,8 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	apiURL := "http://" + ln.Addr().String()
 	n, err := startNode(ctx, nodeConfig{
 		DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, APIAddr: apiURL, Bootstrap: true, ClusterKey: key,
-		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, Logger: log,
+		GossipAddr: strings.TrimSuffix(cfg.GossipAddr, "off"),
+		Policy:     fsm.Policy{AllowedHosts: cfg.AllowHosts}, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -162,6 +166,9 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "") }()
 	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
+	if n.gossip != nil {
+		fmt.Fprintf(cfg.Out, "remote workers: ffrtmp worker --join %s --cluster-key-file %s\n", n.gossip.Addr(), filepath.Join(cfg.DataDir, "cluster.key"))
+	}
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)
 	}

@@ -29,6 +29,8 @@ type nodeConfig struct {
 	RaftAddr          string
 	Advertise         string
 	APIAddr           string
+	GossipAddr        string // "" runs no gossip member (no remote workers)
+	GossipAdvertise   string
 	Bootstrap         bool
 	ClusterKey        []byte
 	PeerTLS           *tls.Config // nil: derived from ClusterKey
@@ -40,11 +42,12 @@ type nodeConfig struct {
 
 // runningNode is a store, FSM, Raft node and API server wired together.
 type runningNode struct {
-	store fsm.Store
-	fsm   *fsm.FSM
-	node  *cluster.Node
-	srv   *server.Server
-	logs  *logRouter
+	store  fsm.Store
+	fsm    *fsm.FSM
+	node   *cluster.Node
+	srv    *server.Server
+	logs   *logRouter
+	gossip *cluster.Gossip
 }
 
 // startNode opens the store, loads the FSM, starts Raft with the
@@ -96,10 +99,28 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		st.Close()
 		return nil, err
 	}
-	return &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}, nil
+	srv.MountWorkerRPC(node.HandleRPC)
+	rn := &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}
+	if cfg.GossipAddr != "" {
+		g, err := cluster.NewGossip(cluster.GossipConfig{
+			Name: id, BindAddr: cfg.GossipAddr, Advertise: cfg.GossipAdvertise, ClusterKey: cfg.ClusterKey,
+			Meta: cluster.GossipMeta{Role: cluster.RoleServer, NodeAddr: node.Addr()}, Logger: cfg.Logger,
+		})
+		if err != nil {
+			rn.close()
+			return nil, err
+		}
+		rn.gossip = g
+		node.SetGossip(g)
+		cfg.Logger.Info("workers join the gossip pool here", "gossip", g.Addr())
+	}
+	return rn, nil
 }
 
 func (n *runningNode) close() {
+	if n.gossip != nil {
+		n.gossip.Leave()
+	}
 	if err := n.node.Shutdown(); err != nil {
 		slog.Error("shutdown raft", "error", err)
 	}

@@ -52,6 +52,8 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "raft-addr", EnvVars: envs("RAFT_ADDR"), Value: "127.0.0.1:7071", Usage: "bind address for Raft and node-to-node RPC"},
 			&cli.StringFlag{Name: "advertise", EnvVars: envs("ADVERTISE"), Usage: "Raft address other nodes reach this one at (default: --raft-addr)"},
 			&cli.StringFlag{Name: "http-addr", EnvVars: envs("HTTP_ADDR"), Value: "127.0.0.1:7070", Usage: "API listen address"},
+			&cli.StringFlag{Name: "gossip-addr", EnvVars: envs("GOSSIP_ADDR"), Usage: "gossip address (TCP and UDP) that workers join (default: the --raft-addr host, port 7072; \"off\" for none)"},
+			&cli.StringFlag{Name: "gossip-advertise", EnvVars: envs("GOSSIP_ADVERTISE"), Usage: "gossip address others reach this node at (default: --gossip-addr)"},
 			&cli.StringSliceFlag{Name: "join", EnvVars: envs("JOIN"), Usage: "Raft addresses of other nodes (comma-separated or repeated)"},
 			&cli.IntFlag{Name: "bootstrap-expect", EnvVars: envs("BOOTSTRAP_EXPECT"), Usage: "servers that form a new cluster together (e.g. 3)"},
 			&cli.StringFlag{Name: "store", Usage: "state store: bolt:///path/state.db (default <data-dir>/state.db) or postgres://… shared by all nodes (env FFRTMP_STORE)"},
@@ -85,7 +87,12 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 	if err != nil {
 		return cfg, err
 	}
+	gossip, err := gossipAddr(c.String("gossip-addr"), c.String("raft-addr"))
+	if err != nil {
+		return cfg, err
+	}
 	cfg = ServerConfig{
+		GossipAddr: gossip, GossipAdvertise: c.String("gossip-advertise"),
 		NodeID: c.String("node-id"), DataDir: c.String("data-dir"), RaftAddr: c.String("raft-addr"),
 		Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
@@ -122,6 +129,8 @@ func splitList(vals []string) []string {
 
 // ServerConfig configures RunServer.
 type ServerConfig struct {
+	GossipAddr        string
+	GossipAdvertise   string
 	NodeID            string
 	DataDir           string
 	StoreURL          string
@@ -167,6 +176,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		DataDir: cfg.DataDir, StoreURL: cfg.StoreURL, StoreMaxConns: cfg.StoreMaxConns,
 		NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.Advertise,
 		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
+		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.GossipAdvertise,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
 		Logger: log, OnLeave: cancel,
 	})
@@ -177,12 +187,36 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 	if err := n.node.Start(ctx, cluster.StartOptions{Join: cfg.Join, BootstrapExpect: cfg.BootstrapExpect}); err != nil {
 		return err
 	}
-	log.Info("node started", "id", n.node.ID(), "raft", n.node.Addr(), "api", apiURL)
-	fmt.Fprintf(cfg.Out, "ffrtmp server %s: API %s, Raft %s, data in %s\n", n.node.ID(), apiURL, n.node.Addr(), cfg.DataDir)
+	gossipAt := "off"
+	if n.gossip != nil {
+		gossipAt = n.gossip.Addr()
+	}
+	log.Info("node started", "id", n.node.ID(), "raft", n.node.Addr(), "api", apiURL, "gossip", gossipAt)
+	fmt.Fprintf(cfg.Out, "ffrtmp server %s: API %s, Raft %s, gossip (workers join here) %s, data in %s\n",
+		n.node.ID(), apiURL, n.node.Addr(), gossipAt, cfg.DataDir)
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)
 	}
 	err = serveAPI(ctx, ln, n.srv, cfg.TLSCert, cfg.TLSKey)
 	log.Info("shutting down")
 	return err
+}
+
+// DefaultGossipPort is the gossip port of a server or dev node.
+const DefaultGossipPort = "7072"
+
+// gossipAddr resolves --gossip-addr: "off" disables gossip, "" means the
+// host of nodeAddr on DefaultGossipPort.
+func gossipAddr(flag, nodeAddr string) (string, error) {
+	switch flag {
+	case "off":
+		return "", nil
+	case "":
+		host, _, err := net.SplitHostPort(nodeAddr)
+		if err != nil {
+			return "", fmt.Errorf("--raft-addr %q: %w", nodeAddr, err)
+		}
+		return net.JoinHostPort(host, DefaultGossipPort), nil
+	}
+	return flag, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -112,7 +113,12 @@ func (m *mux) route(c net.Conn) {
 
 // dial opens a TLS connection to a node's port for protocol proto.
 func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
-	d := tls.Dialer{Config: m.tls}
+	return dialNode(ctx, m.tls, addr, proto)
+}
+
+// dialNode opens a TLS connection to a node's port for protocol proto.
+func dialNode(ctx context.Context, conf *tls.Config, addr string, proto byte) (net.Conn, error) {
+	d := tls.Dialer{Config: conf}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -175,4 +181,15 @@ func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return r.m.dial(ctx, string(addr), protoRaft)
+}
+
+// newRPCClient returns an HTTP client for node RPC over the node port.
+func newRPCClient(conf *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dialNode(ctx, conf, addr, protoRPC)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     time.Minute,
+	}}
 }

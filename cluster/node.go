@@ -9,12 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -84,6 +85,9 @@ type Config struct {
 	// has not heard from for that long, when the remaining servers still
 	// form a quorum of the smaller configuration.
 	DeadServerTimeout time.Duration
+	// WorkerLease is how long a worker stays up without a heartbeat
+	// (default DefaultWorkerLease).
+	WorkerLease time.Duration
 }
 
 // Node is one member of the Raft cluster.
@@ -99,12 +103,18 @@ type Node struct {
 	rpcServer *http.Server
 	notifyCh  chan bool
 	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	metrics   nodeMetrics
+	// gossipLeft is nudged when a gossip member leaves.
+	gossipLeft chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	metrics    nodeMetrics
 
 	peersMu sync.Mutex
 	peers   map[string]string // announced by notify, for bootstrap-expect
+
+	rpcMux *http.ServeMux
+	leases leases
+	gossip atomic.Pointer[Gossip]
 }
 
 // New starts a Raft node. If the FSM's store is behind the newest
@@ -117,7 +127,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("cluster: node-to-node TLS configuration is required")
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
-		peers: make(map[string]string)}
+		peers: make(map[string]string), gossipLeft: make(chan struct{}, 1)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -148,13 +158,7 @@ func New(cfg Config) (*Node, error) {
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: &raftLayer{chanListener: m.raft, m: m}, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog,
 	})
-	n.rpc = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return m.dial(ctx, addr, protoRPC)
-		},
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     time.Minute,
-	}}
+	n.rpc = newRPCClient(cfg.TLS)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -193,13 +197,64 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.rpcMux = n.rpcHandler()
+	n.rpcServer = &http.Server{Handler: n.rpcMux, ReadHeaderTimeout: 10 * time.Second}
 	go n.rpcServer.Serve(m.rpc)
 	n.metrics.init(n)
 	n.wg.Add(1)
 	go n.monitorLeadership()
 	return n, nil
 }
+
+// SetGossip gives the node its member of the gossip pool; the leader uses
+// it to notice workers that are gone.
+func (n *Node) SetGossip(g *Gossip) {
+	n.gossip.Store(g)
+	g.OnLeave(func(string) {
+		select {
+		case n.gossipLeft <- struct{}{}:
+		default:
+		}
+	})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.joinServerGossip(g)
+	}()
+}
+
+// joinServerGossip keeps this node's gossip member joined with every other
+// server of the Raft configuration, so that all servers share one pool
+// and every server sees every worker, whichever server a worker joined.
+func (n *Node) joinServerGossip(g *Gossip) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ms, err := n.Members(ctx, true)
+		cancel()
+		if err == nil {
+			known := g.Servers()
+			for _, m := range ms {
+				if m.Status == nil || m.ID == n.cfg.NodeID || m.Status.GossipAddr == "" || slices.Contains(known, m.Addr) {
+					continue
+				}
+				if _, err := g.Join([]string{m.Status.GossipAddr}); err != nil {
+					n.log.Debug("join server gossip", "node", m.ID, "addr", m.Status.GossipAddr, "error", err)
+				}
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// HandleRPC adds a handler to node RPC (reached over the node port's
+// mutual TLS, so only holders of the cluster key can call it).
+func (n *Node) HandleRPC(pattern string, h http.Handler) { n.rpcMux.Handle(pattern, h) }
 
 // Addr returns the address other nodes reach this one at.
 func (n *Node) Addr() string { return n.mux.advertise.String() }
@@ -318,15 +373,20 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		}
 	}
 	n.log.Info("leader loop started", "index", n.cfg.FSM.Index())
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		n.reapDeadServers(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		n.monitorWorkers(ctx)
 	}()
 	if n.cfg.LeaderLoop != nil {
 		n.cfg.LeaderLoop(ctx, n)
 	}
-	<-done
+	wg.Wait()
 }
 
 // writeHold is how long a write waits for a leader (an election, a

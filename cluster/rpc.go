@@ -98,6 +98,7 @@ type Status struct {
 	ID           string    `json:"id"`
 	Addr         string    `json:"addr"`
 	APIAddr      string    `json:"api_addr,omitempty"`
+	GossipAddr   string    `json:"gossip_addr,omitempty"`
 	State        string    `json:"state"`
 	Term         uint64    `json:"term"`
 	LastLogIndex uint64    `json:"last_log_index"`
@@ -112,7 +113,7 @@ type Status struct {
 
 const maxRPCBody = 64 << 20
 
-func (n *Node) rpcHandler() http.Handler {
+func (n *Node) rpcHandler() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /rpc/join", n.handleJoin)
 	mux.HandleFunc("POST /rpc/notify", n.handleNotify)
@@ -122,6 +123,7 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST /rpc/remove", n.handleRemove)
 	mux.HandleFunc("POST /rpc/transfer", n.handleTransfer)
 	mux.HandleFunc("POST /rpc/restore", n.handleRestore)
+	mux.HandleFunc("POST /rpc/heartbeat", n.handleHeartbeat)
 	return mux
 }
 
@@ -343,7 +345,7 @@ func (n *Node) LocalStatus() Status {
 	u := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
 	addr, id := n.Leader()
 	return Status{
-		ID: n.cfg.NodeID, Addr: n.Addr(), APIAddr: n.cfg.APIAddr, State: n.raft.State().String(),
+		ID: n.cfg.NodeID, Addr: n.Addr(), APIAddr: n.cfg.APIAddr, GossipAddr: n.gossipAddr(), State: n.raft.State().String(),
 		Term: u("term"), LastLogIndex: u("last_log_index"), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), FSMIndex: n.cfg.FSM.Index(), LastContact: st["last_contact"],
 		Leader: addr, LeaderID: id, Time: time.Now().UTC(),

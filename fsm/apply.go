@@ -77,12 +77,10 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 	w.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	if ok {
 		w.CreateIndex = old.CreateIndex
+		w.Draining = old.Draining // an operator's drain survives restarts
 		if old.Incarnation != w.Incarnation {
 			// The previous process is gone and its attempts with it.
-			for _, id := range sortedKeys(f.idx.byWorker[w.ID]) {
-				j := f.jobs[id]
-				f.requeue(index, j, c.At, Error{Code: CodeWorkerLost, Message: "worker " + w.ID + " restarted"}, b)
-			}
+			f.requeueWorker(index, w.ID, c.At, "worker "+w.ID+" restarted", b)
 		}
 	}
 	f.workers[w.ID] = &w
@@ -378,4 +376,45 @@ func (f *FSM) storedJob(id string) (*Job, bool) {
 		time.Sleep(delay)
 		delay = min(delay*2, 5*time.Second)
 	}
+}
+
+// requeueWorker ends every attempt a worker holds: its jobs are requeued
+// within their retry budgets, with error worker_lost.
+func (f *FSM) requeueWorker(index uint64, workerID string, at time.Time, why string, b *batchBuilder) {
+	for _, id := range sortedKeys(f.idx.byWorker[workerID]) {
+		f.requeue(index, f.jobs[id], at, Error{Code: CodeWorkerLost, Message: why}, b)
+	}
+}
+
+func (f *FSM) applyWorkerDown(index uint64, c *MarkWorkerDown, b *batchBuilder) any {
+	old, ok := f.workers[c.WorkerID]
+	if !ok {
+		return Errorf(CodeNotFound, "worker %q does not exist", c.WorkerID)
+	}
+	if old.ModifyIndex >= index || old.State == WorkerDown {
+		return old
+	}
+	w := *old
+	w.State = WorkerDown
+	w.ModifyIndex = index
+	f.workers[w.ID] = &w
+	b.workers[w.ID] = &w
+	f.requeueWorker(index, w.ID, c.At, "worker "+w.ID+" is gone: "+c.Reason, b)
+	return &w
+}
+
+func (f *FSM) applyDrainWorker(index uint64, c *DrainWorker, b *batchBuilder) any {
+	old, ok := f.workers[c.WorkerID]
+	if !ok {
+		return Errorf(CodeNotFound, "worker %q does not exist", c.WorkerID)
+	}
+	if old.ModifyIndex >= index || old.Draining == c.Drain {
+		return old
+	}
+	w := *old
+	w.Draining = c.Drain
+	w.ModifyIndex = index
+	f.workers[w.ID] = &w
+	b.workers[w.ID] = &w
+	return &w
 }

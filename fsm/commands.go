@@ -29,6 +29,8 @@ const (
 	ResumeJobType      MessageType = 12
 	RequeueJobType     MessageType = 13
 	ExpireJobType      MessageType = 14
+	WorkerDownType     MessageType = 15
+	DrainWorkerType    MessageType = 16
 
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
@@ -157,6 +159,23 @@ type ExpireJob struct {
 	At    time.Time `json:"at"`
 }
 
+// MarkWorkerDown marks a worker gone (its gossip member died or its lease
+// ran out): its attempts are lost and their jobs go back to the queue
+// within their retry budgets. Only the leader proposes it.
+type MarkWorkerDown struct {
+	WorkerID string    `json:"worker_id"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// DrainWorker sets or clears a worker's drain flag: a draining worker
+// finishes what it runs and is given nothing new.
+type DrainWorker struct {
+	WorkerID string    `json:"worker_id"`
+	Drain    bool      `json:"drain"`
+	At       time.Time `json:"at"`
+}
+
 // MessageType implementations.
 func (*CreateTenant) MessageType() MessageType   { return CreateTenantType }
 func (*CreateAPIKey) MessageType() MessageType   { return CreateAPIKeyType }
@@ -172,6 +191,8 @@ func (*PauseJob) MessageType() MessageType       { return PauseJobType }
 func (*ResumeJob) MessageType() MessageType      { return ResumeJobType }
 func (*RequeueJob) MessageType() MessageType     { return RequeueJobType }
 func (*ExpireJob) MessageType() MessageType      { return ExpireJobType }
+func (*MarkWorkerDown) MessageType() MessageType { return WorkerDownType }
+func (*DrainWorker) MessageType() MessageType    { return DrainWorkerType }
 
 // Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
 func Backoff(n int) time.Duration {

@@ -190,6 +190,10 @@ func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
 		return f.applyRequeueJob(index, decode[RequeueJob](t, body), b)
 	case ExpireJobType:
 		return f.applyExpireJob(index, decode[ExpireJob](t, body), b)
+	case WorkerDownType:
+		return f.applyWorkerDown(index, decode[MarkWorkerDown](t, body), b)
+	case DrainWorkerType:
+		return f.applyDrainWorker(index, decode[DrainWorker](t, body), b)
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
 		f.log.Warn("skipping unknown command type", "type", t, "index", index)

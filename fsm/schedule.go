@@ -75,7 +75,7 @@ func capable(w *Worker, j *Job) bool {
 
 // fits reports whether w can take j now, given what it already runs.
 func (f *FSM) fits(w *Worker, j *Job, u usage) bool {
-	if w.State != WorkerUp || !capable(w, j) || u.jobs >= w.Slots {
+	if w.State != WorkerUp || w.Draining || !capable(w, j) || u.jobs >= w.Slots {
 		return false
 	}
 	r := j.Spec.Resources

@@ -113,9 +113,15 @@ type Progress struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// Result describes what a successful job produced.
+// Result describes what a successful job produced and what its run used.
 type Result struct {
 	Outputs []OutputResult `json:"outputs"`
+	// CPUSeconds is the user plus system CPU time of the ffmpeg run.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// PeakMemoryMB is the run's peak memory in MiB, rounded up: its
+	// cgroup's peak (page cache included) where the worker uses cgroup
+	// v2, else ffmpeg's peak resident set.
+	PeakMemoryMB int `json:"peak_memory_mb,omitempty"`
 }
 
 // OutputResult is one output as ffprobe found it after the run.
@@ -149,7 +155,9 @@ type Worker struct {
 	State    WorkerState `json:"state"`
 	// Incarnation changes every time the worker process starts; a new
 	// incarnation means the jobs of the previous one are lost.
-	Incarnation  string            `json:"incarnation"`
+	Incarnation string `json:"incarnation"`
+	// Draining workers finish what they run and take nothing new.
+	Draining     bool              `json:"draining,omitempty"`
 	Slots        int               `json:"slots"`
 	CPUs         int               `json:"cpus"`
 	MemoryMB     int               `json:"memory_mb"`

@@ -43,6 +43,8 @@ type Raft interface {
 	Backup(ctx context.Context, w io.Writer) error
 	// RestoreBackup replaces the cluster's state with a backup file.
 	RestoreBackup(ctx context.Context, path string) error
+	// Heartbeat renews a worker's lease with the leader.
+	Heartbeat(ctx context.Context, workerID string) error
 }
 
 var _ Raft = (*cluster.Node)(nil)
@@ -145,6 +147,8 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/jobs/{id}/events", permRead, s.jobEvents},
 		{"GET", "/v1/workers", permRead, s.listWorkers},
 		{"GET", "/v1/workers/{id}", permRead, s.getWorker},
+		{"POST", "/v1/workers/{id}/drain", permAdmin, s.drainWorker(true)},
+		{"POST", "/v1/workers/{id}/undrain", permAdmin, s.drainWorker(false)},
 		{"POST", "/v1/cluster/init", permPublic, s.clusterInit},
 		{"GET", "/v1/cluster/members", permAdmin, s.clusterMembers},
 		{"GET", "/v1/cluster/status", permAdmin, s.clusterStatus},

@@ -56,7 +56,8 @@ type WorkerService struct{ s *Server }
 // Workers returns the server's worker service.
 func (s *Server) Workers() *WorkerService { return &WorkerService{s: s} }
 
-// Register registers (or re-registers) a worker, stamping the time.
+// Register registers (or re-registers) a worker, stamping the time, and
+// starts its lease.
 func (ws *WorkerService) Register(ctx context.Context, w *fsm.Worker) (*fsm.Worker, error) {
 	now := ws.s.now()
 	c := &fsm.RegisterWorker{Worker: *w, At: now}
@@ -65,7 +66,20 @@ func (ws *WorkerService) Register(ctx context.Context, w *fsm.Worker) (*fsm.Work
 	if err != nil {
 		return nil, err
 	}
+	if err := ws.s.raft.Heartbeat(ctx, w.ID); err != nil {
+		ws.s.log.Warn("worker lease", "worker", w.ID, "error", err)
+	}
 	return resp.(*fsm.Worker), nil
+}
+
+// Heartbeat renews the worker's lease with the leader. A worker the
+// cluster has marked down (or never knew) is told so with worker_lost,
+// and registers again.
+func (ws *WorkerService) Heartbeat(ctx context.Context, workerID string) error {
+	if w, ok := ws.s.fsm.Worker(workerID); !ok || w.State != fsm.WorkerUp {
+		return fsm.Errorf(fsm.CodeWorkerLost, "worker %s is not registered as up; register again", workerID)
+	}
+	return ws.s.raft.Heartbeat(ctx, workerID)
 }
 
 // maxAssignmentWait bounds one Assignments long-poll.
@@ -110,4 +124,23 @@ func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
 	}
 	_, err := ws.s.raft.Apply(ctx, c)
 	return err
+}
+
+// drainWorker sets or clears a worker's drain flag.
+func (s *Server) drainWorker(drain bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if _, ok := s.fsm.Worker(id); !ok {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %q not found", id))
+			return
+		}
+		resp, err := s.raft.Apply(r.Context(), &fsm.DrainWorker{WorkerID: id, Drain: drain, At: s.now()})
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		wk := resp.(*fsm.Worker)
+		setIndex(w, wk.ModifyIndex)
+		writeJSON(w, http.StatusOK, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+	}
 }

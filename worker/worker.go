@@ -37,13 +37,18 @@ type Control interface {
 	Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error
 	// Finish reports an attempt's end.
 	Finish(ctx context.Context, c *fsm.FinishJob) error
+	// Heartbeat renews the worker's lease; a worker that stops
+	// heartbeating is declared gone and its jobs are requeued.
+	Heartbeat(ctx context.Context, workerID string) error
 }
 
 // Config configures a Worker.
 type Config struct {
-	ID        string // stable across restarts; see LoadOrCreateID
-	Name      string
-	TenantID  string // "" for the shared pool
+	ID       string // stable across restarts; see LoadOrCreateID
+	Name     string
+	TenantID string // "" for the shared pool
+	// Addr is the worker's gossip address, "" for an in-process worker.
+	Addr      string
 	Slots     int
 	MediaRoot string
 	FFmpeg    string
@@ -67,6 +72,7 @@ type Worker struct {
 	log         *slog.Logger
 	incarnation string
 	encoders    Encoders
+	info        *fsm.Worker // what the worker registers as
 
 	mu       sync.Mutex
 	attempts map[string]*attempt // by job ID
@@ -176,20 +182,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("probe encoders: ffmpeg has no usable video encoder")
 	}
 	w.encoders = Choose(found)
-	info := &fsm.Worker{
-		ID: w.cfg.ID, TenantID: w.cfg.TenantID, Name: w.cfg.Name, Incarnation: w.incarnation,
+	w.info = &fsm.Worker{
+		ID: w.cfg.ID, TenantID: w.cfg.TenantID, Name: w.cfg.Name, Addr: w.cfg.Addr, Incarnation: w.incarnation,
 		Slots: w.cfg.Slots, CPUs: runtime.NumCPU(), MemoryMB: memoryMB(), Encoders: found,
 		Labels: maps.Clone(w.cfg.Labels),
 	}
-	if err := retry(ctx, w.log, "register", func() error {
-		_, err := w.cfg.Control.Register(ctx, info)
-		return err
-	}); err != nil {
+	if err := w.register(ctx); err != nil {
 		return err
 	}
-	w.log.Info("worker registered", "slots", info.Slots, "encoders", strings.Join(found, ","))
+	w.log.Info("worker registered", "slots", w.info.Slots, "encoders", strings.Join(found, ","))
 
 	defer w.stopAll()
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.heartbeat(ctx)
+	}()
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -208,6 +216,42 @@ func (w *Worker) Run(ctx context.Context) error {
 		index = idx
 	}
 	return nil
+}
+
+// register registers the worker, retrying until the cluster answers.
+func (w *Worker) register(ctx context.Context) error {
+	return retry(ctx, w.log, "register", func() error {
+		_, err := w.cfg.Control.Register(ctx, w.info)
+		return err
+	})
+}
+
+// heartbeatInterval is how often a worker renews its lease: a fifth of
+// the default lease, so a few lost heartbeats do not cost it.
+const heartbeatInterval = 3 * time.Second
+
+func (w *Worker) heartbeat(ctx context.Context) {
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := w.cfg.Control.Heartbeat(ctx, w.cfg.ID)
+		switch {
+		case fsm.ErrorCode(err) == fsm.CodeWorkerLost:
+			// Marked down (a partition, a lost lease): its attempts were
+			// requeued and reconcile stops them; come back as up.
+			w.log.Warn("the cluster lost this worker; registering again", "error", err)
+			if err := w.register(ctx); err != nil && ctx.Err() == nil {
+				w.log.Error("register", "error", err)
+			}
+		case err != nil && ctx.Err() == nil:
+			w.log.Warn("heartbeat", "error", err)
+		}
+	}
 }
 
 // reconcile makes the local attempts match the assigned jobs.

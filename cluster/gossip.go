@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Gossip is a member of the cluster's memberlist pool: server nodes and
+// workers find each other through it, and the leader learns from it that
+// a worker is gone. Gossip is encrypted and authenticated with a key
+// derived from the cluster key.
+type Gossip struct {
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	meta []byte
+
+	mu      sync.Mutex
+	onLeave []func(name string)
+}
+
+// Member roles.
+const (
+	RoleServer = "server"
+	RoleWorker = "worker"
+)
+
+// GossipMeta is what a member advertises about itself.
+type GossipMeta struct {
+	Role string `json:"role"`
+	// NodeAddr is a server's node port (Raft and node RPC).
+	NodeAddr string `json:"node_addr,omitempty"`
+}
+
+// GossipConfig configures a Gossip member.
+type GossipConfig struct {
+	// Name is the member's unique name: the node or worker ID.
+	Name string
+	// BindAddr is host:port for gossip (TCP and UDP).
+	BindAddr string
+	// Advertise is host:port other members reach this one at; defaults
+	// to BindAddr.
+	Advertise  string
+	ClusterKey []byte
+	Meta       GossipMeta
+	Logger     *slog.Logger
+}
+
+// NewGossip starts a gossip member (it joins nobody yet; see Join).
+func NewGossip(cfg GossipConfig) (*Gossip, error) {
+	g := &Gossip{log: cfg.Logger}
+	meta, err := json.Marshal(cfg.Meta)
+	if err != nil {
+		return nil, err
+	}
+	g.meta = meta
+	host, port, err := splitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", cfg.BindAddr, err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	if cfg.Advertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("gossip advertise address %q: %w", cfg.Advertise, err)
+		}
+	}
+	mc.SecretKey = derive(cfg.ClusterKey, "gossip v1", 32)
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	mc.Delegate = &gossipDelegate{g: g}
+	mc.Events = &gossipEvents{g: g}
+	mc.Logger = slog.NewLogLogger(cfg.Logger.With("component", "memberlist").Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return h, port, nil
+}
+
+// Join contacts existing members; it succeeds if any answered.
+func (g *Gossip) Join(addrs []string) (int, error) { return g.ml.Join(addrs) }
+
+// Addr is the address other members reach this one at.
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Alive reports whether a member of that name is alive in the pool.
+func (g *Gossip) Alive(name string) bool {
+	for _, m := range g.ml.Members() {
+		if m.Name == name {
+			return m.State == memberlist.StateAlive
+		}
+	}
+	return false
+}
+
+// Servers returns the node ports of the alive server members.
+func (g *Gossip) Servers() []string {
+	var out []string
+	for _, m := range g.ml.Members() {
+		var meta GossipMeta
+		if m.State != memberlist.StateAlive || json.Unmarshal(m.Meta, &meta) != nil {
+			continue
+		}
+		if meta.Role == RoleServer && meta.NodeAddr != "" {
+			out = append(out, meta.NodeAddr)
+		}
+	}
+	return out
+}
+
+// OnLeave registers fn to run (on the gossip goroutine; it must not block)
+// when a member leaves or is declared dead.
+func (g *Gossip) OnLeave(fn func(name string)) {
+	g.mu.Lock()
+	g.onLeave = append(g.onLeave, fn)
+	g.mu.Unlock()
+}
+
+// Leave announces the departure and stops gossiping.
+func (g *Gossip) Leave() {
+	if err := g.ml.Leave(memberlistLeaveTimeout); err != nil {
+		g.log.Warn("gossip leave", "error", err)
+	}
+	g.ml.Shutdown()
+}
+
+type gossipDelegate struct{ g *Gossip }
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte                  { return d.g.meta }
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type gossipEvents struct{ g *Gossip }
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node) {
+	e.g.log.Info("gossip member joined", "name", n.Name, "addr", n.Address())
+}
+
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	e.g.log.Info("gossip member left", "name", n.Name, "addr", n.Address())
+	e.g.mu.Lock()
+	fns := append([]func(string){}, e.g.onLeave...)
+	e.g.mu.Unlock()
+	for _, fn := range fns {
+		fn(n.Name)
+	}
+}
+
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {}
+
+// memberlistLeaveTimeout bounds the leave broadcast.
+const memberlistLeaveTimeout = 5 * time.Second

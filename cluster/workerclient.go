@@ -1,0 +1,132 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// WorkerClient is a remote worker's side of the worker protocol: node RPC
+// calls over the node port's mutual TLS to any server the worker knows of
+// (from the gossip pool). It implements worker.Control.
+type WorkerClient struct {
+	http    *http.Client
+	servers func() []string
+	next    atomic.Uint32
+}
+
+// NewWorkerClient returns a client that calls the servers listed by
+// servers (node port addresses), moving on when one cannot be reached.
+func NewWorkerClient(conf *tls.Config, servers func() []string) *WorkerClient {
+	return &WorkerClient{http: newRPCClient(conf), servers: servers}
+}
+
+// AssignmentsRequest is the body of POST /rpc/worker/assignments.
+type AssignmentsRequest struct {
+	WorkerID string `json:"worker_id"`
+	Index    uint64 `json:"index"`
+}
+
+// AssignmentsResponse is its answer.
+type AssignmentsResponse struct {
+	Jobs  []*fsm.Job `json:"jobs"`
+	Index uint64     `json:"index"`
+}
+
+// ProgressRequest is the body of POST /rpc/worker/progress.
+type ProgressRequest struct {
+	Report   fsm.Report   `json:"report"`
+	Progress fsm.Progress `json:"progress"`
+}
+
+// ErrNoServer is returned while the worker knows no server.
+var ErrNoServer = errors.New("no server known yet (check --join and the cluster key)")
+
+// call posts in to path on a server and decodes the answer into out. A
+// domain refusal comes back as *fsm.Error (final); anything else is an
+// error the caller may retry.
+func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error {
+	addrs := c.servers()
+	if len(addrs) == 0 {
+		return ErrNoServer
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	start := int(c.next.Load())
+	var lastErr error
+	for i := range addrs {
+		addr := addrs[(start+i)%len(addrs)]
+		req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			lastErr = err
+			c.next.Add(1)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+		resp.Body.Close()
+		if resp.StatusCode < 300 {
+			if out == nil {
+				return nil
+			}
+			return json.Unmarshal(data, out)
+		}
+		var eb struct {
+			Error *fsm.Error `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && resp.StatusCode < 500 {
+			return eb.Error
+		}
+		return fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))
+	}
+	return fmt.Errorf("no server reachable: %w", lastErr)
+}
+
+// Register implements worker.Control.
+func (c *WorkerClient) Register(ctx context.Context, w *fsm.Worker) (*fsm.Worker, error) {
+	var out fsm.Worker
+	return &out, c.call(ctx, "/rpc/worker/register", w, &out)
+}
+
+// Assignments implements worker.Control.
+func (c *WorkerClient) Assignments(ctx context.Context, workerID string, index uint64) ([]*fsm.Job, uint64, error) {
+	var out AssignmentsResponse
+	err := c.call(ctx, "/rpc/worker/assignments", AssignmentsRequest{WorkerID: workerID, Index: index}, &out)
+	return out.Jobs, out.Index, err
+}
+
+// Start implements worker.Control.
+func (c *WorkerClient) Start(ctx context.Context, r fsm.Report) error {
+	return c.call(ctx, "/rpc/worker/start", r, nil)
+}
+
+// Progress implements worker.Control.
+func (c *WorkerClient) Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error {
+	return c.call(ctx, "/rpc/worker/progress", ProgressRequest{Report: r, Progress: p}, nil)
+}
+
+// Finish implements worker.Control.
+func (c *WorkerClient) Finish(ctx context.Context, f *fsm.FinishJob) error {
+	return c.call(ctx, "/rpc/worker/finish", f, nil)
+}
+
+// Heartbeat implements worker.Control.
+func (c *WorkerClient) Heartbeat(ctx context.Context, workerID string) error {
+	return c.call(ctx, "/rpc/worker/heartbeat", Peer{ID: workerID}, nil)
+}
