@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,23 +25,25 @@ import (
 // serverProc is one real `ffrtmp server` process on its own loopback
 // address (127.0.0.N), as docs/deployment.md starts them.
 type serverProc struct {
-	t        testing.TB
-	id       string
-	ip       string
-	args     []string
-	cmd      *exec.Cmd
-	log      *syncBuffer
-	httpAddr string
-	raftAddr string
+	t          testing.TB
+	id         string
+	ip         string
+	args       []string
+	cmd        *exec.Cmd
+	log        *syncBuffer
+	httpAddr   string
+	raftAddr   string
+	gossipAddr string
 }
 
 // testCluster is a set of server processes sharing a cluster key.
 type testCluster struct {
-	t       testing.TB
-	dir     string
-	keyFile string
-	nodes   []*serverProc
-	env     []string
+	t          testing.TB
+	dir        string
+	keyFile    string
+	nodes      []*serverProc
+	env        []string
+	gossipPort string
 }
 
 // ports picks a free port pair usable on every 127.0.0.N address.
@@ -51,10 +54,24 @@ func ports(t testing.TB) (httpPort, raftPort string) {
 	return h, r
 }
 
+// gossipPort picks a port free for TCP and UDP on 127.0.0.1.
+func gossipPort(t testing.TB) string {
+	t.Helper()
+	for range 50 {
+		_, p, _ := strings.Cut(freeAddr(t), ":")
+		if u, err := net.ListenPacket("udp", "127.0.0.1:"+p); err == nil {
+			u.Close()
+			return p
+		}
+	}
+	t.Fatal("no free gossip port")
+	return ""
+}
+
 func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &testCluster{t: t, dir: dir, keyFile: filepath.Join(dir, "cluster.key")}
+	c := &testCluster{t: t, dir: dir, keyFile: filepath.Join(dir, "cluster.key"), gossipPort: gossipPort(t)}
 	out, err := exec.Command(binary(t), "keygen").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +103,7 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 func (c *testCluster) add(i int, httpPort, raftPort string, join []string, expect int) *serverProc {
 	ip := fmt.Sprintf("127.0.0.%d", i)
 	s := &serverProc{t: c.t, id: fmt.Sprintf("n%d", i), ip: ip, log: &syncBuffer{},
-		httpAddr: ip + ":" + httpPort, raftAddr: ip + ":" + raftPort}
+		httpAddr: ip + ":" + httpPort, raftAddr: ip + ":" + raftPort, gossipAddr: ip + ":" + c.gossipPort}
 	var others []string
 	for _, a := range join {
 		if a != s.raftAddr {
@@ -95,7 +112,7 @@ func (c *testCluster) add(i int, httpPort, raftPort string, join []string, expec
 	}
 	s.args = []string{"server", "--node-id", s.id, "--data-dir", filepath.Join(c.dir, s.id),
 		"--raft-addr", s.raftAddr, "--http-addr", s.httpAddr, "--join", strings.Join(others, ","),
-		"--cluster-key-file", c.keyFile, "--log-level", "warn"}
+		"--gossip-addr", s.gossipAddr, "--cluster-key-file", c.keyFile, "--log-level", "warn"}
 	if expect > 0 {
 		s.args = append(s.args, "--bootstrap-expect", fmt.Sprint(expect))
 	}

@@ -103,7 +103,7 @@ func newDev(t *testing.T) *devProc {
 	root := t.TempDir()
 	d := &devProc{t: t, httpAddr: freeAddr(t), log: &syncBuffer{}}
 	d.env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(root, "config"), "FFRTMP_ADDR=", "FFRTMP_API_KEY=")
-	d.args = []string{"dev", "--data-dir", filepath.Join(root, "data"), "--http", d.httpAddr, "--raft-addr", freeAddr(t), "--slots", "2"}
+	d.args = []string{"dev", "--data-dir", filepath.Join(root, "data"), "--http", d.httpAddr, "--raft-addr", freeAddr(t), "--slots", "2", "--gossip-addr", "off"}
 	t.Cleanup(func() {
 		if d.cmd != nil && d.cmd.ProcessState == nil {
 			d.cmd.Process.Signal(syscall.SIGTERM)

@@ -48,6 +48,7 @@ const (
 	SnapshotInterval  = 2 * time.Minute
 	TrailingLogs      = 10240
 	MaxAppendEntries  = 512
+	CommitTimeout     = 5 * time.Millisecond
 	applyTimeout      = 10 * time.Second
 	barrierTimeout    = 30 * time.Second
 )
@@ -167,6 +168,11 @@ func New(cfg Config) (*Node, error) {
 	rc.SnapshotInterval = SnapshotInterval
 	rc.TrailingLogs = TrailingLogs
 	rc.MaxAppendEntries = MaxAppendEntries
+	// An idle leader tells followers of new commits after CommitTimeout
+	// (hashicorp/raft's default is 50 ms); a short one lets a follower
+	// answer a forwarded write soon, at the cost of a small idle
+	// AppendEntries every few milliseconds.
+	rc.CommitTimeout = CommitTimeout
 	rc.BatchApplyCh = true
 	rc.NotifyCh = n.notifyCh
 	// The FSM is durable: its store already holds everything up to its
@@ -472,10 +478,13 @@ func (n *Node) applyLocal(data []byte, timeout time.Duration) (any, uint64, erro
 	return resp, f.Index(), nil
 }
 
-// forward sends an encoded command to the leader. It does not wait for
-// this node to apply the entry: a follower learns of a commit only with the
-// leader's next message (up to a heartbeat later), and the response
-// already carries the result. Reads that must see the write use ReadIndex.
+// forwardApplyWait bounds how long a forwarded write waits for this node
+// to apply it; past it the write still succeeds (the leader applied it).
+const forwardApplyWait = time.Second
+
+// forward sends an encoded command to the leader, then waits (bounded)
+// until this node has applied it too, so that the client reads its own
+// write from the node it talks to.
 func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	var resp applyResponse
 	if err := n.rpcCall(ctx, leader, "POST", "/rpc/apply", data, &resp); err != nil {
@@ -485,6 +494,16 @@ func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, ui
 		return nil, 0, fmt.Errorf("forward: %w: %w", ErrUnknownOutcome, err)
 	}
 	v, err := decodeResponse(&resp)
+	if resp.Index > 0 {
+		// Read your writes on this node: wait (briefly) until it has
+		// applied the entry. Followers learn of a commit within
+		// CommitTimeout.
+		wctx, cancel := context.WithTimeout(ctx, forwardApplyWait)
+		if werr := n.cfg.FSM.WaitIndex(wctx, resp.Index); werr != nil && ctx.Err() == nil {
+			n.log.Debug("forwarded write not yet applied here", "index", resp.Index)
+		}
+		cancel()
+	}
 	return v, resp.Index, err
 }
 
