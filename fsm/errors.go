@@ -24,6 +24,7 @@ const (
 	CodeWorkerLost        Code = "worker_lost"
 	CodeTimeout           Code = "timeout"
 	CodeFFmpeg            Code = "ffmpeg_error"
+	CodeResourceExceeded  Code = "resource_exceeded"
 	CodeInternal          Code = "internal"
 )
 
