@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -32,12 +34,43 @@ type Process struct {
 // an *os.File is fed by a goroutine that Wait waits for. Stdin is
 // /dev/null.
 func StartProcess(prog string, args []string, stdout, stderr io.Writer) (*Process, error) {
+	return startProcess(prog, args, stdout, stderr, procOptions{})
+}
+
+// procOptions are what a process gets beyond StartProcess's defaults.
+type procOptions struct {
+	// cgroup, if set, is the directory of the cgroup v2 the process
+	// starts in (clone3 with CLONE_INTO_CGROUP), so it never runs
+	// outside it.
+	cgroup *os.File
+	// setup, if set, is called with the pid once the program has been
+	// executed, before the process can be reaped (so the pid names no
+	// other process). If it fails, the process is killed and the start
+	// fails.
+	setup func(pid int) error
+}
+
+// startProcess is StartProcess with opts.
+func startProcess(prog string, args []string, stdout, stderr io.Writer, opts procOptions) (*Process, error) {
 	cmd := exec.Command(prog, args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if opts.cgroup != nil {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(opts.cgroup.Fd())
+	}
+	err := cmd.Start()
+	runtime.KeepAlive(opts.cgroup)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", prog, err)
+	}
+	if opts.setup != nil {
+		if err := opts.setup(cmd.Process.Pid); err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			return nil, fmt.Errorf("start %s: %w", prog, err)
+		}
 	}
 	p := &Process{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
@@ -103,6 +136,21 @@ func (p *Process) Stop(grace time.Duration) {
 func (p *Process) Wait() error {
 	<-p.done
 	return p.err
+}
+
+// rusage returns the resources the process used, once it has exited;
+// nil before.
+func (p *Process) rusage() *syscall.Rusage {
+	select {
+	case <-p.done:
+	default:
+		return nil
+	}
+	if p.cmd.ProcessState == nil {
+		return nil
+	}
+	ru, _ := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return ru
 }
 
 // runCapture runs prog to completion and returns its stdout. It is killed

@@ -160,3 +160,22 @@ func TestStartProcessMissingProgram(t *testing.T) {
 		t.Fatal("StartProcess of a missing program succeeded")
 	}
 }
+
+func TestStartProcessSetupFails(t *testing.T) {
+	t.Parallel()
+	ffmpeg, _ := tools(t)
+	pid := 0
+	p, err := startProcess(ffmpeg, []string{"-hide_banner", "-nostdin", "-loglevel", "error",
+		"-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-f", "null", "-"}, nil, io.Discard,
+		procOptions{setup: func(p int) error {
+			pid = p
+			return errors.New("no limits today")
+		}})
+	if p != nil || err == nil || !strings.Contains(err.Error(), "no limits today") {
+		t.Fatalf("startProcess = %v, %v; want the setup error", p, err)
+	}
+	// The process was killed and reaped before startProcess returned.
+	if st, alive := procState(t, pid); alive {
+		t.Errorf("process %d is still there (state %c)", pid, st)
+	}
+}
