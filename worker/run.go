@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,16 @@ type RunParams struct {
 	// TailBytes is how much of ffmpeg's stderr to keep; DefaultTailBytes
 	// if zero.
 	TailBytes int
+	// Limits are the job's resources, enforced by Limiter.
+	Limits Limits
+	// Limiter enforces Limits; DefaultLimiter() if nil.
+	Limiter *Limiter
+	// Name names the run's cgroup, job-<Name>, in ModeCgroup: normally
+	// "<job ID>-<attempt>". A random name is used if it is empty.
+	Name string
+	// Logger gets what goes wrong without failing the run;
+	// slog.Default() if nil.
+	Logger *slog.Logger
 }
 
 // outputFile is where a file rendition is written and then moved.
@@ -64,6 +75,8 @@ type outputFile struct {
 type Run struct {
 	p            RunParams
 	proc         *Process
+	args         []string     // ffmpeg's argv, without the program
+	conf         *confinement // the limits ffmpeg runs under
 	files        []outputFile // by rendition; zero for network outputs
 	stderr       *Tail
 	progressDone chan struct{}
@@ -105,6 +118,12 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 	}
 	if p.KillGrace <= 0 {
 		p.KillGrace = DefaultKillGrace
+	}
+	if p.Limiter == nil {
+		p.Limiter = DefaultLimiter()
+	}
+	if p.Logger == nil {
+		p.Logger = slog.Default()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
@@ -166,26 +185,40 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 		durationSec = d
 	}
 
-	args, err := BuildArgs(plan, p.Encoders, input, temps, p.Threads)
+	args, err := BuildArgs(plan, p.Encoders, input, temps, p.Limiter.threads(p.Threads, p.Limits))
 	if err != nil {
 		r.removeTemps()
 		return nil, err
 	}
+	r.args = args
+	conf, err := p.Limiter.confine(p.Name, p.Limits)
+	if err != nil {
+		r.removeTemps()
+		return nil, fsm.Errorf(fsm.CodeInternal, "apply resource limits: %v", err)
+	}
+	r.conf = conf
 
 	// ffmpeg writes progress straight into a pipe that ParseProgress reads.
 	pr, pw, err := os.Pipe()
 	if err != nil {
+		conf.close(nil, p.Logger)
 		r.removeTemps()
 		return nil, fsm.Errorf(fsm.CodeInternal, "progress pipe: %v", err)
 	}
-	proc, err := StartProcess(p.FFmpeg, args, pw, r.stderr)
+	opts := conf.options()
+	proc, err := startProcess(p.FFmpeg, args, pw, r.stderr, opts)
+	if err != nil && conf.retryStart(opts, err, p.Logger) {
+		proc, err = startProcess(p.FFmpeg, args, pw, r.stderr, conf.options())
+	}
 	pw.Close()
 	if err != nil {
 		pr.Close()
+		conf.close(nil, p.Logger)
 		r.removeTemps()
 		return nil, fsm.Errorf(fsm.CodeInternal, "start ffmpeg: %v", err)
 	}
 	r.proc = proc
+	conf.started(proc)
 
 	go func() {
 		defer close(r.progressDone)
@@ -221,6 +254,17 @@ func (r *Run) Pid() int { return r.proc.Pid() }
 
 // Log returns the current tail of ffmpeg's stderr, while it runs or after.
 func (r *Run) Log() string { return r.stderr.String() }
+
+// Usage returns what ffmpeg used, once Done is closed, whether the run
+// succeeded or not; zero before.
+func (r *Run) Usage() Usage {
+	select {
+	case <-r.done:
+		return r.conf.usage
+	default:
+		return Usage{}
+	}
+}
 
 // Done returns a channel that is closed when Wait's outcome is ready.
 func (r *Run) Done() <-chan struct{} { return r.done }
@@ -277,10 +321,12 @@ func (r *Run) Cancel() { r.stop(ErrCanceled) }
 // Wait waits for the run to end and returns the result (on success only),
 // the tail of ffmpeg's stderr (always), and the error: nil on success,
 // ErrCanceled after Cancel or the end of Start's context, an *fsm.Error
-// with code fsm.CodeTimeout after the timeout, or one with code
-// fsm.CodeFFmpeg naming the exit status and the last stderr line if ffmpeg
-// failed. Temporary files are gone by the time it returns. It may be called
-// from several goroutines.
+// with code fsm.CodeTimeout after the timeout, one with code
+// fsm.CodeResourceExceeded if ffmpeg failed for want of memory within
+// Limits.MemoryMB, or one with code fsm.CodeFFmpeg naming the exit status
+// and the last stderr line if ffmpeg failed otherwise. The result carries
+// the run's CPU seconds and peak memory (see Usage). Temporary files are
+// gone by the time it returns. It may be called from several goroutines.
 func (r *Run) Wait() (*fsm.Result, string, error) {
 	<-r.done
 	return r.result, r.tail, r.err
@@ -313,6 +359,7 @@ func (r *Run) stop(reason error) {
 func (r *Run) finish(ctx context.Context) {
 	defer close(r.done)
 	waitErr := r.proc.Wait()
+	r.conf.close(r.proc, r.p.Logger)
 	<-r.progressDone
 	r.mu.Lock()
 	if r.timer != nil {
@@ -326,6 +373,9 @@ func (r *Run) finish(ctx context.Context) {
 	case reason != nil:
 		r.err = reason
 	case waitErr != nil:
+		if r.err = r.conf.exceeded(waitErr, r.tail); r.err != nil {
+			break
+		}
 		msg := "ffmpeg " + exitDescription(waitErr)
 		if line := lastLine(r.tail); line != "" {
 			msg += ": " + line
@@ -350,7 +400,8 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 			return nil, fsm.Errorf(fsm.CodeInternal, "move output %s into place: %v", o.URL, err)
 		}
 	}
-	res := &fsm.Result{Outputs: make([]fsm.OutputResult, 0, len(outs))}
+	u := r.conf.usage
+	res := &fsm.Result{Outputs: make([]fsm.OutputResult, 0, len(outs)), CPUSeconds: u.CPUSeconds, PeakMemoryMB: u.PeakMemoryMB}
 	for i, o := range outs {
 		if o.Kind != fsm.KindFile {
 			res.Outputs = append(res.Outputs, fsm.OutputResult{URL: o.URL})
