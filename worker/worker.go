@@ -174,6 +174,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := os.MkdirAll(w.cfg.MediaRoot, 0o750); err != nil {
 		return fmt.Errorf("create media root: %w", err)
 	}
+	// Detect the limit mode before any child process starts: a probe
+	// ffmpeg still in the worker's cgroup would keep it from delegating.
+	w.log.Info("resource limits", "mode", DefaultLimiter())
 	found, err := ProbeEncoders(ctx, w.cfg.FFmpeg)
 	if err != nil {
 		return fmt.Errorf("probe encoders: %w", err)
@@ -370,6 +373,8 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		FFmpeg: w.cfg.FFmpeg, FFprobe: w.cfg.FFprobe, MediaRoot: w.cfg.MediaRoot, TenantID: j.TenantID,
 		Plan: &j.Plan, Encoders: w.encoders, Timeout: time.Duration(j.Spec.Timeout),
 		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
+		Limits: Limits{CPU: j.Spec.Resources.CPU, MemoryMB: j.Spec.Resources.MemoryMB},
+		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Logger: log,
 	})
 	if err != nil {
 		log.Warn("job could not start", "error", err)
@@ -446,7 +451,7 @@ func asFSMError(err error) *fsm.Error {
 // refusals of the job itself (bad paths or arguments) are not.
 func retryable(err error) bool {
 	switch fsm.ErrorCode(err) {
-	case fsm.CodeURLNotAllowed, fsm.CodeInvalidArgument, fsm.CodeInvalidURL, fsm.CodeNoCapableWorker:
+	case fsm.CodeURLNotAllowed, fsm.CodeInvalidArgument, fsm.CodeInvalidURL, fsm.CodeNoCapableWorker, fsm.CodeResourceExceeded:
 		return false
 	}
 	return true

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/cli"
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
+)
+
+// workerProc is one real `ffrtmp worker` process.
+type workerProc struct {
+	t    testing.TB
+	id   string
+	args []string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	dir  string
+}
+
+func (c *testCluster) addWorker(i int) *workerProc {
+	c.t.Helper()
+	var join []string
+	for _, s := range c.nodes {
+		join = append(join, s.gossipAddr)
+	}
+	dir := filepath.Join(c.dir, fmt.Sprintf("w%d", i))
+	w := &workerProc{t: c.t, log: &syncBuffer{}, dir: dir}
+	w.args = []string{"worker", "--join", strings.Join(join, ","),
+		"--gossip-addr", fmt.Sprintf("127.0.1.%d:%s", i, c.gossipPort),
+		"--data-dir", dir, "--media-root", filepath.Join(c.dir, "media"), "--slots", "2",
+		"--cluster-key-file", c.keyFile, "--log-level", "warn"}
+	w.cmd = exec.Command(binary(c.t), w.args...)
+	w.cmd.Env = c.env
+	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	if err := w.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		if w.cmd.ProcessState == nil {
+			w.cmd.Process.Signal(syscall.SIGCONT)
+			w.cmd.Process.Signal(syscall.SIGTERM)
+			w.cmd.Wait()
+		}
+		if c.t.Failed() {
+			c.t.Logf("worker %d output:\n%s", i, w.log.String())
+		}
+	})
+	return w
+}
+
+// waitWorkers waits until n workers are up and returns them.
+func waitWorkers(t testing.TB, client *cli.Client, n int) []server.WorkerView {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ws, err := client.ListWorkers(context.Background())
+		up := 0
+		for _, w := range ws {
+			if w.State == fsm.WorkerUp {
+				up++
+			}
+		}
+		if err == nil && up >= n {
+			return ws
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers up, want %d (%v)", up, n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWorkersAcrossHosts runs three servers and three worker processes on
+// loopback addresses: a batch of real transcodes survives a SIGKILL of a
+// worker and of the leader, and every job succeeds exactly once, with its
+// output where the result says. Then a drained worker gets no new jobs.
+func TestWorkersAcrossHosts(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var workers []*workerProc
+	for i := 1; i <= 3; i++ {
+		workers = append(workers, c.addWorker(i))
+	}
+	ws := waitWorkers(t, client, 3)
+	for _, w := range ws {
+		if !strings.Contains(strings.Join(w.Encoders, ","), "libx264") {
+			t.Fatalf("worker %s advertises %v", w.ID, w.Encoders)
+		}
+	}
+
+	const total = 30
+	var ids []string
+	for i := range total {
+		j, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
+			Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=4"},
+			Outputs: []fsm.Output{{URL: fmt.Sprintf("file:///batch/%02d.mp4", i)}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	// Once work is running, kill a worker that runs something, then the
+	// leader.
+	deadline := time.Now().Add(60 * time.Second)
+	var victim *workerProc
+	for victim == nil {
+		for _, w := range ws {
+			var v server.WorkerView
+			out := c.mustCLI("--addr", c.addrs(c.nodes...), "workers", "get", w.ID, "-o", "json")
+			json.Unmarshal([]byte(out), &v)
+			if v.ActiveJobs > 0 {
+				for _, p := range workers {
+					id, _ := os.ReadFile(filepath.Join(p.dir, "worker-id"))
+					if strings.TrimSpace(string(id)) == w.ID {
+						victim = p
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no worker started a job")
+		}
+	}
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	victim.cmd.Wait()
+	l := c.leader()
+	l.kill9()
+
+	for _, id := range ids {
+		j := waitJobDone(t, client, id)
+		if j.State != fsm.JobSucceeded {
+			t.Errorf("job %s: %s %+v", id, j.State, j.Error)
+			continue
+		}
+		o := j.Result.Outputs[0]
+		if o.Codec != "h264" || o.Height != 240 {
+			t.Errorf("job %s output %+v", id, o)
+		}
+		if _, err := os.Stat(o.Path); err != nil {
+			t.Errorf("job %s: %v", id, err)
+		}
+	}
+
+	// Drain a live worker: nothing new goes to it.
+	l.start(c.env)
+	c.waitReady(l)
+	ws = waitWorkers(t, client, 2)
+	var drained string
+	for _, w := range ws {
+		if w.State == fsm.WorkerUp {
+			drained = w.ID
+			break
+		}
+	}
+	c.mustCLI("--addr", c.addrs(c.nodes...), "workers", "drain", drained)
+	for i := range 6 {
+		j, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
+			Scenario: "144p30-h264", Input: fsm.Input{URL: "testsrc://?duration=1"},
+			Outputs: []fsm.Output{{URL: fmt.Sprintf("file:///drain/%d.mp4", i)}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := waitJobDone(t, client, j.ID); got.State != fsm.JobSucceeded || got.WorkerID == drained {
+			t.Errorf("job after drain: %s on %s (drained %s)", got.State, got.WorkerID, drained)
+		}
+	}
+}
+
+func waitJobDone(t testing.TB, client *cli.Client, id string) *fsm.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for {
+		j, err := client.GetJob(ctx, id)
+		if err == nil && j.State.Terminal() {
+			return j
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("job %s did not finish: %v %v", id, err, j)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
