@@ -353,7 +353,7 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 	if j.State.Terminal() {
 		delete(f.jobs, j.ID)
 		if f.observer != nil {
-			f.observer.JobFinished(j.State, j.FinishedAt.Sub(j.SubmittedAt))
+			f.observer.JobFinished(j)
 		}
 	} else {
 		f.jobs[j.ID] = j

@@ -127,7 +127,8 @@ func (o *recObserver) JobStarted(wait time.Duration) {
 	o.started = append(o.started, wait)
 }
 
-func (o *recObserver) JobFinished(s fsm.JobState, total time.Duration) {
+func (o *recObserver) JobFinished(j *fsm.Job) {
+	s, total := j.State, j.FinishedAt.Sub(j.SubmittedAt)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.finished = append(o.finished, string(s))

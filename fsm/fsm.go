@@ -20,9 +20,9 @@ type Observer interface {
 	// JobStarted is called when an attempt starts, with the time it waited
 	// in the queue.
 	JobStarted(wait time.Duration)
-	// JobFinished is called when a job reaches a terminal state, with the
-	// time since its first submission.
-	JobFinished(state JobState, total time.Duration)
+	// JobFinished is called when a job reaches a terminal state (its
+	// final version: state, times, error, result).
+	JobFinished(j *Job)
 }
 
 // FSM is the replicated state machine. It implements raft.BatchingFSM.

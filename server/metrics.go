@@ -22,6 +22,9 @@ type Metrics struct {
 	jobWait     prometheus.Histogram
 	jobDuration *prometheus.HistogramVec
 	finished    *prometheus.CounterVec
+	failed      *prometheus.CounterVec
+	cpuSeconds  prometheus.Histogram
+	peakMemory  prometheus.Histogram
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 
@@ -48,6 +51,20 @@ func NewMetrics() *Metrics {
 			Name: "ffrtmp_jobs_finished_total",
 			Help: "Jobs that reached a terminal state since this node started, by state.",
 		}, []string{"state"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ffrtmp_jobs_failed_total",
+			Help: "Jobs that failed since this node started, by error code.",
+		}, []string{"code"}),
+		cpuSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ffrtmp_job_cpu_seconds",
+			Help:    "CPU time (user and system) of successful jobs' ffmpeg runs.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
+		}),
+		peakMemory: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ffrtmp_job_peak_memory_bytes",
+			Help:    "Peak memory of successful jobs' ffmpeg runs.",
+			Buckets: prometheus.ExponentialBuckets(16<<20, 2, 10),
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ffrtmp_http_requests_total",
 			Help: "HTTP requests by route and status code.",
@@ -58,7 +75,7 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
 	}
-	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.requests, m.latency,
+	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -70,9 +87,17 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) JobStarted(wait time.Duration) { m.jobWait.Observe(wait.Seconds()) }
 
 // JobFinished implements fsm.Observer.
-func (m *Metrics) JobFinished(state fsm.JobState, total time.Duration) {
-	m.finished.WithLabelValues(string(state)).Inc()
-	m.jobDuration.WithLabelValues(string(state)).Observe(total.Seconds())
+func (m *Metrics) JobFinished(j *fsm.Job) {
+	state := string(j.State)
+	m.finished.WithLabelValues(state).Inc()
+	m.jobDuration.WithLabelValues(state).Observe(j.FinishedAt.Sub(j.SubmittedAt).Seconds())
+	if j.State == fsm.JobFailed && j.Error != nil {
+		m.failed.WithLabelValues(string(j.Error.Code)).Inc()
+	}
+	if r := j.Result; r != nil && j.State == fsm.JobSucceeded {
+		m.cpuSeconds.Observe(r.CPUSeconds)
+		m.peakMemory.Observe(float64(r.PeakMemoryMB) * (1 << 20))
+	}
 }
 
 func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
