@@ -198,3 +198,84 @@ func waitJobDone(t testing.TB, client *cli.Client, id string) *fsm.Job {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestStaleWorkerCannotOverwrite freezes (SIGSTOP) the worker running a
+// job until the cluster gives the job to another worker, then thaws it:
+// the stale worker's reports are refused, the newer attempt's result
+// stands, and the stale worker comes back up.
+func TestStaleWorkerCannotOverwrite(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := []*workerProc{c.addWorker(1), c.addWorker(2)}
+	waitWorkers(t, client, 2)
+	j, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
+		Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=90"},
+		Outputs: []fsm.Output{{URL: "file:///stale.mp4"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := waitJob(t, client, j.ID, func(j *fsm.Job) bool { return j.State == fsm.JobRunning })
+	var frozen *workerProc
+	for _, w := range workers {
+		id, _ := os.ReadFile(filepath.Join(w.dir, "worker-id"))
+		if strings.TrimSpace(string(id)) == first.WorkerID {
+			frozen = w
+		}
+	}
+	frozen.cmd.Process.Signal(syscall.SIGSTOP)
+	second := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+		return j.Attempt == 2 && j.State == fsm.JobRunning
+	})
+	if second.WorkerID == first.WorkerID {
+		t.Fatalf("attempt 2 went to the frozen worker %s", second.WorkerID)
+	}
+	frozen.cmd.Process.Signal(syscall.SIGCONT)
+	done := waitJobDone(t, client, j.ID)
+	if done.State != fsm.JobSucceeded || done.Attempt != 2 || done.WorkerID != second.WorkerID {
+		t.Fatalf("final job: %s attempt %d on %s; want succeeded, attempt 2 on %s", done.State, done.Attempt, done.WorkerID, second.WorkerID)
+	}
+	// The thawed worker registers again and is up.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ws, _ := client.ListWorkers(context.Background())
+		up := 0
+		for _, w := range ws {
+			if w.State == fsm.WorkerUp {
+				up++
+			}
+		}
+		if up == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var states []string
+			for _, w := range ws {
+				states = append(states, w.ID+"="+string(w.State))
+			}
+			t.Fatalf("the thawed worker did not come back: %v", states)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func waitJob(t testing.TB, client *cli.Client, id string, cond func(*fsm.Job) bool) *fsm.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		j, err := client.GetJob(ctx, id)
+		if err == nil && cond(j) {
+			return j
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("job %s: condition not met: %v %+v", id, err, j)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -91,7 +91,7 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 			Error *fsm.Error `json:"error"`
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && resp.StatusCode < 500 {
-			return eb.Error
+			return eb.Error // a refusal: final
 		}
 		return fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))
 	}

@@ -41,7 +41,7 @@ func statusOf(c fsm.Code) int {
 		return http.StatusUnauthorized
 	case fsm.CodeNotFound:
 		return http.StatusNotFound
-	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt:
+	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeWorkerLost:
 		return http.StatusConflict
 	case CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
