@@ -222,10 +222,10 @@ func printMembers(out Output, st *ClusterStatus, status bool) error {
 		}
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "ID\tADDRESS\tVOTER\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tHEALTHY")
+	fmt.Fprintln(tw, "ID\tADDRESS\tGOSSIP\tVOTER\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tHEALTHY")
 	for _, m := range st.Members {
 		if m.Status == nil {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t-\t-\t-\t-\t-\tno (%s)\n", m.ID, m.Addr, m.Voter, m.Error)
+			fmt.Fprintf(tw, "%s\t%s\t-\t%v\t-\t-\t-\t-\t-\tno (%s)\n", m.ID, m.Addr, m.Voter, m.Error)
 			continue
 		}
 		s := m.Status
@@ -233,7 +233,7 @@ func printMembers(out Output, st *ClusterStatus, status bool) error {
 		if s.State == "Leader" || contact == "" {
 			contact = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, m.Addr, m.Voter, s.State, s.Term,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, m.Addr, dash(s.GossipAddr), m.Voter, s.State, s.Term,
 			s.CommitIndex, s.AppliedIndex, contact, yesNo(m.Healthy))
 	}
 	if err := tw.Flush(); err != nil {
