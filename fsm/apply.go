@@ -135,7 +135,7 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 	if !ok || w.State != WorkerUp {
 		return Errorf(CodeNotFound, "worker %q is not up", c.WorkerID)
 	}
-	if !f.fits(w, old, f.usage(w.ID)) {
+	if !f.fits(w, old, f.usage(w)) {
 		return Errorf(CodeInvalidTransition, "worker %s cannot take job %s", w.ID, old.ID)
 	}
 	j := *old
@@ -328,7 +328,11 @@ func (f *FSM) applyExpireJob(index uint64, c *ExpireJob, b *batchBuilder) any {
 	j.FinishedAt = c.At
 	msg := "no worker took the job within its acquire timeout of " + time.Duration(j.Spec.AcquireTimeout).String()
 	if c.Code == CodeNoCapableWorker {
-		msg = "no worker can run this job (codecs " + strings.Join(j.Plan.Codecs(), ",") + ") within its acquire timeout"
+		need := "codecs " + strings.Join(j.Plan.Codecs(), ",")
+		if j.Plan.Hardware != HardwareAny {
+			need += ", hardware " + j.Plan.Hardware
+		}
+		msg = "no worker can run this job (" + need + ") within its acquire timeout"
 	}
 	j.Error = &Error{Code: c.Code, Message: msg}
 	j.ModifyIndex = index

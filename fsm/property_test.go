@@ -441,6 +441,7 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 		jobs     []string
 		milliCPU int64 // summed in integers, as the FSM does: float sums depend on order
 		mem      int
+		sessions map[string]int // hardware kind → encoder sessions held
 	}
 	uses := map[string]*use{}
 	listed := map[string]bool{}
@@ -530,6 +531,22 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 			u.jobs = append(u.jobs, j.ID)
 			u.milliCPU += int64(math.Round(j.Spec.Resources.CPU * 1000))
 			u.mem += j.Spec.Resources.MemoryMB
+			for _, r := range j.Plan.Outputs {
+				e := w.EncoderFor(r.Video.Codec, j.Plan.Hardware)
+				if e == "" {
+					t.Fatalf("job %s (hardware %q) is on worker %s, which has no encoder for its %s rendition", j.ID, j.Plan.Hardware, w.ID, r.Video.Codec)
+				}
+				if j.Plan.Hardware == fsm.HardwareSoftware && fsm.EncoderHardware(e) != "" ||
+					j.Plan.Hardware != fsm.HardwareAny && j.Plan.Hardware != fsm.HardwareSoftware && fsm.EncoderHardware(e) != j.Plan.Hardware {
+					t.Fatalf("job %s requires hardware %q; worker %s would encode %s with %s", j.ID, j.Plan.Hardware, w.ID, r.Video.Codec, e)
+				}
+				if k := fsm.EncoderHardware(e); k != "" {
+					if u.sessions == nil {
+						u.sessions = map[string]int{}
+					}
+					u.sessions[k]++
+				}
+			}
 		}
 	}
 	for id := range terminal {
@@ -572,6 +589,11 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 		}
 		if w.MemoryMB > 0 && u.mem > w.MemoryMB {
 			t.Fatalf("worker %s holds %d MB of jobs with %d MB", w.ID, u.mem, w.MemoryMB)
+		}
+		for k, n := range u.sessions {
+			if n > w.EncoderSessions[k] {
+				t.Fatalf("worker %s holds %d %s sessions with %d", w.ID, n, k, w.EncoderSessions[k])
+			}
 		}
 	}
 	for id := range uses {
@@ -689,7 +711,7 @@ func newGen(t *testing.T, r *rand.Rand) *gen {
 			{ID: "w1", Slots: 2, CPUs: 4, MemoryMB: 8192, Encoders: x("libx264", "libx265")},
 			{ID: "w2", Slots: 3, Encoders: x("libx264", "libsvtav1", "libvpx-vp9"), Labels: map[string]string{"zone": "b"}},
 			{ID: "w3", TenantID: "t2", Slots: 1, CPUs: 2, MemoryMB: 2048, Encoders: x("libx264")},
-			{ID: "w4", Slots: 1, MemoryMB: 4096, Encoders: x("h264_nvenc", "hevc_nvenc")},
+			{ID: "w4", Slots: 3, MemoryMB: 4096, Encoders: x("h264_nvenc", "hevc_nvenc"), EncoderSessions: map[string]int{fsm.HardwareNVENC: 2}},
 			{ID: "w5", TenantID: "t9", Slots: 1, Encoders: x("libx264")}, // t9 never exists
 		},
 	}
@@ -779,7 +801,15 @@ func (g *gen) spec(id string) fsm.JobSpec {
 		AcquireTimeout: pick(r, fsm.Duration(20*time.Second), fsm.Duration(45*time.Second), fsm.Duration(90*time.Second), fsm.Duration(3*time.Minute)),
 		MaxRetries:     pick(r, nil, intp(0), intp(1), intp(2), intp(3)),
 	}
-	if r.IntN(8) == 0 {
+	if !strings.HasSuffix(scen, "-vp9") { // vp9 has no NVENC encoder
+		s.Hardware = pick(r, fsm.HardwareAny, fsm.HardwareAny, fsm.HardwareAny, fsm.HardwareSoftware, fsm.HardwareNVENC)
+	}
+	switch {
+	case r.IntN(8) > 0:
+	case s.Hardware == fsm.HardwareNVENC:
+		// A ladder that holds two NVENC sessions.
+		s.Outputs = append(s.Outputs, fsm.Output{URL: "file:///out/" + id + "-low.mp4", Video: &fsm.VideoParams{Codec: "h264", Height: 360}})
+	default:
 		// A ladder that needs two encoders.
 		s.Outputs = append(s.Outputs, fsm.Output{URL: "file:///out/" + id + "-low.webm", Video: &fsm.VideoParams{Codec: "vp9", Height: 360}})
 	}

@@ -29,39 +29,75 @@ type Fairness struct {
 // NewFairness returns an empty rotation.
 func NewFairness() *Fairness { return &Fairness{last: make(map[class]string)} }
 
-// usage is what a worker's active jobs reserve. CPU is summed in integer
-// millicores: float addition depends on order, and map order is random,
-// so a float sum could make Apply's capacity check differ between nodes.
+// usage is what a worker's active jobs reserve. All sums are integers
+// (CPU in millicores): float addition depends on order, and map order is
+// random, so a float sum could make Apply's capacity check differ between
+// nodes.
 type usage struct {
 	jobs     int
 	milliCPU int64
 	memoryMB int
+	sessions sessions
 }
+
+// sessions counts hardware encoder sessions, indexed like HardwareKinds.
+type sessions [len(hardwareKinds)]int
 
 func milliCPU(cpu float64) int64 { return int64(math.Round(cpu * 1000)) }
 
-func (u usage) add(j *Job) usage {
+// add returns u plus job j on worker w.
+func (u usage) add(w *Worker, j *Job) usage {
 	u.jobs++
 	u.milliCPU += milliCPU(j.Spec.Resources.CPU)
 	u.memoryMB += j.Spec.Resources.MemoryMB
-	return u
-}
-
-func (f *FSM) usage(workerID string) usage {
-	var u usage
-	for id := range f.idx.byWorker[workerID] {
-		u = u.add(f.jobs[id])
+	need, _ := w.sessionsFor(&j.Plan)
+	for i, n := range need {
+		u.sessions[i] += n
 	}
 	return u
 }
 
-// capable reports whether w could ever run j: tenant, codecs and size.
+func (f *FSM) usage(w *Worker) usage {
+	var u usage
+	for id := range f.idx.byWorker[w.ID] {
+		u = u.add(w, f.jobs[id])
+	}
+	return u
+}
+
+// sessionsFor returns the hardware encoder sessions plan p holds on w:
+// one for each rendition whose encoder (Worker.EncoderFor) is a hardware
+// one. ok is false if w has no encoder for some rendition.
+func (w *Worker) sessionsFor(p *Plan) (need sessions, ok bool) {
+	for _, r := range p.Outputs {
+		e := w.EncoderFor(r.Video.Codec, p.Hardware)
+		if e == "" {
+			return need, false
+		}
+		if i := hwIndex(e); i >= 0 {
+			need[i]++
+		}
+	}
+	return need, true
+}
+
+// capable reports whether w could ever run j: tenant, encoders, encoder
+// sessions and size.
 func capable(w *Worker, j *Job) bool {
 	if w.TenantID != "" && w.TenantID != j.TenantID {
 		return false
 	}
-	if w.Slots < 1 || !w.CanEncode(j.Plan.Codecs()) {
+	if w.Slots < 1 {
 		return false
+	}
+	need, ok := w.sessionsFor(&j.Plan)
+	if !ok {
+		return false
+	}
+	for i, n := range need {
+		if n > w.EncoderSessions[hardwareKinds[i]] {
+			return false
+		}
 	}
 	r := j.Spec.Resources
 	if r.CPU > 0 && w.CPUs > 0 && r.CPU > float64(w.CPUs) {
@@ -84,6 +120,12 @@ func (f *FSM) fits(w *Worker, j *Job, u usage) bool {
 	}
 	if r.MemoryMB > 0 && w.MemoryMB > 0 && u.memoryMB+r.MemoryMB > w.MemoryMB {
 		return false
+	}
+	need, _ := w.sessionsFor(&j.Plan)
+	for i, n := range need {
+		if n > 0 && u.sessions[i]+n > w.EncoderSessions[hardwareKinds[i]] {
+			return false
+		}
 	}
 	return true
 }
@@ -137,7 +179,7 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	used := make(map[string]usage, len(workers))
 	free := 0
 	for _, w := range workers {
-		u := f.usage(w.ID)
+		u := f.usage(w)
 		used[w.ID] = u
 		free += max(0, w.Slots-u.jobs)
 	}
@@ -170,7 +212,7 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 					continue // this tenant has nothing placeable in c
 				}
 				d.Assign = append(d.Assign, &AssignJob{JobID: j.ID, WorkerID: w.ID, Attempt: j.Attempt + 1, At: now})
-				used[w.ID] = used[w.ID].add(j)
+				used[w.ID] = used[w.ID].add(w, j)
 				free--
 				fair.last[c] = t
 				next = append(next, t)

@@ -80,6 +80,10 @@ type JobSpec struct {
 	Timeout        Duration     `json:"timeout,omitempty"`
 	AcquireTimeout Duration     `json:"acquire_timeout,omitempty"`
 	MaxRetries     *int         `json:"max_retries,omitempty"`
+	// Hardware is the kind of encoder the job requires: "" (any, software
+	// preferred), "software", or a hardware kind ("nvenc", "qsv",
+	// "vaapi") whose encoder every rendition then uses.
+	Hardware string `json:"hardware,omitempty"`
 }
 
 // Input is the job's single input.
@@ -122,6 +126,9 @@ type Resources struct {
 type Plan struct {
 	Input   PlanInput   `json:"input"`
 	Outputs []Rendition `json:"outputs"`
+	// Hardware is JobSpec.Hardware: it picks each rendition's encoder
+	// (Worker.EncoderFor) and what encoder sessions the job holds.
+	Hardware string `json:"hardware,omitempty"`
 }
 
 // Input kinds.
@@ -310,6 +317,9 @@ func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
 	if s.Resources.CPU < 0 || s.Resources.CPU > 256 || s.Resources.MemoryMB < 0 || s.Resources.MemoryMB > 1<<20 {
 		return nil, Errorf(CodeInvalidArgument, "resources out of range (cpu 0..256, memory_mb 0..1048576)")
 	}
+	if s.Hardware != HardwareAny && s.Hardware != HardwareSoftware && !slices.Contains(HardwareKinds, s.Hardware) {
+		return nil, Errorf(CodeInvalidArgument, "hardware %q must be one of software, nvenc, qsv, vaapi (or empty for any)", s.Hardware)
+	}
 
 	base := VideoParams{}
 	if s.Scenario != "" {
@@ -363,8 +373,12 @@ func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
 		if r.Kind == KindFile && in.Kind == KindFile && r.Path == in.Path {
 			return nil, Errorf(CodeInvalidArgument, "outputs[%d]: output would overwrite the input", i)
 		}
+		if slices.Contains(HardwareKinds, s.Hardware) && !hardwareEncodes(s.Hardware, r.Video.Codec) {
+			return nil, Errorf(CodeInvalidArgument, "outputs[%d]: codec %s has no %s encoder", i, r.Video.Codec, s.Hardware)
+		}
 		plan.Outputs = append(plan.Outputs, r)
 	}
+	plan.Hardware = s.Hardware
 	return plan, nil
 }
 

@@ -157,13 +157,18 @@ type Worker struct {
 	// incarnation means the jobs of the previous one are lost.
 	Incarnation string `json:"incarnation"`
 	// Draining workers finish what they run and take nothing new.
-	Draining     bool              `json:"draining,omitempty"`
-	Slots        int               `json:"slots"`
-	CPUs         int               `json:"cpus"`
-	MemoryMB     int               `json:"memory_mb"`
-	Encoders     []string          `json:"encoders"`
-	Labels       map[string]string `json:"labels,omitempty"`
-	RegisteredAt time.Time         `json:"registered_at"`
+	Draining bool     `json:"draining,omitempty"`
+	Slots    int      `json:"slots"`
+	CPUs     int      `json:"cpus"`
+	MemoryMB int      `json:"memory_mb"`
+	Encoders []string `json:"encoders"`
+	// EncoderSessions is how many encoder sessions of each hardware kind
+	// (HardwareNVENC, HardwareQSV, HardwareVAAPI) the worker can hold open
+	// at once, e.g. {"nvenc": 8}. A kind it does not list has none: its
+	// encoders of that kind are never chosen.
+	EncoderSessions map[string]int    `json:"encoder_sessions,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	RegisteredAt    time.Time         `json:"registered_at"`
 	Meta
 }
 
@@ -171,7 +176,7 @@ type Worker struct {
 func (w *Worker) CanEncode(codecs []string) bool {
 	for _, c := range codecs {
 		ok := false
-		for _, e := range EncodersFor(c) {
+		for _, e := range encodersFor(c) {
 			if slices.Contains(w.Encoders, e) {
 				ok = true
 				break
@@ -184,18 +189,81 @@ func (w *Worker) CanEncode(codecs []string) bool {
 	return true
 }
 
+// Hardware names what kind of encoder a job requires (JobSpec.Hardware)
+// and, for the hardware kinds, what a worker offers sessions of
+// (Worker.EncoderSessions).
+const (
+	// HardwareAny takes any encoder the worker has, software first.
+	HardwareAny = ""
+	// HardwareSoftware takes only software (lib*) encoders.
+	HardwareSoftware = "software"
+	HardwareNVENC    = "nvenc"
+	HardwareQSV      = "qsv"
+	HardwareVAAPI    = "vaapi"
+)
+
+// HardwareKinds lists the hardware encoder kinds, in EncodersFor's order.
+var HardwareKinds = slices.Clone(hardwareKinds[:])
+
+var hardwareKinds = [...]string{HardwareNVENC, HardwareQSV, HardwareVAAPI}
+
+// EncoderHardware returns the hardware kind of an ffmpeg encoder
+// ("h264_nvenc" → "nvenc"), or "" for a software encoder.
+func EncoderHardware(encoder string) string {
+	if i := hwIndex(encoder); i >= 0 {
+		return hardwareKinds[i]
+	}
+	return ""
+}
+
+// hwIndex returns the index in HardwareKinds of an encoder's kind, or -1.
+func hwIndex(encoder string) int {
+	for i, k := range hardwareKinds {
+		if len(encoder) > len(k) && encoder[len(encoder)-len(k)-1] == '_' && encoder[len(encoder)-len(k):] == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// EncoderFor returns the encoder the worker uses for a video codec in a
+// job that requires hardware (a Hardware value): the first encoder of
+// EncodersFor(codec) that the worker has, that is of the required kind,
+// and, for a hardware encoder, of a kind it has sessions of. "" if there
+// is none. Scheduler and worker both choose with it, so the sessions the
+// scheduler counts are the ones the worker opens.
+func (w *Worker) EncoderFor(codec, hardware string) string {
+	for _, e := range encodersFor(codec) {
+		i := hwIndex(e)
+		switch {
+		case hardware == HardwareSoftware && i >= 0,
+			hardware != HardwareAny && hardware != HardwareSoftware && (i < 0 || hardwareKinds[i] != hardware),
+			i >= 0 && w.EncoderSessions[hardwareKinds[i]] < 1,
+			!slices.Contains(w.Encoders, e):
+			continue
+		}
+		return e
+	}
+	return ""
+}
+
 // EncodersFor lists the ffmpeg encoders able to produce a codec, software
 // first.
-func EncodersFor(codec string) []string {
-	switch codec {
-	case "h264":
-		return []string{"libx264", "h264_nvenc", "h264_qsv", "h264_vaapi"}
-	case "h265":
-		return []string{"libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi"}
-	case "vp9":
-		return []string{"libvpx-vp9", "vp9_qsv", "vp9_vaapi"}
-	case "av1":
-		return []string{"libsvtav1", "libaom-av1", "av1_nvenc", "av1_qsv", "av1_vaapi"}
-	}
-	return nil
+func EncodersFor(codec string) []string { return slices.Clone(encodersFor(codec)) }
+
+var encoders = map[string][]string{
+	"h264": {"libx264", "h264_nvenc", "h264_qsv", "h264_vaapi"},
+	"h265": {"libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi"},
+	"vp9":  {"libvpx-vp9", "vp9_qsv", "vp9_vaapi"},
+	"av1":  {"libsvtav1", "libaom-av1", "av1_nvenc", "av1_qsv", "av1_vaapi"},
+}
+
+// encodersFor is EncodersFor without the copy, for the scheduler's hot
+// path; callers must not modify the result.
+func encodersFor(codec string) []string { return encoders[codec] }
+
+// hardwareEncodes reports whether a hardware kind has an encoder for
+// codec.
+func hardwareEncodes(hardware, codec string) bool {
+	return slices.ContainsFunc(encodersFor(codec), func(e string) bool { return EncoderHardware(e) == hardware })
 }
