@@ -249,14 +249,23 @@ func (f *FSM) requeue(index uint64, old *Job, at time.Time, reason Error, b *bat
 	for _, e := range edits {
 		e(&j)
 	}
-	if j.Retries < *j.Spec.MaxRetries {
+	switch {
+	case j.Spec.Queue == QueueLive && reason.Code == CodeWorkerLost:
+		// A live stream whose worker died moves to another worker at
+		// once, however often: losing workers is not the stream's fault.
+		j.State = JobQueued
+		j.WorkerID = ""
+		j.QueuedAt = at
+		j.NotBefore = time.Time{}
+		j.Progress = nil
+	case j.Retries < *j.Spec.MaxRetries:
 		j.Retries++
 		j.State = JobQueued
 		j.WorkerID = ""
 		j.QueuedAt = at
 		j.NotBefore = at.Add(Backoff(j.Retries))
 		j.Progress = nil
-	} else {
+	default:
 		j.State = JobFailed
 		j.FinishedAt = at
 	}

@@ -505,12 +505,15 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 		case fsm.JobQueued:
 			// Attempt counts assignments and every ended attempt of an
 			// active job was requeued, so a queued job has Attempt ==
-			// Retries (≥ 1 after a retry) and no worker.
-			if j.WorkerID != "" || j.Attempt != j.Retries {
+			// Retries (≥ 1 after a retry) and no worker; a live job's
+			// lost workers cost no retry, so it may have more attempts.
+			live := j.Spec.Queue == fsm.QueueLive
+			if j.WorkerID != "" || (!live && j.Attempt != j.Retries) || (live && j.Attempt < j.Retries) {
 				t.Fatalf("queued job %s: worker %q attempt %d retries %d", j.ID, j.WorkerID, j.Attempt, j.Retries)
 			}
 		case fsm.JobAssigned, fsm.JobRunning, fsm.JobPaused:
-			if j.WorkerID == "" || j.Attempt < 1 || j.Attempt != j.Retries+1 {
+			live := j.Spec.Queue == fsm.QueueLive
+			if j.WorkerID == "" || j.Attempt < 1 || (!live && j.Attempt != j.Retries+1) || (live && j.Attempt < j.Retries+1) {
 				t.Fatalf("%s job %s: worker %q attempt %d retries %d", j.State, j.ID, j.WorkerID, j.Attempt, j.Retries)
 			}
 			w, ok := workers[j.WorkerID]
