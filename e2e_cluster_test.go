@@ -112,7 +112,8 @@ func (c *testCluster) add(i int, httpPort, raftPort string, join []string, expec
 	}
 	s.args = []string{"server", "--node-id", s.id, "--data-dir", filepath.Join(c.dir, s.id),
 		"--raft-addr", s.raftAddr, "--http-addr", s.httpAddr, "--join", strings.Join(others, ","),
-		"--gossip-addr", s.gossipAddr, "--cluster-key-file", c.keyFile, "--log-level", "warn"}
+		"--gossip-addr", s.gossipAddr, "--cluster-key-file", c.keyFile, "--log-level", "warn",
+		"--allow-host", "127.0.0.1"}
 	if expect > 0 {
 		s.args = append(s.args, "--bootstrap-expect", fmt.Sprint(expect))
 	}

@@ -279,3 +279,81 @@ func waitJob(t testing.TB, client *cli.Client, id string, cond func(*fsm.Job) bo
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLiveJobMovesToAnotherWorker streams a live job (real-time test
+// pattern → RTMP) to a loopback RTMP receiver (ffmpeg -listen 1, started
+// again after each publisher), kills the worker that streams it, and
+// checks that the stream resumes from the other worker.
+func TestLiveJobMovesToAnotherWorker(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := []*workerProc{c.addWorker(1), c.addWorker(2)}
+	waitWorkers(t, client, 2)
+
+	_, port, _ := strings.Cut(freeAddr(t), ":")
+	url := "rtmp://127.0.0.1:" + port + "/live/stream"
+	recvDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	received := make(chan string, 8)
+	go func() {
+		for n := 0; ctx.Err() == nil; n++ {
+			out := filepath.Join(recvDir, fmt.Sprintf("recv%d.flv", n))
+			cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+				"-listen", "1", "-f", "flv", "-i", url, "-c", "copy", "-f", "flv", out)
+			cmd.Run()
+			if st, err := os.Stat(out); err == nil && st.Size() > 0 {
+				received <- out
+			}
+		}
+	}()
+
+	j, err := client.SubmitJob(ctx, &fsm.JobSpec{
+		Scenario: "240p30-h264", Queue: fsm.QueueLive,
+		Input:   fsm.Input{URL: "testsrc://?duration=120"},
+		Outputs: []fsm.Output{{URL: url}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+		return j.State == fsm.JobRunning && j.Progress != nil && j.Progress.Frame > 30
+	})
+	for _, w := range workers {
+		id, _ := os.ReadFile(filepath.Join(w.dir, "worker-id"))
+		if strings.TrimSpace(string(id)) == first.WorkerID {
+			w.cmd.Process.Signal(syscall.SIGKILL)
+			w.cmd.Wait()
+		}
+	}
+	select {
+	case f := <-received:
+		t.Logf("first session received %s", f)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the receiver got nothing from the first worker")
+	}
+	second := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+		return j.State == fsm.JobRunning && j.Attempt >= 2 && j.Progress != nil && j.Progress.Frame > 30
+	})
+	if second.WorkerID == first.WorkerID || second.Retries != 0 {
+		t.Fatalf("after the worker died: on %s (was %s), retries %d", second.WorkerID, first.WorkerID, second.Retries)
+	}
+	// Stop the stream: the receiver's second session ends with data.
+	if _, err := client.JobAction(ctx, j.ID, "cancel"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-received:
+		probe, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", f).Output()
+		if err != nil || !strings.Contains(string(probe), "h264") {
+			t.Fatalf("second session %s: %v %s", f, err, probe)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the receiver got nothing from the second worker")
+	}
+}
