@@ -222,11 +222,13 @@ var (
 		".aac", ".m4a", ".flac", ".ogg", ".opus"}
 	// containers maps an output file extension to its muxer.
 	containers = map[string]string{".mp4": "mp4", ".m4v": "mp4", ".mov": "mov",
-		".mkv": "matroska", ".webm": "webm", ".ts": "mpegts", ".flv": "flv"}
+		".mkv": "matroska", ".webm": "webm", ".ts": "mpegts", ".flv": "flv",
+		// An HLS output is a playlist; its segments go beside it.
+		".m3u8": "hls"}
 	// containerCodecs lists the video codecs each muxer accepts.
 	containerCodecs = map[string][]string{
 		"mp4": videoCodecs, "mov": videoCodecs, "matroska": videoCodecs,
-		"webm": {"vp9", "av1"}, "mpegts": {"h264", "h265"}, "flv": {"h264"},
+		"webm": {"vp9", "av1"}, "mpegts": {"h264", "h265"}, "flv": {"h264"}, "hls": {"h264", "h265"},
 	}
 )
 
@@ -604,6 +606,8 @@ func compileOutput(o Output, v VideoParams, audio AudioParams, pol Policy) (Rend
 	case r.Audio.Codec == "none":
 	case r.Audio.Codec == "opus" && r.Container == "flv":
 		return r, Errorf(CodeInvalidArgument, "audio codec opus cannot be written to an flv/rtmp output")
+	case r.Audio.Codec == "opus" && r.Container == "hls":
+		return r, Errorf(CodeInvalidArgument, "audio codec opus cannot be written to an HLS output (its MPEG-TS segments take aac)")
 	case r.Audio.Codec == "aac" && r.Container == "webm":
 		return r, Errorf(CodeInvalidArgument, "audio codec aac cannot be written to a webm output")
 	case r.Audio.Codec != "aac" && r.Audio.Codec != "opus":

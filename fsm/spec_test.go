@@ -422,9 +422,13 @@ func TestCompileFileURLs(t *testing.T) {
 		{name: "input unsupported scheme", input: "ftp://example.com/x.mp4", code: fsm.CodeInvalidURL},
 		{name: "input pipe", input: "pipe:0", code: fsm.CodeInvalidURL},
 		{name: "input bare path", input: "/etc/passwd", code: fsm.CodeInvalidURL},
+		// A playlist would make ffmpeg open every file or host it names.
+		{name: "input HLS playlist", input: "file:///x.m3u8", code: fsm.CodeURLNotAllowed},
+		{name: "input upper-case HLS playlist", input: "file:///in/X.M3U8", code: fsm.CodeURLNotAllowed},
 
 		{name: "output nested", output: "file:///out/x/y.mp4", path: "out/x/y.mp4"},
 		{name: "output localhost", output: "file://localhost/y.mkv", path: "y.mkv"},
+		{name: "output HLS playlist", output: "file:///out/hls/y.m3u8", path: "out/hls/y.m3u8"},
 		{name: "output not a muxer", output: "file:///out/y.wav", code: fsm.CodeURLNotAllowed},
 		{name: "output no extension", output: "file:///out/y", code: fsm.CodeURLNotAllowed},
 		{name: "output dot-dot", output: "file:///out/../../y.mp4", code: fsm.CodeURLNotAllowed},
@@ -470,13 +474,14 @@ func TestCompileContainers(t *testing.T) {
 	urls := map[string]string{
 		"mp4": "file:///o.mp4", "m4v": "file:///o.m4v", "mov": "file:///o.mov", "mkv": "file:///o.mkv",
 		"webm": "file:///o.webm", "ts": "file:///o.ts", "flv": "file:///o.flv", "rtmp": "rtmp://live.example.com/app/key",
-		"rtmps": "rtmps://live.example.com/app/key",
+		"rtmps": "rtmps://live.example.com/app/key", "m3u8": "file:///o.m3u8",
 	}
 	muxer := map[string]string{"mp4": "mp4", "m4v": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm",
-		"ts": "mpegts", "flv": "flv", "rtmp": "flv", "rtmps": "flv"}
+		"ts": "mpegts", "flv": "flv", "rtmp": "flv", "rtmps": "flv", "m3u8": "hls"}
 	accepts := map[string][]string{
 		"mp4": presetCodecs, "m4v": presetCodecs, "mov": presetCodecs, "mkv": presetCodecs,
 		"webm": {"vp9", "av1"}, "ts": {"h264", "h265"}, "flv": {"h264"}, "rtmp": {"h264"}, "rtmps": {"h264"},
+		"m3u8": {"h264", "h265"},
 	}
 	defaultAudio := map[string]string{"webm": "opus"}
 	for out, u := range urls {
@@ -533,6 +538,8 @@ func TestCompileAudio(t *testing.T) {
 		{"720p30-vp9", "file:///o.webm", &fsm.AudioParams{BitrateKbps: 1024}, fsm.AudioParams{Codec: "opus", BitrateKbps: 1024}, ""},
 		{"720p30-vp9", "file:///o.webm", &fsm.AudioParams{Codec: "aac"}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
 		{"720p30-h264", "file:///o.flv", &fsm.AudioParams{Codec: "opus"}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
+		{"720p30-h264", "file:///o.m3u8", &fsm.AudioParams{BitrateKbps: 96}, fsm.AudioParams{Codec: "aac", BitrateKbps: 96}, ""},
+		{"720p30-h264", "file:///o.m3u8", &fsm.AudioParams{Codec: "opus"}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
 		{"720p30-h264", "file:///o.mp4", &fsm.AudioParams{Codec: "mp3"}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
 		{"720p30-h264", "file:///o.mp4", &fsm.AudioParams{BitrateKbps: 7}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
 		{"720p30-h264", "file:///o.mp4", &fsm.AudioParams{BitrateKbps: 1025}, fsm.AudioParams{}, fsm.CodeInvalidArgument},
@@ -712,6 +719,9 @@ func TestCompileRefusals(t *testing.T) {
 		{"bitrate high", func(s *fsm.JobSpec) { s.Video = &fsm.VideoParams{BitrateKbps: 200001} }, fsm.CodeInvalidArgument},
 		{"per-output codec", func(s *fsm.JobSpec) { s.Outputs[0].Video = &fsm.VideoParams{Codec: "theora"} }, fsm.CodeInvalidArgument},
 		{"per-output container", func(s *fsm.JobSpec) { s.Outputs[0] = fsm.Output{URL: "file:///o.webm"} }, fsm.CodeInvalidArgument},
+		{"vp9 to HLS", func(s *fsm.JobSpec) {
+			s.Outputs = []fsm.Output{{URL: "file:///hls/o.m3u8", Video: &fsm.VideoParams{Codec: "vp9"}}}
+		}, fsm.CodeInvalidArgument},
 	}
 	pol := fsm.Policy{AllowedHosts: []string{"live.example.com"}}
 	for _, tt := range tests {
