@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -61,6 +62,9 @@ type Config struct {
 	ProgressInterval time.Duration
 	// KillGrace is the SIGTERM to SIGKILL grace period (default 5s).
 	KillGrace time.Duration
+	// NVENCSessions caps concurrent NVENC encoder sessions (default
+	// DefaultNVENCSessions).
+	NVENCSessions int
 }
 
 // Worker runs the jobs the cluster assigns to it. It reconciles: whatever
@@ -71,7 +75,6 @@ type Worker struct {
 	cfg         Config
 	log         *slog.Logger
 	incarnation string
-	encoders    Encoders
 	info        *fsm.Worker // what the worker registers as
 
 	mu       sync.Mutex
@@ -184,11 +187,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if len(found) == 0 {
 		return errors.New("probe encoders: ffmpeg has no usable video encoder")
 	}
-	w.encoders = Choose(found)
 	w.info = &fsm.Worker{
 		ID: w.cfg.ID, TenantID: w.cfg.TenantID, Name: w.cfg.Name, Addr: w.cfg.Addr, Incarnation: w.incarnation,
 		Slots: w.cfg.Slots, CPUs: runtime.NumCPU(), MemoryMB: memoryMB(), Encoders: found,
-		Labels: maps.Clone(w.cfg.Labels),
+		Labels: maps.Clone(w.cfg.Labels), EncoderSessions: w.sessions(found),
 	}
 	if err := w.register(ctx); err != nil {
 		return err
@@ -219,6 +221,30 @@ func (w *Worker) Run(ctx context.Context) error {
 		index = idx
 	}
 	return nil
+}
+
+// DefaultNVENCSessions is how many NVENC sessions a worker offers by
+// default: the limit of current consumer drivers; data-centre GPUs allow
+// more (Config.NVENCSessions).
+const DefaultNVENCSessions = 8
+
+// sessions returns the encoder sessions the worker offers per hardware
+// kind it probed: NVENC's driver limit, and for QSV and VAAPI one per slot.
+func (w *Worker) sessions(found []string) map[string]int {
+	out := map[string]int{}
+	for _, e := range found {
+		switch kind := fsm.EncoderHardware(e); kind {
+		case "":
+		case fsm.HardwareNVENC:
+			out[kind] = cmp.Or(w.cfg.NVENCSessions, DefaultNVENCSessions)
+		default:
+			out[kind] = w.cfg.Slots
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // register registers the worker, retrying until the cluster answers.
@@ -369,9 +395,19 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		}
 	})
 	defer progress.stop()
+	enc := Encoders{}
+	for _, codec := range j.Plan.Codecs() {
+		e := w.info.EncoderFor(codec, j.Plan.Hardware)
+		if e == "" {
+			w.finish(wctx, &fsm.FinishJob{Report: a.report, Error: fsm.Errorf(fsm.CodeNoCapableWorker,
+				"worker %s has no %q encoder for %s", w.cfg.ID, j.Plan.Hardware, codec)})
+			return
+		}
+		enc[codec] = e
+	}
 	run, err := Start(actx, RunParams{
 		FFmpeg: w.cfg.FFmpeg, FFprobe: w.cfg.FFprobe, MediaRoot: w.cfg.MediaRoot, TenantID: j.TenantID,
-		Plan: &j.Plan, Encoders: w.encoders, Timeout: time.Duration(j.Spec.Timeout),
+		Plan: &j.Plan, Encoders: enc, Timeout: time.Duration(j.Spec.Timeout),
 		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
 		Limits: Limits{CPU: j.Spec.Resources.CPU, MemoryMB: j.Spec.Resources.MemoryMB},
 		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Logger: log,
