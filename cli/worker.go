@@ -29,6 +29,7 @@ func workerCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", EnvVars: envs("DATA_DIR"), Value: "/var/lib/ffrtmp-worker", Usage: "the worker's identity (worker-id)"},
 			&cli.StringFlag{Name: "media-root", EnvVars: envs("MEDIA_ROOT"), Usage: "tenants' media: <media-root>/<tenant>/… (default <data-dir>/media)"},
 			&cli.IntFlag{Name: "slots", EnvVars: envs("SLOTS"), Usage: "concurrent jobs (default: half the CPUs)"},
+			&cli.IntFlag{Name: "nvenc-sessions", EnvVars: envs("NVENC_SESSIONS"), Usage: "concurrent NVENC sessions the GPUs allow (default 8, the consumer driver limit)"},
 			&cli.StringSliceFlag{Name: "label", EnvVars: envs("LABELS"), Usage: "label k=v (repeatable)"},
 			&cli.StringFlag{Name: "tenant", EnvVars: envs("TENANT"), Usage: "run only this tenant's jobs (default: the shared pool)"},
 			&cli.StringFlag{Name: "name", EnvVars: envs("NAME"), Usage: "display name (default: host name)"},
@@ -54,6 +55,7 @@ type WorkerConfig struct {
 	DataDir         string
 	MediaRoot       string
 	Slots           int
+	NVENCSessions   int
 	Labels          map[string]string
 	TenantID        string
 	Name            string
@@ -68,7 +70,7 @@ func workerConfig(c *cli.Context) (WorkerConfig, error) {
 	}
 	cfg := WorkerConfig{
 		Join: splitList(c.StringSlice("join")), GossipAddr: c.String("gossip-addr"), GossipAdvertise: c.String("gossip-advertise"),
-		DataDir: c.String("data-dir"), MediaRoot: c.String("media-root"), Slots: c.Int("slots"),
+		DataDir: c.String("data-dir"), MediaRoot: c.String("media-root"), Slots: c.Int("slots"), NVENCSessions: c.Int("nvenc-sessions"),
 		TenantID: c.String("tenant"), Name: c.String("name"), ClusterKey: key, Labels: map[string]string{},
 		Logger: newLogger(envOf(c).Stderr, c.String("log-level")),
 	}
@@ -128,7 +130,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		}
 	}()
 	w := worker.New(worker.Config{
-		ID: id, Name: cfg.Name, TenantID: cfg.TenantID, Addr: g.Addr(), Slots: cfg.Slots,
+		ID: id, Name: cfg.Name, TenantID: cfg.TenantID, Addr: g.Addr(), Slots: cfg.Slots, NVENCSessions: cfg.NVENCSessions,
 		MediaRoot: cfg.MediaRoot, Labels: cfg.Labels, Logger: log,
 		Control: cluster.NewWorkerClient(peerTLS, g.Servers),
 	})
