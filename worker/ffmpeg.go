@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,7 +25,7 @@ type Encoders map[string]string
 var codecs = []string{"h264", "h265", "vp9", "av1"}
 
 // muxers lists the ffmpeg muxers a rendition may name.
-var muxers = []string{"mp4", "mov", "matroska", "webm", "mpegts", "flv"}
+var muxers = []string{"mp4", "mov", "matroska", "webm", "mpegts", "flv", "hls"}
 
 // inputFormats is the -format_whitelist of every input that is not
 // generated: the demuxers of the media files a plan may name. It keeps
@@ -42,6 +43,9 @@ const (
 	// netTimeoutUS is ffmpeg's -rw_timeout for network inputs and outputs,
 	// in microseconds.
 	netTimeoutUS = "15000000"
+	// hlsSegmentSeconds is the target length of an HLS segment; every
+	// segment but the last is this long because a keyframe starts each.
+	hlsSegmentSeconds = 4
 )
 
 // Hardware encoder families.
@@ -230,6 +234,13 @@ func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, thr
 			if i >= len(outputs) || !filepath.IsAbs(outputs[i]) {
 				return nil, fsm.Errorf(fsm.CodeInternal, "outputs[%d]: no absolute host path for a file output", i)
 			}
+			if r.Container == "hls" {
+				hls, err := hlsArgs(outputs[i], segmentPrefix(r.Path))
+				if err != nil {
+					return nil, fmt.Errorf("outputs[%d]: %w", i, err)
+				}
+				args = append(args, hls...)
+			}
 			args = append(args, "-protocol_whitelist", "file", "-f", r.Container, "file:"+outputs[i])
 		case fsm.KindRTMP:
 			if err := checkScheme(r.URL, "rtmp", "rtmps"); err != nil {
@@ -242,6 +253,52 @@ func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, thr
 		}
 	}
 	return args, nil
+}
+
+// hlsArgs returns the options of the hls muxer for a playlist written at
+// the absolute path playlist, with its segments beside it named
+// <prefix>_NNNNN.ts. ffmpeg reads '%' in the segment path as a pattern
+// (and "%v" in either path as a variant), so a directory holding one is
+// refused.
+func hlsArgs(playlist, prefix string) ([]string, error) {
+	dir := filepath.Dir(playlist)
+	if strings.Contains(dir, "%") {
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "an HLS output cannot be written to a directory whose path contains '%%'")
+	}
+	if prefix == "" {
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "an HLS output needs a playlist file name")
+	}
+	return []string{"-hls_time", strconv.Itoa(hlsSegmentSeconds), "-hls_playlist_type", "vod",
+		"-hls_segment_type", "mpegts", "-hls_flags", "independent_segments",
+		"-hls_segment_filename", "file:" + filepath.Join(dir, prefix+"_%05d.ts")}, nil
+}
+
+// segmentPrefix returns the name an HLS rendition's segments start with:
+// the playlist's file name without its extension, with every byte other
+// than an ASCII letter, digit, '-' or '_' replaced by '_'. Segment names
+// are written into the playlist as relative URIs, so they keep to
+// characters that need no escaping there or in ffmpeg's patterns.
+func segmentPrefix(playlist string) string {
+	base := path.Base(playlist)
+	base = strings.TrimSuffix(base, path.Ext(base))
+	b := []byte(base)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// isSegment reports whether name is an HLS segment name of prefix:
+// <prefix>_ followed by at least five digits and .ts.
+func isSegment(prefix, name string) bool {
+	rest, ok := strings.CutPrefix(name, prefix+"_")
+	if !ok {
+		return false
+	}
+	num, ok := strings.CutSuffix(rest, ".ts")
+	return ok && len(num) >= 5 && strings.Trim(num, "0123456789") == ""
 }
 
 // needsAudio reports whether any rendition of plan carries audio.
@@ -325,8 +382,15 @@ func renditionArgs(r fsm.Rendition, encoder, audioMap string, threads int) ([]st
 		"pad=%[1]d:%[2]d:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=%[3]d,%[4]s",
 		v.Width, v.Height, v.FPS, pixelFilter(family(encoder)))
 	kbps := strconv.Itoa(v.BitrateKbps) + "k"
+	// An HLS segment must start with a keyframe, so its GOPs have a fixed
+	// length that divides the segment length.
+	hls := r.Container == "hls"
+	gop := 2 * v.FPS
+	if hls {
+		gop = hlsSegmentSeconds * v.FPS
+	}
 	args = append(args, "-vf", filter, "-c:v", encoder)
-	args = append(args, encoderArgs(encoder)...)
+	args = append(args, encoderArgs(encoder, hls)...)
 	if v.Codec == "h265" && (r.Container == "mp4" || r.Container == "mov") {
 		args = append(args, "-tag:v", "hvc1")
 	}
@@ -336,7 +400,7 @@ func renditionArgs(r fsm.Rendition, encoder, audioMap string, threads int) ([]st
 	if encoder != "libsvtav1" {
 		args = append(args, "-maxrate", kbps)
 	}
-	args = append(args, "-bufsize", strconv.Itoa(2*v.BitrateKbps)+"k", "-g", strconv.Itoa(2*v.FPS))
+	args = append(args, "-bufsize", strconv.Itoa(2*v.BitrateKbps)+"k", "-g", strconv.Itoa(gop))
 	if threads > 0 {
 		args = append(args, "-threads", strconv.Itoa(threads))
 	}
@@ -364,8 +428,17 @@ func renditionArgs(r fsm.Rendition, encoder, audioMap string, threads int) ([]st
 	return args, nil
 }
 
-// encoderArgs returns speed-oriented settings for an encoder.
-func encoderArgs(encoder string) []string {
+// encoderArgs returns speed-oriented settings for an encoder. fixedGOP
+// turns off the scene-cut keyframes and open GOPs of x264 and x265, so
+// that keyframes come exactly every -g frames and each closes the GOP
+// before it.
+func encoderArgs(encoder string, fixedGOP bool) []string {
+	switch {
+	case encoder == "libx264" && fixedGOP:
+		return []string{"-preset", "veryfast", "-sc_threshold", "0"}
+	case encoder == "libx265" && fixedGOP:
+		return []string{"-preset", "ultrafast", "-x265-params", "log-level=error:scenecut=0:open-gop=0"}
+	}
 	switch encoder {
 	case "libx264":
 		return []string{"-preset", "veryfast"}

@@ -151,6 +151,32 @@ func TestBuildArgs(t *testing.T) {
 			wantDest: []string{"file:/m/a.mkv"},
 		},
 		{
+			name: "testsrc to an h264 and an h265 HLS rendition and an mp4",
+			plan: fsm.Plan{Input: testsrc, Outputs: []fsm.Rendition{
+				rendition(fsm.KindFile, "file:///out/a.m3u8", "out/a.m3u8", "hls", "h264", 320, 240, 30, 400, "aac"),
+				rendition(fsm.KindFile, "file:///out/My Show.m3u8", "out/My Show.m3u8", "hls", "h265", 160, 120, 25, 200, "none"),
+				mp4,
+			}},
+			outputs: []string{"/m/out/.a.hls-part-1/a.m3u8", "/m/out/.My_Show.hls-part-2/My_Show.m3u8", "/m/out/.a.mp4.part-3"},
+			want: [][]string{
+				// Keyframes exactly every 4 s, so every segment starts with one.
+				{"-c:v", "libx264", "-preset", "veryfast", "-sc_threshold", "0", "-b:v", "400k"},
+				{"-bufsize", "800k", "-g", "120"},
+				{"-hls_time", "4", "-hls_playlist_type", "vod", "-hls_segment_type", "mpegts",
+					"-hls_flags", "independent_segments", "-hls_segment_filename", "file:/m/out/.a.hls-part-1/a_%05d.ts",
+					"-protocol_whitelist", "file", "-f", "hls", "file:/m/out/.a.hls-part-1/a.m3u8"},
+				{"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:scenecut=0:open-gop=0"},
+				{"-g", "100"},
+				{"-hls_segment_filename", "file:/m/out/.My_Show.hls-part-2/My_Show_%05d.ts"},
+				// The mp4 keeps its usual GOP and scene cuts.
+				{"-c:v", "libx264", "-preset", "veryfast", "-b:v", "400k"},
+				{"-g", "60"},
+				{"-movflags", "+faststart", "-protocol_whitelist", "file", "-f", "mp4", "file:/m/out/.a.mp4.part-3"},
+			},
+			wantNot:  []string{"-tag:v", "-re"},
+			wantDest: []string{"file:/m/out/.a.hls-part-1/a.m3u8", "file:/m/out/.My_Show.hls-part-2/My_Show.m3u8", "file:/m/out/.a.mp4.part-3"},
+		},
+		{
 			name:    "libaom",
 			plan:    fsm.Plan{Input: testsrc, Outputs: []fsm.Rendition{rendition(fsm.KindFile, "file:///a.webm", "a.webm", "webm", "av1", 320, 240, 30, 200, "opus")}},
 			enc:     Encoders{"av1": "libaom-av1"},
@@ -268,6 +294,12 @@ func TestBuildArgsRefuses(t *testing.T) {
 			softwareEncoders, []string{"/m/a"}, fsm.CodeInvalidArgument},
 		{"unknown input kind", &fsm.Plan{Input: fsm.PlanInput{Kind: "concat"}, Outputs: []fsm.Rendition{mp4}},
 			softwareEncoders, []string{"/m/a"}, fsm.CodeInvalidArgument},
+		{"HLS directory with a percent sign", &fsm.Plan{Input: testsrc, Outputs: []fsm.Rendition{
+			rendition(fsm.KindFile, "file:///50%25/a.m3u8", "50%/a.m3u8", "hls", "h264", 64, 64, 10, 100, "aac")}},
+			softwareEncoders, []string{"/m/50%/.a.hls-part-1/a.m3u8"}, fsm.CodeInvalidArgument},
+		{"HLS without a playlist name", &fsm.Plan{Input: testsrc, Outputs: []fsm.Rendition{
+			rendition(fsm.KindFile, "file:///a.m3u8", "", "hls", "h264", 64, 64, 10, 100, "aac")}},
+			softwareEncoders, []string{"/m/.hls-part-1/.m3u8"}, fsm.CodeInvalidArgument},
 		{"unknown audio codec", &fsm.Plan{Input: testsrc, Outputs: []fsm.Rendition{
 			rendition(fsm.KindFile, "file:///a.mp4", "a.mp4", "mp4", "h264", 64, 64, 10, 100, "mp3")}},
 			softwareEncoders, []string{"/m/a"}, fsm.CodeInvalidArgument},
@@ -351,5 +383,43 @@ func TestProbeEncodersErrors(t *testing.T) {
 	cancel()
 	if _, err := ProbeEncoders(ctx, ffmpeg); err == nil {
 		t.Error("ProbeEncoders with a canceled context succeeded")
+	}
+}
+
+func TestSegmentNames(t *testing.T) {
+	t.Parallel()
+	prefixes := []struct{ path, want string }{
+		{"out/a.m3u8", "a"},
+		{"a.M3U8", "a"},
+		{"out/My Show.m3u8", "My_Show"},
+		{"a.b-c_d.m3u8", "a_b-c_d"},
+		{"vidéo.m3u8", "vid__o"}, // é is two bytes
+		{"50%v%05d.m3u8", "50_v_05d"},
+		{"#1?x=y.m3u8", "_1_x_y"},
+	}
+	for _, tt := range prefixes {
+		if got := segmentPrefix(tt.path); got != tt.want {
+			t.Errorf("segmentPrefix(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+	names := []struct {
+		prefix, name string
+		want         bool
+	}{
+		{"a", "a_00000.ts", true},
+		{"a", "a_123456.ts", true},
+		{"a_b", "a_b_00001.ts", true},
+		{"a", "a_0000.ts", false},
+		{"a", "a_00000.TS", false},
+		{"a", "b_00000.ts", false},
+		{"a", "a__0000.ts", false},
+		{"a", "a_0000x.ts", false},
+		{"a", "a_00000.ts.bak", false},
+		{"a", "a.m3u8", false},
+	}
+	for _, tt := range names {
+		if got := isSegment(tt.prefix, tt.name); got != tt.want {
+			t.Errorf("isSegment(%q, %q) = %v, want %v", tt.prefix, tt.name, got, tt.want)
+		}
 	}
 }

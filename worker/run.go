@@ -66,8 +66,20 @@ type RunParams struct {
 
 // outputFile is where a file rendition is written and then moved.
 type outputFile struct {
-	final string // absolute path the output ends up at
-	temp  string // hidden sibling ffmpeg writes to
+	final string // absolute path the output (an HLS rendition's playlist) ends up at
+	temp  string // hidden sibling ffmpeg writes to: a file, or for HLS a directory
+	// prefix starts the segment names of an HLS rendition, whose playlist
+	// and segments ffmpeg writes into the directory temp; "" for other
+	// outputs.
+	prefix string
+}
+
+// dest returns the path ffmpeg writes the output, or the HLS playlist, to.
+func (f outputFile) dest() string {
+	if f.prefix != "" {
+		return filepath.Join(f.temp, f.prefix+".m3u8")
+	}
+	return f.temp
 }
 
 // Run is a handle on one running attempt. Its methods are safe for
@@ -98,7 +110,11 @@ type Run struct {
 // input is MediaRoot/TenantID/<plan path> and must resolve, symlinks
 // followed, inside MediaRoot/TenantID; file outputs are written to hidden
 // temporary siblings of their final paths, whose directories are created
-// as needed and must also resolve inside it.
+// as needed and must also resolve inside it. An HLS output (an .m3u8
+// playlist) is written with its segments, <name>_NNNNN.ts, into a hidden
+// temporary sibling directory and published beside the playlist's final
+// path by Wait; a segment name that would be another output's path is
+// refused with fsm.CodeInvalidArgument.
 //
 // ctx bounds the whole run, not just the start: when it ends, the run is
 // stopped as by Cancel (and if it has already ended, Start returns an error
@@ -164,7 +180,11 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 			r.removeTemps()
 			return nil, err
 		}
-		r.files[i], temps[i] = f, f.temp
+		r.files[i], temps[i] = f, f.dest()
+	}
+	if err := checkSegmentNames(plan.Outputs, r.files); err != nil {
+		r.removeTemps()
+		return nil, err
 	}
 
 	var durationSec float64
@@ -392,11 +412,35 @@ func (r *Run) finish(ctx context.Context) {
 // collect moves finished outputs into place and describes them.
 func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 	outs := r.p.Plan.Outputs
+	// An HLS rendition is checked and described while it is still in its
+	// private directory, where nothing but this run writes, since ffprobe
+	// follows its playlist to the segments.
+	hls := make([]*fsm.OutputResult, len(outs))
+	segs := make([][]string, len(outs))
+	for i, f := range r.files {
+		if f.prefix == "" {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
+		pr, names, err := probeHLS(pctx, r.p.FFprobe, f.dest(), f.prefix)
+		cancel()
+		if err != nil {
+			return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not a readable HLS rendition: %v", outs[i].URL, err)
+		}
+		pr.Path = f.final
+		hls[i], segs[i] = pr, names
+	}
 	for i, o := range outs {
 		if o.Kind != fsm.KindFile {
 			continue
 		}
-		if err := os.Rename(r.files[i].temp, r.files[i].final); err != nil {
+		var err error
+		if f := r.files[i]; f.prefix != "" {
+			err = f.publishHLS(segs[i])
+		} else {
+			err = os.Rename(f.temp, f.final)
+		}
+		if err != nil {
 			return nil, fsm.Errorf(fsm.CodeInternal, "move output %s into place: %v", o.URL, err)
 		}
 	}
@@ -407,11 +451,15 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 			res.Outputs = append(res.Outputs, fsm.OutputResult{URL: o.URL})
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
-		pr, err := Probe(pctx, r.p.FFprobe, r.files[i].final)
-		cancel()
-		if err != nil {
-			return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not readable media: %v", o.URL, err)
+		pr := hls[i]
+		if pr == nil {
+			pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
+			var err error
+			pr, err = Probe(pctx, r.p.FFprobe, r.files[i].final)
+			cancel()
+			if err != nil {
+				return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not readable media: %v", o.URL, err)
+			}
 		}
 		pr.URL = o.URL
 		res.Outputs = append(res.Outputs, *pr)
@@ -419,13 +467,78 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 	return res, nil
 }
 
-// removeTemps deletes the temporary output files that still exist.
+// publishHLS moves the segments of an HLS rendition, then its playlist,
+// out of the temporary directory beside the playlist's final path, so
+// that a reader of the playlist never misses a segment it names. It then
+// removes the temporary directory and the segments <prefix>_NNNNN.ts that
+// an earlier, longer rendition to the same path left after the last one
+// (ffmpeg numbers segments from 0).
+func (f outputFile) publishHLS(segs []string) error {
+	dir := filepath.Dir(f.final)
+	for _, name := range segs {
+		if err := publish(filepath.Join(f.temp, name), filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	if err := publish(f.dest(), f.final); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(f.temp); err != nil {
+		return err
+	}
+	for k := len(segs); ; k++ {
+		stale := filepath.Join(dir, fmt.Sprintf("%s_%05d.ts", f.prefix, k))
+		if fi, err := os.Lstat(stale); err != nil || !fi.Mode().IsRegular() || os.Remove(stale) != nil {
+			return nil
+		}
+	}
+}
+
+// publish gives a file ffmpeg wrote the mode of other outputs and moves
+// it to path.
+func publish(file, path string) error {
+	if err := os.Chmod(file, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(file, path)
+}
+
+// removeTemps deletes the temporary output files and directories that
+// still exist.
 func (r *Run) removeTemps() {
 	for _, f := range r.files {
-		if f.temp != "" {
+		switch {
+		case f.prefix != "":
+			_ = os.RemoveAll(f.temp)
+		case f.temp != "":
 			_ = os.Remove(f.temp)
 		}
 	}
+}
+
+// checkSegmentNames refuses outputs of which an HLS rendition would write
+// a segment where another output goes.
+func checkSegmentNames(outs []fsm.Rendition, files []outputFile) error {
+	for i, f := range files {
+		if f.prefix == "" {
+			continue
+		}
+		dir := filepath.Dir(f.final)
+		for j, g := range files {
+			if j == i || g.final == "" || filepath.Dir(g.final) != dir {
+				continue
+			}
+			if isSegment(f.prefix, filepath.Base(g.final)) {
+				return fsm.Errorf(fsm.CodeInvalidArgument, "output %s would be overwritten by a segment (%s_NNNNN.ts) of the HLS output %s",
+					outs[j].URL, f.prefix, outs[i].URL)
+			}
+			if g.prefix == f.prefix {
+				return fsm.Errorf(fsm.CodeInvalidArgument, "the HLS outputs %s and %s would write the same segments %s_NNNNN.ts",
+					outs[i].URL, outs[j].URL, f.prefix)
+			}
+		}
+	}
+	return nil
 }
 
 // tenantRoot returns the symlink-resolved absolute path of the tenant's
@@ -491,7 +604,8 @@ func resolveInput(root string, in fsm.PlanInput) (string, error) {
 }
 
 // prepareOutput creates the directory of a file output inside root and
-// reserves a hidden temporary file beside the final path.
+// reserves a hidden temporary file beside the final path, or for an HLS
+// output a hidden temporary directory.
 func prepareOutput(root string, o fsm.Rendition) (outputFile, error) {
 	rel := filepath.FromSlash(o.Path)
 	if !filepath.IsLocal(rel) {
@@ -528,6 +642,14 @@ func prepareOutput(root string, o fsm.Rendition) (outputFile, error) {
 	final = filepath.Join(realParent, base)
 	if fi, err := os.Lstat(final); err == nil && fi.IsDir() {
 		return outputFile{}, fsm.Errorf(fsm.CodeInvalidArgument, "output %s is a directory", o.URL)
+	}
+	if o.Container == "hls" {
+		prefix := segmentPrefix(o.Path)
+		dir, err := os.MkdirTemp(realParent, "."+prefix+".hls-part-*")
+		if err != nil {
+			return outputFile{}, fsm.Errorf(fsm.CodeInternal, "output %s: create temporary directory: %v", o.URL, err)
+		}
+		return outputFile{final: final, temp: dir, prefix: prefix}, nil
 	}
 	f, err := os.CreateTemp(realParent, "."+base+".part-*")
 	if err != nil {

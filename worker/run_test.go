@@ -2,12 +2,14 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +48,8 @@ func (e runEnv) params(plan *fsm.Plan) RunParams {
 		Plan: plan, Encoders: softwareEncoders, Threads: 1, KillGrace: 2 * time.Second}
 }
 
-// partFiles lists the temporary output files left anywhere under dir.
+// partFiles lists the temporary output files, and the temporary
+// directories of HLS outputs with what they hold, anywhere under dir.
 func partFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var found []string
@@ -54,7 +57,7 @@ func partFiles(t *testing.T, dir string) []string {
 		if err != nil {
 			return err
 		}
-		if strings.Contains(d.Name(), ".part-") {
+		if strings.Contains(d.Name(), ".part-") || strings.Contains(p, ".hls-part-") {
 			found = append(found, p)
 		}
 		return nil
@@ -131,6 +134,21 @@ func (l *progressLog) waitStarted(t *testing.T) {
 	case <-time.After(runDeadline):
 		t.Fatal("no progress from ffmpeg")
 	}
+}
+
+// mustRun starts a run, waits for it and fails the test unless it
+// succeeded.
+func mustRun(t *testing.T, p RunParams) *fsm.Result {
+	t.Helper()
+	r, err := Start(t.Context(), p)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	res, tail, err := wait(t, r)
+	if err != nil {
+		t.Fatalf("run failed: %v\n%s", err, tail)
+	}
+	return res
 }
 
 func wait(t *testing.T, r *Run) (*fsm.Result, string, error) {
@@ -225,14 +243,7 @@ func TestRunLadderFromFile(t *testing.T) {
 	log := newProgressLog()
 	p := e.params(plan)
 	p.OnProgress = log.add
-	r, err := Start(t.Context(), p)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	res, tail, err := wait(t, r)
-	if err != nil {
-		t.Fatalf("run failed: %v\n%s", err, tail)
-	}
+	res := mustRun(t, p)
 	if len(res.Outputs) != 2 {
 		t.Fatalf("got %d outputs, want 2", len(res.Outputs))
 	}
@@ -535,6 +546,42 @@ func TestRunRefuses(t *testing.T) {
 			code: fsm.CodeFFmpeg,
 		},
 		{
+			name: "HLS output directory symlink out of the tenant",
+			prepare: func(t *testing.T, e runEnv) {
+				symlink(t, outside, filepath.Join(e.tenant, "out"))
+			},
+			plan: testsrcOut("file:///out/a.m3u8"),
+			code: fsm.CodeURLNotAllowed,
+		},
+		{
+			name: "HLS segment that is another output",
+			plan: testsrcOuts("file:///v/a.m3u8", "file:///v/a_00001.ts"),
+			code: fsm.CodeInvalidArgument,
+		},
+		{
+			name: "HLS segments of two playlists",
+			plan: testsrcOuts("file:///v/a%20b.m3u8", "file:///v/a_b.m3u8"),
+			code: fsm.CodeInvalidArgument,
+		},
+		{
+			// The plan's paths differ; the real directories do not.
+			name: "HLS segment that is another output through a symlink",
+			prepare: func(t *testing.T, e runEnv) {
+				if err := os.Mkdir(filepath.Join(e.tenant, "v"), 0o750); err != nil {
+					t.Fatal(err)
+				}
+				symlink(t, filepath.Join(e.tenant, "v"), filepath.Join(e.tenant, "w"))
+			},
+			plan: testsrcOuts("file:///v/a.m3u8", "file:///w/a_00000.ts"),
+			code: fsm.CodeInvalidArgument,
+		},
+		{
+			// ffmpeg would read the '%' as a pattern.
+			name: "HLS directory with a percent sign",
+			plan: testsrcOut("file:///50%25v/a.m3u8"),
+			code: fsm.CodeInvalidArgument,
+		},
+		{
 			name: "no encoder for the codec",
 			plan: testsrcOut("file:///a.mp4"),
 			enc:  Encoders{"vp9": "libvpx-vp9"},
@@ -561,6 +608,7 @@ func TestRunRefuses(t *testing.T) {
 				r.Cancel()
 				t.Fatal("Start succeeded")
 			}
+			t.Logf("Start: %v", err)
 			if got := fsm.ErrorCode(err); got != tt.code {
 				t.Errorf("Start = %v; want code %s", err, tt.code)
 			}
@@ -585,6 +633,17 @@ func testsrcOut(url string) func(t *testing.T) *fsm.Plan {
 	return func(t *testing.T) *fsm.Plan { return testsrcPlan(t, "64x64", "1", url) }
 }
 
+func testsrcOuts(urls ...string) func(t *testing.T) *fsm.Plan {
+	return func(t *testing.T) *fsm.Plan {
+		spec := fsm.JobSpec{Input: fsm.Input{URL: "testsrc://?duration=1&size=64x64&rate=30"},
+			Video: &fsm.VideoParams{Codec: "h264", Width: 64, Height: 64, FPS: 30}}
+		for _, u := range urls {
+			spec.Outputs = append(spec.Outputs, fsm.Output{URL: u})
+		}
+		return compile(t, spec)
+	}
+}
+
 func symlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(link), 0o750); err != nil {
@@ -607,4 +666,264 @@ func listDir(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return strings.Join(names, "\n")
+}
+
+// mediaPlaylist is what a test reads from an HLS playlist.
+type mediaPlaylist struct {
+	durations []float64 // of #EXTINF, in order
+	segments  []string  // URIs, in order
+	ended     bool      // has #EXT-X-ENDLIST
+}
+
+func readPlaylist(t *testing.T, path string) mediaPlaylist {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read playlist: %v", err)
+	}
+	var pl mediaPlaylist
+	for _, l := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(l, "#EXTINF:"):
+			d, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(l, "#EXTINF:"), ","), 64)
+			if err != nil {
+				t.Fatalf("playlist line %q: %v", l, err)
+			}
+			pl.durations = append(pl.durations, d)
+		case l == "#EXT-X-ENDLIST":
+			pl.ended = true
+		case l != "" && !strings.HasPrefix(l, "#"):
+			pl.segments = append(pl.segments, l)
+		}
+	}
+	return pl
+}
+
+// checkHLS checks the HLS rendition whose playlist is at rel: its result,
+// its playlist's segments (one per 4 s of duration, the last shorter), the
+// files themselves, that each segment starts with a keyframe, and that
+// ffprobe finds the video and one aac audio stream through the playlist.
+func checkHLS(t *testing.T, e runEnv, got fsm.OutputResult, url, rel, codec string, w, h int, fps, dur float64) {
+	t.Helper()
+	playlist := filepath.Join(e.tenant, filepath.FromSlash(rel))
+	dir := filepath.Dir(playlist)
+	if got.URL != url || got.Path != playlist || got.Codec != codec || got.Width != w || got.Height != h ||
+		math.Abs(got.FPS-fps) > 0.01 || math.Abs(got.DurationSec-dur) > 0.25 {
+		t.Errorf("result %+v, want %s at %s: %s %dx%d %v fps ~%v s", got, url, playlist, codec, w, h, fps, dur)
+	}
+	pl := readPlaylist(t, playlist)
+	n := int(math.Ceil(dur / hlsSegmentSeconds))
+	if !pl.ended || len(pl.segments) != n || len(pl.durations) != n {
+		t.Fatalf("playlist %+v, want %d segments and #EXT-X-ENDLIST", pl, n)
+	}
+	size := fileSize(t, playlist)
+	for i, name := range pl.segments {
+		want := hlsSegmentSeconds * 1.0
+		if i == n-1 {
+			want = dur - hlsSegmentSeconds*float64(n-1)
+		}
+		if math.Abs(pl.durations[i]-want) > 0.1 {
+			t.Errorf("segment %d lasts %v s, want ~%v", i, pl.durations[i], want)
+		}
+		if name != filepath.Base(name) {
+			t.Errorf("segment URI %q is not a name beside the playlist", name)
+		}
+		seg := filepath.Join(dir, name)
+		size += fileSize(t, seg)
+		out, err := exec.Command(e.ffprobe, "-v", "error", "-select_streams", "v", "-read_intervals", "%+#1",
+			"-show_entries", "frame=key_frame", "-of", "json", seg).Output()
+		var frames struct {
+			Frames []struct {
+				KeyFrame int `json:"key_frame"`
+			} `json:"frames"`
+		}
+		if err == nil {
+			err = json.Unmarshal(out, &frames)
+		}
+		if err != nil || len(frames.Frames) == 0 || frames.Frames[0].KeyFrame != 1 {
+			t.Errorf("first frame of %s: %s, %v; want a keyframe", name, out, err)
+		}
+	}
+	if got.SizeBytes != size {
+		t.Errorf("size %d, want %d (playlist and segments)", got.SizeBytes, size)
+	}
+	// ffprobe of the playlist itself, not what Run reported.
+	out, err := exec.Command(e.ffprobe, "-v", "error",
+		"-show_entries", "stream=codec_type,codec_name,width,height:format=duration", "-of", "json", playlist).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", playlist, err)
+	}
+	var po probeOutput
+	if err := json.Unmarshal(out, &po); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := strconv.ParseFloat(po.Format.Duration, 64)
+	wantCodec := map[string]string{"h265": "hevc"}[codec]
+	if wantCodec == "" {
+		wantCodec = codec
+	}
+	if len(po.Streams) != 2 || po.Streams[0].CodecType != "video" || po.Streams[0].CodecName != wantCodec ||
+		po.Streams[0].Width != w || po.Streams[0].Height != h ||
+		po.Streams[1].CodecType != "audio" || po.Streams[1].CodecName != "aac" || math.Abs(d-dur) > 0.25 {
+		t.Errorf("ffprobe of %s = %s, want %s %dx%d and aac, ~%v s", playlist, out, wantCodec, w, h, dur)
+	}
+}
+
+// fileSize returns the size of a regular file with mode 0640.
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o640 {
+		t.Errorf("%s has mode %v, want a regular file with mode 0640", path, fi.Mode())
+	}
+	return fi.Size()
+}
+
+// dirNames returns the sorted names in dir.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestRunHLS(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	dir := filepath.Join(e.tenant, "vod")
+	// Segments an earlier, longer rendition to the same playlist left, a
+	// gap after them, and files that are not its segments.
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a_00001.ts", "a_00002.ts", "a_00003.ts", "a_00005.ts", "b_00002.ts", "a_x.ts"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("old"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := testsrcPlan(t, "320x240", "6", "file:///vod/a.m3u8")
+	res := mustRun(t, e.params(plan))
+	checkHLS(t, e, res.Outputs[0], "file:///vod/a.m3u8", "vod/a.m3u8", "h264", 320, 240, 30, 6)
+	want := []string{"a.m3u8", "a_00000.ts", "a_00001.ts", "a_00005.ts", "a_x.ts", "b_00002.ts"}
+	if got := dirNames(t, dir); !slices.Equal(got, want) {
+		t.Errorf("directory holds %q, want %q", got, want)
+	}
+	if parts := partFiles(t, e.root); len(parts) != 0 {
+		t.Errorf("temporary files left: %v", parts)
+	}
+}
+
+func TestRunHLSCancel(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	plan := testsrcPlan(t, "160x120", "3600", "file:///live/c.m3u8")
+	log := newProgressLog()
+	p := e.params(plan)
+	p.OnProgress = log.add
+	r, err := Start(t.Context(), p)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	log.waitStarted(t)
+	if parts := partFiles(t, e.root); len(parts) == 0 {
+		t.Fatal("no temporary directory while running")
+	}
+	r.Cancel()
+	res, _, err := wait(t, r)
+	if !errors.Is(err, ErrCanceled) || res != nil {
+		t.Fatalf("Wait = %v, %v; want ErrCanceled", res, err)
+	}
+	if parts := partFiles(t, e.root); len(parts) != 0 {
+		t.Errorf("temporary files left: %v", parts)
+	}
+	if got := dirNames(t, filepath.Join(e.tenant, "live")); len(got) != 0 {
+		t.Errorf("output directory holds %q after cancel, want nothing", got)
+	}
+}
+
+func TestRunHLSLadder(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	plan := compile(t, fsm.JobSpec{
+		Input: fsm.Input{URL: "testsrc://?duration=5&size=320x240&rate=30"},
+		Video: &fsm.VideoParams{Codec: "h264", Width: 320, Height: 240, FPS: 30},
+		Outputs: []fsm.Output{
+			{URL: "file:///ladder/hi.m3u8"},
+			{URL: "file:///ladder/lo.m3u8", Video: &fsm.VideoParams{Codec: "h265", Width: 160, Height: 120, FPS: 15}},
+			{URL: "file:///ladder/lo.mp4", Video: &fsm.VideoParams{Width: 160, Height: 120}},
+		},
+	})
+	res := mustRun(t, e.params(plan))
+	if len(res.Outputs) != 3 {
+		t.Fatalf("got %d outputs, want 3", len(res.Outputs))
+	}
+	checkHLS(t, e, res.Outputs[0], "file:///ladder/hi.m3u8", "ladder/hi.m3u8", "h264", 320, 240, 30, 5)
+	checkHLS(t, e, res.Outputs[1], "file:///ladder/lo.m3u8", "ladder/lo.m3u8", "h265", 160, 120, 15, 5)
+	checkOutput(t, e, res.Outputs[2], "file:///ladder/lo.mp4", "ladder/lo.mp4", "h264", 160, 120, 30, 5)
+	if parts := partFiles(t, e.root); len(parts) != 0 {
+		t.Errorf("temporary files left: %v", parts)
+	}
+}
+
+func TestParsePlaylist(t *testing.T) {
+	t.Parallel()
+	const head = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n" +
+		"#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+	const good = head + "#EXTINF:4.000000,\na_00000.ts\n#EXTINF:2.000000,\na_00001.ts\n#EXT-X-ENDLIST\n"
+	tests := []struct {
+		name, playlist string
+		want           []string // nil: refused
+	}{
+		{"ffmpeg's", good, []string{"a_00000.ts", "a_00001.ts"}},
+		{"CRLF", strings.ReplaceAll(good, "\n", "\r\n"), []string{"a_00000.ts", "a_00001.ts"}},
+		{"comment after the end", good + "# done\n", nil},
+		{"comment", head + "# x\n#EXTINF:4,\na_00000.ts\n#EXT-X-ENDLIST\n", []string{"a_00000.ts"}},
+		{"key", head + "#EXT-X-KEY:METHOD=AES-128,URI=\"/etc/passwd\"\n#EXTINF:4,\na_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"init section", head + "#EXT-X-MAP:URI=\"/etc/passwd\"\n#EXTINF:4,\na_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"variant", "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"parent directory", head + "#EXTINF:4,\n../a_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"absolute path", head + "#EXTINF:4,\n/tmp/a_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"URL", head + "#EXTINF:4,\nhttp://example.com/a_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"another rendition's segment", head + "#EXTINF:4,\nb_00000.ts\n#EXT-X-ENDLIST\n", nil},
+		{"no end", head + "#EXTINF:4,\na_00000.ts\n", nil},
+		{"no segments", head + "#EXT-X-ENDLIST\n", nil},
+		{"segment after the end", good + "#EXTINF:4,\na_00002.ts\n", nil},
+		{"not a playlist", "a_00000.ts\n#EXT-X-ENDLIST\n", nil},
+	}
+	for _, tt := range tests {
+		got, err := parsePlaylist([]byte(tt.playlist), "a")
+		if tt.want == nil && err == nil {
+			t.Errorf("%s: parsePlaylist = %q, want an error", tt.name, got)
+		}
+		if tt.want != nil && (err != nil || !slices.Equal(got, tt.want)) {
+			t.Errorf("%s: parsePlaylist = %q, %v; want %q", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+func TestProbeHLSRefusesLinkedSegment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "secret.ts")
+	if err := os.WriteFile(secret, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	symlink(t, secret, filepath.Join(dir, "a_00000.ts"))
+	playlist := filepath.Join(dir, "a.m3u8")
+	if err := os.WriteFile(playlist, []byte("#EXTM3U\n#EXTINF:4,\na_00000.ts\n#EXT-X-ENDLIST\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// ffprobe is never reached.
+	if res, _, err := probeHLS(t.Context(), "/nonexistent/ffprobe", playlist, "a"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("probeHLS = %+v, %v; want a refusal of the linked segment", res, err)
+	}
 }
