@@ -185,18 +185,7 @@ func TestWorkersAcrossHosts(t *testing.T) {
 
 func waitJobDone(t testing.TB, client *cli.Client, id string) *fsm.Job {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	for {
-		j, err := client.GetJob(ctx, id)
-		if err == nil && j.State.Terminal() {
-			return j
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("job %s did not finish: %v %v", id, err, j)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return waitJob(t, client, id, func(j *fsm.Job) bool { return j.State.Terminal() })
 }
 
 // TestStaleWorkerCannotOverwrite freezes (SIGSTOP) the worker running a
@@ -266,7 +255,7 @@ func TestStaleWorkerCannotOverwrite(t *testing.T) {
 
 func waitJob(t testing.TB, client *cli.Client, id string, cond func(*fsm.Job) bool) *fsm.Job {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
 		j, err := client.GetJob(ctx, id)

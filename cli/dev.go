@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -100,12 +98,9 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		return fmt.Errorf("--workers must be 0 or 1 (remote workers join with ffrtmp worker)")
 	}
 	log := cfg.Logger
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := listenAPI(cfg.DataDir, cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+		return err
 	}
 	defer ln.Close()
 
@@ -116,7 +111,7 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	apiURL := "http://" + ln.Addr().String()
 	n, err := startNode(ctx, nodeConfig{
 		DataDir: cfg.DataDir, RaftAddr: cfg.RaftAddr, APIAddr: apiURL, Bootstrap: true, ClusterKey: key,
-		GossipAddr: strings.TrimSuffix(cfg.GossipAddr, "off"),
+		GossipAddr: offToEmpty(cfg.GossipAddr),
 		Policy:     fsm.Policy{AllowedHosts: cfg.AllowHosts}, Logger: log,
 	})
 	if err != nil {
@@ -193,4 +188,12 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		<-workerDone
 	}
 	return runErr
+}
+
+// offToEmpty maps the flag value "off" to "" (no gossip).
+func offToEmpty(s string) string {
+	if s == "off" {
+		return ""
+	}
+	return s
 }

@@ -181,3 +181,15 @@ func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string,
 	}
 	return w.JobLog(ctx, workerID, jobID)
 }
+
+// listenAPI creates the data directory and listens for the API.
+func listenAPI(dataDir, addr string) (net.Listener, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}

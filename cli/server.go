@@ -156,12 +156,9 @@ type ServerConfig struct {
 // node has a leader and has caught up.
 func RunServer(ctx context.Context, cfg ServerConfig) error {
 	log := cfg.Logger
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := listenAPI(cfg.DataDir, cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+		return err
 	}
 	defer ln.Close()
 	scheme := "http"
