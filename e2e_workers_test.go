@@ -103,11 +103,11 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		}
 	}
 
-	const total = 30
+	const total = 50
 	var ids []string
 	for i := range total {
 		j, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
-			Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=4"},
+			Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=3"},
 			Outputs: []fsm.Output{{URL: fmt.Sprintf("file:///batch/%02d.mp4", i)}},
 		})
 		if err != nil {

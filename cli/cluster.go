@@ -197,14 +197,12 @@ func ClusterOp(ctx context.Context, c *Client, out Output, path string, body any
 	return printMembers(out, &st, false)
 }
 
-// ClusterStatusCmd prints the cluster's members, with status if asked.
+// ClusterStatusCmd prints the cluster's members: with status, each
+// server's state, term, indexes and health; without, the configuration
+// with each server's last contact and applied index.
 func ClusterStatusCmd(ctx context.Context, c *Client, out Output, status bool) error {
-	path := "/v1/cluster/members"
-	if status {
-		path = "/v1/cluster/status"
-	}
 	var st ClusterStatus
-	if err := c.do(ctx, "GET", path, nil, nil, &st); err != nil {
+	if err := c.do(ctx, "GET", "/v1/cluster/status", nil, nil, &st); err != nil {
 		return err
 	}
 	return printMembers(out, &st, status)
@@ -216,9 +214,16 @@ func printMembers(out Output, st *ClusterStatus, status bool) error {
 	}
 	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
 	if !status {
-		fmt.Fprintln(tw, "ID\tADDRESS\tVOTER\tLEADER")
+		fmt.Fprintln(tw, "ID\tADDRESS\tVOTER\tLEADER\tLAST CONTACT\tAPPLIED")
 		for _, m := range st.Members {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\n", m.ID, m.Addr, m.Voter, m.Leader)
+			contact, applied := "-", "-"
+			if s := m.Status; s != nil {
+				applied = fmt.Sprint(s.AppliedIndex)
+				if s.State != "Leader" && s.LastContact != "" {
+					contact = s.LastContact
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%s\n", m.ID, m.Addr, m.Voter, m.Leader, contact, applied)
 		}
 		return tw.Flush()
 	}
