@@ -135,7 +135,7 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 	if !ok || w.State != WorkerUp {
 		return Errorf(CodeNotFound, "worker %q is not up", c.WorkerID)
 	}
-	if !f.fits(w, old, f.usage(w)) {
+	if dm := demandOf(old); !fits(w, &dm, f.usage(w)) {
 		return Errorf(CodeInvalidTransition, "worker %s cannot take job %s", w.ID, old.ID)
 	}
 	j := *old

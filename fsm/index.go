@@ -25,10 +25,14 @@ var classes = func() []class {
 }()
 
 // qitem orders a tenant's queued jobs by submission (CreateIndex), so a
-// requeued job goes back to its original place.
+// requeued job goes back to its original place. It also carries what
+// Schedule asks of every job it walks past, so that passing over a job
+// does not touch the job: its NotBefore and its interned demand.
 type qitem struct {
-	create uint64
-	id     string
+	create    uint64
+	id        string
+	notBefore time.Time
+	demand    *demand
 }
 
 func qless(a, b qitem) bool {
@@ -56,6 +60,15 @@ type indexes struct {
 	queued    map[class]map[string]*btree.BTreeG[qitem] // class → tenant → FIFO
 	deadlines *btree.BTreeG[ditem]
 	byWorker  map[string]map[string]struct{}
+	// demands interns the demands of queued jobs: queued jobs with equal
+	// demands share one *demand, which Schedule compares by pointer.
+	demands map[demand]*interned
+}
+
+// interned is a demand and how many queued jobs have it.
+type interned struct {
+	demand demand
+	refs   int
 }
 
 func newIndexes() *indexes {
@@ -63,6 +76,7 @@ func newIndexes() *indexes {
 		queued:    make(map[class]map[string]*btree.BTreeG[qitem]),
 		deadlines: btree.NewG(16, dless),
 		byWorker:  make(map[string]map[string]struct{}),
+		demands:   make(map[demand]*interned),
 	}
 }
 
@@ -94,7 +108,14 @@ func (x *indexes) add(j *Job) {
 			t = btree.NewG(16, qless)
 			tenants[j.TenantID] = t
 		}
-		t.ReplaceOrInsert(qitem{j.CreateIndex, j.ID})
+		d := demandOf(j)
+		in := x.demands[d]
+		if in == nil {
+			in = &interned{demand: d}
+			x.demands[d] = in
+		}
+		in.refs++
+		t.ReplaceOrInsert(qitem{create: j.CreateIndex, id: j.ID, notBefore: j.NotBefore, demand: &in.demand})
 		x.deadlines.ReplaceOrInsert(deadline(j))
 	case JobAssigned, JobRunning, JobPaused:
 		m := x.byWorker[j.WorkerID]
@@ -112,7 +133,14 @@ func (x *indexes) remove(j *Job) {
 	case JobQueued:
 		c := jobClass(j)
 		if t := x.queued[c][j.TenantID]; t != nil {
-			t.Delete(qitem{j.CreateIndex, j.ID})
+			if _, ok := t.Delete(qitem{create: j.CreateIndex, id: j.ID}); ok {
+				d := demandOf(j)
+				if in := x.demands[d]; in != nil {
+					if in.refs--; in.refs == 0 {
+						delete(x.demands, d)
+					}
+				}
+			}
 			if t.Len() == 0 {
 				delete(x.queued[c], j.TenantID)
 			}

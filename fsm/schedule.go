@@ -3,7 +3,6 @@ package fsm
 import (
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/btree"
@@ -29,6 +28,72 @@ type Fairness struct {
 // NewFairness returns an empty rotation.
 func NewFairness() *Fairness { return &Fairness{last: make(map[class]string)} }
 
+// order returns the tenants with queued jobs in class c, rotated so that
+// the tenant after the one served last in c goes first.
+func (fr *Fairness) order(c class, queued map[string]*btree.BTreeG[qitem]) []string {
+	tenants := sortedKeys(queued)
+	if last, ok := fr.last[c]; ok && len(tenants) > 0 {
+		i, _ := slices.BinarySearch(tenants, last)
+		if i < len(tenants) && tenants[i] == last {
+			i++
+		}
+		tenants = append(tenants[i%len(tenants):], tenants[:i%len(tenants)]...)
+	}
+	return tenants
+}
+
+// demand is what a job asks of a worker. capable and fits see a job only
+// through its demand, so jobs with equal demands fit exactly the same
+// workers: Schedule relies on that to pass over, for the rest of a pass,
+// every job whose demand already fit nowhere.
+type demand struct {
+	tenant   string
+	hardware string
+	// renditions counts the plan's renditions per video codec, in
+	// videoCodecs order; the last element is 1 if any rendition has
+	// another codec (which no worker encodes).
+	renditions [9]uint8
+	cpu        float64
+	memoryMB   int
+}
+
+func demandOf(j *Job) demand {
+	d := demand{tenant: j.TenantID, hardware: j.Plan.Hardware, cpu: j.Spec.Resources.CPU, memoryMB: j.Spec.Resources.MemoryMB}
+	other := len(d.renditions) - 1
+	for _, r := range j.Plan.Outputs {
+		i := slices.Index(videoCodecs, r.Video.Codec)
+		if i < 0 || i >= other || d.renditions[i] == math.MaxUint8 {
+			d.renditions[other] = 1
+			continue
+		}
+		d.renditions[i]++
+	}
+	return d
+}
+
+// sessions returns the hardware encoder sessions d holds on w: one for
+// each rendition whose encoder (Worker.EncoderFor) is a hardware one. ok
+// is false if w has no encoder for some rendition.
+func (d *demand) sessions(w *Worker) (need sessions, ok bool) {
+	other := len(d.renditions) - 1
+	if d.renditions[other] > 0 {
+		return need, false
+	}
+	for i, n := range d.renditions[:other] {
+		if n == 0 {
+			continue
+		}
+		e := w.EncoderFor(videoCodecs[i], d.hardware)
+		if e == "" {
+			return need, false
+		}
+		if k := hwIndex(e); k >= 0 {
+			need[k] += int(n)
+		}
+	}
+	return need, true
+}
+
 // usage is what a worker's active jobs reserve. All sums are integers
 // (CPU in millicores): float addition depends on order, and map order is
 // random, so a float sum could make Apply's capacity check differ between
@@ -45,12 +110,12 @@ type sessions [len(hardwareKinds)]int
 
 func milliCPU(cpu float64) int64 { return int64(math.Round(cpu * 1000)) }
 
-// add returns u plus job j on worker w.
-func (u usage) add(w *Worker, j *Job) usage {
+// add returns u plus a job of demand d on worker w.
+func (u usage) add(w *Worker, d *demand) usage {
 	u.jobs++
-	u.milliCPU += milliCPU(j.Spec.Resources.CPU)
-	u.memoryMB += j.Spec.Resources.MemoryMB
-	need, _ := w.sessionsFor(&j.Plan)
+	u.milliCPU += milliCPU(d.cpu)
+	u.memoryMB += d.memoryMB
+	need, _ := d.sessions(w)
 	for i, n := range need {
 		u.sessions[i] += n
 	}
@@ -60,37 +125,22 @@ func (u usage) add(w *Worker, j *Job) usage {
 func (f *FSM) usage(w *Worker) usage {
 	var u usage
 	for id := range f.idx.byWorker[w.ID] {
-		u = u.add(w, f.jobs[id])
+		d := demandOf(f.jobs[id])
+		u = u.add(w, &d)
 	}
 	return u
 }
 
-// sessionsFor returns the hardware encoder sessions plan p holds on w:
-// one for each rendition whose encoder (Worker.EncoderFor) is a hardware
-// one. ok is false if w has no encoder for some rendition.
-func (w *Worker) sessionsFor(p *Plan) (need sessions, ok bool) {
-	for _, r := range p.Outputs {
-		e := w.EncoderFor(r.Video.Codec, p.Hardware)
-		if e == "" {
-			return need, false
-		}
-		if i := hwIndex(e); i >= 0 {
-			need[i]++
-		}
-	}
-	return need, true
-}
-
-// capable reports whether w could ever run j: tenant, encoders, encoder
-// sessions and size.
-func capable(w *Worker, j *Job) bool {
-	if w.TenantID != "" && w.TenantID != j.TenantID {
+// capable reports whether w could ever run a job of demand d: tenant,
+// encoders, encoder sessions and size.
+func capable(w *Worker, d *demand) bool {
+	if w.TenantID != "" && w.TenantID != d.tenant {
 		return false
 	}
 	if w.Slots < 1 {
 		return false
 	}
-	need, ok := w.sessionsFor(&j.Plan)
+	need, ok := d.sessions(w)
 	if !ok {
 		return false
 	}
@@ -99,29 +149,28 @@ func capable(w *Worker, j *Job) bool {
 			return false
 		}
 	}
-	r := j.Spec.Resources
-	if r.CPU > 0 && w.CPUs > 0 && r.CPU > float64(w.CPUs) {
+	if d.cpu > 0 && w.CPUs > 0 && d.cpu > float64(w.CPUs) {
 		return false
 	}
-	if r.MemoryMB > 0 && w.MemoryMB > 0 && r.MemoryMB > w.MemoryMB {
+	if d.memoryMB > 0 && w.MemoryMB > 0 && d.memoryMB > w.MemoryMB {
 		return false
 	}
 	return true
 }
 
-// fits reports whether w can take j now, given what it already runs.
-func (f *FSM) fits(w *Worker, j *Job, u usage) bool {
-	if w.State != WorkerUp || w.Draining || !capable(w, j) || u.jobs >= w.Slots {
+// fits reports whether w can take a job of demand d now, given what it
+// already runs.
+func fits(w *Worker, d *demand, u usage) bool {
+	if w.State != WorkerUp || w.Draining || u.jobs >= w.Slots || !capable(w, d) {
 		return false
 	}
-	r := j.Spec.Resources
-	if r.CPU > 0 && w.CPUs > 0 && u.milliCPU+milliCPU(r.CPU) > int64(w.CPUs)*1000 {
+	if d.cpu > 0 && w.CPUs > 0 && u.milliCPU+milliCPU(d.cpu) > int64(w.CPUs)*1000 {
 		return false
 	}
-	if r.MemoryMB > 0 && w.MemoryMB > 0 && u.memoryMB+r.MemoryMB > w.MemoryMB {
+	if d.memoryMB > 0 && w.MemoryMB > 0 && u.memoryMB+d.memoryMB > w.MemoryMB {
 		return false
 	}
-	need, _ := w.sessionsFor(&j.Plan)
+	need, _ := d.sessions(w)
 	for i, n := range need {
 		if n > 0 && u.sessions[i]+n > w.EncoderSessions[hardwareKinds[i]] {
 			return false
@@ -138,81 +187,79 @@ func (f *FSM) fits(w *Worker, j *Job, u usage) bool {
 // Order: classes by queue (live, default, batch) then priority (high,
 // medium, low); within a class, tenants take turns (round robin) and each
 // tenant's jobs go in submission order. A job that no worker can take now
-// is passed over, so it never blocks the jobs behind it.
+// is passed over, so it never blocks the jobs behind it. A job goes to
+// the worker with the most free slots that can take it (the lowest ID
+// among equals).
+//
+// A pass walks each tenant's queue at most once, and asks the workers
+// about each distinct demand at most once after it fit nowhere: within a
+// pass usage only grows, so a demand that fit nowhere never fits again.
 func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	d := &Decisions{}
-	wake := func(t time.Time) {
-		if d.Wake.IsZero() || t.Before(d.Wake) {
-			d.Wake = t
-		}
-	}
+	p := &pass{f: f, now: now, d: &Decisions{}, blocked: make(map[*demand]bool)}
+	d := p.d
 
-	workers := make([]*Worker, 0, len(f.workers))
+	var workers []*Worker // up, in map order: only capability is asked of them
+	p.avail = btree.NewG(16, wless)
+	// free counts the free slots of the up workers, a draining worker's
+	// too; once it is zero nothing more can be placed.
+	free := 0
 	for _, w := range f.workers {
-		if w.State == WorkerUp {
-			workers = append(workers, w)
+		if w.State != WorkerUp {
+			continue
+		}
+		workers = append(workers, w)
+		ws := &wstate{w: w, u: f.usage(w)}
+		n := w.Slots - ws.u.jobs
+		free += max(0, n)
+		if n > 0 && !w.Draining {
+			p.avail.ReplaceOrInsert(ws)
 		}
 	}
-	slices.SortFunc(workers, func(a, b *Worker) int { return strings.Compare(a.ID, b.ID) })
 
 	// Acquire timeouts.
+	p.expired = make(map[string]bool)
+	capableAnywhere := make(map[demand]bool)
 	f.idx.deadlines.Ascend(func(it ditem) bool {
 		if it.at.After(now) {
-			wake(it.at)
+			p.wake(it.at)
 			return false
 		}
 		j := f.jobs[it.id]
+		dm := demandOf(j)
+		ok, known := capableAnywhere[dm]
+		if !known {
+			ok = slices.ContainsFunc(workers, func(w *Worker) bool { return capable(w, &dm) })
+			capableAnywhere[dm] = ok
+		}
 		code := CodeAcquireTimeout
-		if !slices.ContainsFunc(workers, func(w *Worker) bool { return capable(w, j) }) {
+		if !ok {
 			code = CodeNoCapableWorker
 		}
 		d.Expire = append(d.Expire, &ExpireJob{JobID: j.ID, Code: code, At: now})
+		p.expired[j.ID] = true
 		return true
 	})
-	expired := make(map[string]bool, len(d.Expire))
-	for _, e := range d.Expire {
-		expired[e.JobID] = true
-	}
-
-	used := make(map[string]usage, len(workers))
-	free := 0
-	for _, w := range workers {
-		u := f.usage(w)
-		used[w.ID] = u
-		free += max(0, w.Slots-u.jobs)
-	}
 
 	for _, c := range classes {
 		if free == 0 || len(d.Assign) >= limit {
 			break
 		}
-		tenants := sortedKeys(f.queued(c))
-		if len(tenants) == 0 {
-			continue
-		}
-		// Rotate so the tenant after the last one served goes first.
-		if last, ok := fair.last[c]; ok {
-			i, _ := slices.BinarySearch(tenants, last)
-			if i < len(tenants) && tenants[i] == last {
-				i++
-			}
-			tenants = append(tenants[i%len(tenants):], tenants[:i%len(tenants)]...)
-		}
-		cursors := make(map[string]*qitem, len(tenants))
+		tenants := fair.order(c, f.idx.queued[c])
+		cursors := make(map[string]qitem, len(tenants))
 		for len(tenants) > 0 && free > 0 && len(d.Assign) < limit {
 			next := tenants[:0:0]
 			for _, t := range tenants {
 				if free == 0 || len(d.Assign) >= limit {
 					break
 				}
-				j, w := f.nextPlaceable(c, t, cursors, workers, used, now, expired, wake)
+				j, ws := p.nextPlaceable(f.idx.queued[c][t], t, cursors)
 				if j == nil {
 					continue // this tenant has nothing placeable in c
 				}
-				d.Assign = append(d.Assign, &AssignJob{JobID: j.ID, WorkerID: w.ID, Attempt: j.Attempt + 1, At: now})
-				used[w.ID] = used[w.ID].add(w, j)
+				d.Assign = append(d.Assign, &AssignJob{JobID: j.ID, WorkerID: ws.w.ID, Attempt: j.Attempt + 1, At: now})
+				p.take(ws, j)
 				free--
 				fair.last[c] = t
 				next = append(next, t)
@@ -223,47 +270,101 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	return d
 }
 
-func (f *FSM) queued(c class) map[string]*btree.BTreeG[qitem] { return f.idx.queued[c] }
+// pass is the state of one Schedule call.
+type pass struct {
+	f       *FSM
+	now     time.Time
+	d       *Decisions
+	expired map[string]bool // job IDs expiring in this pass
+	// avail holds the workers that may take jobs and have a free slot:
+	// the worker with the most free slots first, then by ID.
+	avail *btree.BTreeG[*wstate]
+	// blocked holds the demands that fit no worker in this pass.
+	blocked map[*demand]bool
+}
 
-// nextPlaceable returns tenant t's next job in class c, after its cursor,
-// that some worker can take now, and that worker (the one with the most
-// free slots). It advances the cursor past every job it looked at.
-func (f *FSM) nextPlaceable(c class, t string, cursors map[string]*qitem, workers []*Worker,
-	used map[string]usage, now time.Time, expired map[string]bool, wake func(time.Time)) (*Job, *Worker) {
-	tree := f.idx.queued[c][t]
-	var found *Job
-	var best *Worker
+// wstate is a worker and what its active jobs (and this pass's
+// assignments) reserve.
+type wstate struct {
+	w *Worker
+	u usage
+}
+
+func wless(a, b *wstate) bool {
+	if fa, fb := a.w.Slots-a.u.jobs, b.w.Slots-b.u.jobs; fa != fb {
+		return fa > fb
+	}
+	return a.w.ID < b.w.ID
+}
+
+func (p *pass) wake(t time.Time) {
+	if p.d.Wake.IsZero() || t.Before(p.d.Wake) {
+		p.d.Wake = t
+	}
+}
+
+// place returns the worker with the most free slots that can take a job
+// of demand d now, or nil. d must be interned (from a qitem), so that
+// equal demands are one pointer.
+func (p *pass) place(d *demand) *wstate {
+	if p.blocked[d] {
+		return nil
+	}
+	var found *wstate
+	p.avail.Ascend(func(ws *wstate) bool {
+		if fits(ws.w, d, ws.u) {
+			found = ws
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		p.blocked[d] = true
+	}
+	return found
+}
+
+// take reserves job j's demand on ws, keeping p.avail in order.
+func (p *pass) take(ws *wstate, j *Job) {
+	p.avail.Delete(ws)
+	d := demandOf(j)
+	ws.u = ws.u.add(ws.w, &d)
+	if ws.w.Slots > ws.u.jobs {
+		p.avail.ReplaceOrInsert(ws)
+	}
+}
+
+// nextPlaceable returns tenant t's next job in queue q, after its cursor,
+// that some worker can take now, and that worker. It advances the cursor
+// past every job it looked at.
+func (p *pass) nextPlaceable(q *btree.BTreeG[qitem], t string, cursors map[string]qitem) (*Job, *wstate) {
+	cur, started := cursors[t]
+	var found qitem
+	var best *wstate
 	visit := func(it qitem) bool {
-		if cur := cursors[t]; cur != nil && !qless(*cur, it) {
-			return true // at or before the cursor
+		if started && !qless(cur, it) {
+			return true // the cursor itself
 		}
-		cur := it
-		cursors[t] = &cur
-		j := f.jobs[it.id]
-		if expired[j.ID] {
-			return true
+		found = it
+		switch {
+		case p.expired[it.id]:
+		case it.notBefore.After(p.now):
+			p.wake(it.notBefore)
+		default:
+			best = p.place(it.demand)
 		}
-		if j.NotBefore.After(now) {
-			wake(j.NotBefore)
-			return true
-		}
-		bestFree := -1
-		for _, w := range workers {
-			u := used[w.ID]
-			if free := w.Slots - u.jobs; free > bestFree && f.fits(w, j, u) {
-				best, bestFree = w, free
-			}
-		}
-		if best == nil {
-			return true
-		}
-		found = j
-		return false
+		return best == nil
 	}
-	if cur := cursors[t]; cur != nil {
-		tree.AscendGreaterOrEqual(*cur, visit)
+	if started {
+		q.AscendGreaterOrEqual(cur, visit)
 	} else {
-		tree.Ascend(visit)
+		q.Ascend(visit)
 	}
-	return found, best
+	if found.id != "" {
+		cursors[t] = found
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return p.f.jobs[found.id], best
 }
