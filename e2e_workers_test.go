@@ -103,6 +103,16 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		}
 	}
 
+	// A job nobody can run (no worker has NVENC) does not hold up the
+	// others, and fails after its acquire timeout.
+	gpu, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
+		Scenario: "240p30-h264", Hardware: fsm.HardwareNVENC, AcquireTimeout: fsm.Duration(5 * time.Second),
+		Input: fsm.Input{URL: "testsrc://?duration=1"}, Outputs: []fsm.Output{{URL: "file:///gpu.mp4"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	const total = 50
 	var ids []string
 	for i := range total {
@@ -155,6 +165,10 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		if _, err := os.Stat(o.Path); err != nil {
 			t.Errorf("job %s: %v", id, err)
 		}
+	}
+
+	if j := waitJobDone(t, client, gpu.ID); j.State != fsm.JobFailed || j.Error.Code != fsm.CodeNoCapableWorker {
+		t.Errorf("job needing NVENC: %s %+v, want failed no_capable_worker", j.State, j.Error)
 	}
 
 	// Drain a live worker: nothing new goes to it.
