@@ -58,6 +58,20 @@ func (c *testCluster) addWorker(i int) *workerProc {
 	return w
 }
 
+// startInitialized starts n servers, initializes the cluster and returns
+// a client that knows every node.
+func startInitialized(t testing.TB, n int) (*testCluster, *cli.Client) {
+	t.Helper()
+	c := newTestCluster(t, n)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, client
+}
+
 // waitWorkers waits until n workers are up and returns them.
 func waitWorkers(t testing.TB, client *cli.Client, n int) []server.WorkerView {
 	t.Helper()
@@ -85,13 +99,7 @@ func waitWorkers(t testing.TB, client *cli.Client, n int) []server.WorkerView {
 // worker and of the leader, and every job succeeds exactly once, with its
 // output where the result says. Then a drained worker gets no new jobs.
 func TestWorkersAcrossHosts(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.startAll()
-	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
-	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, client := startInitialized(t, 3)
 	var workers []*workerProc
 	for i := 1; i <= 3; i++ {
 		workers = append(workers, c.addWorker(i))
@@ -207,13 +215,7 @@ func waitJobDone(t testing.TB, client *cli.Client, id string) *fsm.Job {
 // the stale worker's reports are refused, the newer attempt's result
 // stands, and the stale worker comes back up.
 func TestStaleWorkerCannotOverwrite(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.startAll()
-	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
-	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, client := startInitialized(t, 3)
 	workers := []*workerProc{c.addWorker(1), c.addWorker(2)}
 	waitWorkers(t, client, 2)
 	j, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
@@ -288,13 +290,7 @@ func waitJob(t testing.TB, client *cli.Client, id string, cond func(*fsm.Job) bo
 // again after each publisher), kills the worker that streams it, and
 // checks that the stream resumes from the other worker.
 func TestLiveJobMovesToAnotherWorker(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.startAll()
-	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
-	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, client := startInitialized(t, 3)
 	workers := []*workerProc{c.addWorker(1), c.addWorker(2)}
 	waitWorkers(t, client, 2)
 
