@@ -249,23 +249,20 @@ func (f *FSM) requeue(index uint64, old *Job, at time.Time, reason Error, b *bat
 	for _, e := range edits {
 		e(&j)
 	}
-	switch {
-	case j.Spec.Queue == QueueLive && reason.Code == CodeWorkerLost:
-		// A live stream whose worker died moves to another worker at
-		// once, however often: losing workers is not the stream's fault.
+	// A live stream whose worker died moves to another worker at once,
+	// however often: losing workers is not the stream's fault.
+	live := j.Spec.Queue == QueueLive && reason.Code == CodeWorkerLost
+	if live || j.Retries < *j.Spec.MaxRetries {
 		j.State = JobQueued
 		j.WorkerID = ""
 		j.QueuedAt = at
 		j.NotBefore = time.Time{}
 		j.Progress = nil
-	case j.Retries < *j.Spec.MaxRetries:
-		j.Retries++
-		j.State = JobQueued
-		j.WorkerID = ""
-		j.QueuedAt = at
-		j.NotBefore = at.Add(Backoff(j.Retries))
-		j.Progress = nil
-	default:
+		if !live {
+			j.Retries++
+			j.NotBefore = at.Add(Backoff(j.Retries))
+		}
+	} else {
 		j.State = JobFailed
 		j.FinishedAt = at
 	}
