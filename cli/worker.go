@@ -142,6 +142,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		ID: id, Name: cfg.Name, TenantID: cfg.TenantID, Addr: g.Addr(), Slots: cfg.Slots, NVENCSessions: cfg.NVENCSessions,
 		MediaRoot: cfg.MediaRoot, Labels: cfg.Labels, Logger: log,
 		Control: cluster.NewWorkerClient(peerTLS, g.Servers),
+		// Jobs never reach the servers' ports, nor this worker's gossip.
+		Net: &worker.NetGuard{Cluster: func() []string { return append(g.ServerEndpoints(), g.Addr()) }},
 	})
 	log.Info("worker starting", "id", id, "gossip", g.Addr(), "media_root", cfg.MediaRoot)
 	return w.Run(ctx)
