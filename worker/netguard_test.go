@@ -4,12 +4,14 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -352,5 +354,34 @@ func TestRTMPTCURL(t *testing.T) {
 		if got := rtmpTCURL(u); got != want {
 			t.Errorf("rtmpTCURL(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRunHTTPSNameNeedsTrustedCertificate reads an https input by name
+// from a server whose certificate nobody trusts, as a rebound address
+// would be: ffmpeg verifies the certificate against the name, so the
+// handshake fails and the server gets no request.
+func TestRunHTTPSNameNeedsTrustedCertificate(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var requests atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Write([]byte("secret"))
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	// ffmpeg resolves the name again itself: use one the system knows.
+	p := e.params(httpPlan(t, "https://localhost:"+u.Port()+"/a.mp4", "localhost"))
+	p.Net = &NetGuard{Resolver: newResolver(map[string][]string{"localhost": {u.Hostname()}}), AllowLoopback: true}
+	r, err := Start(t.Context(), p)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if _, tail, err := wait(t, r); fsm.ErrorCode(err) != fsm.CodeFFmpeg || !strings.Contains(tail, "verification") {
+		t.Fatalf("run error %v, want ffmpeg_error from certificate verification\n%s", err, tail)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("the untrusted server got %d requests", n)
 	}
 }
