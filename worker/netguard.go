@@ -83,6 +83,9 @@ var metadataAddrs = []netip.Addr{
 	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
 }
 
+// nat64 is the well-known NAT64 prefix (RFC 6052).
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
 // defaultPorts are the ports of schemes whose URLs may omit them.
 var defaultPorts = map[string]uint16{"http": 80, "https": 443, "rtmp": 1935, "rtmps": 443}
 
@@ -256,6 +259,11 @@ func (g *NetGuard) Check(ctx context.Context, ap netip.AddrPort, literal bool) e
 
 func (g *NetGuard) check(ap netip.AddrPort, literal bool, cluster []netip.AddrPort) error {
 	a := ap.Addr().Unmap()
+	if nat64.Contains(a) {
+		// A NAT64 gateway forwards to the IPv4 address inside.
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	switch {
 	case !a.IsValid():
 		return errors.New("not an address")

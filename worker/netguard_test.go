@@ -93,6 +93,8 @@ func TestNetGuardCheck(t *testing.T) {
 		{"[fe80::1]:80", true, true, false},
 		{"[fd00:ec2::254]:80", true, true, false},
 		{"[::ffff:169.254.169.254]:80", true, true, false},
+		{"[64:ff9b::a9fe:a9fe]:80", true, true, false},
+		{"[64:ff9b::cb00:7107]:80", false, false, true},
 		{"0.0.0.0:8080", true, true, false},
 		{"[::]:8080", true, true, false},
 		{"224.0.0.1:5000", true, true, false},
