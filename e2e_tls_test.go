@@ -26,8 +26,9 @@ func peerTLSEnv(t *testing.T, env []string, ca *clustertest.CA, dir, name string
 
 // TestWorkerOperatorCertificates runs a server and a worker process that
 // use certificates from the operator's CA for the node port: the worker
-// registers and runs a job. A worker whose certificate comes from another
-// CA, or who derives TLS from the cluster key, is refused by the node.
+// registers and runs a job, and refuses one that would read the server's
+// API. A worker whose certificate comes from another CA, or who derives
+// TLS from the cluster key, is refused by the node.
 func TestWorkerOperatorCertificates(t *testing.T) {
 	c := newTestCluster(t, 1)
 	certs := filepath.Join(c.dir, "certs")
@@ -60,6 +61,19 @@ func TestWorkerOperatorCertificates(t *testing.T) {
 	}
 	if _, err := os.Stat(got.Result.Outputs[0].Path); err != nil {
 		t.Fatalf("output: %v", err)
+	}
+
+	// The worker learned the server's API address from gossip: a job
+	// cannot read it, although the policy allows 127.0.0.1.
+	api, err := client.SubmitJob(context.Background(), &fsm.JobSpec{
+		Scenario: "240p30-h264", Input: fsm.Input{URL: "http://" + c.nodes[0].httpAddr + "/v1/jobs"},
+		Outputs: []fsm.Output{{URL: "file:///tls/api.mp4"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitJobDone(t, client, api.ID); got.State != fsm.JobFailed || got.Error == nil || got.Error.Code != fsm.CodeURLNotAllowed {
+		t.Fatalf("job reading the server's API: %s %+v", got.State, got.Error)
 	}
 
 	other := clustertest.WriteCA(t, certs, "other")
