@@ -42,7 +42,7 @@ func BenchmarkTranscodeThroughput(b *testing.B) {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range jobs {
-		args, err := worker.BuildArgs(plan, worker.Choose(found), "", []string{filepath.Join(dir, fmt.Sprintf("%d.mp4", i))}, 0)
+		args, err := worker.BuildArgs(plan, worker.Choose(found), "", []string{filepath.Join(dir, fmt.Sprintf("%d.mp4", i))}, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -148,9 +148,16 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		if err != nil {
 			return err
 		}
+		// The default policy allows localhost: jobs may reach loopback
+		// services, but not this node's own ports.
+		own := []string{ln.Addr().String(), n.node.Addr()}
+		if n.gossip != nil {
+			own = append(own, n.gossip.Addr())
+		}
 		w := worker.New(worker.Config{
 			ID: id, Slots: cfg.Slots, MediaRoot: filepath.Join(cfg.DataDir, "media"),
 			Control: n.srv.Workers(), Logger: log,
+			Net: &worker.NetGuard{AllowLoopback: true, Cluster: func() []string { return own }},
 		})
 		n.logs.set(w)
 		go func() { workerDone <- w.Run(wctx) }()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 	if cfg.GossipAddr != "" {
 		g, err := cluster.NewGossip(cluster.GossipConfig{
 			Name: id, BindAddr: cfg.GossipAddr, Advertise: cfg.GossipAdvertise, ClusterKey: cfg.ClusterKey,
-			Meta: cluster.GossipMeta{Role: cluster.RoleServer, NodeAddr: node.Addr()}, Logger: cfg.Logger,
+			Meta: cluster.GossipMeta{Role: cluster.RoleServer, NodeAddr: node.Addr(), APIAddr: urlHost(cfg.APIAddr)}, Logger: cfg.Logger,
 		})
 		if err != nil {
 			rn.close()
@@ -150,6 +151,15 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, ke
 	defer cancel()
 	hs.Shutdown(sctx)
 	return nil
+}
+
+// urlHost returns the host:port of an http(s) URL, or "" if it has none.
+func urlHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }
 
 // loadOrCreateKey returns the cluster key stored at path, creating one

@@ -42,6 +42,26 @@ func clusterKey(c *cli.Context) ([]byte, error) {
 	return nil, errors.New("a cluster key is required: --cluster-key-file FILE (make one with `ffrtmp keygen`)")
 }
 
+// peerTLSFlags are how servers and workers get operator certificates for
+// the node port. Every server and worker of a cluster uses them, or none
+// does.
+var peerTLSFlags = []cli.Flag{
+	&cli.StringFlag{Name: "peer-tls-cert", EnvVars: envs("PEER_TLS_CERT"), Usage: "operator certificate for the node port's mutual TLS, of servers and workers (default: TLS derived from the cluster key)"},
+	&cli.StringFlag{Name: "peer-tls-key", EnvVars: envs("PEER_TLS_KEY"), Usage: "key of --peer-tls-cert"},
+	&cli.StringFlag{Name: "peer-tls-ca", EnvVars: envs("PEER_TLS_CA"), Usage: "CA that signs every server's and worker's --peer-tls-cert"},
+}
+
+// peerTLS returns the node port's TLS configuration from the
+// --peer-tls-* flags, or nil (TLS derived from the cluster key) when none
+// is set.
+func peerTLS(c *cli.Context) (*tls.Config, error) {
+	cert, key, ca := c.String("peer-tls-cert"), c.String("peer-tls-key"), c.String("peer-tls-ca")
+	if cert == "" && key == "" && ca == "" {
+		return nil, nil
+	}
+	return cluster.PeerTLSFromFiles(cert, key, ca)
+}
+
 func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
@@ -61,13 +81,10 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), Usage: "PostgreSQL connection pool size (default: pgx's)"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
-			&cli.StringFlag{Name: "peer-tls-cert", EnvVars: envs("PEER_TLS_CERT"), Usage: "operator certificate for node-to-node mTLS (default: TLS derived from the cluster key)"},
-			&cli.StringFlag{Name: "peer-tls-key", EnvVars: envs("PEER_TLS_KEY"), Usage: "key of --peer-tls-cert"},
-			&cli.StringFlag{Name: "peer-tls-ca", EnvVars: envs("PEER_TLS_CA"), Usage: "CA that signs every node's --peer-tls-cert"},
 			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
 			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
-		}, clusterKeyFlags...),
+		}, append(clusterKeyFlags, peerTLSFlags...)...),
 		Action: func(c *cli.Context) error {
 			cfg, err := serverConfig(c)
 			if err != nil {
@@ -106,10 +123,8 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 	if (cfg.TLSCert == "") != (c.String("tls-key") == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
 	}
-	if pc := c.String("peer-tls-cert"); pc != "" || c.String("peer-tls-key") != "" || c.String("peer-tls-ca") != "" {
-		if cfg.PeerTLS, err = cluster.PeerTLSFromFiles(pc, c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
-			return cfg, err
-		}
+	if cfg.PeerTLS, err = peerTLS(c); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +35,7 @@ func workerCommand() *cli.Command {
 			&cli.StringFlag{Name: "tenant", EnvVars: envs("TENANT"), Usage: "run only this tenant's jobs (default: the shared pool)"},
 			&cli.StringFlag{Name: "name", EnvVars: envs("NAME"), Usage: "display name (default: host name)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
-		}, clusterKeyFlags...),
+		}, append(clusterKeyFlags, peerTLSFlags...)...),
 		Action: func(c *cli.Context) error {
 			cfg, err := workerConfig(c)
 			if err != nil {
@@ -60,7 +61,10 @@ type WorkerConfig struct {
 	TenantID        string
 	Name            string
 	ClusterKey      []byte
-	Logger          *slog.Logger
+	// PeerTLS is the node port's TLS from operator certificates; nil
+	// derives it from ClusterKey. Gossip uses ClusterKey either way.
+	PeerTLS *tls.Config
+	Logger  *slog.Logger
 }
 
 func workerConfig(c *cli.Context) (WorkerConfig, error) {
@@ -73,6 +77,9 @@ func workerConfig(c *cli.Context) (WorkerConfig, error) {
 		DataDir: c.String("data-dir"), MediaRoot: c.String("media-root"), Slots: c.Int("slots"), NVENCSessions: c.Int("nvenc-sessions"),
 		TenantID: c.String("tenant"), Name: c.String("name"), ClusterKey: key, Labels: map[string]string{},
 		Logger: newLogger(envOf(c).Stderr, c.String("log-level")),
+	}
+	if cfg.PeerTLS, err = peerTLS(c); err != nil {
+		return cfg, err
 	}
 	if len(cfg.Join) == 0 {
 		return cfg, errors.New("--join: give the gossip address of at least one server")
@@ -100,9 +107,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 	if err != nil {
 		return err
 	}
-	peerTLS, err := cluster.PeerTLSFromKey(cfg.ClusterKey)
-	if err != nil {
-		return err
+	peerTLS := cfg.PeerTLS
+	if peerTLS == nil {
+		if peerTLS, err = cluster.PeerTLSFromKey(cfg.ClusterKey); err != nil {
+			return err
+		}
 	}
 	g, err := cluster.NewGossip(cluster.GossipConfig{
 		Name: id, BindAddr: cfg.GossipAddr, Advertise: cfg.GossipAdvertise, ClusterKey: cfg.ClusterKey,
@@ -133,6 +142,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		ID: id, Name: cfg.Name, TenantID: cfg.TenantID, Addr: g.Addr(), Slots: cfg.Slots, NVENCSessions: cfg.NVENCSessions,
 		MediaRoot: cfg.MediaRoot, Labels: cfg.Labels, Logger: log,
 		Control: cluster.NewWorkerClient(peerTLS, g.Servers),
+		// Jobs never reach the servers' ports, nor this worker's gossip.
+		Net: &worker.NetGuard{Cluster: func() []string { return append(g.ServerEndpoints(), g.Addr()) }},
 	})
 	log.Info("worker starting", "id", id, "gossip", g.Addr(), "media_root", cfg.MediaRoot)
 	return w.Run(ctx)

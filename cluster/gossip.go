@@ -36,6 +36,8 @@ type GossipMeta struct {
 	Role string `json:"role"`
 	// NodeAddr is a server's node port (Raft and node RPC).
 	NodeAddr string `json:"node_addr,omitempty"`
+	// APIAddr is a server's API address (host:port).
+	APIAddr string `json:"api_addr,omitempty"`
 }
 
 // GossipConfig configures a Gossip member.
@@ -127,6 +129,33 @@ func (g *Gossip) Servers() []string {
 		}
 		if meta.Role == RoleServer && meta.NodeAddr != "" {
 			out = append(out, meta.NodeAddr)
+		}
+	}
+	return out
+}
+
+// ServerEndpoints returns every address and port at which an alive server
+// member may listen: each of its hosts (gossip, node port and API) with
+// each of its ports. Workers refuse jobs that would connect to them
+// (worker.NetGuard.Cluster).
+func (g *Gossip) ServerEndpoints() []string {
+	var out []string
+	for _, m := range g.ml.Members() {
+		var meta GossipMeta
+		if m.State != memberlist.StateAlive || json.Unmarshal(m.Meta, &meta) != nil || meta.Role != RoleServer {
+			continue
+		}
+		hosts := []string{m.Addr.String()}
+		ports := []string{strconv.Itoa(int(m.Port))}
+		for _, a := range []string{meta.NodeAddr, meta.APIAddr} {
+			if h, p, err := net.SplitHostPort(a); err == nil {
+				hosts, ports = append(hosts, h), append(ports, p)
+			}
+		}
+		for _, h := range hosts {
+			for _, p := range ports {
+				out = append(out, net.JoinHostPort(h, p))
+			}
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -177,16 +178,22 @@ func (p *Plan) Codecs() []string {
 
 // Policy is the operator's URL policy applied at submission.
 type Policy struct {
-	// AllowedHosts lists the hosts (names or IPs, optionally host:port)
-	// that network inputs and outputs may reach. Empty refuses all.
+	// AllowedHosts lists the hosts (names or IPs, optionally host:port,
+	// or CIDR prefixes such as 10.20.0.0/16 that URLs naming an IP in
+	// them match) that network inputs and outputs may reach. Empty
+	// refuses all. Workers check again what a name resolves to.
 	AllowedHosts []string
 }
 
 func (p Policy) allows(u *url.URL) bool {
 	host := strings.ToLower(u.Hostname())
+	ip, ipErr := netip.ParseAddr(host)
 	for _, a := range p.AllowedHosts {
 		a = strings.ToLower(a)
 		if a == host || a == strings.ToLower(u.Host) {
+			return true
+		}
+		if pre, err := netip.ParsePrefix(a); err == nil && ipErr == nil && pre.Contains(ip.Unmap()) {
 			return true
 		}
 	}
@@ -616,8 +623,12 @@ func compileOutput(o Output, v VideoParams, audio AudioParams, pol Policy) (Rend
 	return r, nil
 }
 
-// hostPort reports whether s is a valid host or host:port for a policy.
+// hostPort reports whether s is a valid host, host:port or CIDR prefix
+// for a policy.
 func hostPort(s string) bool {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Addr().Zone() == "" && !p.Addr().Is4In6()
+	}
 	if s == "" || strings.ContainsAny(s, "/?#@ ") {
 		return false
 	}
@@ -632,7 +643,7 @@ func hostPort(s string) bool {
 func ValidatePolicy(p Policy) error {
 	for _, h := range p.AllowedHosts {
 		if !hostPort(h) {
-			return fmt.Errorf("allowed host %q is not a host or host:port", h)
+			return fmt.Errorf("allowed host %q is not a host, host:port or CIDR prefix", h)
 		}
 	}
 	return nil

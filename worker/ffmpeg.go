@@ -184,11 +184,15 @@ func Choose(available []string) Encoders {
 // it is a file output and is ignored for RTMP outputs, which go to the
 // rendition's URL. threads > 0 adds -threads N to every output encoder.
 //
+// dials says how ffmpeg reaches each network URL (NetGuard.Dials): a
+// network input or RTMP output without an entry is refused with
+// fsm.CodeInternal, so ffmpeg never connects to an address nobody checked.
+//
 // The argv is meant for exec, never a shell. Apart from the host paths and
 // the URLs already validated into the plan, nothing in it comes from a
 // client. If enc has no usable encoder for a codec the plan needs, the error
 // is an *fsm.Error with code fsm.CodeNoCapableWorker.
-func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, threads int) ([]string, error) {
+func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, threads int, dials Dials) ([]string, error) {
 	if plan == nil || len(plan.Outputs) == 0 {
 		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "plan has no outputs")
 	}
@@ -213,7 +217,7 @@ func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, thr
 	args := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-progress", "pipe:1", "-y"}
 	args = append(args, hwDeviceArgs(hw)...)
 
-	in, err := inputArgs(plan, input)
+	in, err := inputArgs(plan, input, dials)
 	if err != nil {
 		return nil, err
 	}
@@ -243,11 +247,13 @@ func BuildArgs(plan *fsm.Plan, enc Encoders, input string, outputs []string, thr
 			}
 			args = append(args, "-protocol_whitelist", "file", "-f", r.Container, "file:"+outputs[i])
 		case fsm.KindRTMP:
-			if err := checkScheme(r.URL, "rtmp", "rtmps"); err != nil {
+			d, err := dialFor(dials, r.URL, "rtmp", "rtmps")
+			if err != nil {
 				return nil, fmt.Errorf("outputs[%d]: %w", i, err)
 			}
-			args = append(args, "-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", netTimeoutUS,
-				"-f", r.Container, r.URL)
+			args = append(args, "-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", netTimeoutUS)
+			args = append(args, d.Opts...)
+			args = append(args, "-f", r.Container, d.URL)
 		default:
 			return nil, fsm.Errorf(fsm.CodeInvalidArgument, "outputs[%d]: unsupported output kind %q", i, r.Kind)
 		}
@@ -307,7 +313,7 @@ func needsAudio(plan *fsm.Plan) bool {
 }
 
 // inputArgs returns the options and -i of plan's input.
-func inputArgs(plan *fsm.Plan, input string) ([]string, error) {
+func inputArgs(plan *fsm.Plan, input string, dials Dials) ([]string, error) {
 	in := plan.Input
 	// A generated or stored input sent to a live RTMP output is read at
 	// its native rate, as a live source would deliver it.
@@ -335,22 +341,38 @@ func inputArgs(plan *fsm.Plan, input string) ([]string, error) {
 		args := []string{"-protocol_whitelist", "file", "-format_whitelist", inputFormats}
 		return append(append(args, re...), "-i", "file:"+input), nil
 	case fsm.KindHTTP:
-		return networkInput(in.URL, "http,https,tcp,tls,crypto", "http", "https")
+		return networkInput(dials, in.URL, "http,https,tcp,tls,crypto", "http", "https")
 	case fsm.KindRTMP:
-		return networkInput(in.URL, "rtmp,rtmps,tcp,tls", "rtmp", "rtmps")
+		return networkInput(dials, in.URL, "rtmp,rtmps,tcp,tls", "rtmp", "rtmps")
 	case fsm.KindSRT:
-		return networkInput(in.URL, "srt,udp", "srt")
+		return networkInput(dials, in.URL, "srt,udp", "srt")
 	}
 	return nil, fsm.Errorf(fsm.CodeInvalidArgument, "unsupported input kind %q", in.Kind)
 }
 
 // networkInput returns the options and -i of a network input.
-func networkInput(raw, whitelist string, schemes ...string) ([]string, error) {
-	if err := checkScheme(raw, schemes...); err != nil {
+func networkInput(dials Dials, raw, whitelist string, schemes ...string) ([]string, error) {
+	d, err := dialFor(dials, raw, schemes...)
+	if err != nil {
 		return nil, err
 	}
-	return []string{"-protocol_whitelist", whitelist, "-format_whitelist", inputFormats,
-		"-rw_timeout", netTimeoutUS, "-i", raw}, nil
+	args := []string{"-protocol_whitelist", whitelist, "-format_whitelist", inputFormats, "-rw_timeout", netTimeoutUS}
+	return append(append(args, d.Opts...), "-i", d.URL), nil
+}
+
+// dialFor returns how ffmpeg reaches the network URL raw of one of schemes.
+func dialFor(dials Dials, raw string, schemes ...string) (Dial, error) {
+	if err := checkScheme(raw, schemes...); err != nil {
+		return Dial{}, err
+	}
+	d, ok := dials[raw]
+	if !ok {
+		return Dial{}, fsm.Errorf(fsm.CodeInternal, "no checked address for %s", raw)
+	}
+	if err := checkScheme(d.URL, schemes...); err != nil {
+		return Dial{}, err
+	}
+	return d, nil
 }
 
 // checkScheme refuses a URL whose scheme is not one of schemes. The plan's

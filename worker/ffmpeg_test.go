@@ -46,6 +46,7 @@ func TestBuildArgs(t *testing.T) {
 	fileIn := fsm.PlanInput{Kind: fsm.KindFile, URL: "file:///in/a.mkv", Path: "in/a.mkv"}
 	mp4 := rendition(fsm.KindFile, "file:///out/a.mp4", "out/a.mp4", "mp4", "h264", 320, 240, 30, 400, "aac")
 	hostile := "rtmp://live.example/app/key;rm -rf $HOME `id`"
+	hostilePinned := "rtmp://203.0.113.30/app/key;rm -rf $HOME `id`"
 
 	tests := []struct {
 		name     string
@@ -105,7 +106,7 @@ func TestBuildArgs(t *testing.T) {
 			outputs: []string{"/m/a.mp4"},
 			want: [][]string{
 				{"-protocol_whitelist", "http,https,tcp,tls,crypto", "-format_whitelist", inputFormats,
-					"-rw_timeout", "15000000", "-i", "https://cdn.example/a.mp4"},
+					"-rw_timeout", "15000000", "-max_redirects", "0", "-tls_verify", "1", "-i", "https://cdn.example/a.mp4"},
 			},
 			wantDest: []string{"file:/m/a.mp4"},
 		},
@@ -115,12 +116,13 @@ func TestBuildArgs(t *testing.T) {
 				Outputs: []fsm.Rendition{rendition(fsm.KindRTMP, hostile, "", "flv", "h264", 1280, 720, 30, 2800, "aac")}},
 			want: [][]string{
 				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-format_whitelist", inputFormats,
-					"-rw_timeout", "15000000", "-i", "rtmp://ingest.example/live/in"},
+					"-rw_timeout", "15000000", "-rtmp_tcurl", "rtmp://ingest.example/live", "-i", "rtmp://203.0.113.20/live/in"},
 				{"-flvflags", "no_duration_filesize"},
-				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", "15000000", "-f", "flv", hostile},
+				{"-protocol_whitelist", "rtmp,rtmps,tcp,tls", "-rw_timeout", "15000000",
+					"-rtmp_tcurl", "rtmp://live.example/app", "-f", "flv", hostilePinned},
 			},
 			wantNot:  []string{"-re", "-movflags"},
-			wantDest: []string{hostile},
+			wantDest: []string{hostilePinned},
 		},
 		{
 			name: "srt input",
@@ -128,7 +130,7 @@ func TestBuildArgs(t *testing.T) {
 				Outputs: []fsm.Rendition{mp4}},
 			outputs: []string{"/m/a.mp4"},
 			want: [][]string{{"-protocol_whitelist", "srt,udp", "-format_whitelist", inputFormats,
-				"-rw_timeout", "15000000", "-i", "srt://ingest.example:9000"}},
+				"-rw_timeout", "15000000", "-i", "srt://203.0.113.20:9000"}},
 			wantDest: []string{"file:/m/a.mp4"},
 		},
 		{
@@ -216,7 +218,8 @@ func TestBuildArgs(t *testing.T) {
 			if enc == nil {
 				enc = softwareEncoders
 			}
-			args, err := BuildArgs(&tt.plan, enc, "/media/t1/in/a.mkv", tt.outputs, tt.threads)
+			dials := exampleDials(t, &tt.plan)
+			args, err := BuildArgs(&tt.plan, enc, "/media/t1/in/a.mkv", tt.outputs, tt.threads, dials)
 			if err != nil {
 				t.Fatalf("BuildArgs: %v", err)
 			}
@@ -237,7 +240,7 @@ func TestBuildArgs(t *testing.T) {
 			// Each rendition ends with -f <its container> <destination>,
 			// and every destination is exactly one argument.
 			for i, r := range tt.plan.Outputs {
-				dest := r.URL
+				dest := dials[r.URL].URL
 				if r.Kind == fsm.KindFile {
 					dest = "file:" + tt.outputs[i]
 				}
@@ -307,7 +310,7 @@ func TestBuildArgsRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			args, err := BuildArgs(tt.plan, tt.enc, "/m/in.mp4", tt.outputs, 0)
+			args, err := BuildArgs(tt.plan, tt.enc, "/m/in.mp4", tt.outputs, 0, exampleDials(t, tt.plan))
 			if got := fsm.ErrorCode(err); got != tt.code {
 				t.Fatalf("BuildArgs = %q, %v; want code %q", args, err, tt.code)
 			}

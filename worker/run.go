@@ -62,6 +62,9 @@ type RunParams struct {
 	// Logger gets what goes wrong without failing the run;
 	// slog.Default() if nil.
 	Logger *slog.Logger
+	// Net checks and pins the addresses of network inputs and outputs;
+	// a zero NetGuard if nil.
+	Net *NetGuard
 }
 
 // outputFile is where a file rendition is written and then moved.
@@ -90,6 +93,7 @@ type Run struct {
 	args         []string     // ffmpeg's argv, without the program
 	conf         *confinement // the limits ffmpeg runs under
 	files        []outputFile // by rendition; zero for network outputs
+	dials        Dials        // how ffmpeg reaches network URLs
 	stderr       *Tail
 	progressDone chan struct{}
 
@@ -205,7 +209,16 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 		durationSec = d
 	}
 
-	args, err := BuildArgs(plan, p.Encoders, input, temps, p.Limiter.threads(p.Threads, p.Limits))
+	if p.Net == nil {
+		p.Net = &NetGuard{}
+	}
+	dials, err := p.Net.Dials(ctx, plan)
+	if err != nil {
+		r.removeTemps()
+		return nil, err
+	}
+	r.dials = dials
+	args, err := BuildArgs(plan, p.Encoders, input, temps, p.Limiter.threads(p.Threads, p.Limits), r.dials)
 	if err != nil {
 		r.removeTemps()
 		return nil, err
@@ -401,6 +414,11 @@ func (r *Run) finish(ctx context.Context) {
 			msg += ": " + line
 		}
 		r.err = fsm.Errorf(fsm.CodeFFmpeg, "%s", msg)
+		if d, ok := r.dials[r.p.Plan.Input.URL]; ok && r.p.Plan.Input.Kind == fsm.KindHTTP {
+			if err := redirected(context.WithoutCancel(ctx), d); err != nil {
+				r.err = err
+			}
+		}
 	default:
 		r.result, r.err = r.collect(context.WithoutCancel(ctx))
 	}

@@ -65,6 +65,9 @@ type Config struct {
 	// NVENCSessions caps concurrent NVENC encoder sessions (default
 	// DefaultNVENCSessions).
 	NVENCSessions int
+	// Net checks and pins where jobs connect (see NetGuard); a zero
+	// NetGuard if nil.
+	Net *NetGuard
 }
 
 // Worker runs the jobs the cluster assigns to it. It reconciles: whatever
@@ -410,7 +413,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		Plan: &j.Plan, Encoders: enc, Timeout: time.Duration(j.Spec.Timeout),
 		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
 		Limits: Limits{CPU: j.Spec.Resources.CPU, MemoryMB: j.Spec.Resources.MemoryMB},
-		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Logger: log,
+		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Logger: log, Net: w.cfg.Net,
 	})
 	if err != nil {
 		log.Warn("job could not start", "error", err)
