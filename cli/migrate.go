@@ -36,7 +36,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "from", Usage: "source: bolt:///path/state.db (a stopped node's state file) or sqlite:///path/master.db (ffmpeg-rtmp)"},
 			&cli.StringFlag{Name: "to", Usage: "target PostgreSQL URL (default $FFRTMP_STORE, else the file named by $FFRTMP_STORE_FILE)"},
 			&cli.StringFlag{Name: "tenant", Usage: "tenant that receives a master.db's jobs (created if missing)"},
-			&cli.BoolFlag{Name: "dry-run", Usage: "read both sides and print what would be done; write nothing"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "read both sides and print what would be done, failing as the import would; write nothing"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
@@ -52,10 +52,22 @@ func migrateCommand() *cli.Command {
 					return err
 				}
 			}
-			_, err := importer.Run(c.Context, importer.Config{
-				From: c.String("from"), To: to, Tenant: c.String("tenant"), DryRun: c.Bool("dry-run"),
-				Out: envOf(c).Stdout, Now: time.Now,
+			asJSON, err := outputJSON(c)
+			if err != nil {
+				return err
+			}
+			rep, err := importer.Run(c.Context, importer.Config{
+				From: c.String("from"), To: to, Tenant: c.String("tenant"), DryRun: c.Bool("dry-run"), Now: time.Now,
 			})
+			if rep != nil {
+				if asJSON {
+					if jerr := printJSON(envOf(c).Stdout, rep); jerr != nil {
+						return jerr
+					}
+				} else {
+					rep.WriteText(envOf(c).Stdout)
+				}
+			}
 			return err
 		},
 		Subcommands: []*cli.Command{

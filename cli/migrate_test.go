@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,80 +127,10 @@ func TestMigrateUpStatus(t *testing.T) {
 	}
 }
 
-type boltNode struct {
-	t    *testing.T
-	f    *fsm.FSM
-	next uint64
-}
-
-func (n *boltNode) apply(c fsm.Command) any {
-	n.t.Helper()
-	data, err := fsm.Encode(c)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	n.next++
-	r := n.f.ApplyBatch([]*raft.Log{{Index: n.next, Type: raft.LogCommand, Data: data}})[0]
-	if err, ok := r.(error); ok {
-		n.t.Fatalf("apply %T: %v", c, err)
-	}
-	return r
-}
-
-func devSubmit(n int, at time.Time) *fsm.SubmitJob {
-	spec := fsm.JobSpec{Scenario: "720p30-h264", Input: fsm.Input{URL: "testsrc://?duration=2"}, Outputs: []fsm.Output{{URL: fmt.Sprintf("file:///out/%d.mp4", n)}}}
-	plan, err := spec.Compile(fsm.Policy{})
-	if err != nil {
-		panic(err)
-	}
-	return &fsm.SubmitJob{Job: fsm.Job{ID: fmt.Sprintf("01956a3c-0000-7000-8000-%012x", n), TenantID: "acme", Spec: spec, Plan: *plan, SubmittedAt: at}}
-}
-
-// writeDevState runs a dev node's FSM on a bolt file: a tenant, a key, a
-// worker and jobs in every state. It returns the path, closed.
-func writeDevState(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
-	bs, err := bolt.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := fsm.New(mctx, fsm.Config{Store: bs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &boltNode{t: t, f: f}
-	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	n.apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme", CreatedAt: at}})
-	n.apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k1", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("0123456789abcdef0123456789abcdef"), CreatedAt: at}})
-	n.apply(&fsm.RegisterWorker{At: at, Worker: fsm.Worker{ID: "w1", Name: "laptop", Incarnation: "i1", Slots: 4, CPUs: 8, MemoryMB: 8192, Encoders: []string{"libx264"}, RegisteredAt: at}})
-	for i := 1; i <= 12; i++ {
-		n.apply(devSubmit(i, at.Add(time.Duration(i)*time.Second)))
-	}
-	rep := func(i, attempt int) fsm.Report {
-		return fsm.Report{JobID: devSubmit(i, at).Job.ID, WorkerID: "w1", Attempt: attempt}
-	}
-	for i := 1; i <= 4; i++ { // 1, 2 succeed; 3 runs; 4 is paused
-		n.apply(&fsm.AssignJob{JobID: rep(i, 1).JobID, WorkerID: "w1", Attempt: 1, At: at.Add(time.Minute)})
-		n.apply(&fsm.StartJob{Report: rep(i, 1), At: at.Add(2 * time.Minute)})
-	}
-	n.apply(&fsm.FinishJob{Report: rep(1, 1), At: at.Add(3 * time.Minute), Log: "done\n"})
-	n.apply(&fsm.FinishJob{Report: rep(2, 1), At: at.Add(3 * time.Minute), Error: &fsm.Error{Code: fsm.CodeFFmpeg, Message: "exit 1"}})
-	n.apply(&fsm.PauseJob{JobID: rep(4, 1).JobID, At: at.Add(4 * time.Minute)})
-	n.apply(&fsm.AssignJob{JobID: rep(5, 1).JobID, WorkerID: "w1", Attempt: 1, At: at.Add(time.Minute)}) // assigned
-	n.apply(&fsm.CancelJob{JobID: rep(6, 1).JobID, At: at.Add(5 * time.Minute)})
-	n.apply(&fsm.RevokeAPIKey{ID: "k1", At: at.Add(6 * time.Minute)})
-	n.apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k2", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("fedcba9876543210fedcba9876543210"), CreatedAt: at}})
-	if err := bs.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestImportBolt(t *testing.T) {
 	// Not parallel: Run parses into the package's global flags.
 	url := pgtest.URL(t)
-	path := writeDevState(t)
+	path := importertest.DevState(t)
 	src, err := bolt.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -224,9 +153,14 @@ func TestImportBolt(t *testing.T) {
 		t.Fatalf("import: %v\n%s", err, out)
 	}
 	before := importertest.TableRows(t, url)
-	out, err = runCLI(t, nil, "migrate", "--from", "bolt://"+path, "--to", url)
+	out, err = runCLI(t, nil, "migrate", "--from", "bolt://"+path, "--to", url, "-o", "json")
 	if err != nil || importertest.TableRows(t, url) != before {
 		t.Fatalf("second import: %v (tables changed: %v)\n%s", err, importertest.TableRows(t, url) != before, out)
+	}
+	var rep importer.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Checked || len(rep.Tables) != 4 ||
+		rep.Tables[3].Table != "jobs" || rep.Tables[3].Existing != len(srcJobs) || rep.Tables[3].Inserted != 0 {
+		t.Errorf("second import, -o json: %v\n%s", err, out)
 	}
 
 	st := pgtest.OpenURL(t, url, postgres.Options{})
@@ -274,21 +208,21 @@ func TestImportBolt(t *testing.T) {
 	if byState, _ := f.Counts(); byState[fsm.JobQueued] != len(srcState.Jobs) {
 		t.Errorf("queued jobs in the new cluster = %d, want all %d active ones", byState[fsm.JobQueued], len(srcState.Jobs))
 	}
-	n := &boltNode{t: t, f: f}
-	n.apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "initech", Name: "Initech", CreatedAt: migrateNow}})
+	n := &importertest.Node{T: t, F: f}
+	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "initech", Name: "Initech", CreatedAt: migrateNow}})
 	if _, ok := f.Tenant("initech"); !ok || f.Index() != 1 {
 		t.Errorf("the new cluster's first entry was not applied (index %d)", f.Index())
 	}
-	data, _ := fsm.Encode(devSubmit(7, migrateNow))
+	data, _ := fsm.Encode(importertest.DevSubmit(7, migrateNow))
 	if r := f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: data}})[0]; fsm.ErrorCode(asError(r)) != fsm.CodeAlreadyExists {
 		t.Errorf("resubmitting an imported job ID = %v, want already_exists", r)
 	}
 	// The requeued job runs again once its worker registers, as attempt
 	// 2: the imported attempt count goes on fencing the old one.
-	n.next = 2
-	running := devSubmit(3, migrateNow).Job.ID
-	n.apply(&fsm.RegisterWorker{At: migrateNow, Worker: fsm.Worker{ID: "w1", Name: "laptop", Incarnation: "i2", Slots: 4, Encoders: []string{"libx264"}, RegisteredAt: migrateNow}})
-	n.apply(&fsm.AssignJob{JobID: running, WorkerID: "w1", Attempt: 2, At: migrateNow})
+	n.Next = 2
+	running := importertest.DevSubmit(3, migrateNow).Job.ID
+	n.Apply(&fsm.RegisterWorker{At: migrateNow, Worker: fsm.Worker{ID: "w1", Name: "laptop", Incarnation: "i2", Slots: 4, Encoders: []string{"libx264"}, RegisteredAt: migrateNow}})
+	n.Apply(&fsm.AssignJob{JobID: running, WorkerID: "w1", Attempt: 2, At: migrateNow})
 	if j, _ := f.ActiveJob(running); j == nil || j.State != fsm.JobAssigned || j.Attempt != 2 {
 		t.Errorf("requeued job after a new assignment = %+v, want assigned as attempt 2", j)
 	}
@@ -299,7 +233,7 @@ func TestImportBolt(t *testing.T) {
 		t.Errorf("re-import into the running cluster's database: %v", err)
 	}
 	legacy, _ := importertest.LegacyDB(t, "v2", 3)
-	if _, err := importer.Run(mctx, importer.Config{From: "sqlite://" + legacy, To: url, Tenant: "acme", Out: &bytes.Buffer{}}); !errors.Is(err, postgres.ErrLiveCluster) {
+	if _, err := importer.Run(mctx, importer.Config{From: "sqlite://" + legacy, To: url, Tenant: "acme"}); !errors.Is(err, postgres.ErrLiveCluster) {
 		t.Errorf("importing new objects into a running cluster's database = %v, want ErrLiveCluster", err)
 	}
 }
@@ -316,7 +250,7 @@ func TestImportArguments(t *testing.T) {
 		{"migrate", "--from", "sqlite:///x/master.db", "--to", "postgres://x/y", "--tenant", "Bad Name"},
 		{"migrate", "--from", "bolt:///x/state.db", "--to", "postgres://x/y", "--tenant", "acme"}, // tenant with bolt
 		{"migrate", "--from", "mysql://x", "--to", "postgres://x/y"},
-		{"migrate", "--from", "bolt://" + writeDevState(t), "--to", "bolt:///y"},
+		{"migrate", "--from", "bolt://" + importertest.DevState(t), "--to", "bolt:///y"},
 		{"migrate", "frobnicate"},
 		{"migrate", "--from", "bolt://" + filepath.Join(t.TempDir(), "typo.db"), "--to", "postgres://x/y"},
 		{"migrate", "--from", "sqlite://" + filepath.Join(t.TempDir(), "typo.db"), "--to", "postgres://x/y", "--tenant", "acme"},

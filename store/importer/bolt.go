@@ -2,24 +2,31 @@ package importer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/store/bolt"
 )
 
-// readBolt reads a stopped node's state file. Every object loses its Raft
+// readBolt reads a stopped node's state file, opened read-only: a file
+// that is not a state file is refused, not initialized. Every object loses its Raft
 // indexes (the new cluster's log starts again at 1). Workers are imported
 // down: they join the new cluster by registering again. Jobs that were
 // assigned, running or paused go back to the queue on no worker, as the
 // FSM requeues the jobs of a lost worker, keeping their attempt count as
 // the fencing token; their retry budget is not charged.
 func readBolt(ctx context.Context, path string, now time.Time) (*source, error) {
-	bs, err := bolt.Open(path)
-	if err != nil {
+	bs, err := bolt.OpenReadOnly(path)
+	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("%w (is a node still running on it? stop it first)", err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	defer bs.Close()
 	st, err := bs.Load(ctx)

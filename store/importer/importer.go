@@ -24,37 +24,75 @@ type Config struct {
 	To string
 	// Tenant receives a master.db's jobs; it is created if missing.
 	Tenant string
-	// DryRun reads both sides and writes nothing.
+	// DryRun reads both sides and writes nothing; it fails as the real
+	// run would.
 	DryRun bool
-	Out    io.Writer
 	// Now stamps what the import creates: the tenant, and the queue time
 	// of jobs put back in the queue.
 	Now func() time.Time
 }
 
-// Report is what Run did, per table.
+// Report is what Run did, or would do in a dry run.
 type Report struct {
+	// Source describes what was read.
+	Source string `json:"source"`
+	// Notes say how the source's objects were converted.
+	Notes []string `json:"notes,omitempty"`
+	// Target is the database, its password redacted.
+	Target string `json:"target"`
+	// DryRun is set when nothing was written.
+	DryRun bool `json:"dry_run"`
+	// Migrations are the schema migrations applied now (or, in a dry
+	// run, that would be).
+	Migrations []string `json:"migrations,omitempty"`
 	// Counts are the source's objects and how many the target already
 	// had before the import.
-	Counts postgres.Counts
+	Counts postgres.Counts `json:"-"`
+	// Tables is Counts per table, in the order they are written.
+	Tables []TableCount `json:"tables"`
 	// Requeued counts active jobs put back in the queue, by old state.
-	Requeued map[string]int
+	Requeued map[string]int `json:"requeued,omitempty"`
 	// Failed counts legacy jobs that could not be converted into a
 	// runnable job and were imported as failed.
-	Failed int
+	Failed int `json:"unconvertible"`
+	// Truncated counts legacy logs cut to their last LogTailBytes.
+	Truncated Truncation `json:"truncated_logs"`
+	// Sanitized counts legacy text fields from which NUL bytes, which
+	// PostgreSQL cannot store, were removed.
+	Sanitized int `json:"sanitized_fields"`
+	// Checked is set once every source object was found in the target.
+	Checked bool `json:"count_check_ok"`
 }
 
-// importChunk is how many jobs go into one import transaction.
-const importChunk = 1000
+// TableCount is one table's line of the summary.
+type TableCount struct {
+	Table string `json:"table"`
+	// Source is how many objects the source has for the table.
+	Source int `json:"source"`
+	// Inserted is how many were (or would be) inserted.
+	Inserted int `json:"inserted"`
+	// Existing is how many the target had already.
+	Existing int `json:"already_in_target"`
+}
+
+// Truncation counts logs that were cut, and the bytes cut from them.
+type Truncation struct {
+	Logs  int   `json:"logs"`
+	Bytes int64 `json:"bytes"`
+}
 
 // Run moves the objects of a bolt store or a legacy ffmpeg-rtmp
 // master.db into a PostgreSQL database, before a cluster starts on it.
-// Objects keep their IDs and are written with Raft index 0 and without
-// raising the applied index (see postgres.Store.Import), so that the new
-// cluster's log, which starts at 1, applies in full. Objects the target
-// has already are left alone, so a second run changes nothing. At the end
-// every source object is looked up in the target, and a missing one is an
-// error.
+// It reads and converts the whole source, opened read-only, before it
+// touches the target, so that a source it cannot import changes nothing;
+// then it writes every object in one transaction (postgres.Store.Import),
+// all or nothing. Objects keep their IDs and are written with Raft index
+// 0 and without raising the applied index, so that the new cluster's log,
+// which starts at 1, applies in full. Objects the target has already are
+// left alone, so a second run changes nothing. At the end every source
+// object is looked up in the target, and a missing one is an error. A dry
+// run does the same import in a transaction that it rolls back, so it
+// fails whenever the real run would, with the same error.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -63,12 +101,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := cfg.Out
-	fmt.Fprintf(out, "source: %s\n", src.desc)
-	for _, note := range src.notes {
-		fmt.Fprintf(out, "  %s\n", note)
+	rep := &Report{
+		Source: src.desc, Notes: src.notes, Target: store.Redact(cfg.To), DryRun: cfg.DryRun,
+		Requeued: src.requeued, Failed: src.failed, Truncated: src.truncated, Sanitized: src.sanitized,
 	}
-
 	st, err := store.OpenPostgres(ctx, cfg.To)
 	if err != nil {
 		return nil, err
@@ -87,51 +123,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			pending = append(pending, fmt.Sprintf("%03d_%s", s.Version, s.Name))
 		}
 	}
-	target := store.Redact(cfg.To)
-	rep := &Report{Requeued: src.requeued, Failed: src.failed}
 
 	if cfg.DryRun {
-		fmt.Fprintf(out, "target: %s\n", target)
-		if len(pending) > 0 {
-			fmt.Fprintf(out, "  would apply migrations %s\n", strings.Join(pending, ", "))
+		rep.Migrations = pending
+		counts, err := dryRun(ctx, st, src.batches, len(pending), len(status))
+		if err != nil {
+			return nil, err
 		}
-		counts := &postgres.Counts{}
-		if len(pending) < len(status) { // the tables exist
-			if counts, err = presentAll(ctx, st, src.batches); err != nil {
-				return nil, err
-			}
-			if idx, err := st.AppliedIndex(ctx); err != nil {
-				return nil, err
-			} else if idx > 0 && counts.Tenants.Existing+counts.Keys.Existing+counts.Workers.Existing+counts.Jobs.Existing < total(counts) {
-				fmt.Fprintf(out, "  a cluster already runs on this database (applied index %d): the import would be refused\n", idx)
-			}
-		} else {
-			counts = sum(src.batches, nil)
-		}
-		rep.Counts = *counts
-		printCounts(out, counts, "would insert")
-		fmt.Fprintln(out, "dry run: nothing was written")
+		rep.setCounts(counts)
 		return rep, nil
 	}
 
 	applied, err := st.Migrate(ctx)
+	for _, m := range applied {
+		rep.Migrations = append(rep.Migrations, fmt.Sprintf("%03d_%s", m.Version, m.Name))
+	}
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "target: %s (%d migrations applied now)\n", target, len(applied))
-	var counts *postgres.Counts
-	for _, b := range src.batches {
-		c, err := st.Import(ctx, b)
-		if err != nil {
-			return nil, err
-		}
-		counts = sum(nil, counts, c)
+	counts, err := st.Import(ctx, src.batches, postgres.ImportOptions{})
+	if err != nil {
+		return nil, err
 	}
-	if counts == nil {
-		counts = &postgres.Counts{}
-	}
-	rep.Counts = *counts
-	printCounts(out, counts, "inserted")
+	rep.setCounts(counts)
 
 	// The count check: every source object is in the target now.
 	present, err := presentAll(ctx, st, src.batches)
@@ -148,16 +162,91 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if len(bad) > 0 {
 		return rep, fmt.Errorf("count check failed: %s", strings.Join(bad, "; "))
 	}
-	fmt.Fprintf(out, "count check: ok (tenants %d, api_keys %d, workers %d, jobs %d: every source object is in the target)\n",
-		present.Tenants.Total, present.Keys.Total, present.Workers.Total, present.Jobs.Total)
+	rep.Checked = true
 	return rep, nil
+}
+
+// dryRun returns what an import of batches would insert, or the error it
+// would fail with. With the schema up to date it runs the import and
+// rolls it back; with migrations pending it cannot, and predicts from
+// the objects present and the applied index.
+func dryRun(ctx context.Context, st *postgres.Store, batches []*fsm.Batch, pending, migrations int) (*postgres.Counts, error) {
+	switch {
+	case pending == 0:
+		return st.Import(ctx, batches, postgres.ImportOptions{DryRun: true})
+	case pending == migrations: // no tables yet: everything is new
+		return sum(batches), nil
+	}
+	counts, err := presentAll(ctx, st, batches)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := st.AppliedIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if idx > 0 && existing(counts) < total(counts) {
+		return nil, fmt.Errorf("import: %w", postgres.LiveClusterError(idx))
+	}
+	return counts, nil
+}
+
+func (r *Report) setCounts(c *postgres.Counts) {
+	r.Counts = *c
+	r.Tables = nil
+	for _, t := range postgres.Tables {
+		x := c.Table(t)
+		r.Tables = append(r.Tables, TableCount{Table: t, Source: x.Total, Inserted: x.Total - x.Existing, Existing: x.Existing})
+	}
+}
+
+// WriteText prints the report as the migrate command's summary.
+func (r *Report) WriteText(out io.Writer) {
+	fmt.Fprintf(out, "source: %s\n", r.Source)
+	for _, note := range r.Notes {
+		fmt.Fprintf(out, "  %s\n", note)
+	}
+	if r.Truncated.Logs > 0 {
+		fmt.Fprintf(out, "  logs truncated to their last %d KiB: %d (%d bytes cut in total)\n", LogTailBytes>>10, r.Truncated.Logs, r.Truncated.Bytes)
+	}
+	if r.Sanitized > 0 {
+		fmt.Fprintf(out, "  text fields with NUL bytes removed: %d\n", r.Sanitized)
+	}
+	verb := "inserted"
+	if r.DryRun {
+		verb = "would insert"
+		fmt.Fprintf(out, "target: %s\n", r.Target)
+		if len(r.Migrations) > 0 {
+			fmt.Fprintf(out, "  would apply migrations %s\n", strings.Join(r.Migrations, ", "))
+		}
+	} else {
+		fmt.Fprintf(out, "target: %s (%d migrations applied now)\n", r.Target, len(r.Migrations))
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "table\tsource\t%s\talready in target\t\n", verb)
+	for _, t := range r.Tables {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", t.Table, t.Source, t.Inserted, t.Existing)
+	}
+	tw.Flush()
+	switch {
+	case r.DryRun:
+		fmt.Fprintln(out, "dry run: nothing was written")
+	case r.Checked:
+		c := r.Counts
+		fmt.Fprintf(out, "count check: ok (tenants %d, api_keys %d, workers %d, jobs %d: every source object is in the target)\n",
+			c.Tenants.Total, c.Keys.Total, c.Workers.Total, c.Jobs.Total)
+	}
 }
 
 func total(c *postgres.Counts) int {
 	return c.Tenants.Total + c.Keys.Total + c.Workers.Total + c.Jobs.Total
 }
 
-// sum adds up counts; batches without counts add their totals.
+func existing(c *postgres.Counts) int {
+	return c.Tenants.Existing + c.Keys.Existing + c.Workers.Existing + c.Jobs.Existing
+}
+
+// sum adds up the objects of batches and the counts of cs.
 func sum(batches []*fsm.Batch, cs ...*postgres.Counts) *postgres.Counts {
 	out := &postgres.Counts{}
 	for _, b := range batches {
@@ -167,9 +256,6 @@ func sum(batches []*fsm.Batch, cs ...*postgres.Counts) *postgres.Counts {
 		})
 	}
 	for _, c := range cs {
-		if c == nil {
-			continue
-		}
 		for _, t := range postgres.Tables {
 			o, x := out.Table(t), c.Table(t)
 			o.Total += x.Total
@@ -191,16 +277,6 @@ func presentAll(ctx context.Context, st *postgres.Store, batches []*fsm.Batch) (
 	return sum(nil, cs...), nil
 }
 
-func printCounts(out io.Writer, c *postgres.Counts, verb string) {
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "table\tsource\t%s\talready in target\t\n", verb)
-	for _, t := range postgres.Tables {
-		x := c.Table(t)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", t, x.Total, x.Total-x.Existing, x.Existing)
-	}
-	tw.Flush()
-}
-
 // source is what was read from --from, converted and split into import
 // batches (the first holds tenants, keys and workers; jobs follow in
 // chunks).
@@ -210,6 +286,10 @@ type source struct {
 	batches  []*fsm.Batch
 	requeued map[string]int
 	failed   int
+	// truncated and sanitized count legacy logs cut and text fields
+	// cleaned.
+	truncated Truncation
+	sanitized int
 }
 
 func readSource(ctx context.Context, cfg Config) (*source, error) {
@@ -254,6 +334,10 @@ func validTenant(t string) error {
 	}
 	return nil
 }
+
+// importChunk is how many jobs go into one statement of the import
+// transaction.
+const importChunk = 1000
 
 // chunk splits jobs into import batches after a first batch with the
 // other objects.

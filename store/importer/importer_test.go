@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/store/importer/importertest"
@@ -23,12 +22,13 @@ var importNow = time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)
 
 func runImport(t *testing.T, cfg Config) (*Report, string) {
 	t.Helper()
-	var out bytes.Buffer
-	cfg.Out, cfg.Now = &out, func() time.Time { return importNow }
+	cfg.Now = func() time.Time { return importNow }
 	rep, err := Run(mctx, cfg)
 	if err != nil {
-		t.Fatalf("import %s: %v\n%s", cfg.From, err, out.String())
+		t.Fatalf("import %s: %v", cfg.From, err)
 	}
+	var out bytes.Buffer
+	rep.WriteText(&out)
 	return rep, out.String()
 }
 
@@ -90,10 +90,7 @@ func checkLegacyJobs(t *testing.T, st *postgres.Store, version string, legacy []
 		"failed": fsm.JobFailed, "timed_out": fsm.JobFailed, "canceled": fsm.JobCanceled, "rejected": fsm.JobFailed,
 	}
 	for _, l := range legacy {
-		id := l.ID
-		if u, err := uuid.Parse(id); err != nil || u.Version() != 7 {
-			id = legacyJobID(l.ID, l.Created.UTC())
-		}
+		id := l.ID // kept, whatever its form
 		j, err := st.GetJob(mctx, id)
 		if err != nil {
 			t.Errorf("legacy job %s (%s): GetJob(%s): %v", l.ID, l.Status, id, err)
@@ -146,13 +143,25 @@ func checkLegacyJobs(t *testing.T, st *postgres.Store, version string, legacy []
 		}
 	}
 	if version == "v2" {
-		j, err := st.GetJob(mctx, legacyJobID(legacy[9].ID, legacy[9].Created.UTC())) // timed_out
+		j, err := st.GetJob(mctx, legacy[9].ID) // timed_out
 		if err == nil && fsm.ErrorCode(j.Error) != fsm.CodeTimeout {
 			t.Errorf("timed_out legacy job: error code %q, want timeout", fsm.ErrorCode(j.Error))
 		}
 	}
 	if len(state.Workers) != 2 || state.Workers[0].State != fsm.WorkerDown || state.Workers[0].CPUs != 16 || state.Workers[0].MemoryMB != 32<<10 {
 		t.Errorf("imported nodes = %+v, want 2 workers down with 16 CPUs and 32 GiB", state.Workers)
+	}
+	if version == "v2" {
+		var gpu *fsm.Worker
+		for _, w := range state.Workers {
+			if w.Name == "encoder-2" {
+				gpu = w
+			}
+		}
+		// ["nvenc_h264","h264_nvenc","nvenc_hevc","cuda"]
+		if want := []string{"h264_nvenc", "hevc_nvenc"}; gpu == nil || !slices.Equal(gpu.Encoders, want) {
+			t.Errorf("GPU node's encoders = %+v, want %v", gpu, want)
+		}
 	}
 }
 
@@ -164,37 +173,6 @@ func slicesIndex(js []*fsm.Job, id string) (int, bool) {
 	}
 	return -1, false
 }
-
-func TestLegacyJobID(t *testing.T) {
-	created := time.Date(2024, 5, 2, 10, 0, 0, 0, time.UTC)
-	a, b := legacyJobID("6f1c1a52-3b5e-4c3e-9a43-1d2f3e4a5b6c", created), legacyJobID("6f1c1a52-3b5e-4c3e-9a43-1d2f3e4a5b6c", created)
-	if a != b {
-		t.Errorf("legacyJobID is not deterministic: %s, %s", a, b)
-	}
-	u, err := uuid.Parse(a)
-	if err != nil || u.Version() != 7 || u.Variant() != uuid.RFC4122 {
-		t.Errorf("legacyJobID = %s (%v): want a UUIDv7", a, err)
-	}
-	if sec, _ := u.Time().UnixTime(); sec != created.Unix() {
-		t.Errorf("legacyJobID time = %d, want the creation time %d", sec, created.Unix())
-	}
-	later := legacyJobID("job-2", created.Add(time.Millisecond))
-	if later <= a {
-		t.Errorf("a later job's ID %s does not sort after %s", later, a)
-	}
-	v7 := uuid.Must(uuid.NewV7()).String()
-	if got := legacyJobID(v7, created); got != v7 {
-		t.Errorf("a UUIDv7 legacy ID became %s, want it kept", got)
-	}
-	for in, want := range map[string]string{"4K60-h264": "2160p60-h264", "1080p30-h264": "1080p30-h264", "720p-hevc": "720p30-h265", "1080p60-HEVC": "1080p60-h265", "weird": "", "8K30-h264": ""} {
-		if got := legacyScenario(in); got != want {
-			t.Errorf("legacyScenario(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-// boltNode is a single FSM on a bolt store, fed commands one index each,
-// as a dev node's Raft would.
 
 func TestLogTailMatchesWorker(t *testing.T) {
 	if LogTailBytes != worker.DefaultTailBytes {

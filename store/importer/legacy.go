@@ -1,18 +1,23 @@
 package importer
 
 import (
+	"cmp"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", pure Go
@@ -40,11 +45,76 @@ var legacyNodeColumns = []string{
 // a test keeps the two equal, as store packages do not import worker).
 const LogTailBytes = 32 << 10
 
-// legacyRow is one row by column name; absent columns are nil.
+// legacyRow is one row by column name; absent columns are nil. "table"
+// and "rowid" say where it comes from.
 type legacyRow map[string]any
 
+// errorf is an error about one field of the row, naming the table, the
+// row's id (or its rowid, if the id is unusable) and the field.
+func (r legacyRow) errorf(field, format string, args ...any) error {
+	row := fmt.Sprintf("rowid %d", r.num("rowid"))
+	if id := r.str("id"); id != "" && fsm.ValidJobID(id) {
+		row = "id " + id
+	}
+	return fmt.Errorf("%s row %s, field %s: %s", r.str("table"), row, field, fmt.Sprintf(format, args...))
+}
+
+// text returns a column that is only text to keep (a log, a message, a
+// label) without its NUL bytes, which PostgreSQL cannot store and which
+// mean nothing in text; it counts the fields it cleaned in src.
+func (r legacyRow) text(col string, src *source) string {
+	return clean(r.str(col), src)
+}
+
+// clean is text for a string that is not a column, such as a label
+// decoded from a JSON column.
+func clean(s string, src *source) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		src.sanitized++
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return s
+}
+
+// essential returns a column that identifies or decides something (an ID,
+// a status), refusing it, with the row named, if it holds control
+// characters (NUL among them) or is not UTF-8: such a value cannot be
+// cleaned without changing what it names.
+func (r legacyRow) essential(col string) (string, error) {
+	s := r.str(col)
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return "", r.errorf(col, "%q holds control characters or is not UTF-8", s)
+	}
+	return s, nil
+}
+
+// sqliteMagic begins every SQLite 3 database file.
+const sqliteMagic = "SQLite format 3\x00"
+
+// readLegacy reads a master.db. SQLite would take an empty file for an
+// empty database and a missing one for a new one, so the file must exist
+// and start with SQLite's header. It is opened so that nothing is written:
+// immutable=1 when no write-ahead log is beside it (the legacy master ran
+// in WAL mode, and a read-only open of a WAL database would still create
+// its -wal and -shm files), mode=ro when one is, left by a master that
+// crashed or still runs: then the log's committed rows are read too,
+// which immutable=1 would skip, and SQLite may add a -shm file beside it.
 func readLegacy(ctx context.Context, path, tenant string, now time.Time) (*source, error) {
-	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--from: %w", err)
+	}
+	head := make([]byte, len(sqliteMagic))
+	_, err = io.ReadFull(f, head)
+	f.Close()
+	if err != nil || string(head) != sqliteMagic {
+		return nil, fmt.Errorf("--from %s: %w", path, ErrNotMasterDB)
+	}
+	mode := "immutable=1"
+	if info, err := os.Stat(path + "-wal"); err == nil && info.Size() > 0 {
+		mode = "mode=ro"
+	}
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+mode)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -57,11 +127,16 @@ func readLegacy(ctx context.Context, path, tenant string, now time.Time) (*sourc
 	if err != nil {
 		return nil, err
 	}
-	first := &fsm.Batch{Tenants: []*fsm.Tenant{{ID: tenant, Name: tenant, CreatedAt: now.UTC()}}}
-	for _, n := range nodes {
-		first.Workers = append(first.Workers, legacyWorker(n))
-	}
 	src := &source{requeued: map[string]int{}}
+	first := &fsm.Batch{Tenants: []*fsm.Tenant{{ID: tenant, Name: tenant, CreatedAt: now.UTC()}}}
+	unknown := map[string]bool{}
+	for _, n := range nodes {
+		w, err := legacyWorker(n, src, unknown)
+		if err != nil {
+			return nil, err
+		}
+		first.Workers = append(first.Workers, w)
+	}
 	var jobs []*fsm.Job
 	for _, r := range jobRows {
 		j, err := legacyJob(r, tenant, now.UTC(), src)
@@ -70,13 +145,8 @@ func readLegacy(ctx context.Context, path, tenant string, now time.Time) (*sourc
 		}
 		jobs = append(jobs, j)
 	}
-	// Oldest first, by the time-ordered IDs they now have.
-	slices.SortFunc(jobs, func(a, b *fsm.Job) int { return strings.Compare(a.ID, b.ID) })
-	for i := 1; i < len(jobs); i++ {
-		if jobs[i].ID == jobs[i-1].ID {
-			return nil, fmt.Errorf("legacy jobs %q and %q map to the same ID %s", jobs[i-1].Spec.Name, jobs[i].Spec.Name, jobs[i].ID)
-		}
-	}
+	// Oldest first, as they were created.
+	slices.SortStableFunc(jobs, func(a, b *fsm.Job) int { return a.SubmittedAt.Compare(b.SubmittedAt) })
 	src.batches = chunk(first, jobs)
 	src.desc = fmt.Sprintf("ffmpeg-rtmp master database %s: %d nodes, %d jobs, into tenant %q", path, len(nodes), len(jobs), tenant)
 	if len(src.requeued) > 0 {
@@ -85,15 +155,24 @@ func readLegacy(ctx context.Context, path, tenant string, now time.Time) (*sourc
 	if src.failed > 0 {
 		src.notes = append(src.notes, fmt.Sprintf("%d unfinished jobs could not be converted into a runnable job and are imported as failed", src.failed))
 	}
-	src.notes = append(src.notes, "nodes are imported as workers that are down; legacy job IDs that are not UUIDv7 get a time-ordered UUIDv7 (the old ID is in the job's name)")
+	if len(unknown) > 0 {
+		src.notes = append(src.notes, fmt.Sprintf("GPU capabilities with no ffmpeg encoder here, left out: %s", strings.Join(slices.Sorted(maps.Keys(unknown)), ", ")))
+	}
+	src.notes = append(src.notes, "nodes are imported as workers that are down; jobs keep their ffmpeg-rtmp IDs")
 	return src, nil
 }
 
+// ErrNotMasterDB is returned for a --from file that is not an ffmpeg-rtmp
+// master.db: not SQLite, or without its tables.
+var ErrNotMasterDB = errors.New("not an ffmpeg-rtmp master database (SQLite)")
+
+// legacyRows reads every row of table, with the columns of want that it
+// has, and its rowid.
 func legacyRows(ctx context.Context, db *sql.DB, table string, want []string) ([]legacyRow, error) {
 	have := map[string]bool{}
 	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
 	if err != nil {
-		return nil, fmt.Errorf("read %s columns: %w", table, err)
+		return nil, fmt.Errorf("read %s columns: %w (%w)", table, err, ErrNotMasterDB)
 	}
 	for rows.Next() {
 		var n string
@@ -107,9 +186,9 @@ func legacyRows(ctx context.Context, db *sql.DB, table string, want []string) ([
 		return nil, err
 	}
 	if !have["id"] {
-		return nil, fmt.Errorf("not an ffmpeg-rtmp master database: no table %q with an id column", table)
+		return nil, fmt.Errorf("%w: no table %q with an id column", ErrNotMasterDB, table)
 	}
-	var cols []string
+	cols := []string{"rowid"}
 	for _, c := range want {
 		if have[c] {
 			cols = append(cols, c)
@@ -130,7 +209,7 @@ func legacyRows(ctx context.Context, db *sql.DB, table string, want []string) ([
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
-		r := legacyRow{}
+		r := legacyRow{"table": table}
 		for i, c := range cols {
 			r[c] = vals[i]
 		}
@@ -213,51 +292,113 @@ func (r legacyRow) time(col string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("column %s: time %q is in no known format", col, s)
+	return time.Time{}, r.errorf(col, "time %q is in no known format", s)
 }
 
-// legacyJobID keeps a legacy job ID that is a UUIDv7 (so already time
-// ordered) and gives any other one (UUIDv4, as ffmpeg-rtmp made them, or
-// free text) a UUIDv7 made of its creation time and a hash of the old ID:
-// listings are newest first by ID, and the same old ID always maps to the
-// same new one, so a second import finds the jobs it imported.
-func legacyJobID(old string, created time.Time) string {
-	if u, err := uuid.Parse(old); err == nil && u.Version() == 7 {
-		return u.String()
+// legacyJobID is the ID an imported job gets: its ffmpeg-rtmp ID, kept
+// (see fsm.ValidJobID for why), so that `ffrtmp jobs get OLD-ID` finds it.
+// A UUID in another spelling ({…}, urn:uuid:…) is kept in its canonical
+// form. An ID that is neither is refused, naming the row.
+func legacyJobID(r legacyRow) (string, error) {
+	old, err := r.essential("id")
+	if err != nil {
+		return "", err
 	}
-	var u uuid.UUID
-	binary.BigEndian.PutUint64(u[:8], uint64(max(created.UnixMilli(), 0))<<16)
-	h := sha256.Sum256([]byte("ffmpeg-rtmp job " + old))
-	copy(u[6:], h[:10])
-	u[6] = 0x70 | u[6]&0x0f // version 7
-	u[8] = 0x80 | u[8]&0x3f // RFC 4122 variant
-	return u.String()
+	if fsm.ValidJobID(old) {
+		return old, nil
+	}
+	if u, err := uuid.Parse(old); err == nil {
+		return u.String(), nil
+	}
+	return "", r.errorf("id", "%q is not a UUID nor 1 to 64 letters, digits, '.', '_' and '-'", old)
 }
 
-// legacyScenarioRE matches ffmpeg-rtmp scenario names such as 4K60-h264,
-// 1080p30-h265 or 720p-hevc.
-var legacyScenarioRE = regexp.MustCompile(`(?i)^(\d{3,4}p|[248]k)(\d{2})?[-_](h\.?264|avc|h\.?265|hevc|vp9|av1)`)
+// legacyScenarioRE matches the scenario names of ffmpeg-rtmp: a height in
+// lines (1080p) or in K (4K, 2K), an optional frame rate and an optional
+// codec, with an optional "test-" prefix: 4K60-h264, 1080p30-hevc,
+// 720p-h264, test-4K60-h264, test-720p, 2K60_h265.
+var legacyScenarioRE = regexp.MustCompile(`^(?:test[-_])?(?:(\d{3,4})p|(\d)k)(\d{2,3})?(?:fps)?(?:[-_](h\.?264|avc|x264|h\.?265|hevc|x265|vp9|av1)(?:[-_].*)?)?$`)
+
+// legacyHeights are the K names ffmpeg-rtmp used, in lines.
+var legacyHeights = map[string]int{"2": 1440, "4": 2160}
 
 // legacyScenario maps a legacy scenario to one of ours, "" if none fits.
-func legacyScenario(s string) string {
-	m := legacyScenarioRE.FindStringSubmatch(strings.TrimSpace(s))
+// A part the name leaves out comes from the job's parameters ("fps",
+// "codec"), else 30 fps and H.264, ffmpeg's default for MP4.
+func legacyScenario(s, params string) string {
+	m := legacyScenarioRE.FindStringSubmatch(strings.ToLower(strings.TrimSpace(s)))
 	if m == nil {
 		return ""
 	}
-	height := map[string]string{"2k": "1440", "4k": "2160", "8k": ""}[strings.ToLower(m[1])]
-	if strings.HasSuffix(strings.ToLower(m[1]), "p") {
-		height = strings.TrimSuffix(strings.ToLower(m[1]), "p")
+	var p struct {
+		FPS   any    `json:"fps"`
+		Codec string `json:"codec"`
 	}
-	fps := m[2]
+	_ = json.Unmarshal([]byte(params), &p)
+	height, _ := strconv.Atoi(m[1])
+	if m[2] != "" {
+		height = legacyHeights[m[2]]
+	}
+	fps := m[3]
 	if fps == "" {
-		fps = "30"
+		fps = fmt.Sprint(p.FPS)
+		if _, err := strconv.Atoi(fps); err != nil {
+			fps = "30"
+		}
 	}
-	codec := map[string]string{"h264": "h264", "h.264": "h264", "avc": "h264", "h265": "h265", "h.265": "h265", "hevc": "h265", "vp9": "vp9", "av1": "av1"}[strings.ToLower(m[3])]
-	sc := height + "p" + fps + "-" + codec
+	codec := legacyCodecs[m[4]]
+	if m[4] == "" {
+		codec = cmp.Or(legacyCodecs[strings.ToLower(p.Codec)], encoderCodec(strings.ToLower(p.Codec)), "h264")
+	}
+	sc := fmt.Sprintf("%dp%s-%s", height, fps, codec)
 	if _, err := fsm.ParseScenario(sc); err != nil {
 		return ""
 	}
 	return sc
+}
+
+// legacyCodecs maps the codec names of ffmpeg-rtmp to ours.
+var legacyCodecs = map[string]string{
+	"h264": "h264", "h.264": "h264", "avc": "h264", "x264": "h264",
+	"h265": "h265", "h.265": "h265", "hevc": "h265", "x265": "h265",
+	"vp9": "vp9", "av1": "av1",
+}
+
+// encoderCodec returns the codec of an ffmpeg encoder in fsm's table
+// (libx264 → h264), "" if it is not there.
+func encoderCodec(encoder string) string {
+	for _, c := range []string{"h264", "h265", "vp9", "av1"} {
+		if slices.Contains(fsm.EncodersFor(c), encoder) {
+			return c
+		}
+	}
+	return ""
+}
+
+// legacyEncoder maps a GPU capability of an ffmpeg-rtmp node to an ffmpeg
+// encoder of fsm's table: an encoder name is kept (h264_nvenc stays
+// h264_nvenc), a kind and codec in either order is looked up (nvenc_h264
+// → h264_nvenc, nvenc_hevc → hevc_nvenc, qsv_av1 → av1_qsv), and ffmpeg's
+// old alias "nvenc" is h264_nvenc. ok is false for anything else.
+func legacyEncoder(capability string) (encoder string, ok bool) {
+	c := strings.ToLower(strings.TrimSpace(capability))
+	if c == "nvenc" {
+		c = "h264_nvenc"
+	}
+	if encoderCodec(c) != "" {
+		return c, true
+	}
+	a, b, _ := strings.Cut(c, "_")
+	kind, codec := a, legacyCodecs[b]
+	if !slices.Contains(fsm.HardwareKinds, kind) {
+		kind, codec = b, legacyCodecs[a]
+	}
+	for _, e := range fsm.EncodersFor(codec) {
+		if kind != "" && fsm.EncoderHardware(e) == kind {
+			return e, true
+		}
+	}
+	return "", false
 }
 
 // legacyErrorCode maps ffmpeg-rtmp's failure reasons and end states.
@@ -274,29 +415,33 @@ func legacyErrorCode(status, reason string) fsm.Code {
 }
 
 func legacyJob(r legacyRow, tenant string, now time.Time, src *source) (*fsm.Job, error) {
-	old := r.str("id")
-	created, err := r.time("created_at")
+	id, err := legacyJobID(r)
 	if err != nil {
-		return nil, fmt.Errorf("legacy job %s: %w", old, err)
+		return nil, err
 	}
-	started, err := r.time("started_at")
+	var times [4]time.Time
+	for i, col := range []string{"created_at", "started_at", "completed_at", "last_activity_at"} {
+		if times[i], err = r.time(col); err != nil {
+			return nil, err
+		}
+	}
+	created, started, completed, activity := times[0], times[1], times[2], times[3]
+	if created.IsZero() {
+		return nil, r.errorf("created_at", "no creation time")
+	}
+	status, err := r.essential("status")
 	if err != nil {
-		return nil, fmt.Errorf("legacy job %s: %w", old, err)
+		return nil, err
 	}
-	completed, err := r.time("completed_at")
+	status = strings.ToLower(status)
+	nodeID, err := r.essential("node_id")
 	if err != nil {
-		return nil, fmt.Errorf("legacy job %s: %w", old, err)
+		return nil, err
 	}
-	activity, err := r.time("last_activity_at")
-	if err != nil {
-		return nil, fmt.Errorf("legacy job %s: %w", old, err)
-	}
-	status := strings.ToLower(r.str("status"))
-	name := "ffmpeg-rtmp " + old
+	name := "ffmpeg-rtmp " + id
 	if seq := r.num("sequence_number"); seq > 0 {
-		name = fmt.Sprintf("ffmpeg-rtmp #%d %s", seq, old)
+		name = fmt.Sprintf("ffmpeg-rtmp #%d %s", seq, id)
 	}
-	id := legacyJobID(old, created)
 	retries := int(max(r.num("retry_count"), 0))
 	maxRetries := fsm.DefaultMaxRetries
 	if _, ok := r["max_retries"]; ok && r["max_retries"] != nil {
@@ -304,7 +449,7 @@ func legacyJob(r legacyRow, tenant string, now time.Time, src *source) (*fsm.Job
 	}
 	spec := fsm.JobSpec{
 		Name:       name,
-		Scenario:   legacyScenario(r.str("scenario")),
+		Scenario:   legacyScenario(r.str("scenario"), r.str("parameters")),
 		Queue:      fsm.Queue(strings.ToLower(r.str("queue"))),
 		Priority:   fsm.Priority(strings.ToLower(r.str("priority"))),
 		MaxRetries: &maxRetries,
@@ -317,29 +462,37 @@ func legacyJob(r legacyRow, tenant string, now time.Time, src *source) (*fsm.Job
 	if !slices.Contains(fsm.Priorities, spec.Priority) {
 		spec.Priority = fsm.PriorityMedium
 	}
+	log := r.text("logs", src)
+	if len(log) > LogTailBytes {
+		kept := tail(log, LogTailBytes)
+		src.truncated.Logs++
+		src.truncated.Bytes += int64(len(log) - len(kept))
+		log = kept
+	}
 	j := &fsm.Job{
 		ID: id, TenantID: tenant, Spec: spec, Retries: retries,
 		SubmittedAt: created, QueuedAt: created, AssignedAt: started, StartedAt: started,
-		Log: tail(r.str("logs"), LogTailBytes),
+		Log: log,
 	}
 	if started.IsZero() {
 		j.Attempt = retries
 	} else {
 		j.Attempt = retries + 1
 	}
-	if msg := r.str("error"); msg != "" {
+	if msg := r.text("error", src); msg != "" {
 		j.Error = &fsm.Error{Code: legacyErrorCode(status, r.str("failure_reason")), Message: msg}
 	}
+	scenario := r.text("scenario", src)
 	plan, compileErr := j.Spec.Compile(fsm.Policy{})
 	if compileErr == nil {
 		j.Plan = *plan
 	} else {
 		// Keep what the legacy job asked for, as history.
-		j.Spec.Scenario = r.str("scenario")
+		j.Spec.Scenario = scenario
 	}
 	finish := func(s fsm.JobState) {
 		j.State = s
-		j.WorkerID = r.str("node_id")
+		j.WorkerID = nodeID
 		j.FinishedAt = firstSet(completed, activity, started, created)
 		if p := r.num("progress"); p > 0 {
 			j.Progress = &fsm.Progress{Percent: float64(min(p, 100)), UpdatedAt: firstSet(activity, j.FinishedAt)}
@@ -361,7 +514,7 @@ func legacyJob(r legacyRow, tenant string, now time.Time, src *source) (*fsm.Job
 			finish(fsm.JobFailed)
 			j.WorkerID = ""
 			j.FinishedAt = now
-			j.Error = &fsm.Error{Code: fsm.CodeInvalidArgument, Message: fmt.Sprintf("imported from ffmpeg-rtmp while %s, but its scenario %q has no equivalent here: %v", status, r.str("scenario"), compileErr)}
+			j.Error = &fsm.Error{Code: fsm.CodeInvalidArgument, Message: fmt.Sprintf("imported from ffmpeg-rtmp while %s, but its scenario %q has no equivalent here: %v", status, scenario, compileErr)}
 			break
 		}
 		src.requeued[status]++
@@ -369,13 +522,13 @@ func legacyJob(r legacyRow, tenant string, now time.Time, src *source) (*fsm.Job
 		case "pending", "queued", "retrying":
 			j.State, j.WorkerID = fsm.JobQueued, ""
 		default: // it was running on a legacy node: it runs again here
-			requeue(j, now, fmt.Sprintf("imported from ffmpeg-rtmp while %s on node %s; it runs again on this cluster", status, r.str("node_id")))
+			requeue(j, now, fmt.Sprintf("imported from ffmpeg-rtmp while %s on node %s; it runs again on this cluster", status, nodeID))
 		}
 		// Its acquire timeout counts from the import, not from the
 		// legacy queue time.
 		j.QueuedAt = now
 	default:
-		return nil, fmt.Errorf("legacy job %s: unknown status %q", old, status)
+		return nil, r.errorf("status", "unknown status %q", status)
 	}
 	return j, nil
 }
@@ -422,13 +575,21 @@ func tail(s string, n int) string {
 }
 
 // legacyWorker maps a legacy node to a worker of the shared pool that is
-// down until a worker with its ID registers.
-func legacyWorker(r legacyRow) *fsm.Worker {
-	addr := r.str("address")
+// down until a worker with its ID registers. GPU capabilities that name
+// no encoder of ours are left out and collected in unknown.
+func legacyWorker(r legacyRow, src *source, unknown map[string]bool) (*fsm.Worker, error) {
+	id, err := r.essential("id")
+	if err != nil {
+		return nil, err
+	}
+	if id == "" {
+		return nil, r.errorf("id", "empty")
+	}
+	addr := r.text("address", src)
 	if u, err := url.Parse(addr); err == nil && u.Host != "" {
 		addr = u.Host
 	}
-	name := r.str("name")
+	name := r.text("name", src)
 	if name == "" {
 		name = addr
 	}
@@ -438,26 +599,31 @@ func legacyWorker(r legacyRow) *fsm.Worker {
 	}
 	labels := map[string]string{}
 	_ = json.Unmarshal([]byte(r.str("labels")), &labels)
+	for k, v := range labels {
+		delete(labels, k)
+		labels[clean(k, src)] = clean(v, src)
+	}
 	for k, col := range map[string]string{"ffmpeg-rtmp/type": "type", "ffmpeg-rtmp/cpu-model": "cpu_model", "ffmpeg-rtmp/gpu": "gpu_type", "ffmpeg-rtmp/status": "status"} {
-		if v := r.str(col); v != "" {
+		if v := r.text(col, src); v != "" {
 			labels[k] = v
 		}
 	}
 	var encoders []string
 	var caps []string
 	_ = json.Unmarshal([]byte(r.str("gpu_capabilities")), &caps)
-	for _, c := range caps { // nvenc_h264 → h264_nvenc
-		if kind, codec, ok := strings.Cut(strings.ToLower(c), "_"); ok {
-			if codec == "h265" {
-				codec = "hevc"
+	for _, c := range caps {
+		if e, ok := legacyEncoder(c); ok {
+			if !slices.Contains(encoders, e) {
+				encoders = append(encoders, e)
 			}
-			encoders = append(encoders, codec+"_"+kind)
+		} else {
+			unknown[clean(c, src)] = true
 		}
 	}
 	registered, _ := r.time("registered_at")
 	return &fsm.Worker{
-		ID: r.str("id"), Name: name, Addr: addr, State: fsm.WorkerDown, Incarnation: "ffmpeg-rtmp",
+		ID: id, Name: name, Addr: addr, State: fsm.WorkerDown, Incarnation: "ffmpeg-rtmp",
 		Slots: 1, CPUs: int(r.num("cpu_threads")), MemoryMB: int(mem >> 20),
 		Encoders: encoders, Labels: labels, RegisteredAt: registered,
-	}
+	}, nil
 }

@@ -1,5 +1,5 @@
 // Package importertest builds the sources that the importer tests read:
-// legacy ffmpeg-rtmp master.db files.
+// legacy ffmpeg-rtmp master.db files and dev nodes' bolt state files.
 package importertest
 
 import (
@@ -17,6 +17,10 @@ import (
 	"github.com/google/uuid"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", pure Go
 
+	"github.com/hashicorp/raft"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/store/bolt"
 	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
 )
 
@@ -58,6 +62,10 @@ func LegacyDB(t testing.TB, version string, n int) (string, []LegacyJob) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// The legacy master ran SQLite in WAL mode, which the file records.
+	if _, err := db.Exec(`PRAGMA journal_mode=WAL`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.Exec(string(schema)); err != nil {
 		t.Fatalf("create legacy schema: %v", err)
 	}
@@ -70,14 +78,14 @@ func LegacyDB(t testing.TB, version string, n int) (string, []LegacyJob) {
 		} else {
 			_, err = db.Exec(`INSERT INTO nodes (id, name, address, type, cpu_threads, cpu_model, has_gpu, gpu_type, gpu_capabilities, ram_total_bytes, labels, status, last_heartbeat, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 				id, fmt.Sprintf("encoder-%d", i+1), fmt.Sprintf("http://10.1.0.%d:9000", i+1), "server", 16, "AMD EPYC 7302", i == 1, map[bool]string{true: "NVIDIA T4"}[i == 1],
-				map[bool]string{true: `["nvenc_h264","nvenc_h265"]`, false: `[]`}[i == 1], int64(32)<<30, `{"rack":"r1"}`, "available", sqliteTime(base), sqliteTime(base))
+				map[bool]string{true: `["nvenc_h264","h264_nvenc","nvenc_hevc","cuda"]`, false: `[]`}[i == 1], int64(32)<<30, `{"rack":"r1"}`, "available", sqliteTime(base), sqliteTime(base))
 		}
 		if err != nil {
 			t.Fatalf("insert node: %v", err)
 		}
 	}
 	statuses := []string{"pending", "queued", "assigned", "processing", "running", "paused", "retrying", "completed", "failed", "timed_out", "canceled", "rejected"}
-	scenarios := []string{"4K60-h264", "1080p30-h264", "720p30-h265", "480p30-h264", "1080p60-hevc", "weird-scenario"}
+	scenarios := []string{"4K60-h264", "test-4K60-h264", "1080p30-h264", "720p30-h265", "test-720p", "480p30-h264", "1080p60-hevc", "weird-scenario"}
 	r := rand.New(rand.NewPCG(9, 9))
 	var jobs []LegacyJob
 	for i := range n {
@@ -162,4 +170,91 @@ func TableRows(t testing.TB, url string) string {
 		rows.Close()
 	}
 	return out.String()
+}
+
+// Exec runs a statement on the master.db at path, to add a row the
+// fixture lacks.
+func Exec(t testing.TB, path, query string, args ...any) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// Node is one FSM fed commands one index each, as a dev node's Raft would.
+type Node struct {
+	T    testing.TB
+	F    *fsm.FSM
+	Next uint64
+}
+
+// Apply applies c at the next index and fails the test on a refusal.
+func (n *Node) Apply(c fsm.Command) any {
+	n.T.Helper()
+	data, err := fsm.Encode(c)
+	if err != nil {
+		n.T.Fatal(err)
+	}
+	n.Next++
+	r := n.F.ApplyBatch([]*raft.Log{{Index: n.Next, Type: raft.LogCommand, Data: data}})[0]
+	if err, ok := r.(error); ok {
+		n.T.Fatalf("apply %T: %v", c, err)
+	}
+	return r
+}
+
+// DevSubmit is the nth job DevState submits.
+func DevSubmit(n int, at time.Time) *fsm.SubmitJob {
+	spec := fsm.JobSpec{Scenario: "720p30-h264", Input: fsm.Input{URL: "testsrc://?duration=2"}, Outputs: []fsm.Output{{URL: fmt.Sprintf("file:///out/%d.mp4", n)}}}
+	plan, err := spec.Compile(fsm.Policy{})
+	if err != nil {
+		panic(err)
+	}
+	return &fsm.SubmitJob{Job: fsm.Job{ID: fmt.Sprintf("01956a3c-0000-7000-8000-%012x", n), TenantID: "acme", Spec: spec, Plan: *plan, SubmittedAt: at}}
+}
+
+// DevState runs a dev node's FSM on a bolt file: a tenant, a key, a
+// worker and jobs in every state. It returns the path, closed.
+func DevState(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	bs, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsm.New(context.Background(), fsm.Config{Store: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{T: t, F: f}
+	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme", CreatedAt: at}})
+	n.Apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k1", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("0123456789abcdef0123456789abcdef"), CreatedAt: at}})
+	n.Apply(&fsm.RegisterWorker{At: at, Worker: fsm.Worker{ID: "w1", Name: "laptop", Incarnation: "i1", Slots: 4, CPUs: 8, MemoryMB: 8192, Encoders: []string{"libx264"}, RegisteredAt: at}})
+	for i := 1; i <= 12; i++ {
+		n.Apply(DevSubmit(i, at.Add(time.Duration(i)*time.Second)))
+	}
+	rep := func(i, attempt int) fsm.Report {
+		return fsm.Report{JobID: DevSubmit(i, at).Job.ID, WorkerID: "w1", Attempt: attempt}
+	}
+	for i := 1; i <= 4; i++ { // 1, 2 succeed; 3 runs; 4 is paused
+		n.Apply(&fsm.AssignJob{JobID: rep(i, 1).JobID, WorkerID: "w1", Attempt: 1, At: at.Add(time.Minute)})
+		n.Apply(&fsm.StartJob{Report: rep(i, 1), At: at.Add(2 * time.Minute)})
+	}
+	n.Apply(&fsm.FinishJob{Report: rep(1, 1), At: at.Add(3 * time.Minute), Log: "done\n"})
+	n.Apply(&fsm.FinishJob{Report: rep(2, 1), At: at.Add(3 * time.Minute), Error: &fsm.Error{Code: fsm.CodeFFmpeg, Message: "exit 1"}})
+	n.Apply(&fsm.PauseJob{JobID: rep(4, 1).JobID, At: at.Add(4 * time.Minute)})
+	n.Apply(&fsm.AssignJob{JobID: rep(5, 1).JobID, WorkerID: "w1", Attempt: 1, At: at.Add(time.Minute)}) // assigned
+	n.Apply(&fsm.CancelJob{JobID: rep(6, 1).JobID, At: at.Add(5 * time.Minute)})
+	n.Apply(&fsm.RevokeAPIKey{ID: "k1", At: at.Add(6 * time.Minute)})
+	n.Apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k2", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("fedcba9876543210fedcba9876543210"), CreatedAt: at}})
+	if err := bs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
