@@ -106,13 +106,23 @@ func TestStoreOpen(t *testing.T) {
 func TestMigrateUpStatus(t *testing.T) {
 	// Not parallel: Run parses into the package's global flags.
 	url := pgtest.URL(t)
-	out, err := runCLI(t, nil, "migrate", "status", "--store", url)
-	if err != nil || !strings.Contains(out, "pending") {
+	// As docs/migration.md shows it, with the URL in a file.
+	urlFile := filepath.Join(t.TempDir(), "store-url")
+	if err := os.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, nil, "migrate", "status", "--store-file", urlFile)
+	if err != nil || !strings.HasPrefix(out, "VERSION  NAME     APPLIED\n001      initial  pending\n") ||
+		!strings.Contains(out, " pending: run `ffrtmp migrate up` (nodes also apply them at start)\n") {
 		t.Fatalf("status of a fresh schema: %v\n%s", err, out)
 	}
-	out, err = runCLI(t, map[string]string{"FFRTMP_STORE": url}, "migrate", "up")
-	if err != nil || !strings.Contains(out, "applied 001_initial") {
+	out, err = runCLI(t, nil, "migrate", "up", "--store-file", urlFile)
+	if err != nil || !strings.HasPrefix(out, "applied 001_initial\n") {
 		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, map[string]string{"FFRTMP_STORE": url}, "migrate", "up")
+	if err != nil || !strings.Contains(out, "up to date") {
+		t.Fatalf("migrate up with $FFRTMP_STORE: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, nil, "migrate", "status", "--store", url)
 	if err != nil || strings.Contains(out, "pending") || !strings.Contains(out, "001") {

@@ -70,6 +70,7 @@ func TestImportLegacy(t *testing.T) {
 
 			st := pgtest.OpenURL(t, url, postgres.Options{})
 			checkLegacyJobs(t, st, version, legacy)
+			checkDocQuery(t, url, legacy)
 		})
 	}
 }
@@ -177,5 +178,40 @@ func slicesIndex(js []*fsm.Job, id string) (int, bool) {
 func TestLogTailMatchesWorker(t *testing.T) {
 	if LogTailBytes != worker.DefaultTailBytes {
 		t.Errorf("LogTailBytes = %d, want the worker's tail, %d", LogTailBytes, worker.DefaultTailBytes)
+	}
+}
+
+// checkDocQuery runs the query of docs/migration.md on the imported jobs:
+// it lists the failed ones, with their scenario and error code.
+func checkDocQuery(t *testing.T, url string, legacy []importertest.LegacyJob) {
+	t.Helper()
+	rows, err := pgtest.Connect(t, url).Query(mctx, `SELECT id, state, doc->'spec'->>'scenario' AS scenario, doc->'error'->>'code' AS error
+FROM jobs WHERE tenant_id = 'acme' AND state = 'failed' ORDER BY id DESC LIMIT 20;`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id, state, scenario, code string
+		if err := rows.Scan(&id, &state, &scenario, &code); err != nil {
+			t.Fatal(err)
+		}
+		if state != "failed" || scenario == "" || code == "" {
+			t.Errorf("doc query row %s: state %q scenario %q error %q", id, state, scenario, code)
+		}
+		n++
+	}
+	want := 0
+	for _, l := range legacy {
+		switch {
+		case l.Status == "failed" || l.Status == "timed_out" || l.Status == "rejected":
+			want++
+		case l.Scenario == "weird-scenario" && l.Completed.IsZero() && l.Status != "canceled":
+			want++ // unfinished, with no equivalent scenario
+		}
+	}
+	if n != min(want, 20) {
+		t.Errorf("doc query returned %d failed jobs, want %d", n, min(want, 20))
 	}
 }
