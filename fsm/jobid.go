@@ -2,8 +2,11 @@ package fsm
 
 import "regexp"
 
-// jobIDRE is the syntax of a job ID: see ValidJobID.
-var jobIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// JobIDPattern is the syntax of a job ID as a regular expression, for the
+// API's description; see ValidJobID.
+const JobIDPattern = `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
+
+var jobIDRE = regexp.MustCompile(JobIDPattern)
 
 // ValidJobID reports whether id has the syntax of a job ID: 1 to 64
 // letters, digits, '.', '_' and '-', starting with a letter or digit. The

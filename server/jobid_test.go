@@ -3,6 +3,8 @@ package server_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
 // TestJobIDSyntax checks that job paths and the listing cursor take the
@@ -34,5 +36,25 @@ func TestJobIDSyntax(t *testing.T) {
 		if resp.StatusCode != c.code || ae.Error.Code != c.err {
 			t.Errorf("%s %s = %d %q, want %d %q", method, c.path, resp.StatusCode, ae.Error.Code, c.code, c.err)
 		}
+	}
+}
+
+// TestJobIDPatternDocumented keeps the OpenAPI document's job ID pattern
+// the one the server checks.
+func TestJobIDPatternDocumented(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	var doc struct {
+		Components struct {
+			Parameters map[string]struct {
+				Schema struct {
+					Pattern string `json:"pattern"`
+				} `json:"schema"`
+			} `json:"parameters"`
+		} `json:"components"`
+	}
+	e.do("GET", "/v1/openapi.json", nil, &doc)
+	if got := doc.Components.Parameters["id"].Schema.Pattern; got != fsm.JobIDPattern {
+		t.Errorf("openapi.json job id pattern = %q, want %q", got, fsm.JobIDPattern)
 	}
 }
