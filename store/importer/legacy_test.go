@@ -3,6 +3,7 @@ package importer
 import (
 	"bytes"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"os"
@@ -329,5 +330,46 @@ func TestDryRunFailsAsTheImport(t *testing.T) {
 		if _, err := Run(mctx, Config{From: "sqlite://" + first, To: url, Tenant: "acme", DryRun: dry}); err != nil {
 			t.Errorf("re-import of what is there (dry run %v): %v", dry, err)
 		}
+	}
+}
+
+// TestLegacyWALIsRead copies a master.db while its master has rows only
+// in the write-ahead log, as after a crash: the import reads them, and
+// the database file is not changed.
+func TestLegacyWALIsRead(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	path, legacy := importertest.LegacyDB(t, "v2", 4)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{`PRAGMA wal_autocheckpoint=0`, `INSERT INTO jobs (id, sequence_number, scenario, status, created_at, retry_count) VALUES ('in-the-wal', 99, '720p30-h264', 'queued', '2024-05-02 10:00:00+00:00', 0)`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := filepath.Join(t.TempDir(), "master.db")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crashed+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := stateOf(t, crashed)
+	rep, _ := runImport(t, Config{From: "sqlite://" + crashed, To: url, Tenant: "acme"})
+	if rep.Counts.Jobs.Total != len(legacy)+1 {
+		t.Errorf("imported %d jobs, want %d: the row in the WAL is missing", rep.Counts.Jobs.Total, len(legacy)+1)
+	}
+	if _, err := pgtest.OpenURL(t, url, postgres.Options{}).GetJob(mctx, "in-the-wal"); err != nil {
+		t.Errorf("the job in the WAL: %v", err)
+	}
+	if after := stateOf(t, crashed); after != before {
+		t.Errorf("the import changed the master.db: %+v, was %+v", after, before)
 	}
 }
