@@ -293,8 +293,7 @@ type source struct {
 }
 
 func readSource(ctx context.Context, cfg Config) (*source, error) {
-	// Both drivers would create a missing file; a typo must not import
-	// nothing successfully.
+	// A typo names the missing file, before any format check.
 	if _, path, ok := strings.Cut(cfg.From, "://"); ok && path != "" {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("--from: %w", err)
