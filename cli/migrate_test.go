@@ -246,6 +246,10 @@ func TestImportBolt(t *testing.T) {
 	if _, err := importer.Run(mctx, importer.Config{From: "sqlite://" + legacy, To: url, Tenant: "acme"}); !errors.Is(err, postgres.ErrLiveCluster) {
 		t.Errorf("importing new objects into a running cluster's database = %v, want ErrLiveCluster", err)
 	}
+	// So does its dry run: the command fails, and so exits non-zero.
+	if out, err := runCLI(t, nil, "migrate", "--from", "sqlite://"+legacy, "--to", url, "--tenant", "acme", "--dry-run"); !errors.Is(err, postgres.ErrLiveCluster) {
+		t.Errorf("dry run of that import = %v, want ErrLiveCluster\n%s", err, out)
+	}
 }
 
 func asError(r any) error {
