@@ -405,7 +405,7 @@ func TestTransitionsOnQueuedJobs(t *testing.T) {
 	if resp := e.do("POST", "/v1/jobs/"+r.ID+"/retry", nil, &ae); resp.StatusCode != 409 {
 		t.Fatalf("retry of a queued job: %d", resp.StatusCode)
 	}
-	if resp := e.do("GET", "/v1/jobs/not-a-uuid", nil, &ae); resp.StatusCode != 400 {
+	if resp := e.do("GET", "/v1/jobs/not%20a%20job%20id", nil, &ae); resp.StatusCode != 400 {
 		t.Fatalf("malformed id: %d", resp.StatusCode)
 	}
 	if resp := e.do("GET", "/v1/jobs/01a21f5d-e989-755a-85c1-5ed848c98b1a", nil, &ae); resp.StatusCode != 404 {

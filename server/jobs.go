@@ -145,7 +145,7 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 // it. A job of another tenant is reported as not found.
 func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	id := r.PathValue("id")
-	if _, err := uuid.Parse(id); err != nil {
+	if !fsm.ValidJobID(id) {
 		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %q", id)
 	}
 	j, err := s.loadJob(r.Context(), id)
@@ -254,7 +254,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.After != "" {
-		if _, err := uuid.Parse(p.After); err != nil {
+		if !fsm.ValidJobID(p.After) {
 			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "after must be a job id"))
 			return
 		}

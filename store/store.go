@@ -126,3 +126,12 @@ func Redact(rawURL string) string {
 	}
 	return u.String()
 }
+
+// OpenPostgres opens the PostgreSQL store at rawURL without applying its
+// migrations, for the tools that apply or report them.
+func OpenPostgres(ctx context.Context, rawURL string) (*postgres.Store, error) {
+	if !strings.HasPrefix(rawURL, "postgres://") && !strings.HasPrefix(rawURL, "postgresql://") {
+		return nil, fmt.Errorf("%q is not a postgres:// URL", Redact(rawURL))
+	}
+	return postgres.Open(ctx, rawURL, postgres.Options{SkipMigrations: true})
+}

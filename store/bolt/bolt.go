@@ -57,6 +57,52 @@ func Open(path string) (*Store, error) {
 	return &Store{path: path, db: db}, nil
 }
 
+// ErrNotStateFile is returned by OpenReadOnly for a file that is not an
+// ffrtmp state file: empty, not a bbolt database, or without its buckets.
+var ErrNotStateFile = errors.New("not an ffrtmp bolt state file")
+
+// OpenReadOnly opens an existing store file to read it, for `ffrtmp
+// migrate`: unlike Open it never creates, initializes or writes the file
+// (bbolt's ReadOnly mode, a shared lock, so the file of a running node,
+// which holds the exclusive lock, times out), and it refuses with
+// ErrNotStateFile a file that Open would have turned into a new store.
+func OpenReadOnly(path string) (*Store, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open state db: %w", err)
+	}
+	if !info.Mode().IsRegular() || info.Size() == 0 {
+		return nil, fmt.Errorf("open state db %s: %w (empty or not a regular file)", path, ErrNotStateFile)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if errors.Is(err, bbolt.ErrInvalid) || errors.Is(err, bbolt.ErrVersionMismatch) || errors.Is(err, bbolt.ErrChecksum) {
+		return nil, fmt.Errorf("open state db %s: %w (%v)", path, ErrNotStateFile, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state db %s: %w", path, err)
+	}
+	err = db.View(func(tx *bbolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%w: no bucket %q", ErrNotStateFile, b)
+			}
+		}
+		v := tx.Bucket(bucketMeta).Get(keySchema)
+		if len(v) != 8 {
+			return fmt.Errorf("%w: no schema version", ErrNotStateFile)
+		}
+		if got := binary.BigEndian.Uint64(v); got > schemaVersion {
+			return fmt.Errorf("state db has schema version %d, this binary knows %d", got, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state db %s: %w", path, err)
+	}
+	return &Store{path: path, db: db}, nil
+}
+
 func openDB(path string) (*bbolt.DB, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: 5 * time.Second,

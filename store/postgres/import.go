@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -56,19 +57,31 @@ func totals(b *fsm.Batch) *Counts {
 	}
 }
 
-// Import inserts the objects of b that the database does not have (by
-// ID) in one transaction, and leaves the ones it has untouched. Every
-// object must have create and modify index 0 and b.Index must be 0; see
-// above. If a cluster has already committed to the database, adding
-// objects behind its nodes' memory would make them diverge, so Import
-// then refuses with ErrLiveCluster unless there is nothing to add.
-func (s *Store) Import(ctx context.Context, b *fsm.Batch) (*Counts, error) {
-	if err := checkPrehistoric(b); err != nil {
-		return nil, err
+// ImportOptions configure Import.
+type ImportOptions struct {
+	// DryRun runs the whole import and rolls it back: the counts, and any
+	// refusal, are those a real run would give, and nothing is written.
+	DryRun bool
+}
+
+// errDryRun rolls back a dry run's transaction.
+var errDryRun = errors.New("dry run")
+
+// Import inserts the objects of the batches that the database does not
+// have (by ID), all in one transaction, so that an import is all or
+// nothing, and leaves the ones it has untouched. Every object must have
+// create and modify index 0 and every batch's Index must be 0; see above.
+// If a cluster has already committed to the database, adding objects
+// behind its nodes' memory would make them diverge, so Import then
+// refuses with ErrLiveCluster unless there is nothing to add. It is
+// bounded by ctx alone: a large import can outlast the store's timeout.
+func (s *Store) Import(ctx context.Context, batches []*fsm.Batch, opts ImportOptions) (*Counts, error) {
+	c := &Counts{}
+	for _, b := range batches {
+		if err := checkPrehistoric(b); err != nil {
+			return nil, err
+		}
 	}
-	c := totals(b)
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var applied int64
 		// FOR UPDATE: a node's Commit waits for the import, and the other
@@ -76,33 +89,49 @@ func (s *Store) Import(ctx context.Context, b *fsm.Batch) (*Counts, error) {
 		if err := tx.QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state FOR UPDATE`).Scan(&applied); err != nil {
 			return err
 		}
-		br := tx.SendBatch(ctx, upserts(b, onConflictSkip))
 		inserted := 0
-		for _, w := range writes(b) {
-			if w.n == 0 {
-				continue
+		for _, b := range batches {
+			br := tx.SendBatch(ctx, upserts(b, onConflictSkip))
+			for _, w := range writes(b) {
+				if w.n == 0 {
+					continue
+				}
+				tag, err := br.Exec()
+				if err != nil {
+					br.Close()
+					return fmt.Errorf("%s: %w", w.table, err)
+				}
+				n := int(tag.RowsAffected())
+				cnt := c.Table(w.table)
+				cnt.Total += w.n
+				cnt.Existing += w.n - n
+				inserted += n
 			}
-			tag, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return fmt.Errorf("%s: %w", w.table, err)
+			if err := br.Close(); err != nil {
+				return err
 			}
-			n := int(tag.RowsAffected())
-			c.Table(w.table).Existing = w.n - n
-			inserted += n
-		}
-		if err := br.Close(); err != nil {
-			return err
 		}
 		if applied > 0 && inserted > 0 {
-			return fmt.Errorf("%w (applied index %d): import into a database before starting the cluster on it", ErrLiveCluster, applied)
+			return LiveClusterError(uint64(applied))
+		}
+		if opts.DryRun {
+			return errDryRun
 		}
 		return nil
 	})
+	if errors.Is(err, errDryRun) {
+		return c, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", interpretError(err))
 	}
 	return c, nil
+}
+
+// LiveClusterError is Import's refusal to add objects to a database on
+// which a cluster has committed up to applied, for a dry run to predict.
+func LiveClusterError(applied uint64) error {
+	return fmt.Errorf("%w (applied index %d): import into a database before starting the cluster on it", ErrLiveCluster, applied)
 }
 
 // Present counts, per table, the objects of b that the database has by

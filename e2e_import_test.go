@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/store/importer/importertest"
+	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
+)
+
+// TestLegacyImportKeepsIDs imports a legacy ffmpeg-rtmp master.db into
+// PostgreSQL with `ffrtmp migrate` (the commands of docs/migration.md:
+// a dry run, then the import), starts a server on that database, and
+// gets imported jobs by the IDs they had in ffmpeg-rtmp, a UUIDv4 and a
+// free-text one, through `ffrtmp jobs get`.
+func TestLegacyImportKeepsIDs(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	master, legacy := importertest.LegacyDB(t, "v2", 12)
+	c := newTestCluster(t, 1)
+
+	out := c.mustCLI("migrate", "--from", "sqlite://"+master, "--to", dbURL, "--tenant", "acme", "--dry-run")
+	if !strings.Contains(out, "dry run: nothing was written") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	out = c.mustCLI("migrate", "--from", "sqlite://"+master, "--to", dbURL, "--tenant", "acme")
+	if !strings.Contains(out, "count check: ok") || !strings.Contains(out, "jobs keep their ffmpeg-rtmp IDs") {
+		t.Fatalf("import:\n%s", out)
+	}
+
+	s := c.nodes[0]
+	s.args = append(s.args, "--store", dbURL)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(s), "--cluster-key-file", c.keyFile)
+
+	for _, l := range []importertest.LegacyJob{legacy[7], legacy[3]} { // completed, UUIDv4 ID; processing, "job-3"
+		var j fsm.Job
+		out := c.mustCLI("--addr", c.addrs(s), "jobs", "get", l.ID, "-o", "json")
+		if err := json.Unmarshal([]byte(out), &j); err != nil {
+			t.Fatalf("jobs get %s: %v\n%s", l.ID, err, out)
+		}
+		if j.ID != l.ID || j.TenantID != "acme" || !strings.Contains(j.Spec.Name, l.ID) {
+			t.Errorf("jobs get %s = job %s of tenant %s named %q; want the legacy job", l.ID, j.ID, j.TenantID, j.Spec.Name)
+		}
+		want := map[string]fsm.JobState{"completed": fsm.JobSucceeded, "processing": fsm.JobQueued}[l.Status]
+		if j.State != want {
+			t.Errorf("jobs get %s: state %s, want %s (legacy %s)", l.ID, j.State, want, l.Status)
+		}
+	}
+	if _, err := c.cli("--addr", c.addrs(s), "jobs", "get", "job 3"); err == nil || !strings.Contains(err.Error(), "malformed job id") {
+		t.Errorf("jobs get of a malformed ID = %v, want it refused as malformed", err)
+	}
+}
