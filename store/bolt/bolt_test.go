@@ -24,7 +24,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, func(t *testing.T) fsm.Store {
+	storetest.Exercise(t, storetest.Capabilities{}, func(t *testing.T) fsm.Store {
 		return open(t, filepath.Join(t.TempDir(), "state.db"))
 	})
 }
