@@ -61,20 +61,25 @@ func TestClusterSnapshotRestoreRefusesBadFiles(t *testing.T) {
 	rand.NewChaCha8([32]byte{9}).Read(random)
 	flipped := slices.Clone(goodBytes)
 	flipped[len(flipped)/3] ^= 0x04
-	bad := map[string][]byte{
-		"garbage":   []byte("this is not a snapshot\n"),
-		"random":    random,
-		"truncated": goodBytes[:len(goodBytes)/2],
-		"bitflip":   flipped,
+	bad := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"garbage", []byte("this is not a snapshot\n"), "ERROR: invalid_snapshot: "},
+		{"random", random, "ERROR: invalid_snapshot: "},
+		{"truncated", goodBytes[:len(goodBytes)/2], "ERROR: invalid_snapshot: "},
+		// As docs/operations.md ("A snapshot is damaged") shows it.
+		{"bitflip", flipped, "ERROR: invalid_snapshot: restore: check snapshot: invalid snapshot: checksum mismatch: the file is damaged\n"},
 	}
-	for name, b := range bad {
-		path := filepath.Join(dir, name+".snap")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
+	for _, b := range bad {
+		path := filepath.Join(dir, b.name+".snap")
+		if err := os.WriteFile(path, b.data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, err := c.cli("--addr", "http://"+follower.httpAddr, "cluster", "snapshot", "restore", path)
-		if err == nil || !strings.Contains(err.Error(), "invalid_snapshot") {
-			t.Errorf("restore %s: %q, %v; want a refusal with invalid_snapshot", name, out, err)
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("restore %s: %q, %v; want a refusal saying %q", b.name, out, err, b.want)
 		}
 	}
 	c.waitReady(c.nodes...)

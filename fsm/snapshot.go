@@ -101,7 +101,7 @@ func IsSnapshotEnvelope(r *bufio.Reader) bool {
 }
 
 // ReadSnapshot reads the envelope's header from r and checks that the
-// snapshot was written by a store of the kind want. The returned reader
+// snapshot was written by a store of the kind want ("" for any kind). The returned reader
 // yields the payload and returns io.EOF only after it has read the whole
 // payload, matched the checksum and found nothing after it; any damage is
 // an error wrapping ErrBadSnapshot. This is the one parser of snapshots:
@@ -135,7 +135,7 @@ func ReadSnapshot(r io.Reader, want string) (*SnapshotHeader, io.Reader, error) 
 		return nil, nil, BadSnapshotf("damaged header (payload of %d bytes)", length)
 	}
 	h.Length = int64(length)
-	if h.Kind != want {
+	if want != "" && h.Kind != want {
 		return nil, nil, BadSnapshotf("the snapshot is of a %q store and this node uses %q (every node of a cluster, and every snapshot restored into it, must use the same store)", h.Kind, want)
 	}
 	return h, &payloadReader{r: r, sum: sum, left: h.Length, total: h.Length}, nil

@@ -483,6 +483,9 @@ func receive(r io.Reader, path string) (*fsm.SnapshotHeader, error) {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if errors.Is(err, fsm.ErrBadSnapshot) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("write: %w", err)
 	}
