@@ -111,6 +111,9 @@ func ReadSnapshot(r io.Reader, want string) (*SnapshotHeader, io.Reader, error) 
 	tr := io.TeeReader(r, sum)
 	fixed := make([]byte, len(snapshotMagic)+2+1)
 	if n, err := io.ReadFull(tr, fixed); err != nil {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, nil, fmt.Errorf("read snapshot header: %w", err)
+		}
 		return nil, nil, BadSnapshotf("the file is %d bytes, too short for a snapshot header", n)
 	}
 	if string(fixed[:len(snapshotMagic)]) != snapshotMagic {
@@ -126,6 +129,9 @@ func ReadSnapshot(r io.Reader, want string) (*SnapshotHeader, io.Reader, error) 
 	}
 	rest := make([]byte, kindLen+16)
 	if _, err := io.ReadFull(tr, rest); err != nil {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, nil, fmt.Errorf("read snapshot header: %w", err)
+		}
 		return nil, nil, BadSnapshotf("truncated header")
 	}
 	h.Kind = string(rest[:kindLen])
