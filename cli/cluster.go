@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
 )
 
@@ -278,6 +280,9 @@ func SnapshotSave(ctx context.Context, c *Client, out Output, path string) error
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = checkSaved(tmp.Name())
+	}
 	if err != nil {
 		return fmt.Errorf("save snapshot: %w", err)
 	}
@@ -285,6 +290,27 @@ func SnapshotSave(ctx context.Context, c *Client, out Output, path string) error
 		return err
 	}
 	_, err = fmt.Fprintf(out.W, "saved %d bytes to %s\n", n, path)
+	return err
+}
+
+// checkSaved reads a downloaded snapshot through its checksum, so that a
+// download cut short (the server failed mid-stream) is never kept as a
+// backup. A server from before the snapshot envelope sends a bare state
+// file, which is kept unchecked.
+func checkSaved(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	if !fsm.IsSnapshotEnvelope(br) {
+		return nil
+	}
+	_, payload, err := fsm.ReadSnapshot(br, "")
+	if err == nil {
+		_, err = io.Copy(io.Discard, payload)
+	}
 	return err
 }
 

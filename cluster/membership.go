@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
 // StartOptions say how a node without Raft state finds its cluster.
@@ -278,6 +280,12 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 // RestoreBackup replaces the whole cluster's state with a backup (made by
 // Backup), through Raft: the leader installs it and followers receive it
 // as a snapshot. The file is uploaded to the leader if this node is not it.
+// The file is checked completely first, on this node and again on the
+// leader (its store's CheckSnapshot: envelope, checksum, store kind and
+// content), because Raft panics when the FSM refuses a snapshot it was
+// asked to restore, and keeps the file as its newest snapshot. A file
+// that fails the check changes nothing and is an error wrapping
+// fsm.ErrBadSnapshot.
 func (n *Node) RestoreBackup(ctx context.Context, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -286,6 +294,12 @@ func (n *Node) RestoreBackup(ctx context.Context, path string) error {
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
+		return err
+	}
+	if _, err := n.cfg.FSM.Store().CheckSnapshot(ctx, f); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	if n.IsLeader() {
@@ -311,6 +325,12 @@ func (n *Node) RestoreBackup(ctx context.Context, path string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && resp.StatusCode == http.StatusBadRequest {
+			return fmt.Errorf("restore via leader: %w: %s", fsm.ErrBadSnapshot, e.Error)
+		}
 		return fmt.Errorf("restore via leader: %d %s", resp.StatusCode, b)
 	}
 	return nil
@@ -332,7 +352,11 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.RestoreBackup(r.Context(), tmp.Name()); err != nil {
-		rpcError(w, http.StatusConflict, err)
+		status := http.StatusConflict
+		if errors.Is(err, fsm.ErrBadSnapshot) {
+			status = http.StatusBadRequest
+		}
+		rpcError(w, status, err)
 		return
 	}
 	rpcJSON(w, http.StatusOK, map[string]string{})

@@ -145,7 +145,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	n.snaps = snaps
-	if err := restoreIfBehind(cfg.FSM, snaps, ls); err != nil {
+	if err := restoreIfBehind(n.log, cfg.DataDir, cfg.FSM, snaps, ls); err != nil {
 		ls.Close()
 		return nil, err
 	}
@@ -272,30 +272,6 @@ func (n *Node) closeTransport() {
 	n.trans.Close()
 	n.mux.close()
 	n.logStore.Close()
-}
-
-// restoreIfBehind restores the newest snapshot into f if f's store lacks
-// entries the snapshot covers (a lost or replaced state file); otherwise
-// Raft would replay only the entries after the snapshot onto a store that
-// lacks the ones before. The FSM index may trail the snapshot index by
-// entries Raft never hands to the FSM (no-ops, barriers), so those are
-// looked up in the log and do not count.
-func restoreIfBehind(f *fsm.FSM, snaps raft.SnapshotStore, logs raft.LogStore) error {
-	list, err := snaps.List()
-	if err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
-	}
-	if len(list) == 0 || !fsmBehind(f.Index(), list[0].Index, logs) {
-		return nil
-	}
-	_, rc, err := snaps.Open(list[0].ID)
-	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
-	}
-	if err := f.Restore(rc); err != nil {
-		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
-	}
-	return nil
 }
 
 // fsmBehind reports whether an entry the FSM applies lies in

@@ -351,9 +351,16 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore implements raft.FSM: it replaces the store's contents with the
-// snapshot and rebuilds memory from it.
-func (f *FSM) Restore(rc io.ReadCloser) error {
+// snapshot and rebuilds memory from it. It never panics: a snapshot the
+// store refuses (an error wrapping ErrBadSnapshot) leaves the store and
+// memory as they were, and a panic in the store is returned as an error.
+func (f *FSM) Restore(rc io.ReadCloser) (err error) {
 	defer rc.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("restore store: %w: %v", ErrBadSnapshot, p)
+		}
+	}()
 	if err := f.store.Restore(context.Background(), rc); err != nil {
 		return fmt.Errorf("restore store: %w", err)
 	}

@@ -10,6 +10,15 @@ import (
 var (
 	// ErrNotFound is returned when an object does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrBadSnapshot is wrapped by every error that says a snapshot
+	// stream is damaged, truncated, of another store kind or otherwise
+	// not restorable.
+	ErrBadSnapshot = errors.New("invalid snapshot")
+	// ErrStoreBehind is returned by a shared store's Restore and
+	// CheckSnapshot when the database has not reached the snapshot's
+	// index: the snapshot is sound, but the database is an older copy or
+	// not the cluster's at all.
+	ErrStoreBehind = errors.New("database is behind the snapshot")
 )
 
 // Store is the durable half of the FSM. The FSM keeps in memory only what
@@ -33,8 +42,14 @@ type Store interface {
 	// return quickly; the returned value's WriteTo runs concurrently with
 	// Commit and must write the state as of the Snapshot call.
 	Snapshot(ctx context.Context) (StoreSnapshot, error)
-	// Restore replaces all state with a stream written by a snapshot.
+	// Restore replaces all state with a stream written by a snapshot. It
+	// checks the whole stream as CheckSnapshot does before it replaces
+	// anything, and leaves the store unchanged if the check fails.
 	Restore(ctx context.Context, r io.Reader) error
+	// CheckSnapshot reads a whole snapshot stream and returns its header
+	// if Restore would accept it, or an error wrapping ErrBadSnapshot that
+	// names what is wrong. It changes nothing.
+	CheckSnapshot(ctx context.Context, r io.Reader) (*SnapshotHeader, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the store.

@@ -149,10 +149,23 @@ func (s *Server) clusterSnapshotRestore(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if err := s.raft.RestoreBackup(r.Context(), tmp.Name()); err != nil {
-		s.writeError(w, r, clusterOpError(err))
+		s.writeError(w, r, snapshotRestoreError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"restored": true, "index": s.fsm.Index()})
+}
+
+// snapshotRestoreError maps a failed restore to an API error: a file that
+// is not a sound snapshot of this cluster's store kind is invalid_snapshot
+// (400), a database behind the snapshot is invalid_transition (409).
+func snapshotRestoreError(err error) error {
+	switch {
+	case errors.Is(err, fsm.ErrBadSnapshot):
+		return fsm.Errorf(CodeInvalidSnapshot, "%v", err)
+	case errors.Is(err, fsm.ErrStoreBehind):
+		return fsm.Errorf(fsm.CodeInvalidTransition, "%v", err)
+	}
+	return clusterOpError(err)
 }
 
 // Cluster initialization is proven by the cluster key: the caller sends

@@ -22,6 +22,7 @@ const (
 	CodeUnknownField     fsm.Code = "unknown_field"
 	CodeBodyTooLarge     fsm.Code = "body_too_large"
 	CodeUnavailable      fsm.Code = "unavailable"
+	CodeInvalidSnapshot  fsm.Code = "invalid_snapshot"
 )
 
 // errStoreUnavailable marks a failed store read: the store (PostgreSQL)
@@ -33,7 +34,7 @@ func storeError(err error) error { return fmt.Errorf("%w: %w", errStoreUnavailab
 // statusOf maps an error code to its HTTP status.
 func statusOf(c fsm.Code) int {
 	switch c {
-	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, CodeMalformedJSON, CodeUnknownField:
+	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, CodeMalformedJSON, CodeUnknownField, CodeInvalidSnapshot:
 		return http.StatusBadRequest
 	case fsm.CodeURLNotAllowed, CodePermissionDenied:
 		return http.StatusForbidden

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -86,15 +87,31 @@ func Start(t testing.TB, opts Options) *Node {
 func (n *Node) StatePath() string { return filepath.Join(n.Dir, "state.db") }
 
 func (n *Node) start() {
+	n.t.Helper()
+	if err := n.tryStart(); err != nil {
+		n.t.Fatalf("node %s: %v", n.ID, err)
+	}
+}
+
+// TryRestart stops the node (if it runs) and starts it again as Restart
+// does, but returns the error a start fails with instead of failing the
+// test; the node is then stopped.
+func (n *Node) TryRestart() error {
+	n.t.Helper()
+	n.Stop()
+	return n.tryStart()
+}
+
+func (n *Node) tryStart() error {
 	t := n.t
 	t.Helper()
 	id, err := cluster.LoadOrCreateNodeID(n.Dir, n.ID)
 	if err != nil {
-		t.Fatalf("node %s: %v", n.ID, err)
+		return err
 	}
 	st, err := bolt.Open(n.StatePath())
 	if err != nil {
-		t.Fatalf("node %s: %v", n.ID, err)
+		return err
 	}
 	var fst fsm.Store = st
 	if n.opts.WrapStore != nil {
@@ -103,7 +120,7 @@ func (n *Node) start() {
 	f, err := fsm.New(context.Background(), fsm.Config{Store: fst, Logger: n.log})
 	if err != nil {
 		st.Close()
-		t.Fatalf("node %s: %v", n.ID, err)
+		return err
 	}
 	var loop func(context.Context, *cluster.Node)
 	switch {
@@ -133,13 +150,14 @@ func (n *Node) start() {
 	})
 	if err != nil {
 		st.Close()
-		t.Fatalf("node %s: start: %v", n.ID, err)
+		return fmt.Errorf("start: %w", err)
 	}
 	n.Store, n.FSM, n.Node, n.stopped = st, f, node, false
 	if n.opts.Bootstrap {
 		n.WaitLeader()
 		n.Addr, _ = node.Leader()
 	}
+	return nil
 }
 
 // Key is the cluster key of test clusters.

@@ -3,6 +3,7 @@
 package bolt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -10,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -44,12 +47,21 @@ type Store struct {
 
 	mu sync.RWMutex // guards db against Restore
 	db *bbolt.DB
+
+	closing sync.WaitGroup // files replaced by Restore, still closing
 }
 
 var _ fsm.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the store file at path.
+// Open opens (creating if needed) the store file at path, and removes
+// temporary files that an interrupted snapshot or restore left beside it.
 func Open(path string) (*Store, error) {
+	for _, pattern := range []string{path + snapshotTmp + "*", path + checkTmp + "*", path + restoreTmp} {
+		leftovers, _ := filepath.Glob(pattern)
+		for _, f := range leftovers {
+			os.Remove(f)
+		}
+	}
 	db, err := openDB(path)
 	if err != nil {
 		return nil, err
@@ -149,33 +161,44 @@ func tenantJobKey(tenant, id string) []byte {
 func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := &fsm.State{}
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyIndex); v != nil {
-			st.Index = binary.BigEndian.Uint64(v)
-		}
-		var err error
-		if st.Tenants, err = loadAll[fsm.Tenant](tx.Bucket(bucketTenants)); err != nil {
-			return err
-		}
-		if st.Keys, err = loadAll[fsm.APIKey](tx.Bucket(bucketKeys)); err != nil {
-			return err
-		}
-		if st.Workers, err = loadAll[fsm.Worker](tx.Bucket(bucketWorkers)); err != nil {
-			return err
-		}
-		jobs := tx.Bucket(bucketJobs)
-		return tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
-			j, err := decode[fsm.Job](jobs.Get(k))
-			if err != nil {
-				return fmt.Errorf("job %s: %w", k, err)
-			}
-			st.Jobs = append(st.Jobs, j)
-			return nil
-		})
+	var st *fsm.State
+	err := s.db.View(func(tx *bbolt.Tx) (err error) {
+		st, err = loadTx(tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
+	}
+	return st, nil
+}
+
+// loadTx reads what Load returns.
+func loadTx(tx *bbolt.Tx) (*fsm.State, error) {
+	st := &fsm.State{}
+	if v := tx.Bucket(bucketMeta).Get(keyIndex); v != nil {
+		st.Index = binary.BigEndian.Uint64(v)
+	}
+	var err error
+	if st.Tenants, err = loadAll[fsm.Tenant](tx.Bucket(bucketTenants)); err != nil {
+		return nil, err
+	}
+	if st.Keys, err = loadAll[fsm.APIKey](tx.Bucket(bucketKeys)); err != nil {
+		return nil, err
+	}
+	if st.Workers, err = loadAll[fsm.Worker](tx.Bucket(bucketWorkers)); err != nil {
+		return nil, err
+	}
+	jobs := tx.Bucket(bucketJobs)
+	err = tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
+		j, err := decode[fsm.Job](jobs.Get(k))
+		if err != nil {
+			return fmt.Errorf("job %s: %w", k, err)
+		}
+		st.Jobs = append(st.Jobs, j)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return st, nil
 }
@@ -364,16 +387,52 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	return page, nil
 }
 
+// Kind is the store kind this package writes into snapshot headers.
+const Kind = "bolt"
+
 type snapshot struct {
-	tx   *bbolt.Tx
-	once sync.Once
+	path  string
+	tx    *bbolt.Tx
+	index uint64
+	once  sync.Once
 }
 
-func (s *snapshot) WriteTo(w io.Writer) (int64, error) { return s.tx.WriteTo(w) }
-func (s *snapshot) Release()                           { s.once.Do(func() { _ = s.tx.Rollback() }) }
+// WriteTo copies the file pinned by the read transaction to a temporary
+// file beside the store, ends the transaction, and only then streams the
+// copy in the snapshot envelope. A slow reader (a `cluster snapshot save`
+// download) therefore holds a read transaction only for as long as a
+// local disk copy takes: an open read transaction would block a Commit
+// that has to grow the file's memory map, and bbolt's Close.
+func (sn *snapshot) WriteTo(w io.Writer) (int64, error) {
+	defer sn.Release()
+	f, err := os.CreateTemp(filepath.Dir(sn.path), filepath.Base(sn.path)+snapshotTmp+"*")
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	size, err := sn.tx.WriteTo(f)
+	sn.Release()
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: copy: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	return fsm.WriteSnapshot(w, fsm.SnapshotHeader{Kind: Kind, Index: sn.index, Length: size}, bufio.NewReaderSize(f, 1<<20))
+}
+
+func (sn *snapshot) Release() { sn.once.Do(func() { _ = sn.tx.Rollback() }) }
+
+// Temporary files beside the store; Open removes any a crash left.
+const (
+	snapshotTmp = ".snapshot-"
+	checkTmp    = ".check-"
+	restoreTmp  = ".restore"
+)
 
 // Snapshot implements fsm.Store: a read transaction pins the file as of
-// now, and WriteTo streams it.
+// now, and WriteTo copies and streams it.
 func (s *Store) Snapshot(ctx context.Context) (fsm.StoreSnapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -381,47 +440,112 @@ func (s *Store) Snapshot(ctx context.Context) (fsm.StoreSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return &snapshot{tx: tx}, nil
+	var index uint64
+	if v := tx.Bucket(bucketMeta).Get(keyIndex); v != nil {
+		index = binary.BigEndian.Uint64(v)
+	}
+	return &snapshot{path: s.path, tx: tx, index: index}, nil
 }
 
-// Restore implements fsm.Store: the stream (a whole bbolt file) is written
-// beside the store, checked by opening it, and swapped in.
+// Restore implements fsm.Store: the stream is written beside the store,
+// checked completely (see receive), and swapped in. The old file is
+// closed after the swap, outside the store's lock: bbolt's Close waits
+// for read transactions still open on it, and no reader of the new file
+// may wait for those. (On Linux a renamed-over file lives on for the
+// transactions that still map it.)
 func (s *Store) Restore(ctx context.Context, r io.Reader) error {
-	tmp := s.path + ".restore"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
+	tmp := s.path + restoreTmp
+	if _, err := receive(r, tmp); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("restore: %w", err)
 	}
-	_, err = io.Copy(f, r)
+	s.mu.Lock()
+	old := s.db
+	if err := os.Rename(tmp, s.path); err != nil {
+		s.mu.Unlock()
+		os.Remove(tmp)
+		return fmt.Errorf("restore: swap: %w", err)
+	}
+	db, err := openDB(s.path)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("restore: reopen: %w", err)
+	}
+	s.db = db
+	s.mu.Unlock()
+	s.closing.Add(1)
+	go func() {
+		defer s.closing.Done()
+		if err := old.Close(); err != nil {
+			slog.Warn("close replaced state db", "path", s.path, "error", err)
+		}
+	}()
+	return nil
+}
+
+// CheckSnapshot implements fsm.Store: it receives the stream into a
+// temporary file beside the store, checks it as Restore does, and
+// removes it.
+func (s *Store) CheckSnapshot(ctx context.Context, r io.Reader) (*fsm.SnapshotHeader, error) {
+	f, err := os.CreateTemp(filepath.Dir(s.path), filepath.Base(s.path)+checkTmp+"*")
+	if err != nil {
+		return nil, fmt.Errorf("check snapshot: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	h, err := receive(r, f.Name())
+	if err != nil {
+		return nil, fmt.Errorf("check snapshot: %w", err)
+	}
+	return h, nil
+}
+
+// receive writes a snapshot stream's payload, a whole bbolt file, to path
+// and checks it: the envelope (magic, version, store kind, checksum) and
+// then the file itself (checkFile). A stream without the envelope is read
+// as this store's format before it: a bare bbolt file, as Raft snapshots
+// and `cluster snapshot save` backups were, which has no checksum of its
+// own beyond bbolt's meta pages, so checkFile's page walk is all that
+// vouches for it. Errors that say the stream is bad wrap
+// fsm.ErrBadSnapshot.
+func receive(r io.Reader, path string) (*fsm.SnapshotHeader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var payload io.Reader = br
+	var h *fsm.SnapshotHeader
+	if fsm.IsSnapshotEnvelope(br) {
+		var err error
+		if h, payload, err = fsm.ReadSnapshot(br, Kind); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	n, err := io.Copy(f, payload)
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if errors.Is(err, fsm.ErrBadSnapshot) {
+		return nil, err
+	}
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("restore: write: %w", err)
+		return nil, fmt.Errorf("write: %w", err)
 	}
-	if err := checkFile(tmp); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("restore: %w", err)
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("restore: close: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("restore: swap: %w", err)
-	}
-	db, err := openDB(s.path)
+	index, err := checkFile(path)
 	if err != nil {
-		return fmt.Errorf("restore: reopen: %w", err)
+		return nil, err
 	}
-	s.db = db
-	return nil
+	if h == nil {
+		return &fsm.SnapshotHeader{Kind: Kind, Index: index, Length: n}, nil
+	}
+	if index != h.Index {
+		return nil, fsm.BadSnapshotf("the header says index %d, the state file holds %d", h.Index, index)
+	}
+	return h, nil
 }
 
 // Ping implements fsm.Store.
@@ -433,6 +557,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close implements fsm.Store.
 func (s *Store) Close() error {
+	defer s.closing.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.db.Close(); err != nil && !errors.Is(err, bbolt.ErrDatabaseNotOpen) {
@@ -453,59 +578,98 @@ const (
 	minBoltFileBytes = 2 * 512
 )
 
-// checkFile refuses a stream that is not a whole bbolt file before bbolt
-// maps it: an empty file would be taken for a new database, and a
-// truncated one faults (SIGBUS) when bbolt reads past its end. Then it
-// opens the file and checks every page.
-func checkFile(path string) error {
+// checkFile checks that path is a whole, undamaged state file this binary
+// can load, and returns its applied index. It refuses a file that is not
+// a whole bbolt file before bbolt maps it (an empty file would be taken
+// for a new database, and a truncated one faults (SIGBUS) when bbolt reads
+// past its end), then opens it read-only, checks every page, the buckets
+// and the schema version, and decodes everything Load would. Every error
+// wraps fsm.ErrBadSnapshot.
+func checkFile(path string) (index uint64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if st.Size() < minBoltFileBytes {
-		return fmt.Errorf("snapshot is %d bytes, too short to be a state file", st.Size())
+		return 0, fsm.BadSnapshotf("the state file is %d bytes, too short to be a bolt state file", st.Size())
 	}
 	head := make([]byte, metaPgidOffset+8)
 	if _, err := f.ReadAt(head, 0); err != nil {
-		return fmt.Errorf("read snapshot header: %w", err)
+		return 0, fmt.Errorf("read state file header: %w", err)
 	}
 	if binary.LittleEndian.Uint32(head[metaOffset:]) != boltMagic {
-		return errors.New("snapshot is not a state file (bad magic)")
+		return 0, fsm.BadSnapshotf("not an ffrtmp snapshot or a bolt state file (bad magic)")
 	}
 	pageSize := int64(binary.LittleEndian.Uint32(head[metaPageSizeOff:]))
 	if pageSize < 512 || pageSize > 1<<20 {
-		return fmt.Errorf("snapshot has an invalid page size %d", pageSize)
+		return 0, fsm.BadSnapshotf("the state file has an invalid page size %d", pageSize)
 	}
 	need := int64(0)
 	for i := int64(0); i < 2; i++ {
 		meta := make([]byte, metaPgidOffset+8)
 		if _, err := f.ReadAt(meta, i*pageSize); err != nil {
-			return fmt.Errorf("read snapshot meta page %d: %w", i, err)
+			return 0, fsm.BadSnapshotf("cannot read meta page %d: %v", i, err)
 		}
 		if binary.LittleEndian.Uint32(meta[metaOffset:]) == boltMagic {
 			need = max(need, int64(binary.LittleEndian.Uint64(meta[metaPgidOffset:]))*pageSize)
 		}
 	}
 	if st.Size() < need {
-		return fmt.Errorf("snapshot is truncated: %d bytes of %d", st.Size(), need)
+		return 0, fsm.BadSnapshotf("the state file is truncated: %d bytes of %d", st.Size(), need)
 	}
-	db, err := openDB(path)
+	// A damaged page can make bbolt panic rather than return an error.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fsm.BadSnapshotf("the state file is damaged: %v", p)
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
-		return err
+		return 0, fsm.BadSnapshotf("the state file does not open: %v", err)
 	}
 	defer db.Close()
-	return db.View(func(tx *bbolt.Tx) error {
-		var first error
-		for err := range tx.Check() { // drain: Check's goroutine sends all
-			if first == nil {
-				first = fmt.Errorf("snapshot is corrupt: %w", err)
+	var damaged error
+	err = db.View(func(tx *bbolt.Tx) error {
+		for e := range tx.Check() { // drain: Check's goroutine sends all
+			if damaged == nil {
+				damaged = e
 			}
 		}
-		return first
+		return nil
 	})
+	if err == nil && damaged != nil {
+		err = fsm.BadSnapshotf("the state file is damaged: %v", damaged)
+	}
+	if err != nil {
+		return 0, err
+	}
+	err = db.View(func(tx *bbolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fsm.BadSnapshotf("not an ffrtmp state file (no bucket %q)", b)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); len(v) != 8 {
+			return fsm.BadSnapshotf("the state file has no schema version")
+		} else if got := binary.BigEndian.Uint64(v); got > schemaVersion {
+			return fsm.BadSnapshotf("the state file has schema version %d, this binary knows %d", got, schemaVersion)
+		}
+		if v := meta.Get(keyIndex); v != nil {
+			if len(v) != 8 {
+				return fsm.BadSnapshotf("the state file's applied index is damaged")
+			}
+			index = binary.BigEndian.Uint64(v)
+		}
+		if _, err := loadTx(tx); err != nil {
+			return fsm.BadSnapshotf("the state file does not decode: %v", err)
+		}
+		return nil
+	})
+	return index, err
 }

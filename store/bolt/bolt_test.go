@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -24,7 +25,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Exercise(t, func(t *testing.T) fsm.Store {
+	storetest.Exercise(t, storetest.Capabilities{}, func(t *testing.T) fsm.Store {
 		return open(t, filepath.Join(t.TempDir(), "state.db"))
 	})
 }
@@ -303,23 +304,149 @@ func restoreTruncatedChild(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dst := open(t, filepath.Join(t.TempDir(), "state.db"))
-	running, _ := seed(t, dst)
-	before := stateJSON(t, dst)
-	if err := dst.Restore(context.Background(), bytes.NewReader(buf.Bytes()[:buf.Len()/2])); err == nil {
-		// Show what was swapped in; a fault here is the bug too.
-		tenants := -1
-		s, err := dst.Load(context.Background())
-		if err == nil {
-			tenants = len(s.Tenants)
+	// The snapshot as written, and its bare bbolt file (the format before
+	// the envelope, which has no checksum: only the length checks stand
+	// between a truncated one and the fault).
+	_, payload, err := fsm.ReadSnapshot(bytes.NewReader(buf.Bytes()), bolt.Kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := io.ReadAll(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, stream := range map[string][]byte{"envelope": buf.Bytes(), "bare": bare} {
+		dst := open(t, filepath.Join(t.TempDir(), "state.db"))
+		running, _ := seed(t, dst)
+		before := stateJSON(t, dst)
+		if err := dst.Restore(context.Background(), bytes.NewReader(stream[:len(stream)/2])); !errors.Is(err, fsm.ErrBadSnapshot) {
+			// Show what was swapped in; a fault here is the bug too.
+			tenants := -1
+			s, lerr := dst.Load(context.Background())
+			if lerr == nil {
+				tenants = len(s.Tenants)
+			}
+			t.Fatalf("Restore of a truncated %s snapshot = %v; want fsm.ErrBadSnapshot (Load after it: %d tenants, %v)", name, err, tenants, lerr)
 		}
-		t.Fatalf("Restore of a truncated snapshot succeeded; want an error (Load after it: %d tenants, %v)", tenants, err)
-	}
-	if got := stateJSON(t, dst); got != before {
-		t.Fatalf("Load after the failed Restore:\ngot  %s\nwant %s", got, before)
-	}
-	if _, err := dst.GetJob(context.Background(), running.ID); err != nil {
-		t.Fatalf("GetJob after the failed Restore: %v", err)
+		if got := stateJSON(t, dst); got != before {
+			t.Fatalf("Load after the failed Restore (%s):\ngot  %s\nwant %s", name, got, before)
+		}
+		if _, err := dst.GetJob(context.Background(), running.ID); err != nil {
+			t.Fatalf("GetJob after the failed Restore (%s): %v", name, err)
+		}
 	}
 	t.Log("RESTORE REFUSED")
+}
+
+// stallWriter accepts nothing until released: a `snapshot save` download
+// whose client stopped reading.
+type stallWriter struct {
+	first   chan struct{} // closed on the first Write
+	release chan struct{}
+	once    bool
+	buf     bytes.Buffer
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	if !w.once {
+		w.once = true
+		close(w.first)
+		<-w.release
+	}
+	return w.buf.Write(p)
+}
+
+// TestStalledSnapshotReaderBlocksNothing stalls the reader of a snapshot
+// mid-stream and checks that Restore, and every read and Commit after
+// it, complete meanwhile; the stalled snapshot, once released, is still
+// the whole state as of Snapshot.
+func TestStalledSnapshotReaderBlocksNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := open(t, filepath.Join(t.TempDir(), "state.db"))
+	running, _ := seed(t, st)
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &stallWriter{first: make(chan struct{}), release: make(chan struct{})}
+	streamed := make(chan error, 1)
+	go func() {
+		defer snap.Release()
+		_, err := snap.WriteTo(w)
+		streamed <- err
+	}()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(w.release)
+		}
+	}
+	t.Cleanup(release)
+	select {
+	case <-w.first:
+	case err := <-streamed:
+		t.Fatalf("WriteTo returned before writing: %v", err)
+	}
+
+	// Another node's state, restored while the reader stalls.
+	other := open(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := other.Commit(ctx, &fsm.Batch{Index: 30, Tenants: []*fsm.Tenant{{ID: "other", Meta: fsm.Meta{CreateIndex: 30, ModifyIndex: 30}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var next bytes.Buffer
+	osnap, err := other.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := osnap.WriteTo(&next); err != nil {
+		t.Fatal(err)
+	}
+	osnap.Release()
+	done := make(chan error, 1)
+	go func() {
+		if err := st.Restore(ctx, &next); err != nil {
+			done <- err
+			return
+		}
+		if err := st.Commit(ctx, &fsm.Batch{Index: 31, Tenants: []*fsm.Tenant{{ID: "after", Meta: fsm.Meta{CreateIndex: 31, ModifyIndex: 31}}}}); err != nil {
+			done <- err
+			return
+		}
+		if err := st.Ping(ctx); err != nil {
+			done <- err
+			return
+		}
+		_, err := st.GetJob(ctx, running.ID)
+		if !errors.Is(err, fsm.ErrNotFound) {
+			done <- fmt.Errorf("GetJob of a job the restored state lacks = %v, want fsm.ErrNotFound", err)
+			return
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Restore, Commit or a read is blocked behind the stalled snapshot reader")
+	}
+	if s, _ := st.Load(ctx); s.Index != 31 || len(s.Tenants) != 2 {
+		t.Errorf("after Restore and Commit: index %d, %d tenants; want 31, 2", s.Index, len(s.Tenants))
+	}
+
+	release()
+	if err := <-streamed; err != nil {
+		t.Fatalf("the stalled snapshot, released: %v", err)
+	}
+	check := open(t, filepath.Join(t.TempDir(), "state.db"))
+	h, err := check.CheckSnapshot(ctx, &w.buf)
+	if err != nil {
+		t.Fatalf("the stalled snapshot does not check: %v", err)
+	}
+	if h.Index != 12 {
+		t.Errorf("the stalled snapshot holds index %d, want 12 (as of Snapshot)", h.Index)
+	}
 }

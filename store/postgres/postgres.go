@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,8 +26,8 @@ var (
 	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
 	// ErrBehind is returned by Restore when the database has not reached
 	// the snapshot's index: it is an older copy, or not the cluster's
-	// database at all.
-	ErrBehind = errors.New("database is behind the snapshot")
+	// database at all. It is fsm.ErrStoreBehind.
+	ErrBehind = fsm.ErrStoreBehind
 	// ErrNotSnapshot is returned by Restore for a stream that is not a
 	// snapshot of this store (a cluster whose nodes use different stores).
 	ErrNotSnapshot = errors.New("not a PostgreSQL store snapshot")
@@ -302,21 +304,30 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	return page, nil
 }
 
-// snapshotFormat names the snapshot stream; Restore refuses anything else.
+// Kind is the store kind this package writes into snapshot headers.
+const Kind = "postgres"
+
+// snapshotFormat names the snapshot payload.
 const snapshotFormat = "ffrtmp-postgres-snapshot"
 
-// snapshotHeader is the whole snapshot: the database is the state.
+// snapshotHeader is the whole payload: the database is the state. Before
+// the snapshot envelope (fsm.WriteSnapshot) it was the whole stream, and
+// Restore still reads such a stream from a node or a file of that time.
 type snapshotHeader struct {
 	Format  string `json:"format"`
 	Version int    `json:"version"`
 	Index   uint64 `json:"index"`
 }
 
-type snapshot struct{ data []byte }
+type snapshot struct{ index uint64 }
 
 func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(s.data)
-	return int64(n), err
+	b, err := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: 1, Index: s.index})
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	b = append(b, '\n')
+	return fsm.WriteSnapshot(w, fsm.SnapshotHeader{Kind: Kind, Index: s.index, Length: int64(len(b))}, bytes.NewReader(b))
 }
 
 func (s *snapshot) Release() {}
@@ -324,35 +335,63 @@ func (s *snapshot) Release() {}
 // Snapshot implements fsm.Store. It records the index this node has
 // committed, without touching the database; see the package doc.
 func (s *Store) Snapshot(ctx context.Context) (fsm.StoreSnapshot, error) {
-	b, err := json.Marshal(snapshotHeader{Format: snapshotFormat, Version: 1, Index: s.applied.Load()})
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return &snapshot{data: append(b, '\n')}, nil
+	return &snapshot{index: s.applied.Load()}, nil
 }
 
-// Restore implements fsm.Store for a shared database: it checks that the
-// database has reached the snapshot's index and changes nothing, because
-// the database already holds that state or a later one; the FSM rebuilds
-// its memory from it with Load. See the package doc for why this is right.
+// Restore implements fsm.Store for a shared database: it checks the
+// snapshot as CheckSnapshot does and changes nothing, because the
+// database already holds that state or a later one; the FSM rebuilds its
+// memory from it with Load. See the package doc for why this is right.
 func (s *Store) Restore(ctx context.Context, r io.Reader) error {
+	if _, err := s.CheckSnapshot(ctx, r); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+// CheckSnapshot implements fsm.Store: the stream must be a whole,
+// undamaged snapshot of a PostgreSQL store, and the database must have
+// reached its index (ErrBehind otherwise).
+func (s *Store) CheckSnapshot(ctx context.Context, r io.Reader) (*fsm.SnapshotHeader, error) {
+	const maxPayload = 64 << 10
+	br := bufio.NewReader(r)
+	var payload io.Reader = br
+	var env *fsm.SnapshotHeader
+	if fsm.IsSnapshotEnvelope(br) {
+		var err error
+		if env, payload, err = fsm.ReadSnapshot(br, Kind); err != nil {
+			return nil, err
+		}
+		if env.Length > maxPayload {
+			return nil, fsm.BadSnapshotf("a PostgreSQL snapshot payload of %d bytes; it is at most %d", env.Length, maxPayload)
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(payload, maxPayload+1))
+	if err != nil {
+		return nil, err
+	}
 	var h snapshotHeader
-	if err := json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&h); err != nil || h.Format != snapshotFormat {
-		return fmt.Errorf("restore: %w (every node of a cluster must use the same store)", ErrNotSnapshot)
+	if err := json.Unmarshal(b, &h); err != nil || h.Format != snapshotFormat {
+		return nil, fmt.Errorf("%w: %w (every node of a cluster must use the same store)", fsm.ErrBadSnapshot, ErrNotSnapshot)
 	}
 	if h.Version != 1 {
-		return fmt.Errorf("restore: snapshot version %d is not supported", h.Version)
+		return nil, fsm.BadSnapshotf("PostgreSQL snapshot version %d is not supported", h.Version)
+	}
+	if env == nil {
+		env = &fsm.SnapshotHeader{Kind: Kind, Index: h.Index, Length: int64(len(b))}
+	} else if env.Index != h.Index {
+		return nil, fsm.BadSnapshotf("the header says index %d, the payload %d", env.Index, h.Index)
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var idx int64
 	if err := s.pool.QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state`).Scan(&idx); err != nil {
-		return fmt.Errorf("restore: %w", interpretError(err))
+		return nil, fmt.Errorf("check snapshot: %w", interpretError(err))
 	}
 	if uint64(idx) < h.Index {
-		return fmt.Errorf("restore: %w: the database is at index %d, the snapshot at %d", ErrBehind, idx, h.Index)
+		return nil, fmt.Errorf("%w: the database is at index %d, the snapshot at %d", ErrBehind, idx, h.Index)
 	}
-	return nil
+	return env, nil
 }
 
 // Ping implements fsm.Store: it runs an empty statement on a pooled

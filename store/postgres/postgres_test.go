@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,23 +18,24 @@ import (
 	"github.com/ffrtmp/ffrtmp/store/storetest"
 )
 
-// sharedSnapshotTests are the conformance subtests that restore a snapshot
-// into a different, empty store and expect the source's contents there.
-// A PostgreSQL snapshot carries only the applied index, because the
-// database is shared by the cluster (see the package doc); its own
-// snapshot semantics are tested by TestSnapshotRestore.
-var sharedSnapshotTests = []string{"/SnapshotRestore", "/SnapshotIsPointInTime"}
-
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	pgtest.BaseURL(t)
-	storetest.Exercise(t, func(t *testing.T) fsm.Store {
-		for _, name := range sharedSnapshotTests {
-			if strings.HasSuffix(t.Name(), name) {
-				t.Skip("a PostgreSQL snapshot holds only the applied index of the shared database; see TestSnapshotRestore")
+	var urls sync.Map // *postgres.Store → its database URL
+	storetest.Exercise(t, storetest.Capabilities{
+		// The database is shared by the cluster (see the package doc).
+		Peer: func(t *testing.T, st fsm.Store) fsm.Store {
+			u, ok := urls.Load(st)
+			if !ok {
+				t.Fatal("Peer of a store the suite did not open")
 			}
-		}
-		return pgtest.Open(t, postgres.Options{})
+			return pgtest.OpenURL(t, u.(string), postgres.Options{})
+		},
+	}, func(t *testing.T) fsm.Store {
+		u := pgtest.URL(t)
+		st := pgtest.OpenURL(t, u, postgres.Options{})
+		urls.Store(st, u)
+		return st
 	})
 }
 
@@ -114,13 +116,32 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 		defer bs.Close()
 		commit(t, bs, &fsm.Batch{Index: 3, Tenants: []*fsm.Tenant{tenant("acme", 3)}})
+		boltSnap := snapshotBytes(t, bs)
+		_, payload, err := fsm.ReadSnapshot(bytes.NewReader(boltSnap), bolt.Kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		legacyBolt, err := io.ReadAll(payload) // a bare bbolt file, as before the envelope
+		if err != nil {
+			t.Fatal(err)
+		}
 		for name, stream := range map[string][]byte{
-			"Empty": nil, "Text": []byte("hello\n"), "Bolt": snapshotBytes(t, bs),
+			"Empty": nil, "Text": []byte("hello\n"), "LegacyBolt": legacyBolt,
 			"OtherFormat": []byte(`{"format":"something-else","version":1,"index":1}`),
 		} {
-			if err := b.Restore(ctx, bytes.NewReader(stream)); !errors.Is(err, postgres.ErrNotSnapshot) {
-				t.Errorf("Restore(%s) = %v, want ErrNotSnapshot", name, err)
+			if err := b.Restore(ctx, bytes.NewReader(stream)); !errors.Is(err, postgres.ErrNotSnapshot) || !errors.Is(err, fsm.ErrBadSnapshot) {
+				t.Errorf("Restore(%s) = %v, want ErrNotSnapshot and fsm.ErrBadSnapshot", name, err)
 			}
+		}
+		if err := b.Restore(ctx, bytes.NewReader(boltSnap)); !errors.Is(err, fsm.ErrBadSnapshot) || !strings.Contains(err.Error(), `"bolt" store`) {
+			t.Errorf("Restore(a bolt snapshot) = %v, want fsm.ErrBadSnapshot naming the bolt store", err)
+		}
+	})
+	t.Run("Legacy", func(t *testing.T) {
+		// A snapshot from before the envelope: the bare JSON payload.
+		b := pgtest.OpenURL(t, url, postgres.Options{})
+		if err := b.Restore(ctx, strings.NewReader(`{"format":"ffrtmp-postgres-snapshot","version":1,"index":5}`+"\n")); err != nil {
+			t.Errorf("Restore of a legacy snapshot at index 5: %v", err)
 		}
 	})
 }
