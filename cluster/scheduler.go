@@ -37,6 +37,10 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 		now = func() time.Time { return time.Now().UTC() }
 	}
 	fair := fsm.NewFairness()
+	// Run starts once this leader has applied what earlier leaders
+	// committed: acquire timeouts count from here, not through the
+	// leaderless time before.
+	fair.CountFrom(now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

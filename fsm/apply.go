@@ -73,6 +73,7 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 		return old
 	}
 	w.State = WorkerUp
+	w.RegisteredAt = f.at(w.RegisteredAt)
 	w.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	if ok {
 		w.CreateIndex = old.CreateIndex
@@ -326,7 +327,7 @@ func (f *FSM) applyExpireJob(index uint64, c *ExpireJob, b *batchBuilder) any {
 	if old.State != JobQueued {
 		return Errorf(CodeInvalidTransition, "job %s is %s, not queued", old.ID, old.State)
 	}
-	if f.at(c.At).Before(deadline(old).at) {
+	if f.at(c.At).Before(expiry(old, c.CountFrom)) {
 		return Errorf(CodeInvalidTransition, "job %s has not reached its acquire timeout", old.ID)
 	}
 	j := *old
