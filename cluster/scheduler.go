@@ -43,9 +43,22 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 	fair.CountFrom(now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	outage := false
 	for {
 		_, changed := s.FSM.Watch()
+		// While the store is down nothing can be placed: expire nothing,
+		// and count acquire timeouts afresh once it is back.
+		if s.FSM.StoreDown() {
+			outage = true
+		} else if outage {
+			outage = false
+			fair.CountFrom(now())
+		}
 		d := s.FSM.Schedule(now(), fair, maxPlacements)
+		if outage {
+			d.Expire = nil
+			d.Wake = now().Add(time.Second) // look again
+		}
 		cmds := make([]fsm.Command, 0, len(d.Assign)+len(d.Expire))
 		for _, e := range d.Expire {
 			cmds = append(cmds, e)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -52,6 +53,8 @@ type FSM struct {
 	pending map[string]*Job
 	// entryAt is the leader's time of the entry being applied (see at).
 	entryAt time.Time
+	// storeDown is set while Apply retries a failed store call.
+	storeDown atomic.Bool
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -217,6 +220,7 @@ func (f *FSM) retry(op string, index uint64, fn func() error) {
 	delay := 50 * time.Millisecond
 	for {
 		err := fn()
+		f.storeDown.Store(err != nil)
 		if err == nil {
 			return
 		}
@@ -282,6 +286,10 @@ func decode[T any](t MessageType, body []byte) *T {
 	}
 	return &v
 }
+
+// StoreDown reports whether Apply is waiting for the store, retrying a
+// read or a commit that failed: nothing new is applied until it answers.
+func (f *FSM) StoreDown() bool { return f.storeDown.Load() }
 
 // Index returns the index of the last applied batch.
 func (f *FSM) Index() uint64 {

@@ -172,6 +172,9 @@ func TestSubmitWaitsForStoreOutsideLock(t *testing.T) {
 		&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("720p30-h264"), at(2*time.Second))},
 	)
 	st.waitCall(t, "JobsExist", 2) // failed, and retried
+	if !n.f.StoreDown() {
+		t.Error("StoreDown() = false while Apply retries the store")
+	}
 
 	answers(t, "readers", func() {
 		if j, ok := n.f.ActiveJob("j0"); !ok || j.State != fsm.JobQueued {
@@ -188,6 +191,9 @@ func TestSubmitWaitsForStoreOutsideLock(t *testing.T) {
 	}
 	if err, _ := r[1].(error); fsm.ErrorCode(err) != fsm.CodeAlreadyExists {
 		t.Errorf("submit of finished j1's ID = %v, want already_exists", r[1])
+	}
+	if n.f.StoreDown() {
+		t.Error("StoreDown() = true after the store came back")
 	}
 }
 
