@@ -37,8 +37,9 @@ const (
 )
 
 // Command is a state change proposed through Raft. The edge (an API
-// handler or the leader loop) fills in every ID and time before proposing,
-// so that applying it is deterministic.
+// handler or the leader loop) fills in every ID before proposing, so that
+// applying it is deterministic. The times it fills in decide nothing
+// unless the entry lacks the leader's stamp (FSM.at).
 type Command interface {
 	MessageType() MessageType
 }
