@@ -266,7 +266,7 @@ func TestClusterFailover(t *testing.T) {
 	st := c.status(c.nodes[2])
 	healthy := 0
 	for _, m := range st.Members {
-		if m.Healthy && m.Voter {
+		if m.Healthy != nil && *m.Healthy && m.Voter {
 			healthy++
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
 )
 
 // cutProxy is a TCP proxy that can cut every connection and refuse new
@@ -88,19 +86,7 @@ func (p *cutProxy) setDown(down bool) {
 // Afterwards every acknowledged job is in the database exactly once, with
 // its tenant, and every node lists it.
 func TestClusterPostgresFailoverAndOutage(t *testing.T) {
-	dbURL := pgtest.URL(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newCutProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
-
-	c := newTestCluster(t, 3)
-	for _, s := range c.nodes {
-		s.args = append(s.args, "--store", u.String())
-	}
-	c.startAll()
+	c, proxy, dbURL := startPostgresCluster(t)
 	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
 	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
 	if err != nil {

@@ -241,7 +241,7 @@ func printMembers(out Output, st *ClusterStatus, status bool) error {
 			contact = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, m.Addr, dash(s.GossipAddr), m.Voter, s.State, s.Term,
-			s.CommitIndex, s.AppliedIndex, contact, yesNo(m.Healthy))
+			s.CommitIndex, s.AppliedIndex, contact, yesNo(m.Healthy != nil && *m.Healthy))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

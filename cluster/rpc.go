@@ -353,13 +353,14 @@ func (n *Node) LocalStatus() Status {
 }
 
 // Member is a server in the Raft configuration with its status, if it
-// answered.
+// answered. Healthy is set only when the status was asked for (nil, and
+// absent from JSON, otherwise): health is known only by asking.
 type Member struct {
 	ID       string  `json:"id"`
 	Addr     string  `json:"addr"`
 	Voter    bool    `json:"voter"`
 	Leader   bool    `json:"leader"`
-	Healthy  bool    `json:"healthy"`
+	Healthy  *bool   `json:"healthy,omitempty"`
 	Status   *Status `json:"status,omitempty"`
 	Error    string  `json:"error,omitempty"`
 	Suffrage string  `json:"suffrage"`
@@ -385,9 +386,11 @@ func (n *Node) Members(ctx context.Context, status bool) ([]Member, error) {
 		wg.Add(1)
 		go func(m *Member) {
 			defer wg.Done()
+			healthy := false
+			m.Healthy = &healthy
 			if m.ID == n.cfg.NodeID {
 				st := n.LocalStatus()
-				m.Status, m.Healthy = &st, true
+				m.Status, healthy = &st, true
 				return
 			}
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -397,7 +400,7 @@ func (n *Node) Members(ctx context.Context, status bool) ([]Member, error) {
 				m.Error = err.Error()
 				return
 			}
-			m.Status, m.Healthy = &st, st.State == "Leader" || st.State == "Follower"
+			m.Status, healthy = &st, st.State == "Leader" || st.State == "Follower"
 		}(&out[i])
 	}
 	wg.Wait()

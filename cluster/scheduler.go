@@ -37,11 +37,28 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 		now = func() time.Time { return time.Now().UTC() }
 	}
 	fair := fsm.NewFairness()
+	// Run starts once this leader has applied what earlier leaders
+	// committed: acquire timeouts count from here, not through the
+	// leaderless time before.
+	fair.CountFrom(now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	outage := false
 	for {
 		_, changed := s.FSM.Watch()
+		// While the store is down nothing can be placed: expire nothing,
+		// and count acquire timeouts afresh once it is back.
+		if s.FSM.StoreDown() {
+			outage = true
+		} else if outage {
+			outage = false
+			fair.CountFrom(now())
+		}
 		d := s.FSM.Schedule(now(), fair, maxPlacements)
+		if outage {
+			d.Expire = nil
+			d.Wake = now().Add(time.Second) // look again
+		}
 		cmds := make([]fsm.Command, 0, len(d.Assign)+len(d.Expire))
 		for _, e := range d.Expire {
 			cmds = append(cmds, e)

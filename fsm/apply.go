@@ -1,8 +1,6 @@
 package fsm
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -10,7 +8,8 @@ import (
 
 // This file holds one applyX per command. Each runs with f.mu held, reads
 // and replaces objects in memory, records changed objects in the batch, and
-// returns the changed object or a *Error. None reads a clock.
+// returns the changed object or a *Error. None reads a clock: every time
+// comes from f.at, the leader's time of the entry.
 
 func (f *FSM) applyCreateTenant(index uint64, c *CreateTenant, b *batchBuilder) any {
 	if old, ok := f.tenants[c.Tenant.ID]; ok {
@@ -74,13 +73,14 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 		return old
 	}
 	w.State = WorkerUp
+	w.RegisteredAt = f.at(w.RegisteredAt)
 	w.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	if ok {
 		w.CreateIndex = old.CreateIndex
 		w.Draining = old.Draining // an operator's drain survives restarts
 		if old.Incarnation != w.Incarnation {
 			// The previous process is gone and its attempts with it.
-			f.requeueWorker(index, w.ID, c.At, "worker "+w.ID+" restarted", b)
+			f.requeueWorker(index, w.ID, f.at(c.At), "worker "+w.ID+" restarted", b)
 		}
 	}
 	f.workers[w.ID] = &w
@@ -96,12 +96,12 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
 	// A finished job is only in the store (or in this batch). The store
-	// holds exactly the state before this batch, so reading it here is
-	// deterministic.
+	// held exactly the state before this batch when ApplyBatch asked it,
+	// so its answer is deterministic.
 	if _, ok := b.jobs[c.Job.ID]; ok {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
-	if stored, ok := f.storedJob(c.Job.ID); ok && stored.CreateIndex != index {
+	if create, ok := b.stored[c.Job.ID]; ok && create != index {
 		// (A stored job created at this very index is this entry, already
 		// committed to a shared store by another node.)
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
@@ -111,6 +111,7 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	}
 	j := c.Job
 	j.State = JobQueued
+	j.SubmittedAt = f.at(j.SubmittedAt)
 	j.QueuedAt = j.SubmittedAt
 	j.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	f.put(nil, &j, b)
@@ -142,7 +143,7 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 	j.State = JobAssigned
 	j.Attempt = c.Attempt
 	j.WorkerID = w.ID
-	j.AssignedAt = c.At
+	j.AssignedAt = f.at(c.At)
 	j.StartedAt = time.Time{}
 	j.Progress = nil
 	j.ModifyIndex = index
@@ -176,11 +177,11 @@ func (f *FSM) applyStartJob(index uint64, c *StartJob, b *batchBuilder) any {
 	}
 	j := *old
 	j.State = JobRunning
-	j.StartedAt = c.At
+	j.StartedAt = f.at(c.At)
 	j.ModifyIndex = index
 	f.put(old, &j, b)
 	if f.observer != nil {
-		f.observer.JobStarted(c.At.Sub(j.QueuedAt))
+		f.observer.JobStarted(f.at(c.At).Sub(j.QueuedAt))
 	}
 	return &j
 }
@@ -216,7 +217,7 @@ func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
 		j.State = JobSucceeded
 		j.Result = c.Result
 		j.Error = nil
-		j.FinishedAt = c.At
+		j.FinishedAt = f.at(c.At)
 		if c.Progress != nil {
 			p := *c.Progress
 			j.Progress = &p
@@ -230,12 +231,12 @@ func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
 		return &j
 	}
 	if c.Retryable {
-		return f.requeue(index, old, c.At, *c.Error, b, func(j *Job) { j.Log = c.Log })
+		return f.requeue(index, old, f.at(c.At), *c.Error, b, func(j *Job) { j.Log = c.Log })
 	}
 	j.State = JobFailed
 	e := *c.Error
 	j.Error = &e
-	j.FinishedAt = c.At
+	j.FinishedAt = f.at(c.At)
 	f.put(old, &j, b)
 	return &j
 }
@@ -278,7 +279,7 @@ func (f *FSM) applyRequeueJob(index uint64, c *RequeueJob, b *batchBuilder) any 
 	if old.ModifyIndex >= index {
 		return old
 	}
-	return f.requeue(index, old, c.At, c.Reason, b)
+	return f.requeue(index, old, f.at(c.At), c.Reason, b)
 }
 
 // transition moves an active job from one of the from states to state to.
@@ -304,15 +305,15 @@ func (f *FSM) transition(index uint64, id string, at time.Time, to JobState, b *
 }
 
 func (f *FSM) applyCancelJob(index uint64, c *CancelJob, b *batchBuilder) any {
-	return f.transition(index, c.JobID, c.At, JobCanceled, b, JobQueued, JobAssigned, JobRunning, JobPaused)
+	return f.transition(index, c.JobID, f.at(c.At), JobCanceled, b, JobQueued, JobAssigned, JobRunning, JobPaused)
 }
 
 func (f *FSM) applyPauseJob(index uint64, c *PauseJob, b *batchBuilder) any {
-	return f.transition(index, c.JobID, c.At, JobPaused, b, JobRunning)
+	return f.transition(index, c.JobID, f.at(c.At), JobPaused, b, JobRunning)
 }
 
 func (f *FSM) applyResumeJob(index uint64, c *ResumeJob, b *batchBuilder) any {
-	return f.transition(index, c.JobID, c.At, JobRunning, b, JobPaused)
+	return f.transition(index, c.JobID, f.at(c.At), JobRunning, b, JobPaused)
 }
 
 func (f *FSM) applyExpireJob(index uint64, c *ExpireJob, b *batchBuilder) any {
@@ -326,12 +327,12 @@ func (f *FSM) applyExpireJob(index uint64, c *ExpireJob, b *batchBuilder) any {
 	if old.State != JobQueued {
 		return Errorf(CodeInvalidTransition, "job %s is %s, not queued", old.ID, old.State)
 	}
-	if c.At.Before(deadline(old).at) {
+	if f.at(c.At).Before(expiry(old, c.CountFrom)) {
 		return Errorf(CodeInvalidTransition, "job %s has not reached its acquire timeout", old.ID)
 	}
 	j := *old
 	j.State = JobFailed
-	j.FinishedAt = c.At
+	j.FinishedAt = f.at(c.At)
 	msg := "no worker took the job within its acquire timeout of " + time.Duration(j.Spec.AcquireTimeout).String()
 	if c.Code == CodeNoCapableWorker {
 		need := "codecs " + strings.Join(j.Plan.Codecs(), ",")
@@ -372,22 +373,6 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 	b.jobs[j.ID] = j
 }
 
-// storedJob reads a job from the store, retrying with backoff while the
-// store is unreachable (as commit does): Apply cannot give up on a
-// committed entry.
-func (f *FSM) storedJob(id string) (*Job, bool) {
-	delay := 50 * time.Millisecond
-	for {
-		j, err := f.store.GetJob(context.Background(), id)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			return j, err == nil
-		}
-		f.log.Error("store read failed; retrying", "job", id, "error", err, "retry_in", delay)
-		time.Sleep(delay)
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
 // requeueWorker ends every attempt a worker holds: its jobs are requeued
 // within their retry budgets, with error worker_lost.
 func (f *FSM) requeueWorker(index uint64, workerID string, at time.Time, why string, b *batchBuilder) {
@@ -409,7 +394,7 @@ func (f *FSM) applyWorkerDown(index uint64, c *MarkWorkerDown, b *batchBuilder) 
 	w.ModifyIndex = index
 	f.workers[w.ID] = &w
 	b.workers[w.ID] = &w
-	f.requeueWorker(index, w.ID, c.At, "worker "+w.ID+" is gone: "+c.Reason, b)
+	f.requeueWorker(index, w.ID, f.at(c.At), "worker "+w.ID+" is gone: "+c.Reason, b)
 	return &w
 }
 

@@ -37,8 +37,9 @@ const (
 )
 
 // Command is a state change proposed through Raft. The edge (an API
-// handler or the leader loop) fills in every ID and time before proposing,
-// so that applying it is deterministic.
+// handler or the leader loop) fills in every ID before proposing, so that
+// applying it is deterministic. The times it fills in decide nothing
+// unless the entry lacks the leader's stamp (FSM.at).
 type Command interface {
 	MessageType() MessageType
 }
@@ -153,10 +154,15 @@ type RequeueJob struct {
 }
 
 // ExpireJob fails a job that stayed queued past its acquire timeout.
+// CountFrom, if later than the time the job became eligible, is when the
+// leader began counting that timeout: when it took leadership, or when a
+// worker of the job's pool came up (see Fairness.CountFrom). Apply refuses
+// the command before CountFrom (or the eligible time) plus the timeout.
 type ExpireJob struct {
-	JobID string    `json:"job_id"`
-	Code  Code      `json:"code"`
-	At    time.Time `json:"at"`
+	JobID     string    `json:"job_id"`
+	Code      Code      `json:"code"`
+	At        time.Time `json:"at"`
+	CountFrom time.Time `json:"count_from,omitzero"`
 }
 
 // MarkWorkerDown marks a worker gone (its gossip member died or its lease

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -47,6 +48,13 @@ type FSM struct {
 	jobs    map[string]*Job // non-terminal jobs only
 	idx     *indexes
 	watch   chan struct{} // closed and replaced after every batch
+	// pending holds the jobs of the batch being committed, so that a job
+	// that finished in it stays readable until the store has it.
+	pending map[string]*Job
+	// entryAt is the leader's time of the entry being applied (see at).
+	entryAt time.Time
+	// storeDown is set while Apply retries a failed store call.
+	storeDown atomic.Bool
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -112,17 +120,27 @@ func (f *FSM) Apply(l *raft.Log) any {
 // Entries at or below the store's index were applied before a restart and
 // are skipped. The response for each entry is the changed object or an
 // error (*Error for a refused command).
+//
+// No store I/O happens under f.mu (readers never wait on the store): the
+// one store read Apply needs, whether submitted IDs belong to finished
+// jobs, is made for the whole batch before the lock is taken, and the
+// Commit after it is released. While the store is down only Raft's apply
+// goroutine waits; readers keep answering from memory.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	resps := make([]any, len(logs))
 	b := newBatchBuilder()
+	start := f.Index() // only this goroutine changes f.index
+	b.stored = f.storedSubmits(logs, start)
 	f.mu.Lock()
-	start := f.index
 	for i, l := range logs {
 		if l.Index <= start || l.Type != raft.LogCommand {
 			continue
 		}
+		f.entryAt = l.AppendedAt
 		resps[i] = f.applyEntry(l.Index, l.Data, b)
 	}
+	f.entryAt = time.Time{}
+	f.pending = b.jobs
 	f.mu.Unlock()
 
 	last := logs[len(logs)-1].Index
@@ -133,6 +151,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 	f.mu.Lock()
 	f.index = last
+	f.pending = nil
 	ch := f.watch
 	f.watch = make(chan struct{})
 	f.mu.Unlock()
@@ -140,16 +159,72 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return resps
 }
 
+// at returns the time of the entry being applied: the leader's clock when
+// it appended the entry (raft.Log.AppendedAt, replicated with the entry),
+// so that every node applies the same time and a submitting node's skew
+// changes nothing. Entries written before Raft stamped them (AppendedAt
+// zero) fall back to the time the proposer put in the command.
+func (f *FSM) at(proposed time.Time) time.Time {
+	if f.entryAt.IsZero() {
+		return proposed
+	}
+	return f.entryAt.UTC()
+}
+
+// storedSubmits returns the create index of every job the store holds
+// whose ID a SubmitJob in logs (after index start) proposes and memory
+// does not hold: the finished jobs such a submit collides with. It reads
+// the store once, without f.mu, retrying with backoff while the store is
+// unreachable (Apply cannot give up on a committed entry). The store holds
+// the state as of start, so the answer is deterministic.
+func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
+	var ids []string
+	f.mu.RLock()
+	for _, l := range logs {
+		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 || MessageType(l.Data[0]) != SubmitJobType {
+			continue
+		}
+		var c struct {
+			Job struct {
+				ID string `json:"id"`
+			} `json:"job"`
+		}
+		if json.Unmarshal(l.Data[1:], &c) != nil {
+			continue // Apply refuses or stops on it
+		}
+		if _, ok := f.jobs[c.Job.ID]; !ok {
+			ids = append(ids, c.Job.ID)
+		}
+	}
+	f.mu.RUnlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	var m map[string]uint64
+	f.retry("store read", start+1, func() (err error) {
+		m, err = f.store.JobsExist(context.Background(), ids)
+		return err
+	})
+	return m
+}
+
 // commit writes a batch, retrying with backoff until the store takes it:
 // the entries are committed in Raft, so giving up would lose them.
 func (f *FSM) commit(b *Batch) {
+	f.retry("store commit", b.Index, func() error { return f.store.Commit(context.Background(), b) })
+}
+
+// retry calls fn until it succeeds, with backoff from 50ms to 5s, logging
+// each failure of op at index.
+func (f *FSM) retry(op string, index uint64, fn func() error) {
 	delay := 50 * time.Millisecond
 	for {
-		err := f.store.Commit(context.Background(), b)
+		err := fn()
+		f.storeDown.Store(err != nil)
 		if err == nil {
 			return
 		}
-		f.log.Error("store commit failed; retrying", "index", b.Index, "error", err, "retry_in", delay)
+		f.log.Error(op+" failed; retrying", "index", index, "error", err, "retry_in", delay)
 		time.Sleep(delay)
 		delay = min(delay*2, 5*time.Second)
 	}
@@ -211,6 +286,10 @@ func decode[T any](t MessageType, body []byte) *T {
 	}
 	return &v
 }
+
+// StoreDown reports whether Apply is waiting for the store, retrying a
+// read or a commit that failed: nothing new is applied until it answers.
+func (f *FSM) StoreDown() bool { return f.storeDown.Load() }
 
 // Index returns the index of the last applied batch.
 func (f *FSM) Index() uint64 {
@@ -303,9 +382,16 @@ func (f *FSM) ActiveJob(id string) (*Job, bool) {
 	return j, ok
 }
 
-// GetJob returns a job, active from memory or finished from the store.
+// GetJob returns a job, active from memory or finished from the store (or
+// from the batch being committed, which the store does not hold yet).
 func (f *FSM) GetJob(ctx context.Context, id string) (*Job, error) {
-	if j, ok := f.ActiveJob(id); ok {
+	f.mu.RLock()
+	j, ok := f.jobs[id]
+	if !ok {
+		j, ok = f.pending[id]
+	}
+	f.mu.RUnlock()
+	if ok {
 		return j, nil
 	}
 	return f.store.GetJob(ctx, id)
@@ -393,10 +479,13 @@ type batchBuilder struct {
 	keys    map[string]*APIKey
 	workers map[string]*Worker
 	jobs    map[string]*Job
+	// stored is the create index of each finished job the batch's
+	// submits collide with (storedSubmits).
+	stored map[string]uint64
 }
 
 func newBatchBuilder() *batchBuilder {
-	return &batchBuilder{map[string]*Tenant{}, map[string]*APIKey{}, map[string]*Worker{}, map[string]*Job{}}
+	return &batchBuilder{tenants: map[string]*Tenant{}, keys: map[string]*APIKey{}, workers: map[string]*Worker{}, jobs: map[string]*Job{}}
 }
 
 func (b *batchBuilder) build(index uint64) *Batch {

@@ -86,11 +86,20 @@ func jobClass(j *Job) class { return class{j.Spec.Queue, j.Spec.Priority} }
 // timeout counts from when it became eligible (queued, and past any retry
 // backoff).
 func deadline(j *Job) ditem {
+	return ditem{expiry(j, time.Time{}), j.ID}
+}
+
+// expiry is when a queued job's acquire timeout ends if it is counted
+// from when the job became eligible, or from countFrom if that is later.
+func expiry(j *Job, countFrom time.Time) time.Time {
 	from := j.QueuedAt
 	if j.NotBefore.After(from) {
 		from = j.NotBefore
 	}
-	return ditem{from.Add(time.Duration(j.Spec.AcquireTimeout)), j.ID}
+	if countFrom.After(from) {
+		from = countFrom
+	}
+	return from.Add(time.Duration(j.Spec.AcquireTimeout))
 }
 
 // add indexes an active job by its state.

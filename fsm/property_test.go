@@ -708,8 +708,12 @@ type gen struct {
 
 func newGen(t *testing.T, r *rand.Rand) *gen {
 	x := func(e ...string) []string { return e }
+	fair := fsm.NewFairness()
+	if r.IntN(2) == 0 {
+		fair.CountFrom(t0.Add(time.Duration(r.IntN(300)) * time.Second))
+	}
 	return &gen{
-		t: t, r: r, now: t0, fair: fsm.NewFairness(), incarn: map[string]int{},
+		t: t, r: r, now: t0, fair: fair, incarn: map[string]int{},
 		workers: []fsm.Worker{
 			{ID: "w1", Slots: 2, CPUs: 4, MemoryMB: 8192, Encoders: x("libx264", "libx265")},
 			{ID: "w2", Slots: 3, Encoders: x("libx264", "libsvtav1", "libvpx-vp9"), Labels: map[string]string{"zone": "b"}},
@@ -768,7 +772,11 @@ func (g *gen) logs(cmds []fsm.Command, first uint64) []*raft.Log {
 			out = append(out, &raft.Log{Index: idx, Term: 1, Type: raft.LogConfiguration, Data: []byte{0xff, 0x00}})
 			idx++
 		}
-		out = append(out, entry(g.t, idx, c))
+		l := entry(g.t, idx, c)
+		if g.r.IntN(10) != 0 { // else an entry from before Raft stamped them
+			l.AppendedAt = g.now.Add(time.Duration(g.r.IntN(2000)) * time.Millisecond)
+		}
+		out = append(out, l)
 		idx++
 	}
 	return out
@@ -977,7 +985,8 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			if !ok {
 				return nil
 			}
-			return one(&fsm.ExpireJob{JobID: id, Code: pick(r, fsm.CodeAcquireTimeout, fsm.CodeNoCapableWorker), At: g.now})
+			return one(&fsm.ExpireJob{JobID: id, Code: pick(r, fsm.CodeAcquireTimeout, fsm.CodeNoCapableWorker), At: g.now,
+				CountFrom: pick(r, time.Time{}, g.now.Add(-time.Duration(r.IntN(600))*time.Second))})
 		}},
 	}
 	total := 0

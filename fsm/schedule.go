@@ -18,15 +18,80 @@ type Decisions struct {
 	Wake time.Time
 }
 
-// Fairness is the leader's round-robin position between tenants in each
-// dispatch class. It is leader-local and not replicated: after a failover
-// the rotation restarts, which only shifts which tenant goes first.
+// Fairness is the leader's local scheduling state: its round-robin
+// position between tenants in each dispatch class, and what it knows of
+// when jobs could have been placed (CountFrom). It is leader-local and not
+// replicated: after a failover the rotation restarts, which only shifts
+// which tenant goes first, and the new leader counts acquire timeouts from
+// its own start.
 type Fairness struct {
 	last map[class]string
+	// since is when this leader began placing jobs.
+	since time.Time
+	// poolUp maps a pool ("" for the shared workers, else the tenant of
+	// dedicated ones) to the time of the first pass that saw one of its
+	// workers up and not draining, since when it has always had one; nil
+	// if acquire timeouts count from the jobs' queued times.
+	poolUp map[string]time.Time
 }
 
-// NewFairness returns an empty rotation.
+// NewFairness returns an empty rotation that counts acquire timeouts from
+// the jobs' queued times.
 func NewFairness() *Fairness { return &Fairness{last: make(map[class]string)} }
+
+// CountFrom makes acquire timeouts count only time when the cluster could
+// have placed the job: not before since (when this leader took over, so
+// a leaderless outage does not count) and not before a worker of the
+// job's pool (shared, or its tenant's dedicated ones) has been up, as seen
+// by the passes of this Fairness. A job whose pool has no worker up does
+// not expire.
+func (fr *Fairness) CountFrom(since time.Time) {
+	fr.since = since
+	fr.poolUp = make(map[string]time.Time)
+}
+
+// observe records at now which pools have a worker that can take jobs.
+func (fr *Fairness) observe(now time.Time, workers []*Worker) {
+	if fr.poolUp == nil {
+		return
+	}
+	up := make(map[string]bool)
+	for _, w := range workers {
+		if !w.Draining {
+			up[w.TenantID] = true
+		}
+	}
+	for p := range fr.poolUp {
+		if !up[p] {
+			delete(fr.poolUp, p)
+		}
+	}
+	for p := range up {
+		if _, ok := fr.poolUp[p]; !ok {
+			fr.poolUp[p] = now
+		}
+	}
+}
+
+// countFrom returns when j's acquire timeout began to count (zero: from
+// its queued time), or false if it does not count yet.
+func (fr *Fairness) countFrom(j *Job) (time.Time, bool) {
+	if fr.poolUp == nil {
+		return time.Time{}, true
+	}
+	shared, ok1 := fr.poolUp[""]
+	own, ok2 := fr.poolUp[j.TenantID]
+	switch {
+	case !ok1 && !ok2:
+		return time.Time{}, false
+	case !ok1 || (ok2 && own.Before(shared)):
+		shared = own
+	}
+	if fr.since.After(shared) {
+		return fr.since, true
+	}
+	return shared, true
+}
 
 // order returns the tenants with queued jobs in class c, rotated so that
 // the tenant after the one served last in c goes first.
@@ -218,7 +283,10 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 		}
 	}
 
-	// Acquire timeouts.
+	// Acquire timeouts. The index orders jobs by the end of a timeout
+	// counted from their queued times; one that CountFrom starts later
+	// is passed over until then.
+	fair.observe(now, workers)
 	p.expired = make(map[string]bool)
 	capableAnywhere := make(map[demand]bool)
 	f.idx.deadlines.Ascend(func(it ditem) bool {
@@ -227,6 +295,14 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 			return false
 		}
 		j := f.jobs[it.id]
+		from, counting := fair.countFrom(j)
+		if !counting {
+			return true // a worker coming up changes the FSM and wakes us
+		}
+		if due := expiry(j, from); due.After(now) {
+			p.wake(due)
+			return true
+		}
 		dm := demandOf(j)
 		ok, known := capableAnywhere[dm]
 		if !known {
@@ -237,7 +313,7 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 		if !ok {
 			code = CodeNoCapableWorker
 		}
-		d.Expire = append(d.Expire, &ExpireJob{JobID: j.ID, Code: code, At: now})
+		d.Expire = append(d.Expire, &ExpireJob{JobID: j.ID, Code: code, At: now, CountFrom: from})
 		p.expired[j.ID] = true
 		return true
 	})

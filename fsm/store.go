@@ -36,6 +36,11 @@ type Store interface {
 	Commit(ctx context.Context, b *Batch) error
 	// GetJob returns a job by ID, active or finished, or ErrNotFound.
 	GetJob(ctx context.Context, id string) (*Job, error)
+	// JobsExist returns, for each of ids that the store holds, the job's
+	// create index; ids it does not hold are absent from the map. Apply
+	// asks it once per batch, outside the FSM's lock, to refuse a
+	// SubmitJob whose ID a finished job already has.
+	JobsExist(ctx context.Context, ids []string) (map[string]uint64, error)
 	// ListJobs returns one page of jobs, newest first.
 	ListJobs(ctx context.Context, p *ListJobsParams) (*JobPage, error)
 	// Snapshot captures the committed state for a Raft snapshot. It must

@@ -272,7 +272,9 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	index := s.fsm.Index()
-	page, err := s.fsm.Store().ListJobs(r.Context(), p)
+	ctx, cancel := context.WithTimeout(r.Context(), storeReadTimeout)
+	defer cancel()
+	page, err := s.fsm.Store().ListJobs(ctx, p)
 	if err != nil {
 		err = storeError(err)
 	}
@@ -428,9 +430,16 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// storeReadTimeout bounds an API read that needs the store (finished jobs,
+// list pages): during a database outage it answers 503 unavailable with
+// Retry-After instead of waiting for the database.
+const storeReadTimeout = 2 * time.Second
+
 // loadJob reads a job: active ones from memory, finished ones from the
-// store.
+// store within storeReadTimeout.
 func (s *Server) loadJob(ctx context.Context, id string) (*fsm.Job, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeReadTimeout)
+	defer cancel()
 	j, err := s.fsm.GetJob(ctx, id)
 	if err != nil && !errors.Is(err, fsm.ErrNotFound) {
 		return nil, storeError(err)

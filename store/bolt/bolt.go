@@ -317,6 +317,32 @@ func (s *Store) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
 	return j, nil
 }
 
+// JobsExist implements fsm.Store.
+func (s *Store) JobsExist(ctx context.Context, ids []string) (map[string]uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]uint64)
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		for _, id := range ids {
+			v := b.Get([]byte(id))
+			if v == nil {
+				continue
+			}
+			m, err := decode[fsm.Meta](v)
+			if err != nil {
+				return fmt.Errorf("job %s: %w", id, err)
+			}
+			out[id] = m.CreateIndex
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs exist: %w", err)
+	}
+	return out, nil
+}
+
 // ListJobs implements fsm.Store. It walks IDs (time-ordered) newest first
 // from the cursor, filtering by state and queue.
 func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPage, error) {

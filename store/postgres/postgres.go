@@ -235,6 +235,32 @@ func (s *Store) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
 	return decode[fsm.Job](doc)
 }
 
+// JobsExist implements fsm.Store, in one query.
+func (s *Store) JobsExist(ctx context.Context, ids []string) (map[string]uint64, error) {
+	out := make(map[string]uint64)
+	if len(ids) == 0 {
+		return out, nil
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT id, create_index FROM jobs WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("jobs exist: %w", interpretError(err))
+	}
+	var (
+		id     string
+		create int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &create}, func() error {
+		out[id] = uint64(create)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs exist: %w", interpretError(err))
+	}
+	return out, nil
+}
+
 // ListJobs implements fsm.Store: newest first by ID from the cursor, along
 // the index that matches the filters (jobs_tenant_state_id for one tenant
 // and one state, jobs_tenant_id for one tenant, jobs_state_id for one

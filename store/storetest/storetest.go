@@ -94,6 +94,24 @@ func Exercise(t *testing.T, caps Capabilities, newStore func(t *testing.T) fsm.S
 		}
 	})
 
+	t.Run("JobsExist", func(t *testing.T) {
+		t.Parallel()
+		st := newStore(t)
+		active := newJob(1, "acme", fsm.JobQueued, fsm.QueueDefault, 3)
+		done := newJob(2, "acme", fsm.JobSucceeded, fsm.QueueDefault, 4)
+		commit(t, st, &fsm.Batch{Index: 4, Tenants: []*fsm.Tenant{newTenant("acme", 1)}, Jobs: []*fsm.Job{active, done}})
+
+		got, err := st.JobsExist(ctx, []string{active.ID, jobID(99), done.ID, "", "acme"})
+		if err != nil {
+			t.Fatalf("JobsExist: %v", err)
+		}
+		want := map[string]uint64{active.ID: active.CreateIndex, done.ID: done.CreateIndex}
+		assertSame(t, "JobsExist", got, want)
+		if got, err := st.JobsExist(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("JobsExist(nil) = %v, %v; want an empty map", got, err)
+		}
+	})
+
 	t.Run("CommitAtOrBelowIndexIsIgnored", func(t *testing.T) {
 		t.Parallel()
 		st := newStore(t)

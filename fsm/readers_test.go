@@ -1,0 +1,219 @@
+package fsm_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// outageStore is a store that goes down on request: while down, Commit
+// blocks until up is closed and JobsExist fails as an unreachable
+// database does. Each call made while down is reported on calls.
+type outageStore struct {
+	fsm.Store
+	down  atomic.Bool
+	up    chan struct{}
+	calls chan string
+}
+
+func newOutageStore(t testing.TB) *outageStore {
+	return &outageStore{Store: openStore(t), up: make(chan struct{}), calls: make(chan string, 1024)}
+}
+
+func (s *outageStore) note(call string) {
+	select {
+	case s.calls <- call:
+	default:
+	}
+}
+
+func (s *outageStore) Commit(ctx context.Context, b *fsm.Batch) error {
+	if s.down.Load() {
+		s.note("Commit")
+		<-s.up
+	}
+	return s.Store.Commit(ctx, b)
+}
+
+func (s *outageStore) JobsExist(ctx context.Context, ids []string) (map[string]uint64, error) {
+	if s.down.Load() {
+		s.note("JobsExist")
+		return nil, errors.New("dial tcp 127.0.0.1:5432: connection refused")
+	}
+	return s.Store.JobsExist(ctx, ids)
+}
+
+// restore brings the store back.
+func (s *outageStore) restore() {
+	s.down.Store(false)
+	close(s.up)
+}
+
+// waitCall waits until the store has been called n times while down.
+func (s *outageStore) waitCall(t *testing.T, call string, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for n > 0 {
+		select {
+		case c := <-s.calls:
+			if c == call {
+				n--
+			}
+		case <-deadline:
+			t.Fatalf("the FSM did not call %s on the down store", call)
+		}
+	}
+}
+
+// answers runs read and fails the test if it does not return: a reader
+// blocked behind the store outage.
+func answers(t *testing.T, what string, read func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		read()
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s blocked while the store is down", what)
+	}
+}
+
+// applyAsync applies cmds as one batch after n's last index on another
+// goroutine (Raft's apply goroutine), and returns the channel of its
+// responses.
+func (n *node) applyAsync(cmds ...fsm.Command) <-chan []any {
+	n.t.Helper()
+	logs := make([]*raft.Log, len(cmds))
+	for i, c := range cmds {
+		n.last++
+		logs[i] = entry(n.t, n.last, c)
+	}
+	out := make(chan []any, 1)
+	go func() { out <- n.f.ApplyBatch(logs) }()
+	return out
+}
+
+func newOutageNode(t *testing.T) (*node, *outageStore) {
+	st := newOutageStore(t)
+	n := &node{t: t, f: newFSM(t, st)}
+	n.tenant("t1")
+	n.worker(fsm.Worker{ID: "w1", Slots: 4, Encoders: x264})
+	return n, st
+}
+
+// TestReadersDuringBlockedCommit: while a batch's Commit waits for the
+// store, readers answer from memory, and a job that finished in that batch
+// reads as finished although the store does not hold it yet.
+func TestReadersDuringBlockedCommit(t *testing.T) {
+	t.Parallel()
+	n, st := newOutageNode(t)
+	n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	n.submit("j2", "t1", spec("720p30-h264"), at(0))
+	n.run("j1", "w1", at(time.Second))
+	before := n.f.Index()
+
+	st.down.Store(true)
+	resps := n.applyAsync(&fsm.FinishJob{Report: fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 1}, At: at(2 * time.Second)})
+	st.waitCall(t, "Commit", 1)
+
+	answers(t, "readers", func() {
+		if j, err := n.f.GetJob(context.Background(), "j1"); err != nil || j.State != fsm.JobSucceeded {
+			t.Errorf("GetJob(j1) during the commit = %+v, %v; want succeeded", j, err)
+		}
+		if j, ok := n.f.ActiveJob("j2"); !ok || j.State != fsm.JobQueued {
+			t.Errorf("ActiveJob(j2) during the commit = %+v, %v; want queued", j, ok)
+		}
+		if _, ok := n.f.Tenant("t1"); !ok {
+			t.Error("Tenant(t1) during the commit: not found")
+		}
+		if got := n.f.Index(); got != before {
+			t.Errorf("Index() during the commit = %d, want %d (the batch is not committed)", got, before)
+		}
+		n.f.Schedule(at(3*time.Second), fsm.NewFairness(), 10)
+	})
+
+	st.restore()
+	if r := <-resps; r[0] == nil {
+		t.Fatal("FinishJob: no response")
+	} else if err, ok := r[0].(error); ok {
+		t.Fatalf("FinishJob refused: %v", err)
+	}
+	if got := n.f.Index(); got != n.last {
+		t.Errorf("Index() after the commit = %d, want %d", got, n.last)
+	}
+	if j, err := n.f.Store().GetJob(context.Background(), "j1"); err != nil || j.State != fsm.JobSucceeded {
+		t.Errorf("stored j1 = %+v, %v; want succeeded", j, err)
+	}
+}
+
+// TestSubmitWaitsForStoreOutsideLock: a submit's check against finished
+// jobs needs the store; while the store is down the batch waits for it
+// without holding the FSM's lock, and once it is back the check is as
+// exact as before (a finished job's ID is refused, a new one queued).
+func TestSubmitWaitsForStoreOutsideLock(t *testing.T) {
+	t.Parallel()
+	n, st := newOutageNode(t)
+	n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	n.job(&fsm.CancelJob{JobID: "j1", At: at(time.Second)})
+	n.submit("j0", "t1", spec("720p30-h264"), at(0))
+
+	st.down.Store(true)
+	resps := n.applyAsync(
+		&fsm.SubmitJob{Job: newJob(t, "j2", "t1", spec("720p30-h264"), at(2*time.Second))},
+		&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("720p30-h264"), at(2*time.Second))},
+	)
+	st.waitCall(t, "JobsExist", 2) // failed, and retried
+	if !n.f.StoreDown() {
+		t.Error("StoreDown() = false while Apply retries the store")
+	}
+
+	answers(t, "readers", func() {
+		if j, ok := n.f.ActiveJob("j0"); !ok || j.State != fsm.JobQueued {
+			t.Errorf("ActiveJob(j0) during the outage = %+v, %v; want queued", j, ok)
+		}
+		n.f.Watch()
+		n.f.Workers("")
+	})
+
+	st.restore()
+	r := <-resps
+	if j, ok := r[0].(*fsm.Job); !ok || j.State != fsm.JobQueued {
+		t.Errorf("submit j2 = %v, want a queued job", r[0])
+	}
+	if err, _ := r[1].(error); fsm.ErrorCode(err) != fsm.CodeAlreadyExists {
+		t.Errorf("submit of finished j1's ID = %v, want already_exists", r[1])
+	}
+	if n.f.StoreDown() {
+		t.Error("StoreDown() = true after the store came back")
+	}
+}
+
+// TestSubmitAlreadyCommittedBySharedStore: with a store shared by the
+// nodes (PostgreSQL), another node may have committed this very entry: a
+// stored job created at the entry's own index is this entry, not a
+// duplicate.
+func TestSubmitAlreadyCommittedBySharedStore(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.tenant("t1")
+	index := n.last + 1
+	j := newJob(t, "j1", "t1", spec("720p30-h264"), at(0))
+	j.State, j.QueuedAt = fsm.JobQueued, at(0)
+	j.Meta = fsm.Meta{CreateIndex: index, ModifyIndex: index}
+	if err := n.st.Commit(context.Background(), &fsm.Batch{Index: index, Jobs: []*fsm.Job{&j}}); err != nil {
+		t.Fatal(err)
+	}
+	got := n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	if got.CreateIndex != index {
+		t.Errorf("submitted job's create index = %d, want %d", got.CreateIndex, index)
+	}
+}
