@@ -33,7 +33,7 @@ func storeError(err error) error { return fmt.Errorf("%w: %w", errStoreUnavailab
 // statusOf maps an error code to its HTTP status.
 func statusOf(c fsm.Code) int {
 	switch c {
-	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, CodeMalformedJSON, CodeUnknownField:
+	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, fsm.CodeUnknownCommand, CodeMalformedJSON, CodeUnknownField:
 		return http.StatusBadRequest
 	case fsm.CodeURLNotAllowed, CodePermissionDenied:
 		return http.StatusForbidden
