@@ -64,6 +64,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) fsm.Store) {
 		assertSame(t, "Load after Commit", normalState(load(t, st)), normalState(want))
 	})
 
+	t.Run("AwkwardRunes", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunes(t, newStore(t))
+	})
+
 	t.Run("GetJob", func(t *testing.T) {
 		t.Parallel()
 		st := newStore(t)
