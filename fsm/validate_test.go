@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -207,15 +208,20 @@ func fuzzSeeds(t testing.TB) [][]byte {
 // unchanged.
 func FuzzDecodeValidateApply(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
-		f.Add(s)
+		f.Add(s, "")
 	}
+	for _, text := range []string{"x\x00y", "in%00x.mp4", "%1b[31m", "\u2028", "\xff", "e\u0301 🎬", "a/../b.mp4", "%"} {
+		f.Add([]byte(nil), text)
+	}
+	tmpl := validJob(f, "j-text")
 	n := newNode(f)
 	n.tenant("t1")
 	n.worker(fsm.Worker{ID: "w1", Slots: 4, Encoders: []string{"libx264"}})
 	n.submit("j1", "t1", spec("720p30-h264"), t0)
 	n.submit("j2", "t1", spec("720p30-h264"), t0)
 	n.run("j2", "w1", t0)
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, text string) {
+		checkTextFields(t, tmpl, text)
 		c, err := fsm.DecodeCommand(data)
 		if err != nil {
 			var e *fsm.Error
@@ -231,6 +237,28 @@ func FuzzDecodeValidateApply(f *testing.F) {
 		resp := n.f.ApplyBatch([]*raft.Log{{Index: n.last, Term: 1, Type: raft.LogCommand, Data: data}})[0]
 		checkStorable(t, n, resp)
 	})
+}
+
+// checkTextFields plants text in every kind of text field of a submit
+// (name, URL and path, log, message): if validation accepts the entry,
+// what it decodes to must be storable.
+func checkTextFields(t *testing.T, tmpl fsm.Job, text string) {
+	t.Helper()
+	j := tmpl
+	j.Spec.Name = text
+	j.Spec.Outputs = []fsm.Output{{URL: "file:///" + text}}
+	j.Plan.Outputs = slices.Clone(j.Plan.Outputs)
+	j.Plan.Outputs[0].URL, j.Plan.Outputs[0].Path = "file:///"+text, text
+	j.Log = text + "\n" + text
+	j.Error = &fsm.Error{Code: fsm.CodeFFmpeg, Message: text}
+	c, err := fsm.DecodeCommand(mustEncode(t, &fsm.SubmitJob{Job: j}))
+	if err != nil {
+		return
+	}
+	doc := mustEncode(t, c)
+	if !utf8.Valid(doc) || bytes.Contains(doc, []byte(`\u0000`)) {
+		t.Fatalf("validation accepted a submit with %q that is not storable in jsonb: %s", text, doc)
+	}
 }
 
 // checkStorable checks that an applied object is a document every store
@@ -260,5 +288,17 @@ func checkStorable(t *testing.T, n *node, resp any) {
 	}
 	if g, w := mustJSON(t, got), mustJSON(t, j); g != w {
 		t.Fatalf("store returned job %s as\n%s\nwant\n%s", j.ID, g, w)
+	}
+}
+
+// BenchmarkDecodeCommand measures the leader's check of a submit before
+// it proposes it (decode and validate).
+func BenchmarkDecodeCommand(b *testing.B) {
+	data := mustEncode(b, &fsm.SubmitJob{Job: validJob(b, "j1")})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fsm.DecodeCommand(data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
