@@ -1,9 +1,9 @@
 package fsm
 
 import (
+	"cmp"
 	"encoding/json"
 	"math"
-	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -165,7 +165,7 @@ func checkStrings(field string, v reflect.Value) error {
 			name := field
 			if !sf.Anonymous {
 				tag, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
-				name = joinField(field, cmpOr(tag, sf.Name))
+				name = joinField(field, cmp.Or(tag, sf.Name))
 			}
 			if err := checkStrings(name, v.Field(i)); err != nil {
 				return err
@@ -206,12 +206,32 @@ func checkString(field, s string) error {
 		if err := ValidText(field, s, MaxURLLen, ""); err != nil {
 			return err
 		}
-		if dec, err := url.PathUnescape(s); err == nil {
-			return ValidText(field+" (percent-decoded)", dec, MaxURLLen, "")
+		if i := strings.IndexFunc(percentDecode(s), unicode.IsControl); i >= 0 {
+			return invalid("%s holds a percent-encoded control character", field)
 		}
 		return nil
 	}
 	return ValidText(field, s, MaxTextLen, "")
+}
+
+// percentDecode decodes every well-formed %XX of s and leaves anything
+// else as it is, so that a malformed escape cannot hide a good one.
+func percentDecode(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b = append(b, byte(v))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 func joinField(parent, name string) string {
@@ -219,13 +239,6 @@ func joinField(parent, name string) string {
 		return name
 	}
 	return parent + "." + name
-}
-
-func cmpOr(a, b string) string {
-	if a != "" && a != "-" {
-		return a
-	}
-	return b
 }
 
 // checkAll checks every string of c, then the command's own rules.

@@ -73,6 +73,9 @@ func poison(t testing.TB) []struct {
 		{"percent-encoded NUL in a file URL", submitWith(t, func(b string) string {
 			return strings.ReplaceAll(b, "file:///out.mp4", "file:///in%00x.mp4")
 		}), fsm.CodeInvalidArgument},
+		{"escape hidden behind a malformed one", submitWith(t, func(b string) string {
+			return strings.ReplaceAll(b, "file:///out.mp4", "file:///o%zz%1b.mp4")
+		}), fsm.CodeInvalidArgument},
 		{"invalid UTF-8", submitWith(t, func(b string) string {
 			return strings.Replace(b, `"tenant_id":"t1"`, "\"tenant_id\":\"t\xff1\"", 1)
 		}), fsm.CodeInvalidArgument},
