@@ -91,7 +91,34 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ffrtmp"`)
 	}
-	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(e.Message)}})
+	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message))}})
+}
+
+// shortenQuoted cuts every Go-quoted value in a message (how fsm and this
+// package echo a caller's value, with %q) that is longer than
+// maxEchoRunes, as echo does: one rule for every message, wherever it
+// was written.
+func shortenQuoted(m string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(m, '"')
+		if i < 0 {
+			b.WriteString(m)
+			return b.String()
+		}
+		b.WriteString(m[:i])
+		q, err := strconv.QuotedPrefix(m[i:])
+		if err != nil {
+			b.WriteByte('"')
+			m = m[i+1:]
+			continue
+		}
+		m = m[i+len(q):]
+		if v, err := strconv.Unquote(q); err == nil && utf8.RuneCountInString(v) > maxEchoRunes {
+			q = echo(v)
+		}
+		b.WriteString(q)
+	}
 }
 
 // maxMessageRunes bounds an error message as sent, whatever it echoes.

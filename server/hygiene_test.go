@@ -72,6 +72,7 @@ func TestEchoedValuesAreCutAndEscaped(t *testing.T) {
 		"/v1/workers/" + url.PathEscape("\x1b[2J"+hostile),
 		"/v1/jobs?state=" + url.QueryEscape("\x1b[2J"+hostile),
 		"/v1/" + url.PathEscape("\x1b[2J"+hostile),
+		"/v1/jobs?queue=" + url.QueryEscape(hostile),
 	} {
 		var ae apiError
 		resp := e.do("GET", path, nil, &ae)
@@ -81,6 +82,29 @@ func TestEchoedValuesAreCutAndEscaped(t *testing.T) {
 		cleanError(t, path[:12], ae.Error.Message, 200)
 		if !strings.Contains(ae.Error.Message, "…") {
 			t.Errorf("GET %s: message %q does not show that the value was cut", path[:12], ae.Error.Message)
+		}
+	}
+}
+
+// TestDomainErrorsCutEchoedValues: a value that Compile or validation
+// echoes is cut too, whichever package wrote the message.
+func TestDomainErrorsCutEchoedValues(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	long := strings.Repeat("x", 1000)
+	for _, body := range []string{
+		`{"scenario":"` + long + `","input":{"url":"testsrc://"},"outputs":[{"url":"file:///a.mp4"}]}`,
+		`{"scenario":"720p30-h264","input":{"url":"rtmp://` + long + `/live"},"outputs":[{"url":"file:///a.mp4"}]}`,
+		`{"scenario":"720p30-h264","input":{"url":"file:///` + long + `.exe"},"outputs":[{"url":"file:///a.mp4"}]}`,
+	} {
+		var ae apiError
+		resp := e.do("POST", "/v1/jobs", body, &ae)
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Fatalf("status %d, want a 4xx", resp.StatusCode)
+		}
+		cleanError(t, string(ae.Error.Code), ae.Error.Message, 300)
+		if !strings.Contains(ae.Error.Message, "x…") {
+			t.Errorf("message %q does not show the cut value", ae.Error.Message)
 		}
 	}
 }
