@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -225,5 +226,41 @@ func TestIdempotentSubmitRaceAnswersJobOrTypedError(t *testing.T) {
 		if visible && resp.Header.Get("Location") != "/v1/jobs/"+key {
 			t.Errorf("replay Location %q, want /v1/jobs/%s", resp.Header.Get("Location"), key)
 		}
+	}
+}
+
+// TestWorkerProtocolRefusesPoisonBeforeTheLog: the worker protocol's
+// writes go through the same check as the API's: a report a store could
+// not keep, or one Apply would choke on, is a typed 400 and the log does
+// not grow.
+func TestWorkerProtocolRefusesPoisonBeforeTheLog(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	mux := http.NewServeMux()
+	e.srv.MountWorkerRPC(func(pattern string, h http.Handler) { mux.Handle(pattern, h) })
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	last := func() string { return e.node.Stats()["last_log_index"] }
+	before := last()
+	for _, tc := range []struct{ path, body string }{
+		{"/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"log":"a\u0000b"}`},
+		{"/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"error":{"code":"ffmpeg_error","message":"\u001b[2J"}}`},
+		{"/rpc/worker/start", `{"job_id":"j1","worker_id":"w1","attempt":0}`},
+		{"/rpc/worker/register", `{"id":"w9","name":"evil\u009b","slots":1}`},
+		{"/rpc/worker/register", `{"id":"","slots":1}`},
+	} {
+		resp, err := http.Post(hs.URL+tc.path, "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ae apiError
+		json.NewDecoder(resp.Body).Decode(&ae)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || ae.Error.Code != "invalid_argument" {
+			t.Errorf("POST %s %s: got %d %q (%s), want 400 invalid_argument", tc.path, tc.body, resp.StatusCode, ae.Error.Code, ae.Error.Message)
+		}
+	}
+	if after := last(); after != before {
+		t.Errorf("refused worker reports grew the log from %s to %s", before, after)
 	}
 }
