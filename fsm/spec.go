@@ -295,7 +295,7 @@ func widthFor(height int) int {
 // Plan. It is pure: the same spec and policy always give the same result.
 // Refusals are *Error with a specific code.
 func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
-	if err := ValidText("name", s.Name, MaxNameLen, ""); err != nil {
+	if err := validText("name", s.Name, MaxNameLen, ""); err != nil {
 		return nil, err
 	}
 	if s.Queue == "" {
@@ -491,7 +491,7 @@ func tenantPath(u *url.URL, exts []string) (string, error) {
 	if !slices.Contains(exts, ext) {
 		return "", Errorf(CodeURLNotAllowed, "file %q is not a media file this endpoint accepts (extensions %s)", p, strings.Join(exts, " "))
 	}
-	if err := ValidPath(path.Clean(p[1:])); err != nil {
+	if err := validPath(path.Clean(p[1:])); err != nil {
 		return "", err
 	}
 	return path.Clean(p[1:]), nil

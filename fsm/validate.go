@@ -101,10 +101,10 @@ func invalid(format string, args ...any) *Error {
 	return Errorf(CodeInvalidArgument, format, args...)
 }
 
-// ValidText checks one free-text value: valid UTF-8, at most max bytes,
+// validText checks one free-text value: valid UTF-8, at most max bytes,
 // and no control characters (C0, DEL, C1: so no NUL and no ANSI escape)
 // other than those in allow. field names the value in the refusal.
-func ValidText(field, s string, max int, allow string) error {
+func validText(field, s string, max int, allow string) error {
 	if len(s) > max {
 		return invalid("%s is longer than %d bytes", field, max)
 	}
@@ -123,7 +123,7 @@ func checkID(field, id string) error {
 	if id == "" {
 		return invalid("%s is required", field)
 	}
-	return ValidText(field, id, MaxIDLen, "")
+	return validText(field, id, MaxIDLen, "")
 }
 
 // checkReport checks a report's fencing token.
@@ -141,7 +141,7 @@ func checkReport(r Report) error {
 }
 
 // checkStrings walks v and checks every string in it (struct fields, slice
-// elements, map keys and values) with ValidText. The field's JSON name
+// elements, map keys and values) with validText. The field's JSON name
 // picks the rule: "log" may hold newlines and tabs and be up to MaxLogLen
 // long; "url" is checked again after percent-decoding; anything else is
 // single-line text up to MaxTextLen. Names and IDs have tighter bounds,
@@ -201,9 +201,9 @@ func checkString(field, s string) error {
 	last := field[strings.LastIndexByte(field, '.')+1:]
 	switch last {
 	case "log":
-		return ValidText(field, s, MaxLogLen, "\n\t")
+		return validText(field, s, MaxLogLen, "\n\t")
 	case "url":
-		if err := ValidText(field, s, MaxURLLen, ""); err != nil {
+		if err := validText(field, s, MaxURLLen, ""); err != nil {
 			return err
 		}
 		if i := strings.IndexFunc(percentDecode(s), unicode.IsControl); i >= 0 {
@@ -211,7 +211,7 @@ func checkString(field, s string) error {
 		}
 		return nil
 	}
-	return ValidText(field, s, MaxTextLen, "")
+	return validText(field, s, MaxTextLen, "")
 }
 
 // percentDecode decodes every well-formed %XX of s and leaves anything
@@ -257,7 +257,7 @@ func checkAll(c Command, rules ...error) error {
 // Validate implements Validator.
 func (c *CreateTenant) Validate() error {
 	return checkAll(c, checkID("tenant.id", c.Tenant.ID),
-		ValidText("tenant.name", c.Tenant.Name, MaxNameLen, ""))
+		validText("tenant.name", c.Tenant.Name, MaxNameLen, ""))
 }
 
 // Validate implements Validator.
@@ -268,7 +268,7 @@ func (c *CreateAPIKey) Validate() error {
 		role = invalid("key.role %q is not a known role", k.Role)
 	}
 	return checkAll(c, checkID("key.id", k.ID), checkID("key.tenant_id", k.TenantID),
-		ValidText("key.user", k.User, MaxNameLen, ""), role)
+		validText("key.user", k.User, MaxNameLen, ""), role)
 }
 
 // Validate implements Validator.
@@ -292,7 +292,7 @@ func (c *RegisterWorker) Validate() error {
 	if w.TenantID != "" {
 		tenant = checkID("worker.tenant_id", w.TenantID)
 	}
-	return checkAll(c, checkID("worker.id", w.ID), tenant, ValidText("worker.name", w.Name, MaxNameLen, ""),
+	return checkAll(c, checkID("worker.id", w.ID), tenant, validText("worker.name", w.Name, MaxNameLen, ""),
 		counts)
 }
 
@@ -388,21 +388,21 @@ func checkTenantPath(field, p string, required bool) error {
 		}
 		return nil
 	}
-	if err := ValidPath(p); err != nil {
+	if err := validPath(p); err != nil {
 		return invalid("%s: %s", field, err.(*Error).Message)
 	}
 	return nil
 }
 
-// ValidPath checks a tenant-relative path: at most MaxPathLen bytes,
+// validPath checks a tenant-relative path: at most MaxPathLen bytes,
 // relative, components of at most MaxPathComponentLen bytes, none empty,
 // "." or "..", and no control characters. It returns a *Error with
 // CodeInvalidURL.
-func ValidPath(p string) error {
+func validPath(p string) error {
 	if len(p) > MaxPathLen {
 		return Errorf(CodeInvalidURL, "path is longer than %d bytes", MaxPathLen)
 	}
-	if err := ValidText("path", p, MaxPathLen, ""); err != nil {
+	if err := validText("path", p, MaxPathLen, ""); err != nil {
 		return Errorf(CodeInvalidURL, "%s", err.(*Error).Message)
 	}
 	for seg := range strings.SplitSeq(p, "/") {
