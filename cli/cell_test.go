@@ -15,7 +15,7 @@ import (
 
 func TestCellEscapes(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain 名前 🎬 e\u0301":  "plain 名前 🎬 e\u0301",
+		"plain 名前 🎬 e\u0301":   "plain 名前 🎬 e\u0301",
 		"\x1b[31mred\x1b[0m":   `\x1b[31mred\x1b[0m`,
 		"tab\tnew\nline\r":     `tab\tnew\nline\r`,
 		"nul\x00 c1\u0085":     `nul\x00 c1\u0085`,
