@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -50,20 +52,24 @@ func (r *finishRecorder) Finish(ctx context.Context, c *fsm.FinishJob) error {
 // TestFinishSendsPrintableTextWithoutHostPaths: the report a worker sends
 // carries a cleaned log, and an error message without the media root.
 func TestFinishSendsPrintableTextWithoutHostPaths(t *testing.T) {
-	root := t.TempDir()
+	real := t.TempDir()
+	root := filepath.Join(t.TempDir(), "media")
+	if err := os.Symlink(real, root); err != nil {
+		t.Fatal(err)
+	}
 	rec := &finishRecorder{}
 	w := New(Config{ID: "w1", MediaRoot: root, Control: rec})
 	long := strings.Repeat("n", 300) + ".mp4"
 	w.finish(context.Background(), &fsm.FinishJob{Report: fsm.Report{JobID: "j", WorkerID: "w1", Attempt: 1},
 		Log:   "\x1b[31moops\x00\r\n",
-		Error: fsm.Errorf(fsm.CodeInternal, "open %s/t1/out/%s: file name too long\x1b[0m", root, long)})
+		Error: fsm.Errorf(fsm.CodeInternal, "open %s/t1/out/%s: file name too long\x1b[0m; rename %s/t1/x", root, long, real)})
 	if rec.got == nil {
 		t.Fatal("no finish report sent")
 	}
 	if rec.got.Log != "oops\n" {
 		t.Errorf("log sent = %q, want %q", rec.got.Log, "oops\n")
 	}
-	if msg := rec.got.Error.Message; strings.Contains(msg, root) || !strings.HasPrefix(msg, "open <media>/t1/out/") {
+	if msg := rec.got.Error.Message; strings.Contains(msg, root) || strings.Contains(msg, real) || !strings.HasPrefix(msg, "open <media>/t1/out/") || !strings.HasSuffix(msg, "rename <media>/t1/x") {
 		t.Errorf("error message sent = %q, want the media root replaced", msg)
 	}
 	if err := rec.got.Validate(); err != nil {

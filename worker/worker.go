@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -455,13 +456,29 @@ func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) {
 	c.Log = printable(c.Log, true, fsm.MaxLogLen)
 	if c.Error != nil {
 		e := *c.Error
-		if root, err := filepath.Abs(w.cfg.MediaRoot); err == nil && root != "/" {
-			e.Message = strings.ReplaceAll(e.Message, root, "<media>") // no host paths
+		// No host paths: the media root, as configured and as resolved
+		// (the files' real parents), reads as <media>.
+		for _, root := range mediaRoots(w.cfg.MediaRoot) {
+			e.Message = strings.ReplaceAll(e.Message, root, "<media>")
 		}
 		e.Message = printable(e.Message, false, fsm.MaxTextLen)
 		c.Error = &e
 	}
 	_ = retry(ctx, w.log, "finish report", func() error { return w.cfg.Control.Finish(ctx, c) })
+}
+
+// mediaRoots returns the absolute and the symlink-resolved form of a
+// media root, longest first.
+func mediaRoots(root string) []string {
+	var out []string
+	if abs, err := filepath.Abs(root); err == nil && abs != "/" {
+		out = append(out, abs)
+		if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs && real != "/" {
+			out = append(out, real)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // ansiEscape matches terminal escape sequences: CSI (colors, cursor
