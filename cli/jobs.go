@@ -8,9 +8,12 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -225,7 +228,7 @@ func ListJobs(ctx context.Context, c *Client, out Output, q url.Values) error {
 	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tQUEUE\tPRIORITY\tSCENARIO\tPROGRESS\tSUBMITTED\tNAME")
 	for _, j := range page.Jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.State, j.Spec.Queue, j.Spec.Priority,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(j.ID), cell(string(j.State)), cell(string(j.Spec.Queue)), cell(string(j.Spec.Priority)),
 			dash(j.Spec.Scenario), percent(j), j.SubmittedAt.Local().Format(time.DateTime), dash(j.Spec.Name))
 	}
 	if err := tw.Flush(); err != nil {
@@ -237,11 +240,41 @@ func ListJobs(ctx context.Context, c *Client, out Output, q url.Values) error {
 	return nil
 }
 
+// dash returns s for a table cell (see cell), or "-" if it is empty.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return cell(s)
+}
+
+// cell makes a value safe to print in a table or a one-line row: control
+// characters (tabs, newlines, terminal escapes), line separators and
+// bidirectional overrides are shown as Go escapes, so that stored data,
+// old or hostile, can neither break the layout nor drive the terminal.
+func cell(s string) string {
+	if strings.IndexFunc(s, unprintable) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unprintable(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// unprintable reports whether r must be escaped by cell.
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) ||
+		(r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
 }
 
 func percent(j *fsm.Job) string {
@@ -266,7 +299,7 @@ func GetJob(ctx context.Context, c *Client, out Output, id string) error {
 	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s:\t%s\n", k, cell(v))
 		}
 	}
 	ts := func(t time.Time) string {
@@ -357,7 +390,7 @@ func WatchJob(ctx context.Context, c *Client, out Output, id string) error {
 	}
 	if j == nil || j.State != fsm.JobSucceeded {
 		if j != nil && j.Error != nil {
-			return fmt.Errorf("%w: %s: %s: %s", ErrJobNotSucceeded, j.State, j.Error.Code, j.Error.Message)
+			return fmt.Errorf("%w: %s: %s: %s", ErrJobNotSucceeded, j.State, j.Error.Code, cell(j.Error.Message))
 		}
 		return ErrJobNotSucceeded
 	}

@@ -51,8 +51,8 @@ func ListWorkers(ctx context.Context, c *Client, out Output) error {
 		if w.Draining {
 			state += ",draining"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d MiB\t%s\n", w.ID, w.Name, state, dash(w.TenantID),
-			w.Slots, w.ActiveJobs, w.CPUs, w.MemoryMB, strings.Join(w.Encoders, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d MiB\t%s\n", cell(w.ID), cell(w.Name), cell(state), dash(w.TenantID),
+			w.Slots, w.ActiveJobs, w.CPUs, w.MemoryMB, cell(strings.Join(w.Encoders, ",")))
 	}
 	return tw.Flush()
 }

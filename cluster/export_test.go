@@ -1,6 +1,10 @@
 package cluster
 
-import "github.com/hashicorp/raft"
+import (
+	"context"
+
+	"github.com/hashicorp/raft"
+)
 
 // RaftForTest exposes the node's Raft instance to tests that build
 // multi-node clusters (membership changes, leadership transfer).
@@ -16,4 +20,10 @@ func (n *Node) LogForTest(index uint64) (*raft.Log, error) {
 		return nil, err
 	}
 	return &l, nil
+}
+
+// ForwardForTest sends an encoded command, as given, to the leader's
+// /rpc/apply as a follower forwarding a write does.
+func (n *Node) ForwardForTest(ctx context.Context, leader string, data []byte) (any, uint64, error) {
+	return n.forward(ctx, leader, data)
 }

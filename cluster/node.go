@@ -431,11 +431,27 @@ func timeoutOf(ctx context.Context) time.Duration {
 	return timeout
 }
 
+// propose validates an encoded command with fsm.DecodeCommand and, if it
+// passes, appends it to the Raft log. Every proposal of this node goes
+// through it: what enters the log decodes, Apply takes it without
+// panicking and every store can write it. A refusal is the validation's
+// *fsm.Error, unwrapped (a domain error), and nothing is proposed.
+func (n *Node) propose(data []byte, timeout time.Duration) (raft.ApplyFuture, error) {
+	if _, err := fsm.DecodeCommand(data); err != nil {
+		return nil, err
+	}
+	return n.raft.Apply(data, timeout), nil
+}
+
 // applyLocal proposes an encoded command on this node, which must lead.
-// Errors are classified: ErrNotLeader and ErrNoLeader mean nothing was
-// appended; ErrUnknownOutcome means it may have been.
+// Errors are classified: a *fsm.Error refused the command (before or in
+// the log); ErrNotLeader and ErrNoLeader mean nothing was appended;
+// ErrUnknownOutcome means it may have been.
 func (n *Node) applyLocal(data []byte, timeout time.Duration) (any, uint64, error) {
-	f := n.raft.Apply(data, timeout)
+	f, err := n.propose(data, timeout)
+	if err != nil {
+		return nil, 0, err
+	}
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
@@ -464,6 +480,9 @@ const forwardApplyWait = time.Second
 func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	var resp applyResponse
 	if err := n.rpcCall(ctx, leader, "POST", "/rpc/apply", data, &resp); err != nil {
+		if isDomainError(err) {
+			return nil, 0, err // refused by the leader's validation: not proposed
+		}
 		if sentNothing(err) {
 			return nil, 0, fmt.Errorf("forward: %w: %w", ErrNoLeader, err)
 		}
@@ -555,11 +574,10 @@ func (n *Node) ApplyAll(ctx context.Context, cmds []fsm.Command) ([]any, []error
 	resps := make([]any, len(cmds))
 	for i, c := range cmds {
 		data, err := fsm.Encode(c)
-		if err != nil {
-			errs[i] = err
-			continue
+		if err == nil {
+			futures[i], err = n.propose(data, applyTimeout)
 		}
-		futures[i] = n.raft.Apply(data, applyTimeout)
+		errs[i] = err
 	}
 	for i, f := range futures {
 		if f == nil {

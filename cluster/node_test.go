@@ -81,8 +81,12 @@ func TestBootstrapApply(t *testing.T) {
 	if n.FSM.Index() <= index {
 		t.Errorf("FSM index %d did not advance past %d: a refused command still consumes its log entry", n.FSM.Index(), index)
 	}
-	_, err = n.Node.Apply(ctx, &fsm.SubmitJob{Job: fsm.Job{ID: "j1", TenantID: "nobody"}})
+	nobody := submitCmd(t, "j1")
+	nobody.Job.TenantID = "nobody"
+	_, err = n.Node.Apply(ctx, nobody)
 	wantCode(t, "SubmitJob for an unknown tenant", err, fsm.CodeNotFound)
+	_, err = n.Node.Apply(ctx, &fsm.SubmitJob{Job: fsm.Job{ID: "j1", TenantID: "nobody"}})
+	wantCode(t, "SubmitJob without a compiled spec", err, fsm.CodeInvalidArgument)
 
 	resps, errs := n.Node.ApplyAll(ctx, []fsm.Command{createTenant("globex"), createTenant("acme"), createTenant("initech")})
 	if g, ok := resps[0].(*fsm.Tenant); !ok || g.ID != "globex" || errs[0] != nil {

@@ -207,6 +207,12 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		rpcError(w, http.StatusBadRequest, errors.New("apply needs a command"))
 		return
 	}
+	if _, err := fsm.DecodeCommand(data); err != nil {
+		// Refused before the log: the caller maps the typed error back
+		// for its client.
+		rpcJSON(w, http.StatusBadRequest, applyResponse{Error: err.(*fsm.Error)})
+		return
+	}
 	if n.notLeader(w) {
 		return
 	}
@@ -307,10 +313,16 @@ func (n *Node) rpcCall(ctx context.Context, addr, method, path string, body []by
 			continue
 		case resp.StatusCode >= 300:
 			var e struct {
-				Error string `json:"error"`
+				Error json.RawMessage `json:"error"`
 			}
 			json.Unmarshal(data, &e)
-			return fmt.Errorf("%s%s on %s: %d %s", method, path, addr, resp.StatusCode, e.Error)
+			var typed fsm.Error
+			if resp.StatusCode == http.StatusBadRequest && json.Unmarshal(e.Error, &typed) == nil && typed.Code != "" {
+				return &typed // a refusal with a stable code, for the client
+			}
+			var msg string
+			json.Unmarshal(e.Error, &msg)
+			return fmt.Errorf("%s%s on %s: %d %s", method, path, addr, resp.StatusCode, msg)
 		}
 		if out != nil {
 			return json.Unmarshal(data, out)

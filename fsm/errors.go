@@ -26,6 +26,9 @@ const (
 	CodeFFmpeg            Code = "ffmpeg_error"
 	CodeResourceExceeded  Code = "resource_exceeded"
 	CodeInternal          Code = "internal"
+	// CodeUnknownCommand refuses a log entry of a type this node does
+	// not know and may not skip.
+	CodeUnknownCommand Code = "unknown_command"
 )
 
 // Error is a domain error with a stable code. Apply returns it as the

@@ -210,6 +210,16 @@ const (
 	MaxMaxRetries         = 20
 	DefaultTimeout        = Duration(6 * time.Hour)
 	DefaultAcquireTimeout = Duration(10 * time.Minute)
+	// MaxTimeout bounds a job's run time (a week: long live streams).
+	MaxTimeout = Duration(7 * 24 * time.Hour)
+	// MaxAcquireTimeout bounds how long a job may wait for a worker.
+	MaxAcquireTimeout = Duration(7 * 24 * time.Hour)
+	// MinFPS and MaxFPS bound a rendition's frame rate.
+	MinFPS, MaxFPS = 1, 120
+	// MaxPathComponentLen is the longest file name a job may use (the
+	// usual file system limit); MaxPathLen bounds a whole tenant path.
+	MaxPathComponentLen = 255
+	MaxPathLen          = 1024
 )
 
 var (
@@ -292,8 +302,8 @@ func widthFor(height int) int {
 // Plan. It is pure: the same spec and policy always give the same result.
 // Refusals are *Error with a specific code.
 func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
-	if len(s.Name) > MaxNameLen {
-		return nil, Errorf(CodeInvalidArgument, "name is longer than %d bytes", MaxNameLen)
+	if err := validText("name", s.Name, MaxNameLen, ""); err != nil {
+		return nil, err
 	}
 	if s.Queue == "" {
 		s.Queue = QueueDefault
@@ -315,6 +325,9 @@ func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
 	}
 	if s.Timeout < Duration(time.Second) || s.AcquireTimeout < Duration(time.Second) {
 		return nil, Errorf(CodeInvalidArgument, "timeout and acquire_timeout must be at least 1s")
+	}
+	if s.Timeout > MaxTimeout || s.AcquireTimeout > MaxAcquireTimeout {
+		return nil, Errorf(CodeInvalidArgument, "timeout must be at most %s and acquire_timeout at most %s", time.Duration(MaxTimeout), time.Duration(MaxAcquireTimeout))
 	}
 	if s.MaxRetries == nil {
 		n := DefaultMaxRetries
@@ -433,8 +446,8 @@ func completeVideo(v VideoParams) (VideoParams, error) {
 	if v.Width < 16 || v.Height < 16 || v.Width > 7680 || v.Height > 4320 || v.Width%2 != 0 || v.Height%2 != 0 {
 		return v, Errorf(CodeInvalidArgument, "video size %dx%d must be even and between 16x16 and 7680x4320", v.Width, v.Height)
 	}
-	if v.FPS < 1 || v.FPS > 120 {
-		return v, Errorf(CodeInvalidArgument, "video fps %d must be between 1 and 120", v.FPS)
+	if v.FPS < MinFPS || v.FPS > MaxFPS {
+		return v, Errorf(CodeInvalidArgument, "video fps %d must be between %d and %d", v.FPS, MinFPS, MaxFPS)
 	}
 	if v.BitrateKbps == 0 {
 		v.BitrateKbps = LadderKbps(v.Codec, v.Height, v.FPS)
@@ -484,6 +497,9 @@ func tenantPath(u *url.URL, exts []string) (string, error) {
 	ext := strings.ToLower(path.Ext(p))
 	if !slices.Contains(exts, ext) {
 		return "", Errorf(CodeURLNotAllowed, "file %q is not a media file this endpoint accepts (extensions %s)", p, strings.Join(exts, " "))
+	}
+	if err := validPath(path.Clean(p[1:])); err != nil {
+		return "", err
 	}
 	return path.Clean(p[1:]), nil
 }

@@ -8,7 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
@@ -23,6 +27,7 @@ const (
 	CodeBodyTooLarge     fsm.Code = "body_too_large"
 	CodeUnavailable      fsm.Code = "unavailable"
 	CodeInvalidSnapshot  fsm.Code = "invalid_snapshot"
+	CodeMethodNotAllowed fsm.Code = "method_not_allowed"
 )
 
 // errStoreUnavailable marks a failed store read: the store (PostgreSQL)
@@ -34,7 +39,7 @@ func storeError(err error) error { return fmt.Errorf("%w: %w", errStoreUnavailab
 // statusOf maps an error code to its HTTP status.
 func statusOf(c fsm.Code) int {
 	switch c {
-	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, CodeMalformedJSON, CodeUnknownField, CodeInvalidSnapshot:
+	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, fsm.CodeUnknownCommand, CodeMalformedJSON, CodeUnknownField, CodeInvalidSnapshot:
 		return http.StatusBadRequest
 	case fsm.CodeURLNotAllowed, CodePermissionDenied:
 		return http.StatusForbidden
@@ -46,6 +51,8 @@ func statusOf(c fsm.Code) int {
 		return http.StatusConflict
 	case CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
 	}
@@ -82,7 +89,73 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		e = fsm.Errorf(fsm.CodeInternal, "internal error")
 	}
-	writeJSON(w, statusOf(e.Code), errorBody{Error: e})
+	if e.Code == CodeUnauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ffrtmp"`)
+	}
+	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message))}})
+}
+
+// shortenQuoted cuts every Go-quoted value in a message (how fsm and this
+// package echo a caller's value, with %q) that is longer than
+// maxEchoRunes, as echo does: one rule for every message, wherever it
+// was written.
+func shortenQuoted(m string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(m, '"')
+		if i < 0 {
+			b.WriteString(m)
+			return b.String()
+		}
+		b.WriteString(m[:i])
+		q, err := strconv.QuotedPrefix(m[i:])
+		if err != nil {
+			b.WriteByte('"')
+			m = m[i+1:]
+			continue
+		}
+		m = m[i+len(q):]
+		if v, err := strconv.Unquote(q); err == nil && utf8.RuneCountInString(v) > maxEchoRunes {
+			q = echo(v)
+		}
+		b.WriteString(q)
+	}
+}
+
+// maxMessageRunes bounds an error message as sent, whatever it echoes.
+const maxMessageRunes = 1024
+
+// cleanMessage makes an error message safe to print: control characters
+// (which an echoed value may carry) are escaped as \u codes and the
+// message is cut to maxMessageRunes.
+func cleanMessage(m string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range strings.ToValidUTF8(m, "\uFFFD") {
+		if n++; n > maxMessageRunes {
+			b.WriteString("…")
+			break
+		}
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// maxEchoRunes bounds a caller's value echoed in an error message.
+const maxEchoRunes = 64
+
+// echo returns a caller-supplied value (an ID, a path, a query value) for
+// an error message, quoted with Go escapes (so no control character is
+// printed) and cut to maxEchoRunes runes with an ellipsis.
+func echo(v string) string {
+	if utf8.RuneCountInString(v) > maxEchoRunes {
+		v = string([]rune(v)[:maxEchoRunes]) + "…"
+	}
+	return strconv.Quote(v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -134,14 +207,53 @@ func jsonError(err error) error {
 	case tooLarge(err):
 		return fsm.Errorf(CodeBodyTooLarge, "request body is larger than %d bytes", maxBodyBytes)
 	case errors.As(err, &syntax):
-		return fsm.Errorf(CodeMalformedJSON, "malformed JSON at byte %d: %v", syntax.Offset, err)
+		return fsm.Errorf(CodeMalformedJSON, "malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(err.Error(), "json: "))
 	case errors.As(err, &typ):
-		return fsm.Errorf(CodeMalformedJSON, "field %q must be %s", typ.Field, typ.Type)
+		if typ.Field == "" {
+			return fsm.Errorf(CodeMalformedJSON, "the body must be %s, not a JSON %s", jsonKind(typ.Type), typ.Value)
+		}
+		return fsm.Errorf(CodeMalformedJSON, "field %s must be %s, not a JSON %s", echo(typ.Field), jsonKind(typ.Type), typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no typed error for unknown fields.
 		return fsm.Errorf(CodeUnknownField, "%s", strings.TrimPrefix(err.Error(), "json: "))
 	case errors.Is(err, io.EOF):
 		return fsm.Errorf(CodeMalformedJSON, "request body is empty")
 	}
-	return fsm.Errorf(CodeMalformedJSON, "malformed JSON: %v", fmt.Sprint(err))
+	var fe *fsm.Error
+	if errors.As(err, &fe) {
+		return fe // from a type's own decoder, e.g. a video parameter
+	}
+	return fsm.Errorf(CodeMalformedJSON, "malformed JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// jsonKind names the JSON kind a Go type decodes from, for error messages
+// that must not show Go type names.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a JSON value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(reflect.TypeFor[json.Unmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+		if t.Kind() != reflect.Struct {
+			return "a string" // Duration and the like
+		}
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "a JSON value"
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,7 +30,16 @@ const (
 // same key and spec returns the job it created (200) instead of a new one.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	var spec fsm.JobSpec
+	var raw bytes.Buffer
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(r.Body, &raw), r.Body}
 	if err := decodeBody(w, r, &spec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := refuseZeroFPS(raw.Bytes()); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -51,9 +61,19 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := s.submit(r.Context(), tenant, spec, "", id)
 	if id != "" && fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
-		// A concurrent request with the same key won the race.
-		j, _, err = s.replayed(r.Context(), id, tenant, spec)
-		s.answerReplay(w, r, j, err)
+		// A concurrent request with the same key won the race, perhaps
+		// through another node: catch up with the leader so that its job
+		// is visible here, then answer as a replay, or with the refusal
+		// itself if the job still cannot be read.
+		if rerr := s.raft.ReadIndex(r.Context()); rerr != nil {
+			s.writeError(w, r, rerr)
+			return
+		}
+		if prev, ok, rerr := s.replayed(r.Context(), id, tenant, spec); ok || rerr != nil {
+			s.answerReplay(w, r, prev, rerr)
+			return
+		}
+		s.writeError(w, r, err)
 		return
 	}
 	if err != nil {
@@ -63,6 +83,34 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	setIndex(w, j.ModifyIndex)
 	writeJSON(w, http.StatusCreated, j)
+}
+
+// refuseZeroFPS refuses a spec that sets a frame rate of 0 (job-wide or
+// in an output): Compile reads 0 as "not set" and would take the
+// scenario's, which is not what the caller wrote.
+func refuseZeroFPS(body []byte) error {
+	type video struct {
+		FPS *int `json:"fps"`
+	}
+	var probe struct {
+		Video   *video `json:"video"`
+		Outputs []struct {
+			Video *video `json:"video"`
+		} `json:"outputs"`
+	}
+	if json.Unmarshal(body, &probe) != nil {
+		return nil // decodeBody accepted it; nothing more to learn here
+	}
+	zero := func(v *video) bool { return v != nil && v.FPS != nil && *v.FPS == 0 }
+	if zero(probe.Video) {
+		return fsm.Errorf(fsm.CodeInvalidArgument, "video.fps must be between %d and %d; leave it out to use the scenario's", fsm.MinFPS, fsm.MaxFPS)
+	}
+	for i, o := range probe.Outputs {
+		if zero(o.Video) {
+			return fsm.Errorf(fsm.CodeInvalidArgument, "outputs[%d].video.fps must be between %d and %d; leave it out to use the job's", i, fsm.MinFPS, fsm.MaxFPS)
+		}
+	}
+	return nil
 }
 
 // idempotencyKeyWindow bounds how far an Idempotency-Key's timestamp may
@@ -120,7 +168,7 @@ func (s *Server) answerReplay(w http.ResponseWriter, r *http.Request, j *fsm.Job
 // given ID or a new UUIDv7.
 func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
 	if _, ok := s.fsm.Tenant(tenant); !ok {
-		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %q does not exist", tenant)
+		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %s does not exist", echo(tenant))
 	}
 	plan, err := spec.Compile(s.policy)
 	if err != nil {
@@ -146,7 +194,7 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	id := r.PathValue("id")
 	if !fsm.ValidJobID(id) {
-		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %q", id)
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %s", echo(id))
 	}
 	j, err := s.loadJob(r.Context(), id)
 	if errors.Is(err, fsm.ErrNotFound) {
@@ -229,7 +277,7 @@ func parseStates(v string) ([]fsm.JobState, error) {
 	for _, s := range strings.Split(v, ",") {
 		st := fsm.JobState(strings.TrimSpace(s))
 		if !st.Valid() {
-			return nil, fsm.Errorf(fsm.CodeInvalidArgument, "unknown state %q", s)
+			return nil, fsm.Errorf(fsm.CodeInvalidArgument, "unknown state %s", echo(s))
 		}
 		out = append(out, st)
 	}
@@ -250,7 +298,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.Queue != "" && !validQueue(p.Queue) {
-		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "unknown queue %q", p.Queue))
+		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "unknown queue %s", echo(string(p.Queue))))
 		return
 	}
 	if p.After != "" {

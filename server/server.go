@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cluster"
@@ -109,13 +110,46 @@ func New(cfg Config) (*Server, error) {
 		s.metrics = NewMetrics()
 	}
 	s.metrics.watch(cfg.FSM)
-	for _, rt := range s.routes() {
+	routes := s.routes()
+	for _, rt := range routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}
+	paths := s.methodNotAllowed(routes)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+		if h, pattern := paths.Handler(r); pattern != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "no route for %s %s", echo(r.Method), echo(r.URL.Path)))
 	})
 	return s, nil
+}
+
+// methodNotAllowed returns a mux of the route table's paths, method
+// left out, that answers 405 with an Allow header listing the path's
+// methods (HEAD with GET, as the mux serves it). The catch-all handler
+// asks it before answering 404.
+func (s *Server) methodNotAllowed(routes []route) *http.ServeMux {
+	allow := map[string][]string{}
+	var order []string
+	for _, rt := range routes {
+		if allow[rt.pattern] == nil {
+			order = append(order, rt.pattern)
+		}
+		allow[rt.pattern] = append(allow[rt.pattern], rt.method)
+		if rt.method == http.MethodGet {
+			allow[rt.pattern] = append(allow[rt.pattern], http.MethodHead)
+		}
+	}
+	mux := http.NewServeMux()
+	for _, pattern := range order {
+		methods := strings.Join(allow[pattern], ", ")
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", methods)
+			s.writeError(w, r, fsm.Errorf(CodeMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", echo(r.Method), pattern, methods))
+		})
+	}
+	return mux
 }
 
 // ServeHTTP implements http.Handler.

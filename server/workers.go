@@ -41,7 +41,7 @@ func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
 	p := s.principal(r)
 	wk, ok := s.fsm.Worker(r.PathValue("id"))
 	if !ok || (p.Role != fsm.RoleSuperAdmin && wk.TenantID != "" && wk.TenantID != p.TenantID) {
-		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %q not found", r.PathValue("id")))
+		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(r.PathValue("id"))))
 		return
 	}
 	setIndex(w, wk.ModifyIndex)
@@ -131,7 +131,7 @@ func (s *Server) drainWorker(drain bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if _, ok := s.fsm.Worker(id); !ok {
-			s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %q not found", id))
+			s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(id)))
 			return
 		}
 		resp, err := s.raft.Apply(r.Context(), &fsm.DrainWorker{WorkerID: id, Drain: drain, At: s.now()})

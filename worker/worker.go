@@ -12,11 +12,14 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -453,7 +456,63 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 // finish delivers a finish report, retrying until the node takes it or
 // refuses it for good.
 func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) {
+	c.Log = printable(c.Log, true, fsm.MaxLogLen)
+	if c.Error != nil {
+		e := *c.Error
+		// No host paths: the media root, as configured and as resolved
+		// (the files' real parents), reads as <media>.
+		for _, root := range mediaRoots(w.cfg.MediaRoot) {
+			e.Message = strings.ReplaceAll(e.Message, root, "<media>")
+		}
+		e.Message = printable(e.Message, false, fsm.MaxTextLen)
+		c.Error = &e
+	}
 	_ = retry(ctx, w.log, "finish report", func() error { return w.cfg.Control.Finish(ctx, c) })
+}
+
+// mediaRoots returns the absolute and the symlink-resolved form of a
+// media root, longest first.
+func mediaRoots(root string) []string {
+	var out []string
+	if abs, err := filepath.Abs(root); err == nil && abs != "/" {
+		out = append(out, abs)
+		if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs && real != "/" {
+			out = append(out, real)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// ansiEscape matches terminal escape sequences: CSI (colors, cursor
+// moves) and two-byte escapes.
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-?]*[ -/]*[@-~]|[@-_])`)
+
+// printable makes ffmpeg's words storable and printable, as the cluster's
+// validation requires: valid UTF-8, no terminal escapes, carriage returns
+// (ffmpeg's progress lines) as newlines, no other control characters;
+// newlines and tabs only if multiline, else spaces. It keeps the last
+// max bytes, as a tail does.
+func printable(s string, multiline bool, max int) string {
+	s = ansiEscape.ReplaceAllString(strings.ToValidUTF8(s, "\uFFFD"), "")
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case !multiline && (r == '\r' || r == '\n' || r == '\t'):
+			return ' '
+		case r == '\r':
+			return '\n'
+		case r == '\n' || r == '\t':
+			return r
+		case unicode.IsControl(r):
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[len(s)-max:], "")
+	}
+	return s
 }
 
 // retry calls fn until it succeeds, a domain error (*fsm.Error) refuses

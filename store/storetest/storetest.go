@@ -77,6 +77,11 @@ func Exercise(t *testing.T, caps Capabilities, newStore func(t *testing.T) fsm.S
 		assertSame(t, "Load after Commit", normalState(load(t, st)), normalState(want))
 	})
 
+	t.Run("AwkwardRunes", func(t *testing.T) {
+		t.Parallel()
+		exerciseRunes(t, newStore(t))
+	})
+
 	t.Run("GetJob", func(t *testing.T) {
 		t.Parallel()
 		st := newStore(t)
