@@ -23,15 +23,19 @@ import (
 // starts bare (no join settings) and waits, and `ffrtmp cluster join` run
 // against it makes it a voter that serves the old jobs and new writes,
 // and keeps the cluster writable after the leader is killed.
+//
+// On bolt the join is authorized by the super-admin key that `cluster
+// init` saved (the new node has the cluster verify it); on PostgreSQL by
+// the cluster key file alone, with no API key at hand.
 func TestClusterJoinBolt(t *testing.T) {
-	testClusterJoin(t, nil)
+	testClusterJoin(t, nil, false)
 }
 
 func TestClusterJoinPostgres(t *testing.T) {
-	testClusterJoin(t, []string{"--store", pgtest.URL(t)})
+	testClusterJoin(t, []string{"--store", pgtest.URL(t)}, true)
 }
 
-func testClusterJoin(t *testing.T, storeArgs []string) {
+func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 	c := newTestCluster(t, 3)
 	for _, s := range c.nodes {
 		s.args = append(s.args, storeArgs...)
@@ -115,15 +119,23 @@ func testClusterJoin(t *testing.T, storeArgs []string) {
 
 	// The join, as an operator runs it: FFRTMP_ADDR at the new node, the
 	// API key from `cluster init` in the CLI config.
-	join := func() string {
+	join := func(extraEnv []string, extraArgs ...string) string {
 		t.Helper()
-		out, err := c.cliEnv([]string{"FFRTMP_ADDR=" + n4URL}, "cluster", "join", c.nodes[0].raftAddr)
+		args := append(append([]string{"cluster", "join"}, extraArgs...), c.nodes[0].raftAddr)
+		out, err := c.cliEnv(append([]string{"FFRTMP_ADDR=" + n4URL}, extraEnv...), args...)
 		if err != nil {
 			t.Fatalf("cluster join: %v\n%s", err, n4.log.String())
 		}
 		return out
 	}
-	for i, out := range []string{join(), join()} {
+	var first string
+	if byClusterKey {
+		// No CLI config, so no API key: only the key file's proof.
+		first = join([]string{"XDG_CONFIG_HOME=" + t.TempDir()}, "--cluster-key-file", c.keyFile)
+	} else {
+		first = join(nil)
+	}
+	for i, out := range []string{first, join(nil)} {
 		if !memberTableHas(out, "n1", "n2", "n3", "n4") {
 			t.Errorf("cluster join (run %d) printed:\n%s\nwant a table of n1..n4 as voters", i+1, out)
 		}
