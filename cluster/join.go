@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,6 +53,9 @@ var (
 	// ErrNoCluster means the node at the address belongs to no cluster
 	// either, or the address is this node's own.
 	ErrNoCluster = errors.New("no cluster at the address")
+	// ErrLoopback means this node advertises a loopback Raft address to
+	// a cluster on other hosts, which could not reach it there.
+	ErrLoopback = errors.New("this node's Raft address is a loopback address")
 )
 
 // JoinError is a failed join: Err is one of the errors above and the
@@ -289,6 +293,11 @@ func (n *Node) JoinCluster(ctx context.Context, addrs []string) error {
 		return &JoinError{Err: ErrNoCluster, Msg: fmt.Sprintf(
 			"the node at %s belongs to no cluster either; give the Raft address of a member of the running cluster", target)}
 	}
+	if isLoopback(n.Addr()) && !isLoopback(target) {
+		return &JoinError{Err: ErrLoopback, Msg: fmt.Sprintf(
+			"this node's Raft address %s is a loopback address, which the cluster at %s cannot reach; set --raft-addr (FFRTMP_RAFT_ADDR), or --advertise, to an address the other nodes reach",
+			n.Addr(), target)}
+	}
 	if err := n.Join(ctx, []string{target}); err != nil {
 		return err
 	}
@@ -307,6 +316,19 @@ func (n *Node) sameCluster(st *Status) bool {
 		return false
 	}
 	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == st.ID })
+}
+
+// isLoopback reports whether the host of addr is a loopback IP or
+// "localhost".
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost"
 }
 
 func orUnknown(id string) string {

@@ -196,6 +196,7 @@ func joinError(err error) error {
 		{cluster.ErrJoinDirection, CodeWrongDirection},
 		{cluster.ErrOtherCluster, CodeOtherCluster},
 		{cluster.ErrNoCluster, fsm.CodeInvalidArgument},
+		{cluster.ErrLoopback, fsm.CodeInvalidArgument},
 		{cluster.ErrUnreachable, CodeUnreachable},
 	} {
 		if errors.Is(err, m.err) {
