@@ -41,6 +41,7 @@ func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 		s.args = append(s.args, storeArgs...)
 	}
 	c.startAll()
+	t.Log("three nodes ready")
 	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
 	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
 	if err != nil {
@@ -141,6 +142,7 @@ func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 		}
 	}
 	c.waitReady(n4)
+	t.Log("n4 joined and ready")
 	st := c.status(c.nodes[0])
 	voters := 0
 	for _, m := range st.Members {
@@ -171,6 +173,21 @@ func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 	c.mustCLI("--addr", c.addrs(alive...), "jobs", "submit", "--scenario", "240p30-h264", "--input", "testsrc://?duration=1", "--output", "file:///after-kill.mp4")
 	if got := listAll(t, n4URL, c.key()); len(got) != old+2 {
 		t.Errorf("after the leader kill the new node lists %d jobs, want %d", len(got), old+2)
+	}
+
+	// Restarted with the same bare settings, the fourth node is a member
+	// (it does not wait to be joined again).
+	l.start(c.env)
+	c.waitReady(l)
+	t.Logf("%s restarted and ready", l.id)
+	n4.stop()
+	n4.start(c.env)
+	c.waitReady(n4)
+	if st := c.status(n4); len(st.Members) != 4 || st.ClusterID == "" {
+		t.Errorf("after restarting n4: %d members, cluster %q; want 4 and an ID", len(st.Members), st.ClusterID)
+	}
+	if n := strings.Count(n4.log.String(), "waits to be joined"); n != 1 {
+		t.Errorf("the restarted member logged the join hint again (%d times in all)", n)
 	}
 }
 
