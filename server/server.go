@@ -31,8 +31,6 @@ type Raft interface {
 	ReadIndex(ctx context.Context) error
 	// Members lists the cluster's servers, with their status if asked.
 	Members(ctx context.Context, status bool) ([]cluster.Member, error)
-	// Join asks the cluster at addrs to add this node.
-	Join(ctx context.Context, addrs []string) error
 	// JoinCluster makes this node join the cluster of addrs and waits
 	// until it has caught up (idempotent; typed *cluster.JoinError).
 	JoinCluster(ctx context.Context, addrs []string) error
