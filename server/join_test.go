@@ -142,3 +142,23 @@ func TestClusterJoinByProof(t *testing.T) {
 		t.Errorf("after join: waiting, or cluster %q; want cluster %q", bare.ClusterID(), e.node.ClusterID())
 	}
 }
+
+// TestClusterJoinOtherCluster asks a member to join another cluster: 409
+// other_cluster, and neither cluster changes.
+func TestClusterJoinOtherCluster(t *testing.T) {
+	t.Parallel()
+	a, b := setup(t, envOpts{}), setup(t, envOpts{})
+	var got struct {
+		Error *fsm.Error `json:"error"`
+	}
+	resp := a.do("POST", "/v1/cluster/join", map[string]any{"addrs": []string{b.node.Addr()}}, &got)
+	if resp.StatusCode != http.StatusConflict || got.Error == nil || got.Error.Code != server.CodeOtherCluster ||
+		!strings.Contains(got.Error.Message, b.node.ClusterID()) {
+		t.Fatalf("join of another cluster: %d %+v; want 409 other_cluster naming cluster %s", resp.StatusCode, got.Error, b.node.ClusterID())
+	}
+	for _, e := range []*env{a, b} {
+		if ms, _ := e.node.Members(context.Background(), false); len(ms) != 1 {
+			t.Errorf("a cluster has %d members after a refused join, want 1", len(ms))
+		}
+	}
+}
