@@ -109,3 +109,44 @@ func TestBootstrapExpectClusterID(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinCatchesUpBySnapshot joins a node to a cluster whose leader has
+// compacted its log: the new node gets the state by snapshot, then new
+// writes by log, and serves them.
+func TestJoinCatchesUpBySnapshot(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := clustertest.Start(t, clustertest.Options{ID: "a1", Bootstrap: true})
+	r := a.Node.RaftForTest()
+	rc := r.ReloadableConfig()
+	rc.TrailingLogs = 1
+	if err := r.ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"t1", "t2", "t3", "t4", "t5"} {
+		a.Apply(createTenant(id))
+	}
+	if err := a.Node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Node.LogForTest(1); err == nil {
+		t.Fatal("the leader's log still holds entry 1 after the snapshot; the test would not exercise a snapshot install")
+	}
+	fresh := clustertest.Start(t, clustertest.Options{ID: "f1"})
+	if err := fresh.Node.JoinCluster(ctx, []string{a.Node.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Node.Stats()["last_snapshot_index"] == "0" {
+		t.Errorf("the new node caught up without a snapshot (stats %v)", fresh.Node.Stats())
+	}
+	for _, id := range []string{"t1", "t5"} {
+		if _, ok := fresh.FSM.Tenant(id); !ok {
+			t.Errorf("the new node lacks tenant %s from the snapshot", id)
+		}
+	}
+	if _, err := fresh.Node.Apply(ctx, createTenant("t6")); err != nil {
+		t.Fatalf("a write through the new node: %v", err)
+	}
+	clustertest.WaitFor(t, fresh.FSM, 30*time.Second, "t6 on the new node", func() bool { _, ok := fresh.FSM.Tenant("t6"); return ok })
+}
