@@ -304,6 +304,25 @@ func (n *Node) JoinCluster(ctx context.Context, addrs []string) error {
 	return n.waitJoined(ctx)
 }
 
+// checkReachable makes sure the leader reaches a joining node at the
+// address it gave before adding it as a voter: a voter nobody reaches
+// would only weaken the quorum.
+func (n *Node) checkReachable(ctx context.Context, p Peer) error {
+	if p.ID == n.cfg.NodeID {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, joinProbeTimeout)
+	defer cancel()
+	var st Status
+	if err := n.rpcCall(cctx, p.Addr, "GET", "/rpc/status", nil, &st); err != nil {
+		return fmt.Errorf("the leader %s cannot reach node %s at %s (check its --advertise address and the firewall): %w", n.Addr(), p.ID, p.Addr, err)
+	}
+	if st.ID != p.ID {
+		return fmt.Errorf("the node at %s is %s, not %s", p.Addr, st.ID, p.ID)
+	}
+	return nil
+}
+
 // sameCluster reports whether the node with status st is in this node's
 // cluster: the same cluster ID, or (for clusters without one) listed in
 // this node's configuration.

@@ -60,6 +60,10 @@ func TestJoinCluster(t *testing.T) {
 			t.Errorf("%s: %v; want a JoinError %v", tc.name, err, tc.want)
 		}
 	}
+	// The leader refuses to add a voter it cannot reach.
+	if err := fresh.Node.CallRPC(ctx, a.Node.Addr(), "POST", "/rpc/join", cluster.Peer{ID: "ghost", Addr: silent}, nil); err == nil {
+		t.Error("the leader added a node it cannot reach")
+	}
 	for _, n := range []*clustertest.Node{a, b} {
 		if ms, _ := n.Node.Members(ctx, false); len(ms) != 1 {
 			t.Errorf("%s has %d members after refused joins, want 1", n.ID, len(ms))

@@ -168,6 +168,10 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		rpcError(w, http.StatusConflict, fmt.Errorf("%w: node %s belongs to cluster %s, this is cluster %s", ErrOtherCluster, p.ID, p.ClusterID, mine))
 		return
 	}
+	if err := n.checkReachable(r.Context(), p); err != nil {
+		rpcError(w, http.StatusBadGateway, err)
+		return
+	}
 	if err := n.addVoter(p); err != nil {
 		rpcError(w, http.StatusServiceUnavailable, err)
 		return
