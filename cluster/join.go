@@ -65,7 +65,10 @@ type JoinError struct {
 	Msg string
 }
 
+// Error returns the message with the operator's next step.
 func (e *JoinError) Error() string { return e.Msg }
+
+// Unwrap returns the sentinel error.
 func (e *JoinError) Unwrap() error { return e.Err }
 
 // identity is this node's cluster ID and, before the cluster is formed,
@@ -153,12 +156,15 @@ func (id *identity) foundingID(self string, conf raft.Configuration) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
+// randomHex returns n random bytes in hex.
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
+// writeFileAtomic writes text and a newline to path by write and rename,
+// so that a crash never leaves a partial file.
 func writeFileAtomic(path, text string) error {
 	if err := os.WriteFile(path+".tmp", []byte(text+"\n"), 0o600); err != nil {
 		return err
@@ -350,6 +356,7 @@ func isLoopback(addr string) bool {
 	return host == "localhost"
 }
 
+// orUnknown names an empty cluster ID in messages.
 func orUnknown(id string) string {
 	if id == "" {
 		return "(unknown id)"
