@@ -64,16 +64,16 @@ func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 	n4.args = append(n4.args, storeArgs...)
 	n4.start(c.env)
 	n4URL := "http://" + n4.httpAddr
-	waitFor(t, 60*time.Second, "the bare node's /health", func() bool { return httpStatus(n4URL+"/health") == 200 })
+	waitForCond(t, 60*time.Second, "the bare node's /health", func() bool { return httpGetStatus(n4URL+"/health") == 200 })
 	wantCmd := "ffrtmp cluster join --addr " + n4URL + " <member Raft address>"
 	var ready struct {
 		Ready  bool              `json:"ready"`
 		Checks map[string]string `json:"checks"`
 	}
-	if code := getJSON(t, n4URL+"/ready", &ready); code != 503 || ready.Ready || !strings.Contains(ready.Checks["cluster"], wantCmd) {
+	if code := getJSONStatus(t, n4URL+"/ready", &ready); code != 503 || ready.Ready || !strings.Contains(ready.Checks["cluster"], wantCmd) {
 		t.Fatalf("bare node /ready: %d %+v; want 503 with a cluster check naming %q", code, ready, wantCmd)
 	}
-	waitFor(t, 10*time.Second, "the join hint in the log", func() bool { return strings.Contains(n4.log.String(), wantCmd) })
+	waitForCond(t, 10*time.Second, "the join hint in the log", func() bool { return strings.Contains(n4.log.String(), wantCmd) })
 	if n := strings.Count(n4.log.String(), "waits to be joined"); n != 1 {
 		t.Errorf("the bare node logged its join hint %d times, want once:\n%s", n, n4.log.String())
 	}
@@ -101,7 +101,7 @@ func testClusterJoin(t *testing.T, storeArgs []string, byClusterKey bool) {
 		if err == nil || !strings.Contains(err.Error(), "unauthenticated") || !strings.Contains(err.Error(), "wrong cluster key") {
 			t.Fatalf("join with another key: %v; want unauthenticated: wrong cluster key", err)
 		}
-		if httpStatus(n4URL+"/ready") != 503 {
+		if httpGetStatus(n4URL+"/ready") != 503 {
 			t.Error("the bare node became ready after a refused join")
 		}
 	})
@@ -222,7 +222,7 @@ func (c *testCluster) cliEnv(env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func httpStatus(url string) int {
+func httpGetStatus(url string) int {
 	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(url)
 	if err != nil {
 		return 0
@@ -231,7 +231,7 @@ func httpStatus(url string) int {
 	return resp.StatusCode
 }
 
-func getJSON(t *testing.T, url string, v any) int {
+func getJSONStatus(t *testing.T, url string, v any) int {
 	t.Helper()
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
 	if err != nil {
@@ -245,8 +245,8 @@ func getJSON(t *testing.T, url string, v any) int {
 	return resp.StatusCode
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// waitForCond polls cond until it holds or the timeout passes.
+func waitForCond(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
