@@ -222,6 +222,7 @@ func (c *testCluster) cliEnv(env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// httpGetStatus returns the status of GET url, 0 if it fails.
 func httpGetStatus(url string) int {
 	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(url)
 	if err != nil {
@@ -231,6 +232,8 @@ func httpGetStatus(url string) int {
 	return resp.StatusCode
 }
 
+// getJSONStatus decodes the JSON body of GET url into v and returns the
+// status.
 func getJSONStatus(t *testing.T, url string, v any) int {
 	t.Helper()
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(url)
