@@ -31,9 +31,10 @@ func keygenCommand() *cli.Command {
 
 // ClusterStatus is the body of GET /v1/cluster/status and /members.
 type ClusterStatus struct {
-	Node    string           `json:"node"`
-	Leader  string           `json:"leader"`
-	Members []cluster.Member `json:"members"`
+	ClusterID string           `json:"cluster_id,omitempty"`
+	Node      string           `json:"node"`
+	Leader    string           `json:"leader"`
+	Members   []cluster.Member `json:"members"`
 }
 
 func clusterCommand() *cli.Command {
@@ -73,16 +74,29 @@ func clusterCommand() *cli.Command {
 				},
 			},
 			{
-				Name: "join", Usage: "ask the node at --addr to join the cluster that ADDR (a Raft address) belongs to", ArgsUsage: "ADDR...",
+				Name: "join", Usage: "make the node at --addr join the cluster that ADDR (a member's Raft address) belongs to; prints the membership",
+				Description: "Run it against the new node (--addr or FFRTMP_ADDR is the new node's API). A node that belongs\n" +
+					"to no cluster yet accepts the cluster key file (--cluster-key-file) or a super-admin API key,\n" +
+					"which it has the cluster verify; a member needs a super-admin API key. Joining again is a no-op.",
+				ArgsUsage: "ADDR...",
+				Flags:     clusterKeyFlags,
 				Action: func(c *cli.Context) error {
 					if c.NArg() < 1 {
 						return errors.New("join takes the Raft address of a cluster node")
+					}
+					var key []byte
+					if c.IsSet("cluster-key") || c.IsSet("cluster-key-file") {
+						k, err := clusterKey(c)
+						if err != nil {
+							return err
+						}
+						key = k
 					}
 					client, out, err := clientAndOutput(c)
 					if err != nil {
 						return err
 					}
-					return ClusterOp(c.Context, client, out, "/v1/cluster/join", map[string]any{"addrs": c.Args().Slice()})
+					return ClusterJoin(c.Context, client, out, key, c.Args().Slice())
 				},
 			},
 			{
@@ -190,6 +204,27 @@ func ClusterInit(ctx context.Context, c *Client, out Output, key []byte, getenv 
 	return err
 }
 
+// ClusterJoin asks the node c talks to to join the cluster of addrs and
+// prints the membership once the join took effect. With a cluster key it
+// sends a proof of it (which a node without a cluster accepts); the API
+// key, if any, is sent as always.
+func ClusterJoin(ctx context.Context, c *Client, out Output, key []byte, addrs []string) error {
+	var header map[string]string
+	if key != nil {
+		header = map[string]string{"X-Ffrtmp-Cluster-Proof": server.JoinProof(key, time.Now())}
+	}
+	resp, err := c.requestWith(ctx, "POST", "/v1/cluster/join", nil, map[string]any{"addrs": addrs}, header)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var st ClusterStatus
+	if err := decodeJSON(resp.Body, &st); err != nil {
+		return err
+	}
+	return printMembers(out, &st, false)
+}
+
 // ClusterOp posts a membership operation and prints the members after it.
 func ClusterOp(ctx context.Context, c *Client, out Output, path string, body any) error {
 	var st ClusterStatus
@@ -250,7 +285,7 @@ func printMembers(out Output, st *ClusterStatus, status bool) error {
 	if leader == "" {
 		leader = "none"
 	}
-	_, err := fmt.Fprintf(out.W, "leader: %s\n", leader)
+	_, err := fmt.Fprintf(out.W, "leader: %s\ncluster: %s\n", leader, dash(st.ClusterID))
 	return err
 }
 

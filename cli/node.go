@@ -101,6 +101,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		return nil, err
 	}
 	srv.MountWorkerRPC(node.HandleRPC)
+	srv.MountClusterRPC(node.HandleRPC)
 	rn := &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}
 	if cfg.GossipAddr != "" {
 		g, err := cluster.NewGossip(cluster.GossipConfig{

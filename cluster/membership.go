@@ -48,8 +48,16 @@ func (n *Node) Start(ctx context.Context, opts StartOptions) error {
 	if opts.BootstrapExpect < 0 {
 		return errors.New("bootstrap-expect must not be negative")
 	}
+	if !has && len(opts.Join) == 0 && opts.BootstrapExpect == 0 {
+		// A bare node: it waits until `ffrtmp cluster join` is run
+		// against it (JoinCluster), and says so once.
+		n.waitsToBeJoined.Store(true)
+		n.log.Warn("this node belongs to no cluster and waits to be joined; to add it to a running cluster, run: "+n.joinCommand(),
+			"api", n.cfg.APIAddr, "raft", n.Addr())
+		return nil
+	}
 	if !has && len(opts.Join) == 0 && opts.BootstrapExpect != 1 {
-		return errors.New("a new node needs --join addresses (or --bootstrap-expect 1 for a one-node cluster)")
+		return errors.New("--bootstrap-expect above 1 needs --join addresses of the other founding nodes")
 	}
 	n.wg.Add(1)
 	go func() {
@@ -121,18 +129,22 @@ func (n *Node) isMember() bool {
 
 // Join asks the cluster reachable at any of addrs to add this node as a
 // voter. A node that is not the leader names the leader, and Join follows.
+// The leader answers with its cluster ID, which a new node adopts.
 func (n *Node) Join(ctx context.Context, addrs []string) error {
-	body, _ := json.Marshal(Peer{ID: n.cfg.NodeID, Addr: n.Addr()})
+	body, _ := json.Marshal(Peer{ID: n.cfg.NodeID, Addr: n.Addr(), ClusterID: n.ClusterID()})
 	var errs []error
 	for _, a := range addrs {
 		if a == n.Addr() {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, applyTimeout)
-		err := n.rpcCall(cctx, a, "POST", "/rpc/join", body, nil)
+		var resp struct {
+			ClusterID string `json:"cluster_id"`
+		}
+		err := n.rpcCall(cctx, a, "POST", "/rpc/join", body, &resp)
 		cancel()
 		if err == nil {
-			return nil
+			return n.ident.set(n.cfg.DataDir, resp.ClusterID)
 		}
 		errs = append(errs, err)
 	}
@@ -145,7 +157,7 @@ func (n *Node) Join(ctx context.Context, addrs []string) error {
 // tryBootstrap announces this node to the join addresses and bootstraps
 // once BootstrapExpect nodes are known.
 func (n *Node) tryBootstrap(ctx context.Context, opts StartOptions) (bool, error) {
-	body, _ := json.Marshal(Peer{ID: n.cfg.NodeID, Addr: n.Addr()})
+	body, _ := json.Marshal(Peer{ID: n.cfg.NodeID, Addr: n.Addr(), Nonce: n.ident.nonce})
 	for _, a := range opts.Join {
 		if a == n.Addr() {
 			continue
@@ -176,6 +188,9 @@ func (n *Node) tryBootstrap(ctx context.Context, opts StartOptions) (bool, error
 		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(peers[id]), Suffrage: raft.Voter})
 	}
 	n.log.Info("bootstrapping the cluster", "servers", ids)
+	if err := n.ident.set(n.cfg.DataDir, n.ident.foundingID(n.cfg.NodeID, conf)); err != nil {
+		return false, err
+	}
 	if err := n.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return false, err
 	}

@@ -116,6 +116,9 @@ type Node struct {
 	rpcMux *http.ServeMux
 	leases leases
 	gossip atomic.Pointer[Gossip]
+
+	ident           identity    // cluster ID (see join.go)
+	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
 }
 
 // New starts a Raft node. If the FSM's store is behind the newest
@@ -131,6 +134,9 @@ func New(cfg Config) (*Node, error) {
 		peers: make(map[string]string), gossipLeft: make(chan struct{}, 1)}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := n.ident.load(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	hlog := NewHCLogger(cfg.Logger, "raft")
 
@@ -190,7 +196,11 @@ func New(cfg Config) (*Node, error) {
 			conf := raft.Configuration{Servers: []raft.Server{{
 				ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter,
 			}}}
-			if err := raft.BootstrapCluster(rc, ls, ls, snaps, n.trans, conf); err != nil {
+			err := n.ident.set(cfg.DataDir, randomHex(8))
+			if err == nil {
+				err = raft.BootstrapCluster(rc, ls, ls, snaps, n.trans, conf)
+			}
+			if err != nil {
 				n.closeTransport()
 				return nil, fmt.Errorf("bootstrap cluster: %w", err)
 			}

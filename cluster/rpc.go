@@ -29,6 +29,10 @@ import (
 type Peer struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
+	// Nonce is announced before a cluster is formed (see join.go).
+	Nonce string `json:"nonce,omitempty"`
+	// ClusterID is the joining node's cluster, if it has one.
+	ClusterID string `json:"cluster_id,omitempty"`
 }
 
 // applyResponse carries an FSM response across the wire.
@@ -109,6 +113,10 @@ type Status struct {
 	Leader       string    `json:"leader,omitempty"`
 	LeaderID     string    `json:"leader_id,omitempty"`
 	Time         time.Time `json:"time"`
+	// ClusterID is the node's cluster; Waiting is set while it belongs to
+	// none (no Raft state: it waits to be joined or to bootstrap).
+	ClusterID string `json:"cluster_id,omitempty"`
+	Waiting   bool   `json:"waiting,omitempty"`
 }
 
 const maxRPCBody = 64 << 20
@@ -156,11 +164,19 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if n.notLeader(w) {
 		return
 	}
+	if mine := n.ClusterID(); mine != "" && p.ClusterID != "" && p.ClusterID != mine {
+		rpcError(w, http.StatusConflict, fmt.Errorf("%w: node %s belongs to cluster %s, this is cluster %s", ErrOtherCluster, p.ID, p.ClusterID, mine))
+		return
+	}
+	if err := n.checkReachable(r.Context(), p); err != nil {
+		rpcError(w, http.StatusBadGateway, err)
+		return
+	}
 	if err := n.addVoter(p); err != nil {
 		rpcError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	rpcJSON(w, http.StatusOK, map[string]string{"leader": n.Addr()})
+	rpcJSON(w, http.StatusOK, map[string]string{"leader": n.Addr(), "cluster_id": n.ClusterID()})
 }
 
 // addVoter adds p to the configuration. It is idempotent, and a node that
@@ -198,6 +214,7 @@ func (n *Node) handleNotify(w http.ResponseWriter, r *http.Request) {
 	n.peersMu.Lock()
 	n.peers[p.ID] = p.Addr
 	n.peersMu.Unlock()
+	n.ident.noteNonce(p.ID, p.Nonce)
 	rpcJSON(w, http.StatusOK, map[string]string{})
 }
 
@@ -360,7 +377,7 @@ func (n *Node) LocalStatus() Status {
 		ID: n.cfg.NodeID, Addr: n.Addr(), APIAddr: n.cfg.APIAddr, GossipAddr: n.gossipAddr(), State: n.raft.State().String(),
 		Term: u("term"), LastLogIndex: u("last_log_index"), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), FSMIndex: n.cfg.FSM.Index(), LastContact: st["last_contact"],
-		Leader: addr, LeaderID: id, Time: time.Now().UTC(),
+		Leader: addr, LeaderID: id, Time: time.Now().UTC(), ClusterID: n.ClusterID(), Waiting: !n.hasState(),
 	}
 }
 

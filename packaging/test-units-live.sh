@@ -17,6 +17,9 @@
 #   - checks cluster init and status, the sandbox of a running node, that
 #     systemd restarts a node killed with SIGKILL and it rejoins, that a
 #     stop is clean, and that `cluster leave` stops a node for good,
+#   - starts a fourth node (127.0.0.15) from the packaged server.env with
+#     only its addresses added: it waits to be joined until `ffrtmp
+#     cluster join` makes it a voter,
 #   - runs ffrtmp-worker.service with ExecStart replaced by
 #     `ffrtmp dev --workers 1` (a stand-in until `ffrtmp worker` exists) to
 #     check that ffmpeg works under the worker's sandbox, and that stopping
@@ -70,7 +73,7 @@ cleanup() {
 	[ -n "$pid1" ] && kill -KILL "$pid1" 2>/dev/null
 	sleep 1
 	dpkg -P ffrtmp >/dev/null 2>&1 || true
-	rm -rf /var/lib/ffrtmp-n2 /var/lib/ffrtmp-n3 /etc/ffrtmp/cluster.key "$work"
+	rm -rf /var/lib/ffrtmp-n2 /var/lib/ffrtmp-n3 /var/lib/ffrtmp-n4 /etc/ffrtmp/cluster.key "$work"
 	rmdir /etc/ffrtmp 2>/dev/null || true
 	forget_user
 }
@@ -112,6 +115,7 @@ FFRTMP_CLUSTER_KEY_FILE=/etc/ffrtmp/cluster.key
 EOF
 }
 env_for 1 >"$work/n1.env"
+ns sh -c "cp /etc/ffrtmp/server.env /run/ffrtmp-test/server.env.packaged"
 ns sh -c "cat $work/n1.env >>/etc/ffrtmp/server.env"
 for i in 2 3; do
 	env_for $i >"$work/n$i.env"
@@ -122,7 +126,14 @@ for i in 2 3; do
 		/lib/systemd/system/ffrtmp-server.service >/run/systemd/system/ffrtmp-server-n$i.service"
 done
 unit_of() { if [ "$1" = 1 ]; then echo ffrtmp-server; else echo "ffrtmp-server-n$1"; fi; }
-for u in ffrtmp-server ffrtmp-server-n2 ffrtmp-server-n3 ffrtmp-worker; do
+# Node 4: the packaged settings and its own addresses, no join settings.
+ns sh -c "cp /run/ffrtmp-test/server.env.packaged /run/ffrtmp-test/server-n4.env &&
+	printf 'FFRTMP_NODE_ID=n4\nFFRTMP_RAFT_ADDR=127.0.0.15:17071\nFFRTMP_HTTP_ADDR=127.0.0.15:17070\n' >>/run/ffrtmp-test/server-n4.env && sed \
+	-e 's|^EnvironmentFile=.*|EnvironmentFile=/run/ffrtmp-test/server-n4.env|' \
+	-e 's|^StateDirectory=.*|StateDirectory=ffrtmp-n4|' \
+	-e 's|^Environment=FFRTMP_DATA_DIR=.*|Environment=FFRTMP_DATA_DIR=/var/lib/ffrtmp-n4|' \
+	/lib/systemd/system/ffrtmp-server.service >/run/systemd/system/ffrtmp-server-n4.service"
+for u in ffrtmp-server ffrtmp-server-n2 ffrtmp-server-n3 ffrtmp-server-n4 ffrtmp-worker; do
 	ns sh -c "mkdir -p /run/systemd/system/$u.service.d && printf '[Unit]\nDefaultDependencies=no\n[Service]\nStandardOutput=append:/run/ffrtmp-test/$u.log\nStandardError=append:/run/ffrtmp-test/$u.log\n' >/run/systemd/system/$u.service.d/test.conf"
 done
 ns systemctl daemon-reload
@@ -179,6 +190,16 @@ check "n2 ready again" eventually 60 curl -fsS http://127.0.0.12:17070/ready
 check "cluster leave n3" cli cluster leave --addr http://127.0.0.13:17070
 check "n3 stopped and not restarted" eventually 30 sh -c "[ \"\$(nsenter -t $pid1 -m -p -u systemctl show -P ActiveState ffrtmp-server-n3)\" = inactive ] && [ \"\$(nsenter -t $pid1 -m -p -u systemctl show -P Result ffrtmp-server-n3)\" = success ]"
 check "two members after leave" eventually 30 sh -c "nsenter -t $pid1 -m -p -u env XDG_CONFIG_HOME=$XDG_CONFIG_HOME /usr/bin/ffrtmp cluster members -o json | grep -o '\"voter\": *true' | wc -l | grep -qx 2"
+
+# A node from the packaged settings waits to be joined; `cluster join`,
+# run against it as docs/deployment.md says, makes it a voter.
+check "start n4 with the packaged settings" ns systemctl start ffrtmp-server-n4
+check "n4 serves /health" eventually 60 curl -fsS http://127.0.0.15:17070/health
+check "n4 is not ready: it waits to be joined" sh -c "curl -sS http://127.0.0.15:17070/ready | grep -q 'waiting to be joined'"
+check "n4 logs the command to run" eventually 20 nsenter -t "$pid1" -m -p -u grep -q 'ffrtmp cluster join --addr http://127.0.0.15:17070' /run/ffrtmp-test/ffrtmp-server-n4.log
+check "cluster join, run against n4" ns env XDG_CONFIG_HOME="$XDG_CONFIG_HOME" FFRTMP_ADDR=http://127.0.0.15:17070 /usr/bin/ffrtmp cluster join 127.0.0.11:17071
+check "n4 ready" eventually 60 curl -fsS http://127.0.0.15:17070/ready
+check "three voters with n4" eventually 30 sh -c "nsenter -t $pid1 -m -p -u env XDG_CONFIG_HOME=$XDG_CONFIG_HOME /usr/bin/ffrtmp cluster members -o json | grep -o '\"voter\": *true' | wc -l | grep -qx 3"
 
 # The worker unit's sandbox with ffmpeg, through dev mode as a stand-in.
 ns sh -c "printf '[Service]\nExecStart=\nExecStart=/usr/bin/ffrtmp dev --data-dir /var/lib/ffrtmp-worker --workers 1 --slots 1 --http 127.0.0.14:17070 --raft-addr 127.0.0.14:17071\nEnvironment=XDG_CONFIG_HOME=/var/lib/ffrtmp-worker/.config\n' >/run/systemd/system/ffrtmp-worker.service.d/standin.conf"

@@ -55,6 +55,12 @@ func statusOf(c fsm.Code) int {
 		return http.StatusMethodNotAllowed
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeWrongClusterKey:
+		return http.StatusForbidden
+	case CodeWrongDirection, CodeOtherCluster:
+		return http.StatusConflict
+	case CodeUnreachable:
+		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
 }

@@ -32,8 +32,16 @@ type Raft interface {
 	ReadIndex(ctx context.Context) error
 	// Members lists the cluster's servers, with their status if asked.
 	Members(ctx context.Context, status bool) ([]cluster.Member, error)
-	// Join asks the cluster at addrs to add this node.
-	Join(ctx context.Context, addrs []string) error
+	// JoinCluster makes this node join the cluster of addrs and waits
+	// until it has caught up (idempotent; typed *cluster.JoinError).
+	JoinCluster(ctx context.Context, addrs []string) error
+	// Waiting reports whether this node belongs to no cluster yet, with
+	// a hint for the operator.
+	Waiting() (hint string, waiting bool)
+	// ClusterID is the ID of this node's cluster, "" if none is known.
+	ClusterID() string
+	// CallRPC calls node RPC at addr.
+	CallRPC(ctx context.Context, addr, method, path string, in, out any) error
 	// Remove removes a server.
 	Remove(ctx context.Context, id string) error
 	// TransferLeadership moves leadership to id, or to any follower.
@@ -186,7 +194,7 @@ func (s *Server) routes() []route {
 		{"POST", "/v1/cluster/init", permPublic, s.clusterInit},
 		{"GET", "/v1/cluster/members", permAdmin, s.clusterMembers},
 		{"GET", "/v1/cluster/status", permAdmin, s.clusterStatus},
-		{"POST", "/v1/cluster/join", permAdmin, s.clusterJoin},
+		{"POST", "/v1/cluster/join", permPublic, s.clusterJoin}, // authorizes itself: see clusterJoin
 		{"POST", "/v1/cluster/remove", permAdmin, s.clusterRemove},
 		{"POST", "/v1/cluster/leave", permAdmin, s.clusterLeave},
 		{"POST", "/v1/cluster/transfer-leadership", permAdmin, s.clusterTransfer},
@@ -279,6 +287,9 @@ const readyDeadline = 1500 * time.Millisecond
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]string{"leader": "ok", "store": "ok", "applied": "ok"}
 	ok := true
+	if hint, waiting := s.raft.Waiting(); waiting {
+		checks["cluster"], ok = hint, false
+	}
 	if addr, _ := s.raft.Leader(); addr == "" {
 		checks["leader"], ok = "no leader", false
 	}
