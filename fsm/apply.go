@@ -253,7 +253,7 @@ func (f *FSM) requeue(index uint64, old *Job, at time.Time, reason Error, b *bat
 	// A live stream whose worker died moves to another worker at once,
 	// however often: losing workers is not the stream's fault.
 	live := j.Spec.Queue == QueueLive && reason.Code == CodeWorkerLost
-	if live || j.Retries < *j.Spec.MaxRetries {
+	if live || j.Retries < j.Spec.retryBudget() {
 		j.State = JobQueued
 		j.WorkerID = ""
 		j.QueuedAt = at

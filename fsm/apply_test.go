@@ -200,3 +200,21 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Errorf("re-applying old entries changed jobs")
 	}
 }
+
+// TestRetryBudgetOfOldJobs checks that a job stored before the leader
+// validated every entry, with no max_retries, fails on a retryable error
+// instead of stopping Apply.
+func TestRetryBudgetOfOldJobs(t *testing.T) {
+	n := newNode(t)
+	n.tenant("t1")
+	n.worker(fsm.Worker{ID: "w1", Slots: 1, CPUs: 4, MemoryMB: 4096, Encoders: []string{"libx264"}})
+	j := newJob(t, "0195a1c2-0000-7000-8000-000000000001", "t1", spec("720p30-h264"), t0)
+	j.Spec.MaxRetries = nil
+	n.job(&fsm.SubmitJob{Job: j})
+	n.run(j.ID, "w1", at(time.Second))
+	got := n.job(&fsm.FinishJob{Report: fsm.Report{JobID: j.ID, WorkerID: "w1", Attempt: 1}, At: at(2 * time.Second),
+		Error: &fsm.Error{Code: fsm.CodeFFmpeg, Message: "exit status 1"}, Retryable: true})
+	if got.State != fsm.JobFailed || got.Retries != 0 {
+		t.Fatalf("job is %s after %d retries, want failed after 0", got.State, got.Retries)
+	}
+}

@@ -87,6 +87,16 @@ type JobSpec struct {
 	Hardware string `json:"hardware,omitempty"`
 }
 
+// retryBudget returns how many failed attempts may be retried. A compiled
+// spec always sets MaxRetries; a job stored before the leader validated
+// every entry may lack it, and then gets no retries rather than a panic.
+func (s *JobSpec) retryBudget() int {
+	if s.MaxRetries == nil {
+		return 0
+	}
+	return *s.MaxRetries
+}
+
 // Input is the job's single input.
 type Input struct {
 	URL string `json:"url"`
