@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -107,11 +109,12 @@ func (g *Gossip) Addr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// Alive reports whether a member of that name is alive in the pool.
-func (g *Gossip) Alive(name string) bool {
+// Left reports whether a member of that name left the pool gracefully
+// (as opposed to being declared dead by failure detection, or unknown).
+func (g *Gossip) Left(name string) bool {
 	for _, m := range g.ml.Members() {
 		if m.Name == name {
-			return m.State == memberlist.StateAlive
+			return m.State == memberlist.StateLeft
 		}
 	}
 	return false
@@ -131,6 +134,51 @@ func (g *Gossip) Servers() []string {
 	}
 	return out
 }
+
+// KeepJoined joins the members at addrs, and joins them again whenever
+// this member knows no alive server, with backoff (at most maxRejoinDelay)
+// and forever, until ctx ends: a worker that lost every server (a
+// partition, a cluster restart) finds them again by itself once they
+// answer, since memberlist forgets dead members and never retries them.
+func (g *Gossip) KeepJoined(ctx context.Context, addrs []string) {
+	delay := minRejoinDelay
+	joined := false
+	for ctx.Err() == nil {
+		switch servers := g.Servers(); {
+		case len(servers) > 0:
+			if !joined {
+				g.log.Info("joined the gossip pool", "servers", strings.Join(servers, ","))
+				joined = true
+			}
+			delay = minRejoinDelay
+		default:
+			if joined {
+				g.log.Warn("lost every server; joining again", "addrs", strings.Join(addrs, ","))
+				joined = false
+			}
+			if _, err := g.ml.Join(addrs); err != nil {
+				g.log.Warn("join gossip", "addrs", strings.Join(addrs, ","), "error", err, "retry_in", delay)
+			}
+		}
+		if len(g.Servers()) > 0 {
+			delay = minRejoinDelay
+		} else {
+			delay = min(delay*2, maxRejoinDelay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Bounds of the delay between KeepJoined's checks and joins.
+const (
+	minRejoinDelay = 200 * time.Millisecond
+	maxRejoinDelay = 5 * time.Second
+)
 
 // OnLeave registers fn to run (on the gossip goroutine; it must not block)
 // when a member leaves or is declared dead.
