@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +27,10 @@ type Gossip struct {
 
 	mu      sync.Mutex
 	onLeave []func(name string)
+	// servers holds the alive server members' node ports by name, kept
+	// from membership events: the nodes memberlist's Members returns are
+	// updated under its lock, so reading them later races.
+	servers map[string]string
 }
 
 // Member roles.
@@ -56,7 +62,7 @@ type GossipConfig struct {
 
 // NewGossip starts a gossip member (it joins nobody yet; see Join).
 func NewGossip(cfg GossipConfig) (*Gossip, error) {
-	g := &Gossip{log: cfg.Logger}
+	g := &Gossip{log: cfg.Logger, servers: map[string]string{}}
 	meta, err := json.Marshal(cfg.Meta)
 	if err != nil {
 		return nil, err
@@ -109,30 +115,23 @@ func (g *Gossip) Addr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// Left reports whether a member of that name left the pool gracefully
-// (as opposed to being declared dead by failure detection, or unknown).
-func (g *Gossip) Left(name string) bool {
-	for _, m := range g.ml.Members() {
-		if m.Name == name {
-			return m.State == memberlist.StateLeft
-		}
-	}
-	return false
+// Servers returns the node ports of the alive server members, sorted.
+func (g *Gossip) Servers() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Sorted(maps.Values(g.servers))
 }
 
-// Servers returns the node ports of the alive server members.
-func (g *Gossip) Servers() []string {
-	var out []string
-	for _, m := range g.ml.Members() {
-		var meta GossipMeta
-		if m.State != memberlist.StateAlive || json.Unmarshal(m.Meta, &meta) != nil {
-			continue
-		}
-		if meta.Role == RoleServer && meta.NodeAddr != "" {
-			out = append(out, meta.NodeAddr)
-		}
+// noteMember records what a member that joined or changed advertises.
+func (g *Gossip) noteMember(n *memberlist.Node) {
+	var meta GossipMeta
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if json.Unmarshal(n.Meta, &meta) == nil && meta.Role == RoleServer && meta.NodeAddr != "" {
+		g.servers[n.Name] = meta.NodeAddr
+	} else {
+		delete(g.servers, n.Name)
 	}
-	return out
 }
 
 // KeepJoined joins the members at addrs, and joins them again whenever
@@ -208,11 +207,13 @@ type gossipEvents struct{ g *Gossip }
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	e.g.log.Info("gossip member joined", "name", n.Name, "addr", n.Address())
+	e.g.noteMember(n)
 }
 
 func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	e.g.log.Info("gossip member left", "name", n.Name, "addr", n.Address())
 	e.g.mu.Lock()
+	delete(e.g.servers, n.Name)
 	fns := append([]func(string){}, e.g.onLeave...)
 	e.g.mu.Unlock()
 	for _, fn := range fns {
@@ -220,7 +221,7 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	}
 }
 
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {}
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.g.noteMember(n) }
 
 // memberlistLeaveTimeout bounds the leave broadcast.
 const memberlistLeaveTimeout = 5 * time.Second

@@ -16,15 +16,15 @@ import (
 // Worker liveness. A worker is up while its lease is fresh: it
 // heartbeats (through any node, forwarded to the leader) more often than
 // the lease. The leader checks every second and proposes MarkWorkerDown
-// for a worker whose lease ran out, or that left the gossip pool
-// gracefully (a worker leaves only after its ffmpeg processes have
-// exited); its jobs are requeued within their retry budgets.
+// for a worker whose lease ran out; its jobs are requeued within their
+// retry budgets.
 //
-// A worker that gossip declares dead (a crash or a partition) is not
-// marked down before its lease runs out: the worker fences itself a third
-// of a lease before that (see worker.FenceFor), so a partitioned worker
-// has killed its attempts, and a live stream's publisher with them, before
-// the leader can give them to another worker. Leases live only in the
+// Gossip does not mark a worker down, not even when it declares the
+// worker dead (a crash or a partition): the worker fences itself a third
+// of a lease before the lease runs out (see worker.FenceFor), so a
+// partitioned worker has killed its attempts, and a live stream's
+// publisher with them, before the leader can give them to another worker.
+// Gossip only tells workers where the servers are. Leases live only in the
 // leader's memory: a new leader starts every lease afresh, which is the
 // grace period that keeps a failover from declaring every worker dead at
 // once, and only extends what the worker's fence allows.
@@ -125,8 +125,8 @@ func (n *Node) gossipAddr() string {
 	return ""
 }
 
-// monitorWorkers runs on the leader: it marks down workers that left the
-// gossip pool gracefully or whose lease ran out.
+// monitorWorkers runs on the leader: it marks down workers whose lease ran
+// out.
 func (n *Node) monitorWorkers(ctx context.Context) {
 	lease := n.workerLease()
 	start := time.Now()
@@ -140,25 +140,18 @@ func (n *Node) monitorWorkers(ctx context.Context) {
 		case <-n.gossipLeft:
 		}
 		now := time.Now()
-		g := n.gossip.Load()
 		for _, w := range n.cfg.FSM.Workers("") {
 			if w.State != fsm.WorkerUp {
 				continue
 			}
-			reason := ""
 			seen, ok := n.leases.last(w.ID)
 			if !ok || seen.Before(start) {
 				seen = start // a new leader gives every worker a full lease
 			}
-			switch {
-			case g != nil && w.Addr != "" && g.Left(w.ID):
-				reason = "it left the gossip pool"
-			case now.Sub(seen) > lease:
-				reason = "its lease of " + lease.String() + " ran out"
-			}
-			if reason == "" {
+			if now.Sub(seen) <= lease {
 				continue
 			}
+			reason := "its lease of " + lease.String() + " ran out"
 			n.log.Warn("worker is gone", "worker", w.ID, "reason", reason)
 			if _, err := n.Apply(ctx, &fsm.MarkWorkerDown{WorkerID: w.ID, Reason: reason, At: now.UTC()}); err != nil && ctx.Err() == nil {
 				n.log.Error("mark worker down", "worker", w.ID, "error", err)
