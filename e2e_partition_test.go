@@ -331,12 +331,7 @@ func TestPartitionedWorkerFencesItself(t *testing.T) {
 	waitWorkerState(t, client, nsID, fsm.WorkerUp)
 
 	_, recvPort, _ := strings.Cut(recvAddr, ":")
-	for deadline := time.Now().Add(30 * time.Second); !tcpListening(recvPort); {
-		if time.Now().After(deadline) {
-			t.Fatal("the RTMP receiver does not listen")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(t, recvPort)
 	live, err := client.SubmitJob(ctx, &fsm.JobSpec{
 		Scenario: "240p30-h264", Queue: fsm.QueueLive,
 		Input:   fsm.Input{URL: "testsrc://?duration=600"},

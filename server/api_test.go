@@ -597,8 +597,17 @@ func TestTranscodeSucceedsWithProbe(t *testing.T) {
 		if o.Codec != want[i].codec || o.Width != want[i].w || o.Height != want[i].h || o.DurationSec < 1.8 || o.DurationSec > 2.3 {
 			t.Errorf("output %d = %+v, want %+v about 2s", i, o, want[i])
 		}
-		if _, err := os.Stat(o.Path); err != nil {
-			t.Errorf("output %d: %v", i, err)
+		// The worker renames an output into place once the cluster
+		// accepted its finish, a moment after the job turned succeeded.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			_, err := os.Stat(o.Path)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("output %d: %v", i, err)
+				break
+			}
 		}
 	}
 }

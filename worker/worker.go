@@ -227,7 +227,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		jobs, idx, err := w.cfg.Control.Assignments(ctx, w.cfg.ID, index)
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		jobs, idx, err := w.cfg.Control.Assignments(cctx, w.cfg.ID, index)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -279,7 +281,7 @@ func (w *Worker) sessions(found []string) map[string]int {
 
 // register registers the worker, retrying until the cluster answers.
 func (w *Worker) register(ctx context.Context) error {
-	return retry(ctx, w.log, "register", func() error {
+	return retry(ctx, w.log, "register", func(ctx context.Context) error {
 		_, err := w.cfg.Control.Register(ctx, w.info)
 		return err
 	})
@@ -552,7 +554,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	if errors.Is(context.Cause(actx), errFenced) {
 		run.Kill(errFenced) // the fence fell before a.run was set
 	}
-	if err := retry(actx, log, "start report", func() error { return w.cfg.Control.Start(actx, a.report) }); err != nil {
+	if err := retry(actx, log, "start report", func(ctx context.Context) error { return w.cfg.Control.Start(ctx, a.report) }); err != nil {
 		run.Cancel()
 	}
 	log.Info("job running", "pid", run.Pid())
@@ -611,15 +613,22 @@ func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run) {
 // finish delivers a finish report, retrying until the node takes it
 // (nil) or refuses it for good (an *fsm.Error), or ctx ends.
 func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) error {
-	return retry(ctx, w.log, "finish report", func() error { return w.cfg.Control.Finish(ctx, c) })
+	return retry(ctx, w.log, "finish report", func(ctx context.Context) error { return w.cfg.Control.Finish(ctx, c) })
 }
 
-// retry calls fn until it succeeds, a domain error (*fsm.Error) refuses
-// it, or ctx ends.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+// callTimeout bounds one call of the worker protocol (an assignments
+// long-poll waits at most 30 s on the server), so that a connection a
+// partition left half-open cannot stall the worker.
+const callTimeout = 45 * time.Second
+
+// retry calls fn, each time bounded by callTimeout, until it succeeds, a
+// domain error (*fsm.Error) refuses it, or ctx ends.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
 	delay := 100 * time.Millisecond
 	for {
-		err := fn()
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := fn(cctx)
+		cancel()
 		var de *fsm.Error
 		if err == nil || errors.As(err, &de) {
 			if err != nil {
