@@ -30,6 +30,10 @@ type fakeControl struct {
 	refuse   map[string]bool // job IDs whose finish is refused as stale
 	finishes []fsm.FinishJob
 	finished chan fsm.FinishJob
+	// behind makes Assignments answer as a lagging server would: an
+	// empty list at index 1; lagged counts those answers.
+	behind bool
+	lagged int
 }
 
 func newFakeControl(lease time.Duration) *fakeControl {
@@ -76,6 +80,10 @@ func (c *fakeControl) Assignments(ctx context.Context, workerID string, index ui
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.behind {
+		c.lagged++
+		return nil, 1, nil
+	}
 	return slices.Clone(c.jobs), c.index, nil
 }
 
@@ -303,5 +311,33 @@ func TestRemoveLeftovers(t *testing.T) {
 		if gone := errors.Is(err, os.ErrNotExist); gone != removed {
 			t.Errorf("%s: removed %v, want %v", p, gone, removed)
 		}
+	}
+}
+
+// TestWorkerIgnoresOlderAssignments: a server that lags behind the one
+// that answered before returns an older, empty assignment list; the
+// worker keeps running its attempt.
+func TestWorkerIgnoresOlderAssignments(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c := newFakeControl(30 * time.Second)
+	startWorker(t, e, c)
+	c.assign(fileJob(t, "kept", "120", "file:///out/kept-running.mp4"))
+	waitFor(t, "ffmpeg running", func() bool { return ffmpegRunning(t, "kept-running.mp4") })
+	c.mu.Lock()
+	c.behind = true
+	c.mu.Unlock()
+	waitFor(t, "three lagging answers", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.lagged >= 3
+	})
+	if !ffmpegRunning(t, "kept-running.mp4") {
+		t.Error("the worker stopped its attempt on an older assignment list")
+	}
+	select {
+	case f := <-c.finished:
+		t.Errorf("finish %+v after an older assignment list", f)
+	default:
 	}
 }
