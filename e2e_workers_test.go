@@ -171,7 +171,7 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		if o.Codec != "h264" || o.Height != 240 {
 			t.Errorf("job %s output %+v", id, o)
 		}
-		if _, err := os.Stat(o.Path); err != nil {
+		if err := waitFile(o.Path); err != nil {
 			t.Errorf("job %s: %v", id, err)
 		}
 	}
@@ -202,6 +202,17 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		}
 		if got := waitJobDone(t, client, j.ID); got.State != fsm.JobSucceeded || got.WorkerID == drained {
 			t.Errorf("job after drain: %s on %s (drained %s)", got.State, got.WorkerID, drained)
+		}
+	}
+}
+
+// waitFile waits for a job's output file, which its worker renames into
+// place a moment after the job turned succeeded.
+func waitFile(path string) error {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := os.Stat(path)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 	}
 }
@@ -315,12 +326,7 @@ func TestLiveJobMovesToAnotherWorker(t *testing.T) {
 
 	// Submit once the receiver listens (probing it would take its one
 	// client).
-	for deadline := time.Now().Add(30 * time.Second); !tcpListening(port); {
-		if time.Now().After(deadline) {
-			t.Fatal("the RTMP receiver does not listen")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(t, port)
 	j, err := client.SubmitJob(ctx, &fsm.JobSpec{
 		Scenario: "240p30-h264", Queue: fsm.QueueLive,
 		Input:   fsm.Input{URL: "testsrc://?duration=120"},
@@ -363,6 +369,17 @@ func TestLiveJobMovesToAnotherWorker(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the receiver got nothing from the second worker")
+	}
+}
+
+// waitListening waits until the RTMP receiver listens on 127.0.0.1:port.
+func waitListening(t testing.TB, port string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !tcpListening(port); {
+		if time.Now().After(deadline) {
+			t.Fatal("the RTMP receiver does not listen")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

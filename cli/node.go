@@ -37,6 +37,7 @@ type nodeConfig struct {
 	PeerTLS           *tls.Config // nil: derived from ClusterKey
 	Policy            fsm.Policy
 	DeadServerTimeout time.Duration
+	WorkerLease       time.Duration
 	Logger            *slog.Logger
 	OnLeave           func()
 }
@@ -84,7 +85,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		NodeID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr,
 		Advertise: cfg.Advertise, APIAddr: cfg.APIAddr, TLS: peerTLS, Bootstrap: cfg.Bootstrap,
 		FSM: f, Logger: cfg.Logger, LeaderLoop: sched.Run, Metrics: metrics.Registry(),
-		DeadServerTimeout: cfg.DeadServerTimeout,
+		DeadServerTimeout: cfg.DeadServerTimeout, WorkerLease: cfg.WorkerLease,
 	})
 	if err != nil {
 		st.Close()

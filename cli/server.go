@@ -82,6 +82,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
 			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
+			&cli.DurationFlag{Name: "worker-lease", EnvVars: envs("WORKER_LEASE"), Value: cluster.DefaultWorkerLease, Usage: "how long a worker stays up without a heartbeat; workers stop their jobs after two thirds of it (at least 1s)"},
 			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
 		}, append(clusterKeyFlags, peerTLSFlags...)...),
@@ -114,7 +115,10 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 		Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
-		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout,
+		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
+	}
+	if cfg.WorkerLease < time.Second {
+		return cfg, fmt.Errorf("--worker-lease %s: want at least 1s", cfg.WorkerLease)
 	}
 	if cfg.StoreURL, err = store.URLFrom(c.String("store"), c.String("store-file"), env.Getenv); err != nil {
 		return cfg, err
@@ -160,6 +164,7 @@ type ServerConfig struct {
 	TLSCert, TLSKey   string
 	AllowHosts        []string
 	DeadServerTimeout time.Duration
+	WorkerLease       time.Duration // 0: cluster.DefaultWorkerLease
 	Logger            *slog.Logger
 	Out               io.Writer
 	// OnReady, if set, is called with the API URL once the node serves.
@@ -190,7 +195,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
 		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.GossipAdvertise,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
-		Logger: log, OnLeave: cancel,
+		WorkerLease: cfg.WorkerLease, Logger: log, OnLeave: cancel,
 	})
 	if err != nil {
 		return err

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -121,23 +120,9 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return err
 	}
 	defer g.Leave()
-	// Join in the background until some server answers.
-	go func() {
-		delay := 200 * time.Millisecond
-		for ctx.Err() == nil {
-			if _, err := g.Join(cfg.Join); err == nil && len(g.Servers()) > 0 {
-				log.Info("joined the gossip pool", "servers", strings.Join(g.Servers(), ","))
-				return
-			} else if err != nil {
-				log.Warn("join gossip", "addrs", strings.Join(cfg.Join, ","), "error", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
-			delay = min(delay*2, 5*time.Second)
-		}
-	}()
+	// Join in the background until some server answers, and again
+	// whenever every server is lost.
+	go g.KeepJoined(ctx, cfg.Join)
 	w := worker.New(worker.Config{
 		ID: id, Name: cfg.Name, TenantID: cfg.TenantID, Addr: g.Addr(), Slots: cfg.Slots, NVENCSessions: cfg.NVENCSessions,
 		MediaRoot: cfg.MediaRoot, Labels: cfg.Labels, Logger: log,

@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +26,10 @@ type Gossip struct {
 
 	mu      sync.Mutex
 	onLeave []func(name string)
+	// servers holds what the alive server members advertise, by name, kept
+	// from membership events: the nodes memberlist's Members returns are
+	// updated under its lock, so reading them later races.
+	servers map[string]serverMember
 }
 
 // Member roles.
@@ -56,7 +63,7 @@ type GossipConfig struct {
 
 // NewGossip starts a gossip member (it joins nobody yet; see Join).
 func NewGossip(cfg GossipConfig) (*Gossip, error) {
-	g := &Gossip{log: cfg.Logger}
+	g := &Gossip{log: cfg.Logger, servers: map[string]serverMember{}}
 	meta, err := json.Marshal(cfg.Meta)
 	if err != nil {
 		return nil, err
@@ -109,29 +116,53 @@ func (g *Gossip) Addr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// Alive reports whether a member of that name is alive in the pool.
-func (g *Gossip) Alive(name string) bool {
-	for _, m := range g.ml.Members() {
-		if m.Name == name {
-			return m.State == memberlist.StateAlive
-		}
+// Servers returns the node ports of the alive server members, sorted.
+func (g *Gossip) Servers() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, 0, len(g.servers))
+	for _, m := range g.servers {
+		out = append(out, m.nodeAddr)
 	}
-	return false
+	slices.Sort(out)
+	return out
 }
 
-// Servers returns the node ports of the alive server members.
-func (g *Gossip) Servers() []string {
-	var out []string
-	for _, m := range g.ml.Members() {
-		var meta GossipMeta
-		if m.State != memberlist.StateAlive || json.Unmarshal(m.Meta, &meta) != nil {
-			continue
+// serverMember is what an alive server member advertises.
+type serverMember struct {
+	nodeAddr  string   // its node port
+	endpoints []string // see ServerEndpoints
+}
+
+// endpoints returns each host of a server member (gossip, node port and
+// API) with each of its ports.
+func endpoints(n *memberlist.Node, meta GossipMeta) []string {
+	hosts := []string{n.Addr.String()}
+	ports := []string{strconv.Itoa(int(n.Port))}
+	for _, a := range []string{meta.NodeAddr, meta.APIAddr} {
+		if h, p, err := net.SplitHostPort(a); err == nil {
+			hosts, ports = append(hosts, h), append(ports, p)
 		}
-		if meta.Role == RoleServer && meta.NodeAddr != "" {
-			out = append(out, meta.NodeAddr)
+	}
+	var out []string
+	for _, h := range hosts {
+		for _, p := range ports {
+			out = append(out, net.JoinHostPort(h, p))
 		}
 	}
 	return out
+}
+
+// noteMember records what a member that joined or changed advertises.
+func (g *Gossip) noteMember(n *memberlist.Node) {
+	var meta GossipMeta
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if json.Unmarshal(n.Meta, &meta) == nil && meta.Role == RoleServer && meta.NodeAddr != "" {
+		g.servers[n.Name] = serverMember{nodeAddr: meta.NodeAddr, endpoints: endpoints(n, meta)}
+	} else {
+		delete(g.servers, n.Name)
+	}
 }
 
 // ServerEndpoints returns every address and port at which an alive server
@@ -139,27 +170,60 @@ func (g *Gossip) Servers() []string {
 // each of its ports. Workers refuse jobs that would connect to them
 // (worker.NetGuard.Cluster).
 func (g *Gossip) ServerEndpoints() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	var out []string
-	for _, m := range g.ml.Members() {
-		var meta GossipMeta
-		if m.State != memberlist.StateAlive || json.Unmarshal(m.Meta, &meta) != nil || meta.Role != RoleServer {
-			continue
-		}
-		hosts := []string{m.Addr.String()}
-		ports := []string{strconv.Itoa(int(m.Port))}
-		for _, a := range []string{meta.NodeAddr, meta.APIAddr} {
-			if h, p, err := net.SplitHostPort(a); err == nil {
-				hosts, ports = append(hosts, h), append(ports, p)
-			}
-		}
-		for _, h := range hosts {
-			for _, p := range ports {
-				out = append(out, net.JoinHostPort(h, p))
-			}
-		}
+	for _, m := range g.servers {
+		out = append(out, m.endpoints...)
 	}
+	slices.Sort(out)
 	return out
 }
+
+// KeepJoined joins the members at addrs, and joins them again whenever
+// this member knows no alive server, with backoff (at most maxRejoinDelay)
+// and forever, until ctx ends: a worker that lost every server (a
+// partition, a cluster restart) finds them again by itself once they
+// answer, since memberlist forgets dead members and never retries them.
+func (g *Gossip) KeepJoined(ctx context.Context, addrs []string) {
+	delay := minRejoinDelay
+	joined := false
+	for ctx.Err() == nil {
+		switch servers := g.Servers(); {
+		case len(servers) > 0:
+			if !joined {
+				g.log.Info("joined the gossip pool", "servers", strings.Join(servers, ","))
+				joined = true
+			}
+			delay = minRejoinDelay
+		default:
+			if joined {
+				g.log.Warn("lost every server; joining again", "addrs", strings.Join(addrs, ","))
+				joined = false
+			}
+			if _, err := g.ml.Join(addrs); err != nil {
+				g.log.Warn("join gossip", "addrs", strings.Join(addrs, ","), "error", err, "retry_in", delay)
+			}
+		}
+		if len(g.Servers()) > 0 {
+			delay = minRejoinDelay
+		} else {
+			delay = min(delay*2, maxRejoinDelay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Bounds of the delay between KeepJoined's checks and joins.
+const (
+	minRejoinDelay = 200 * time.Millisecond
+	maxRejoinDelay = 5 * time.Second
+)
 
 // OnLeave registers fn to run (on the gossip goroutine; it must not block)
 // when a member leaves or is declared dead.
@@ -189,11 +253,13 @@ type gossipEvents struct{ g *Gossip }
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	e.g.log.Info("gossip member joined", "name", n.Name, "addr", n.Address())
+	e.g.noteMember(n)
 }
 
 func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	e.g.log.Info("gossip member left", "name", n.Name, "addr", n.Address())
 	e.g.mu.Lock()
+	delete(e.g.servers, n.Name)
 	fns := append([]func(string){}, e.g.onLeave...)
 	e.g.mu.Unlock()
 	for _, fn := range fns {
@@ -201,7 +267,7 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	}
 }
 
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {}
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.g.noteMember(n) }
 
 // memberlistLeaveTimeout bounds the leave broadcast.
 const memberlistLeaveTimeout = 5 * time.Second

@@ -222,8 +222,8 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// SetGossip gives the node its member of the gossip pool; the leader uses
-// it to notice workers that are gone.
+// SetGossip gives the node its member of the gossip pool, where workers
+// find the servers; a member leaving only nudges the leader's lease check.
 func (n *Node) SetGossip(g *Gossip) {
 	n.gossip.Store(g)
 	g.OnLeave(func(string) {

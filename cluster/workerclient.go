@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -50,9 +51,10 @@ type ProgressRequest struct {
 // ErrNoServer is returned while the worker knows no server.
 var ErrNoServer = errors.New("no server known yet (check --join and the cluster key)")
 
-// call posts in to path on a server and decodes the answer into out. A
-// domain refusal comes back as *fsm.Error (final); anything else is an
-// error the caller may retry.
+// call posts in to path on a server and decodes the answer into out,
+// moving on to the next server when one cannot be reached or answers 503
+// (no leader, unavailable). A domain refusal comes back as *fsm.Error
+// (final); anything else is an error the caller may retry.
 func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error {
 	addrs := c.servers()
 	if len(addrs) == 0 {
@@ -93,7 +95,13 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && resp.StatusCode < 500 {
 			return eb.Error // a refusal: final
 		}
-		return fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))
+		lastErr = fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return lastErr
+		}
+		// No leader, or this server cannot serve now: another server may
+		// (it may be on the majority side of a partition).
+		c.next.Add(1)
 	}
 	return fmt.Errorf("no server reachable: %w", lastErr)
 }
@@ -127,6 +135,13 @@ func (c *WorkerClient) Finish(ctx context.Context, f *fsm.FinishJob) error {
 }
 
 // Heartbeat implements worker.Control.
-func (c *WorkerClient) Heartbeat(ctx context.Context, workerID string) error {
-	return c.call(ctx, "/rpc/worker/heartbeat", Peer{ID: workerID}, nil)
+func (c *WorkerClient) Heartbeat(ctx context.Context, workerID string) (time.Duration, error) {
+	var out HeartbeatResponse
+	if err := c.call(ctx, "/rpc/worker/heartbeat", Peer{ID: workerID}, &out); err != nil {
+		return 0, err
+	}
+	if out.LeaseMS <= 0 {
+		return 0, fmt.Errorf("heartbeat: the server named no lease")
+	}
+	return time.Duration(out.LeaseMS) * time.Millisecond, nil
 }

@@ -13,18 +13,21 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// Worker liveness. A worker is up while both hold:
+// Worker liveness. A worker is up while its lease is fresh: it
+// heartbeats (through any node, forwarded to the leader) more often than
+// the lease. The leader checks every second and proposes MarkWorkerDown
+// for a worker whose lease ran out; its jobs are requeued within their
+// retry budgets.
 //
-//   - it is alive in the gossip pool (if it joined one: remote workers
-//     do, an in-process dev worker does not), and
-//   - its lease is fresh: it heartbeats (through any node, forwarded to
-//     the leader) more often than the lease.
-//
-// The leader checks both every second and proposes MarkWorkerDown for a
-// worker that fails either; its jobs are requeued within their retry
-// budgets. Leases live only in the leader's memory: a new leader starts
-// every lease afresh, which is the grace period that keeps a failover from
-// declaring every worker dead at once.
+// Gossip does not mark a worker down, not even when it declares the
+// worker dead (a crash or a partition): the worker fences itself a third
+// of a lease before the lease runs out (see worker.FenceFor), so a
+// partitioned worker has killed its attempts, and a live stream's
+// publisher with them, before the leader can give them to another worker.
+// Gossip only tells workers where the servers are. Leases live only in the
+// leader's memory: a new leader starts every lease afresh, which is the
+// grace period that keeps a failover from declaring every worker dead at
+// once, and only extends what the worker's fence allows.
 
 // DefaultWorkerLease is how long a worker stays up without a heartbeat.
 const DefaultWorkerLease = 15 * time.Second
@@ -50,22 +53,52 @@ func (l *leases) last(id string) (time.Time, bool) {
 	return t, ok
 }
 
+// HeartbeatResponse is the answer to a heartbeat: the lease the leader
+// holds the worker to, from which the worker derives its self-fence.
+type HeartbeatResponse struct {
+	LeaseMS int64 `json:"lease_ms"`
+}
+
+// workerLease is the lease this node holds workers to when it leads.
+func (n *Node) workerLease() time.Duration {
+	if n.cfg.WorkerLease > 0 {
+		return n.cfg.WorkerLease
+	}
+	return DefaultWorkerLease
+}
+
 // Heartbeat renews a worker's lease on the leader (forwarded if this node
-// is not the leader).
-func (n *Node) Heartbeat(ctx context.Context, workerID string) error {
+// is not the leader) and returns the leader's lease length. The leader
+// confirms its leadership first, so that a deposed leader cannot answer a
+// heartbeat that the new leader never counted.
+func (n *Node) Heartbeat(ctx context.Context, workerID string) (time.Duration, error) {
 	if n.IsLeader() {
-		n.leases.touch(workerID, time.Now())
-		return nil
+		return n.renewLease(workerID)
 	}
 	addr, _ := n.Leader()
 	if addr == "" {
-		return ErrNoLeader
+		return 0, ErrNoLeader
 	}
 	b, _ := json.Marshal(Peer{ID: workerID})
-	if err := n.rpcCall(ctx, addr, "POST", "/rpc/heartbeat", b, nil); err != nil {
-		return fmt.Errorf("heartbeat: %w: %w", ErrNoLeader, err)
+	var out HeartbeatResponse
+	if err := n.rpcCall(ctx, addr, "POST", "/rpc/heartbeat", b, &out); err != nil {
+		return 0, fmt.Errorf("heartbeat: %w: %w", ErrNoLeader, err)
 	}
-	return nil
+	if out.LeaseMS <= 0 {
+		return 0, fmt.Errorf("heartbeat: %w: the leader named no lease", ErrNoLeader)
+	}
+	return time.Duration(out.LeaseMS) * time.Millisecond, nil
+}
+
+// renewLease touches the worker's lease with the time the heartbeat
+// arrived, once this node has confirmed that it still leads.
+func (n *Node) renewLease(workerID string) (time.Duration, error) {
+	now := time.Now()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("heartbeat: %w: %w", ErrNoLeader, err)
+	}
+	n.leases.touch(workerID, now)
+	return n.workerLease(), nil
 }
 
 func (n *Node) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
@@ -77,8 +110,12 @@ func (n *Node) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if n.notLeader(w) {
 		return
 	}
-	n.leases.touch(p.ID, time.Now())
-	rpcJSON(w, http.StatusOK, map[string]string{})
+	lease, err := n.renewLease(p.ID)
+	if err != nil {
+		rpcError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	rpcJSON(w, http.StatusOK, HeartbeatResponse{LeaseMS: lease.Milliseconds()})
 }
 
 func (n *Node) gossipAddr() string {
@@ -88,13 +125,10 @@ func (n *Node) gossipAddr() string {
 	return ""
 }
 
-// monitorWorkers runs on the leader: it marks down workers that left the
-// gossip pool or whose lease ran out.
+// monitorWorkers runs on the leader: it marks down workers whose lease ran
+// out.
 func (n *Node) monitorWorkers(ctx context.Context) {
-	lease := n.cfg.WorkerLease
-	if lease <= 0 {
-		lease = DefaultWorkerLease
-	}
+	lease := n.workerLease()
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -106,25 +140,18 @@ func (n *Node) monitorWorkers(ctx context.Context) {
 		case <-n.gossipLeft:
 		}
 		now := time.Now()
-		g := n.gossip.Load()
 		for _, w := range n.cfg.FSM.Workers("") {
 			if w.State != fsm.WorkerUp {
 				continue
 			}
-			reason := ""
 			seen, ok := n.leases.last(w.ID)
 			if !ok || seen.Before(start) {
 				seen = start // a new leader gives every worker a full lease
 			}
-			switch {
-			case g != nil && w.Addr != "" && !g.Alive(w.ID) && now.Sub(start) > 2*time.Second:
-				reason = "it left the gossip pool"
-			case now.Sub(seen) > lease:
-				reason = "its lease of " + lease.String() + " ran out"
-			}
-			if reason == "" {
+			if now.Sub(seen) <= lease {
 				continue
 			}
+			reason := "its lease of " + lease.String() + " ran out"
 			n.log.Warn("worker is gone", "worker", w.ID, "reason", reason)
 			if _, err := n.Apply(ctx, &fsm.MarkWorkerDown{WorkerID: w.ID, Reason: reason, At: now.UTC()}); err != nil && ctx.Err() == nil {
 				n.log.Error("mark worker down", "worker", w.ID, "error", err)

@@ -597,8 +597,54 @@ func TestTranscodeSucceedsWithProbe(t *testing.T) {
 		if o.Codec != want[i].codec || o.Width != want[i].w || o.Height != want[i].h || o.DurationSec < 1.8 || o.DurationSec > 2.3 {
 			t.Errorf("output %d = %+v, want %+v about 2s", i, o, want[i])
 		}
-		if _, err := os.Stat(o.Path); err != nil {
-			t.Errorf("output %d: %v", i, err)
+		// The worker renames an output into place once the cluster
+		// accepted its finish, a moment after the job turned succeeded.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			_, err := os.Stat(o.Path)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("output %d: %v", i, err)
+				break
+			}
 		}
+	}
+}
+
+// TestWorkerFinishIsIdempotent: the heartbeat names the lease, and a
+// finish report repeated after it was applied (its first answer lost) is
+// accepted again, since the worker publishes outputs only on acceptance;
+// a report for another attempt is still refused as stale.
+func TestWorkerFinishIsIdempotent(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	ws := e.srv.Workers()
+	ctx := context.Background()
+	if _, err := ws.Register(ctx, &fsm.Worker{ID: "w1", Incarnation: "a", Slots: 2, CPUs: 4, MemoryMB: 4096,
+		Encoders: []string{"libx264", "aac"}}); err != nil {
+		t.Fatal(err)
+	}
+	if lease, err := ws.Heartbeat(ctx, "w1"); err != nil || lease != cluster.DefaultWorkerLease {
+		t.Fatalf("Heartbeat = %v, %v; want the lease %v", lease, err, cluster.DefaultWorkerLease)
+	}
+	j := e.submit(`{"scenario":"240p30-h264","input":{"url":"testsrc://?duration=1"},"outputs":[{"url":"file:///x.mp4"}]}`)
+	j = e.waitState(j.ID, fsm.JobAssigned)
+	r := fsm.Report{JobID: j.ID, WorkerID: "w1", Attempt: j.Attempt}
+	if err := ws.Start(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	fin := &fsm.FinishJob{Report: r, Result: &fsm.Result{Outputs: []fsm.OutputResult{{URL: "file:///x.mp4"}}}}
+	for i := range 2 {
+		if err := ws.Finish(ctx, fin); err != nil {
+			t.Fatalf("finish #%d: %v", i+1, err)
+		}
+	}
+	stale := &fsm.FinishJob{Report: fsm.Report{JobID: j.ID, WorkerID: "w1", Attempt: j.Attempt + 1}, Result: fin.Result}
+	if err := ws.Finish(ctx, stale); fsm.ErrorCode(err) != fsm.CodeStaleAttempt {
+		t.Errorf("finish of another attempt: %v, want stale_attempt", err)
+	}
+	if got := e.waitState(j.ID, fsm.JobSucceeded); got.Attempt != j.Attempt {
+		t.Errorf("job %+v, want succeeded attempt %d", got, j.Attempt)
 	}
 }

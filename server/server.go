@@ -52,8 +52,9 @@ type Raft interface {
 	Backup(ctx context.Context, w io.Writer) error
 	// RestoreBackup replaces the cluster's state with a backup file.
 	RestoreBackup(ctx context.Context, path string) error
-	// Heartbeat renews a worker's lease with the leader.
-	Heartbeat(ctx context.Context, workerID string) error
+	// Heartbeat renews a worker's lease with the leader and returns the
+	// leader's lease length.
+	Heartbeat(ctx context.Context, workerID string) (time.Duration, error)
 }
 
 var _ Raft = (*cluster.Node)(nil)

@@ -32,7 +32,8 @@ func (s *Server) MountWorkerRPC(handle func(pattern string, h http.Handler)) {
 		return nil, ws.Finish(ctx, f)
 	}))
 	handle("POST /rpc/worker/heartbeat", workerRPC(s, func(ctx context.Context, p *cluster.Peer) (any, error) {
-		return nil, ws.Heartbeat(ctx, p.ID)
+		lease, err := ws.Heartbeat(ctx, p.ID)
+		return cluster.HeartbeatResponse{LeaseMS: lease.Milliseconds()}, err
 	}))
 }
 

@@ -66,18 +66,19 @@ func (ws *WorkerService) Register(ctx context.Context, w *fsm.Worker) (*fsm.Work
 	if err != nil {
 		return nil, err
 	}
-	if err := ws.s.raft.Heartbeat(ctx, w.ID); err != nil {
+	if _, err := ws.s.raft.Heartbeat(ctx, w.ID); err != nil {
 		ws.s.log.Warn("worker lease", "worker", w.ID, "error", err)
 	}
 	return resp.(*fsm.Worker), nil
 }
 
-// Heartbeat renews the worker's lease with the leader. A worker the
-// cluster has marked down (or never knew) is told so with worker_lost,
-// and registers again.
-func (ws *WorkerService) Heartbeat(ctx context.Context, workerID string) error {
+// Heartbeat renews the worker's lease with the leader and returns the
+// lease's length, from which the worker derives its self-fence. A worker
+// the cluster has marked down (or never knew) is told so with
+// worker_lost, and registers again.
+func (ws *WorkerService) Heartbeat(ctx context.Context, workerID string) (time.Duration, error) {
 	if w, ok := ws.s.fsm.Worker(workerID); !ok || w.State != fsm.WorkerUp {
-		return fsm.Errorf(fsm.CodeWorkerLost, "worker %s is not registered as up; register again", workerID)
+		return 0, fsm.Errorf(fsm.CodeWorkerLost, "worker %s is not registered as up; register again", workerID)
 	}
 	return ws.s.raft.Heartbeat(ctx, workerID)
 }
@@ -116,14 +117,36 @@ func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progr
 	return err
 }
 
-// Finish reports the end of an attempt.
+// Finish reports the end of an attempt. A worker publishes its outputs
+// only once this accepts the report, so a repeat of a report the cluster
+// already applied (its first answer was lost) is accepted again rather
+// than refused as stale.
 func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
 	c.At = ws.s.now()
 	if c.Progress != nil {
 		c.Progress.UpdatedAt = c.At
 	}
 	_, err := ws.s.raft.Apply(ctx, c)
+	if fsm.ErrorCode(err) == fsm.CodeStaleAttempt && ws.applied(ctx, c) {
+		return nil
+	}
 	return err
+}
+
+// applied reports whether the job ended with exactly the outcome that c
+// reports, from c's attempt on c's worker.
+func (ws *WorkerService) applied(ctx context.Context, c *fsm.FinishJob) bool {
+	if ws.s.raft.ReadIndex(ctx) != nil {
+		return false
+	}
+	j, err := ws.s.fsm.GetJob(ctx, c.JobID)
+	if err != nil || j.Attempt != c.Attempt || j.WorkerID != c.WorkerID {
+		return false
+	}
+	if c.Error == nil {
+		return j.State == fsm.JobSucceeded
+	}
+	return j.State == fsm.JobFailed && !c.Retryable && j.Error != nil && j.Error.Code == c.Error.Code
 }
 
 // drainWorker sets or clears a worker's drain flag.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -59,6 +60,10 @@ type RunParams struct {
 	// Name names the run's cgroup, job-<Name>, in ModeCgroup: normally
 	// "<job ID>-<attempt>". A random name is used if it is empty.
 	Name string
+	// Owner (the worker's ID) tags the run's temporary names, so that
+	// RemoveLeftovers of that owner finds them after a crash and leaves
+	// those of other workers sharing the media root alone.
+	Owner string
 	// Logger gets what goes wrong without failing the run;
 	// slog.Default() if nil.
 	Logger *slog.Logger
@@ -94,6 +99,7 @@ type Run struct {
 	conf         *confinement // the limits ffmpeg runs under
 	files        []outputFile // by rendition; zero for network outputs
 	dials        Dials        // how ffmpeg reaches network URLs
+	segs         [][]string   // by rendition: an HLS rendition's segments, once collected
 	stderr       *Tail
 	progressDone chan struct{}
 
@@ -103,6 +109,7 @@ type Run struct {
 	remaining time.Duration // timeout left when the timer was last armed
 	armedAt   time.Time
 	reason    error // why the run was stopped, nil if it was not
+	published bool  // Publish or Discard was called
 
 	done   chan struct{} // closed when the outcome below is set
 	result *fsm.Result
@@ -113,12 +120,14 @@ type Run struct {
 // Start checks and prepares the plan's files and starts ffmpeg. The file
 // input is MediaRoot/TenantID/<plan path> and must resolve, symlinks
 // followed, inside MediaRoot/TenantID; file outputs are written to hidden
-// temporary siblings of their final paths, whose directories are created
-// as needed and must also resolve inside it. An HLS output (an .m3u8
-// playlist) is written with its segments, <name>_NNNNN.ts, into a hidden
-// temporary sibling directory and published beside the playlist's final
-// path by Wait; a segment name that would be another output's path is
-// refused with fsm.CodeInvalidArgument.
+// temporary siblings of their final paths (.<name>.part-*), whose
+// directories are created as needed and must also resolve inside it. An
+// HLS output (an .m3u8 playlist) is written with its segments,
+// <name>_NNNNN.ts, into a hidden temporary sibling directory
+// (.<name>.hls-part-*); a segment name that would be another output's
+// path is refused with fsm.CodeInvalidArgument. Nothing reaches a final
+// path until Publish: the caller publishes a successful run only once the
+// cluster has accepted its result, and discards it otherwise.
 //
 // ctx bounds the whole run, not just the start: when it ends, the run is
 // stopped as by Cancel (and if it has already ended, Start returns an error
@@ -179,7 +188,7 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 		if o.Kind != fsm.KindFile {
 			continue
 		}
-		f, err := prepareOutput(root, o)
+		f, err := prepareOutput(root, o, ownerTag(p.Owner))
 		if err != nil {
 			r.removeTemps()
 			return nil, err
@@ -274,7 +283,7 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 	go func() {
 		select {
 		case <-ctx.Done():
-			r.stop(fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx)))
+			r.stop(fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx)), r.p.KillGrace)
 		case <-proc.Done():
 		}
 	}()
@@ -349,17 +358,26 @@ func (r *Run) Resume() error {
 // Cancel stops ffmpeg (SIGTERM, then SIGKILL after KillGrace; a paused run
 // is resumed so it can exit) and returns once it has exited. Wait then
 // returns ErrCanceled. Cancel does nothing if ffmpeg has already exited.
-func (r *Run) Cancel() { r.stop(ErrCanceled) }
+func (r *Run) Cancel() { r.stop(ErrCanceled, r.p.KillGrace) }
 
-// Wait waits for the run to end and returns the result (on success only),
-// the tail of ffmpeg's stderr (always), and the error: nil on success,
+// Kill stops ffmpeg at once (SIGKILL after a SIGTERM, without a grace
+// period) and returns once it has exited; Wait then returns an error
+// wrapping ErrCanceled and cause. A self-fencing worker uses it: its
+// attempts may already belong to another worker, and a live stream must
+// not have two publishers.
+func (r *Run) Kill(cause error) { r.stop(fmt.Errorf("%w: %w", ErrCanceled, cause), 0) }
+
+// Wait waits for the run to end and returns the result (on success only;
+// its output paths are the final ones, which Publish fills), the tail of
+// ffmpeg's stderr (always), and the error: nil on success,
 // ErrCanceled after Cancel or the end of Start's context, an *fsm.Error
 // with code fsm.CodeTimeout after the timeout, one with code
 // fsm.CodeResourceExceeded if ffmpeg failed for want of memory within
 // Limits.MemoryMB, or one with code fsm.CodeFFmpeg naming the exit status
 // and the last stderr line if ffmpeg failed otherwise. The result carries
-// the run's CPU seconds and peak memory (see Usage). Temporary files are
-// gone by the time it returns. It may be called from several goroutines.
+// the run's CPU seconds and peak memory (see Usage). After a failure the
+// temporary files are gone by the time it returns; after a success they
+// stay until Publish or Discard. It may be called from several goroutines.
 func (r *Run) Wait() (*fsm.Result, string, error) {
 	<-r.done
 	return r.result, r.tail, r.err
@@ -367,12 +385,13 @@ func (r *Run) Wait() (*fsm.Result, string, error) {
 
 // onTimeout stops the run when its timeout expires.
 func (r *Run) onTimeout() {
-	r.stop(fsm.Errorf(fsm.CodeTimeout, "ffmpeg ran longer than its timeout of %s", r.p.Timeout))
+	r.stop(fsm.Errorf(fsm.CodeTimeout, "ffmpeg ran longer than its timeout of %s", r.p.Timeout), r.p.KillGrace)
 }
 
 // stop records why the run is being stopped, unless ffmpeg has already
-// exited or another reason came first, then stops ffmpeg.
-func (r *Run) stop(reason error) {
+// exited or another reason came first, then stops ffmpeg with that grace
+// period.
+func (r *Run) stop(reason error, grace time.Duration) {
 	r.mu.Lock()
 	select {
 	case <-r.proc.Done():
@@ -384,7 +403,7 @@ func (r *Run) stop(reason error) {
 		r.reason = reason
 	}
 	r.mu.Unlock()
-	r.proc.Stop(r.p.KillGrace)
+	r.proc.Stop(grace)
 }
 
 // finish waits for ffmpeg and its progress stream to end, settles the
@@ -427,41 +446,12 @@ func (r *Run) finish(ctx context.Context) {
 	}
 }
 
-// collect moves finished outputs into place and describes them.
+// collect checks and describes the finished outputs in their temporary
+// places, under their final paths, and keeps the names of the HLS
+// segments for Publish.
 func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 	outs := r.p.Plan.Outputs
-	// An HLS rendition is checked and described while it is still in its
-	// private directory, where nothing but this run writes, since ffprobe
-	// follows its playlist to the segments.
-	hls := make([]*fsm.OutputResult, len(outs))
-	segs := make([][]string, len(outs))
-	for i, f := range r.files {
-		if f.prefix == "" {
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
-		pr, names, err := probeHLS(pctx, r.p.FFprobe, f.dest(), f.prefix)
-		cancel()
-		if err != nil {
-			return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not a readable HLS rendition: %v", outs[i].URL, err)
-		}
-		pr.Path = f.final
-		hls[i], segs[i] = pr, names
-	}
-	for i, o := range outs {
-		if o.Kind != fsm.KindFile {
-			continue
-		}
-		var err error
-		if f := r.files[i]; f.prefix != "" {
-			err = f.publishHLS(segs[i])
-		} else {
-			err = os.Rename(f.temp, f.final)
-		}
-		if err != nil {
-			return nil, fsm.Errorf(fsm.CodeInternal, "move output %s into place: %v", o.URL, err)
-		}
-	}
+	r.segs = make([][]string, len(outs))
 	u := r.conf.usage
 	res := &fsm.Result{Outputs: make([]fsm.OutputResult, 0, len(outs)), CPUSeconds: u.CPUSeconds, PeakMemoryMB: u.PeakMemoryMB}
 	for i, o := range outs {
@@ -469,20 +459,75 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 			res.Outputs = append(res.Outputs, fsm.OutputResult{URL: o.URL})
 			continue
 		}
-		pr := hls[i]
-		if pr == nil {
-			pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
-			var err error
-			pr, err = Probe(pctx, r.p.FFprobe, r.files[i].final)
-			cancel()
-			if err != nil {
-				return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not readable media: %v", o.URL, err)
-			}
+		// An HLS rendition is checked while it is still in its private
+		// directory, where nothing but this run writes, since ffprobe
+		// follows its playlist to the segments.
+		f := r.files[i]
+		pctx, cancel := context.WithTimeout(ctx, probeRunTimeout)
+		var pr *fsm.OutputResult
+		var err error
+		if f.prefix != "" {
+			pr, r.segs[i], err = probeHLS(pctx, r.p.FFprobe, f.dest(), f.prefix)
+		} else {
+			pr, err = Probe(pctx, r.p.FFprobe, f.temp)
 		}
-		pr.URL = o.URL
+		cancel()
+		if err != nil {
+			return nil, fsm.Errorf(fsm.CodeFFmpeg, "output %s is not readable media: %v", o.URL, err)
+		}
+		pr.URL, pr.Path = o.URL, f.final
 		res.Outputs = append(res.Outputs, *pr)
 	}
 	return res, nil
+}
+
+// Publish moves the outputs of a successful run from their temporary
+// places to their final paths (an HLS rendition's segments before its
+// playlist), once; the caller calls it only after the cluster accepted the
+// run's result for its attempt. Publish after a failed run, a second
+// Publish or a Publish after Discard does nothing.
+func (r *Run) Publish() error {
+	if !r.settle() {
+		return nil
+	}
+	for i, o := range r.p.Plan.Outputs {
+		if o.Kind != fsm.KindFile {
+			continue
+		}
+		var err error
+		if f := r.files[i]; f.prefix != "" {
+			err = f.publishHLS(r.segs[i])
+		} else {
+			err = os.Rename(f.temp, f.final)
+		}
+		if err != nil {
+			r.removeTemps()
+			return fmt.Errorf("move output %s into place: %w", o.URL, err)
+		}
+	}
+	return nil
+}
+
+// Discard deletes the temporary outputs of a successful run whose result
+// the cluster refused (a stale attempt), so that nothing of it is ever
+// published. It does nothing after Publish.
+func (r *Run) Discard() {
+	if r.settle() {
+		r.removeTemps()
+	}
+}
+
+// settle waits for the run's end and reports whether its outputs are
+// still to be published or discarded, marking them settled.
+func (r *Run) settle() bool {
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.published || r.err != nil {
+		return false
+	}
+	r.published = true
+	return true
 }
 
 // publishHLS moves the segments of an HLS rendition, then its playlist,
@@ -621,10 +666,69 @@ func resolveInput(root string, in fsm.PlanInput) (string, error) {
 	return real, nil
 }
 
+// Temporary output names: ".<name>.part-<tag>-<random>" for a file,
+// ".<prefix>.hls-part-<tag>-<random>" for an HLS directory, where tag is
+// ownerTag of the worker that writes them.
+const (
+	partMark    = ".part-"
+	hlsPartMark = ".hls-part-"
+)
+
+// ownerTag returns the short tag of an owner's temporary names: 8 hex
+// digits of its hash, so that a long worker ID cannot push a name past
+// the file system's limit.
+func ownerTag(owner string) string {
+	h := fnv.New32a()
+	h.Write([]byte(owner))
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+// RemoveLeftovers deletes the temporary outputs (.part files and HLS
+// directories) that runs of owner left under mediaRoot, and returns how
+// many it removed. Call it before that owner starts any run: a run's
+// temporaries outlive it only if its process was killed, and then its
+// attempt was requeued and will never be published. Temporaries of other
+// owners sharing the media root are left alone; symlinks are not
+// followed.
+func RemoveLeftovers(mediaRoot, owner string) (int, error) {
+	tag := ownerTag(owner) + "-"
+	n := 0
+	err := filepath.WalkDir(mediaRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		name := d.Name()
+		if !strings.HasPrefix(name, ".") || path == mediaRoot {
+			return nil
+		}
+		switch {
+		case d.IsDir() && strings.Contains(name, hlsPartMark+tag):
+			if err := os.RemoveAll(path); err != nil {
+				return err
+			}
+			n++
+			return fs.SkipDir
+		case d.Type().IsRegular() && strings.Contains(name, partMark+tag):
+			if err := os.Remove(path); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("remove leftovers: %w", err)
+	}
+	return n, nil
+}
+
 // prepareOutput creates the directory of a file output inside root and
 // reserves a hidden temporary file beside the final path, or for an HLS
 // output a hidden temporary directory.
-func prepareOutput(root string, o fsm.Rendition) (outputFile, error) {
+func prepareOutput(root string, o fsm.Rendition, tag string) (outputFile, error) {
 	rel := filepath.FromSlash(o.Path)
 	if !filepath.IsLocal(rel) {
 		return outputFile{}, fsm.Errorf(fsm.CodeURLNotAllowed, "output %s is outside the tenant's media area", o.URL)
@@ -663,13 +767,13 @@ func prepareOutput(root string, o fsm.Rendition) (outputFile, error) {
 	}
 	if o.Container == "hls" {
 		prefix := segmentPrefix(o.Path)
-		dir, err := os.MkdirTemp(realParent, "."+prefix+".hls-part-*")
+		dir, err := os.MkdirTemp(realParent, "."+prefix+hlsPartMark+tag+"-*")
 		if err != nil {
 			return outputFile{}, fsm.Errorf(fsm.CodeInternal, "output %s: create temporary directory: %v", o.URL, err)
 		}
 		return outputFile{final: final, temp: dir, prefix: prefix}, nil
 	}
-	f, err := os.CreateTemp(realParent, "."+base+".part-*")
+	f, err := os.CreateTemp(realParent, "."+base+partMark+tag+"-*")
 	if err != nil {
 		return outputFile{}, fsm.Errorf(fsm.CodeInternal, "output %s: create temporary file: %v", o.URL, err)
 	}

@@ -151,6 +151,8 @@ func mustRun(t *testing.T, p RunParams) *fsm.Result {
 	return res
 }
 
+// wait waits for the run and publishes it if it succeeded, as a worker
+// does once the cluster accepted its result.
 func wait(t *testing.T, r *Run) (*fsm.Result, string, error) {
 	t.Helper()
 	select {
@@ -159,7 +161,13 @@ func wait(t *testing.T, r *Run) (*fsm.Result, string, error) {
 		r.Cancel()
 		t.Fatal("run did not end")
 	}
-	return r.Wait()
+	res, tail, err := r.Wait()
+	if err == nil {
+		if perr := r.Publish(); perr != nil {
+			t.Fatalf("Publish: %v", perr)
+		}
+	}
+	return res, tail, err
 }
 
 func checkOutput(t *testing.T, e runEnv, got fsm.OutputResult, url, rel, codec string, w, h int, fps, dur float64) {

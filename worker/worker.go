@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -41,9 +42,11 @@ type Control interface {
 	Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error
 	// Finish reports an attempt's end.
 	Finish(ctx context.Context, c *fsm.FinishJob) error
-	// Heartbeat renews the worker's lease; a worker that stops
-	// heartbeating is declared gone and its jobs are requeued.
-	Heartbeat(ctx context.Context, workerID string) error
+	// Heartbeat renews the worker's lease and returns the lease's length
+	// as the leader holds it; a worker that stops heartbeating is declared
+	// gone and its jobs are requeued. The worker fences itself (see
+	// FenceFor) by that length.
+	Heartbeat(ctx context.Context, workerID string) (time.Duration, error)
 }
 
 // Config configures a Worker.
@@ -90,12 +93,22 @@ type Worker struct {
 	ran    map[string]int
 	latest []*fsm.Job // the last assignment list from the node
 	wg     sync.WaitGroup
+	// The self-fence: attempts may run only until fenceUntil, the send
+	// time of the last heartbeat that succeeded plus FenceFor(lease).
+	// fenced is set before the first heartbeat succeeds and when the
+	// fence falls; while it is, no attempt starts.
+	fenceUntil time.Time
+	fenceTimer *time.Timer
+	fenced     bool
+	// rejoined tells the assignment loop to forget its index: the worker
+	// registered again, perhaps with a rebuilt cluster.
+	rejoined atomic.Bool
 }
 
 // attempt is one local run of a job's attempt.
 type attempt struct {
 	report fsm.Report
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	mu     sync.Mutex
 	run    *Run // nil until ffmpeg started
 	paused bool
@@ -129,6 +142,7 @@ func New(cfg Config) *Worker {
 	return &Worker{
 		cfg: cfg, log: cfg.Logger.With("worker", cfg.ID),
 		incarnation: hex.EncodeToString(b), attempts: make(map[string]*attempt), ran: make(map[string]int),
+		fenced: true,
 	}
 }
 
@@ -183,6 +197,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := os.MkdirAll(w.cfg.MediaRoot, 0o750); err != nil {
 		return fmt.Errorf("create media root: %w", err)
 	}
+	// What a killed process of this worker was writing will never be
+	// published: its attempts were requeued.
+	if n, err := RemoveLeftovers(w.cfg.MediaRoot, w.cfg.ID); err != nil {
+		w.log.Warn("remove temporary outputs left over", "error", err)
+	} else if n > 0 {
+		w.log.Info("removed temporary outputs left over", "count", n)
+	}
 	// Detect the limit mode before any child process starts: a probe
 	// ffmpeg still in the worker's cgroup would keep it from delegating.
 	w.log.Info("resource limits", "mode", DefaultLimiter())
@@ -212,7 +233,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		jobs, idx, err := w.cfg.Control.Assignments(ctx, w.cfg.ID, index)
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		jobs, idx, err := w.cfg.Control.Assignments(cctx, w.cfg.ID, index)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -223,6 +246,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if w.rejoined.Swap(false) {
+			index = 0
+		}
+		if idx < index {
+			// A server behind the one that answered before (a failover):
+			// its list is older than what this worker already acts on.
+			w.log.Debug("ignoring assignments older than the last seen", "index", idx, "seen", index)
+			continue
+		}
 		w.reconcile(ctx, jobs)
 		index = idx
 	}
@@ -255,37 +287,130 @@ func (w *Worker) sessions(found []string) map[string]int {
 
 // register registers the worker, retrying until the cluster answers.
 func (w *Worker) register(ctx context.Context) error {
-	return retry(ctx, w.log, "register", func() error {
+	return retry(ctx, w.log, "register", func(ctx context.Context) error {
 		_, err := w.cfg.Control.Register(ctx, w.info)
 		return err
 	})
 }
 
-// heartbeatInterval is how often a worker renews its lease: a fifth of
-// the default lease, so a few lost heartbeats do not cost it.
-const heartbeatInterval = 3 * time.Second
+// FenceFor returns how long after sending its last successful heartbeat
+// a worker may run attempts under a lease of that length: two thirds of
+// it. When that time passes without another successful heartbeat, the
+// worker kills (SIGKILL) every attempt and starts none until a heartbeat
+// succeeds again.
+//
+// Why that is enough, by durations alone (no clock sync): the leader
+// renews a lease with the time the heartbeat arrived, after confirming it
+// still leads, which is no earlier than when the worker sent it; a new
+// leader counts every lease from its own start, later still. So the leader
+// cannot mark the worker down and requeue its jobs before send + lease, as
+// measured by any clock that runs at the worker's rate (offsets do not
+// matter; rates agree far better than a third). The worker kills its
+// attempts at send + 2/3 lease, leaving a third of the lease (5 s of the
+// default 15 s) for a late timer on a loaded host and for ffmpeg to die,
+// and a new attempt elsewhere starts only after the leader re-assigns it.
+// Gossip failure detection does not shortcut the lease: the leader marks
+// a worker down early only when it left the pool gracefully, after its
+// attempts ended. Files need no such margin (they are published only
+// after the cluster accepted the attempt's finish); a live stream, which
+// cannot wait, relies on it.
+func FenceFor(lease time.Duration) time.Duration { return lease - lease/3 }
 
+// heartbeatsPerLease is how many heartbeats a worker sends per lease, so
+// that a few lost ones do not cost it.
+const heartbeatsPerLease = 5
+
+// defaultHeartbeatInterval is the interval before the cluster named its
+// lease.
+const defaultHeartbeatInterval = 3 * time.Second
+
+// errFenced is the cause of attempts stopped by the self-fence.
+var errFenced = errors.New("no heartbeat succeeded within the fence; the cluster may give the attempt to another worker")
+
+// heartbeat renews the lease until ctx ends, and keeps the self-fence.
 func (w *Worker) heartbeat(ctx context.Context) {
-	t := time.NewTicker(heartbeatInterval)
-	defer t.Stop()
+	every, fence := defaultHeartbeatInterval, FenceFor(heartbeatsPerLease*defaultHeartbeatInterval)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		err := w.cfg.Control.Heartbeat(ctx, w.cfg.ID)
+		sent := time.Now()
+		// A heartbeat that takes half the fence is as good as lost.
+		hctx, cancel := context.WithTimeout(ctx, fence/2)
+		lease, err := w.cfg.Control.Heartbeat(hctx, w.cfg.ID)
+		cancel()
 		switch {
+		case err == nil:
+			every, fence = max(lease/heartbeatsPerLease, 10*time.Millisecond), FenceFor(lease)
+			w.renew(ctx, sent, fence)
 		case fsm.ErrorCode(err) == fsm.CodeWorkerLost:
 			// Marked down (a partition, a lost lease): its attempts were
-			// requeued and reconcile stops them; come back as up.
+			// requeued; stop them now and come back as up.
 			w.log.Warn("the cluster lost this worker; registering again", "error", err)
+			w.fence("the cluster marked this worker down")
 			if err := w.register(ctx); err != nil && ctx.Err() == nil {
 				w.log.Error("register", "error", err)
 			}
-		case err != nil && ctx.Err() == nil:
+			w.rejoined.Store(true)
+			continue
+		case ctx.Err() == nil:
 			w.log.Warn("heartbeat", "error", err)
 		}
+		sleep(ctx, every-time.Since(sent))
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// renew moves the self-fence to sent + fence after a successful heartbeat
+// sent at sent, and lifts it if it had fallen.
+func (w *Worker) renew(ctx context.Context, sent time.Time, fence time.Duration) {
+	until := sent.Add(fence)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !until.After(w.fenceUntil) || !time.Now().Before(until) {
+		return // an answer that came too late to count
+	}
+	w.fenceUntil = until
+	if w.fenceTimer != nil {
+		w.fenceTimer.Stop()
+	}
+	w.fenceTimer = time.AfterFunc(time.Until(until), func() {
+		w.mu.Lock()
+		late := !time.Now().Before(w.fenceUntil)
+		w.mu.Unlock()
+		if late {
+			w.fence("no heartbeat succeeded for " + fence.String())
+		}
+	})
+	if w.fenced {
+		w.fenced = false
+		w.log.Info("lease renewed; running jobs")
+		w.reconcileLocked(ctx)
+	}
+}
+
+// fence stops every attempt at once and starts none until a heartbeat
+// succeeds.
+func (w *Worker) fence(why string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fenceUntil = time.Time{}
+	if !w.fenced {
+		w.log.Warn("fencing: stopping every attempt", "reason", why, "attempts", len(w.attempts))
+	}
+	w.fenced = true
+	for _, a := range w.attempts {
+		a.fence()
+	}
+}
+
+// fence kills the attempt's ffmpeg without a grace period.
+func (a *attempt) fence() {
+	a.cancel(errFenced)
+	a.mu.Lock()
+	run := a.run
+	a.mu.Unlock()
+	if run != nil {
+		go run.Kill(errFenced)
 	}
 }
 
@@ -310,7 +435,7 @@ func (w *Worker) reconcileLocked(ctx context.Context) {
 	for id, a := range w.attempts {
 		if j, ok := want[id]; !ok || j.Attempt != a.report.Attempt {
 			w.log.Info("stopping job no longer assigned", "job", id, "attempt", a.report.Attempt)
-			a.cancel()
+			a.cancel(context.Canceled)
 		}
 	}
 	for _, j := range w.latest {
@@ -323,6 +448,8 @@ func (w *Worker) reconcileLocked(ctx context.Context) {
 			// gone (see start).
 		case j.Attempt <= w.ran[j.ID]:
 			// Already ran here; its report is on its way.
+		case w.fenced:
+			// Nothing starts, or is declared lost, without a lease.
 		case j.State == fsm.JobAssigned:
 			w.start(ctx, j)
 		default:
@@ -367,14 +494,14 @@ func (w *Worker) lost(ctx context.Context, j *fsm.Job) {
 
 // start runs an attempt in its own goroutine. w.mu is held.
 func (w *Worker) start(ctx context.Context, j *fsm.Job) {
-	actx, cancel := context.WithCancel(ctx)
+	actx, cancel := context.WithCancelCause(ctx)
 	a := &attempt{report: fsm.Report{JobID: j.ID, WorkerID: w.cfg.ID, Attempt: j.Attempt}, cancel: cancel}
 	w.attempts[j.ID] = a
 	w.ran[j.ID] = j.Attempt
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		defer cancel()
+		defer cancel(nil)
 		w.runAttempt(actx, ctx, a, j)
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -416,8 +543,12 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		Plan: &j.Plan, Encoders: enc, Timeout: time.Duration(j.Spec.Timeout),
 		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
 		Limits: Limits{CPU: j.Spec.Resources.CPU, MemoryMB: j.Spec.Resources.MemoryMB},
-		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Logger: log, Net: w.cfg.Net,
+		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Owner: w.cfg.ID, Logger: log, Net: w.cfg.Net,
 	})
+	if errors.Is(context.Cause(actx), errFenced) {
+		w.endFenced(wctx, a, run)
+		return
+	}
 	if err != nil {
 		log.Warn("job could not start", "error", err)
 		w.finish(wctx, &fsm.FinishJob{Report: a.report, Error: asFSMError(err), Retryable: retryable(err)})
@@ -426,12 +557,19 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	a.mu.Lock()
 	a.run = run
 	a.mu.Unlock()
-	if err := retry(actx, log, "start report", func() error { return w.cfg.Control.Start(actx, a.report) }); err != nil {
+	if errors.Is(context.Cause(actx), errFenced) {
+		run.Kill(errFenced) // the fence fell before a.run was set
+	}
+	if err := retry(actx, log, "start report", func(ctx context.Context) error { return w.cfg.Control.Start(ctx, a.report) }); err != nil {
 		run.Cancel()
 	}
 	log.Info("job running", "pid", run.Pid())
 	result, tail, err := run.Wait()
 	progress.stop()
+	if errors.Is(context.Cause(actx), errFenced) {
+		w.endFenced(wctx, a, run)
+		return
+	}
 	if errors.Is(err, ErrCanceled) {
 		// Canceled, reassigned or worker shutdown: the cluster already
 		// knows, or will requeue the attempt when this worker returns.
@@ -447,15 +585,41 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		fin.Error = asFSMError(err)
 		fin.Retryable = retryable(err)
 		log.Warn("job failed", "error", err)
-	} else {
-		log.Info("job succeeded")
 	}
-	w.finish(wctx, fin)
+	// Outputs reach their final paths only once the cluster accepted this
+	// attempt's result: a refused (stale) attempt publishes nothing.
+	if ferr := w.finish(wctx, fin); fin.Error != nil {
+		return
+	} else if ferr != nil {
+		run.Discard()
+		log.Warn("job result refused; outputs discarded", "error", ferr)
+		return
+	}
+	if err := run.Publish(); err != nil {
+		log.Error("job succeeded but its outputs could not be published", "error", err)
+		return
+	}
+	log.Info("job succeeded")
 }
 
-// finish delivers a finish report, retrying until the node takes it or
-// refuses it for good.
-func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) {
+// endFenced ends an attempt the self-fence stopped: ffmpeg is killed, its
+// temporary outputs are dropped, and it is reported lost (retryable),
+// fenced by its attempt number, so that the job moves on even if the
+// cluster did not mark this worker down.
+func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run) {
+	if run != nil {
+		run.Kill(errFenced)
+		run.Discard()
+	}
+	w.log.Warn("job stopped by the fence", "job", a.report.JobID, "attempt", a.report.Attempt)
+	w.finish(wctx, &fsm.FinishJob{Report: a.report, Retryable: true,
+		Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s stopped attempt %d: %v", w.cfg.ID, a.report.Attempt, errFenced)})
+}
+
+// finish delivers a finish report, retrying until the node takes it
+// (nil) or refuses it for good (an *fsm.Error), or ctx ends. The log and
+// the error message are made printable and free of host paths first.
+func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) error {
 	c.Log = printable(c.Log, true, fsm.MaxLogLen)
 	if c.Error != nil {
 		e := *c.Error
@@ -467,7 +631,7 @@ func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) {
 		e.Message = printable(e.Message, false, fsm.MaxTextLen)
 		c.Error = &e
 	}
-	_ = retry(ctx, w.log, "finish report", func() error { return w.cfg.Control.Finish(ctx, c) })
+	return retry(ctx, w.log, "finish report", func(ctx context.Context) error { return w.cfg.Control.Finish(ctx, c) })
 }
 
 // mediaRoots returns the absolute and the symlink-resolved form of a
@@ -515,12 +679,19 @@ func printable(s string, multiline bool, max int) string {
 	return s
 }
 
-// retry calls fn until it succeeds, a domain error (*fsm.Error) refuses
-// it, or ctx ends.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+// callTimeout bounds one call of the worker protocol (an assignments
+// long-poll waits at most 30 s on the server), so that a connection a
+// partition left half-open cannot stall the worker.
+const callTimeout = 45 * time.Second
+
+// retry calls fn, each time bounded by callTimeout, until it succeeds, a
+// domain error (*fsm.Error) refuses it, or ctx ends.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
 	delay := 100 * time.Millisecond
 	for {
-		err := fn()
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := fn(cctx)
+		cancel()
 		var de *fsm.Error
 		if err == nil || errors.As(err, &de) {
 			if err != nil {
@@ -579,7 +750,10 @@ func (w *Worker) JobLog(ctx context.Context, workerID, jobID string) (string, er
 func (w *Worker) stopAll() {
 	w.mu.Lock()
 	for _, a := range w.attempts {
-		a.cancel()
+		a.cancel(context.Canceled)
+	}
+	if w.fenceTimer != nil {
+		w.fenceTimer.Stop()
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
