@@ -103,8 +103,8 @@ func knownPermission(perm Permission) bool {
 // Authorize decides whether p may use perm on tenant ("" meaning the
 // installation as a whole): the role must grant perm, and the tenant
 // must be p's own unless p is a super-admin. The error is
-// permission_denied; callers that check an object the caller did not
-// name by tenant turn it into not_found with hideDenied.
+// permission_denied; an object check turns it into not_found when the
+// principal may not even see the object (authorizeJob, authorizeWorker).
 func Authorize(p *Principal, perm Permission, tenant string) error {
 	if p == nil {
 		return fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
@@ -173,27 +173,39 @@ func requestTenant(r *http.Request, allowAll bool) string {
 }
 
 // principalOf returns the principal the route wrapper authenticated.
-func principalOf(r *http.Request) *Principal {
+func principalOf(r *http.Request) *Principal { return accessOf(r).p }
+
+// accessOf returns what the route wrapper left in the request's context.
+func accessOf(r *http.Request) access {
 	a, _ := r.Context().Value(accessKey{}).(access)
-	return a.p
+	return a
 }
 
-// authorizeObject checks the request's route permission on an object of
-// tenant owner. A refusal caused by the tenant is reported as notFound,
-// so that the existence of another tenant's object does not leak; one
-// caused by the role (which the wrapper already checked) stays
-// permission_denied.
-func authorizeObject(r *http.Request, owner string, notFound error) error {
-	a, _ := r.Context().Value(accessKey{}).(access)
-	return authorizeObjectAs(a.p, a.perm, owner, notFound)
-}
-
-func authorizeObjectAs(p *Principal, perm Permission, owner string, notFound error) error {
-	err := Authorize(p, perm, owner)
-	if err != nil && p != nil && slices.Contains(RolePermissions(p.Role), perm) && owner != "" {
-		return notFound
+// authorizeJob checks the request's route permission on job j. A job the
+// principal may not even see is not_found, so that the existence of
+// another tenant's job does not leak.
+func authorizeJob(r *http.Request, j *fsm.Job) error {
+	a := accessOf(r)
+	if Authorize(a.p, PermJobsView, j.TenantID) != nil {
+		return fsm.Errorf(fsm.CodeNotFound, "job %s not found", j.ID)
 	}
-	return err
+	return Authorize(a.p, a.perm, j.TenantID)
+}
+
+// authorizeWorker checks the request's route permission on worker wk. A
+// worker the principal may not even see is not_found; a visible one it may
+// not manage (the shared pool, for a tenant admin) is permission_denied.
+func authorizeWorker(r *http.Request, wk *fsm.Worker) error {
+	a := accessOf(r)
+	if !visibleWorker(a.p, wk) {
+		return fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(wk.ID))
+	}
+	return Authorize(a.p, a.perm, workerOwner(a.p, a.perm, wk))
+}
+
+// visibleWorker reports whether p may see worker wk.
+func visibleWorker(p *Principal, wk *fsm.Worker) bool {
+	return Authorize(p, PermWorkersView, workerOwner(p, PermWorkersView, wk)) == nil
 }
 
 // workerOwner returns the tenant a worker is checked against for perm: a
@@ -205,15 +217,4 @@ func workerOwner(p *Principal, perm Permission, wk *fsm.Worker) string {
 		return p.TenantID
 	}
 	return wk.TenantID
-}
-
-// authorizeWorker checks the request's route permission on worker wk.
-func authorizeWorker(r *http.Request, wk *fsm.Worker) error {
-	a, _ := r.Context().Value(accessKey{}).(access)
-	return authorizeObjectAs(a.p, a.perm, workerOwner(a.p, a.perm, wk), fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(wk.ID)))
-}
-
-// visibleWorker reports whether p may see worker wk in a list.
-func visibleWorker(p *Principal, wk *fsm.Worker) bool {
-	return Authorize(p, PermWorkersView, workerOwner(p, PermWorkersView, wk)) == nil
 }

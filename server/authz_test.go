@@ -2,6 +2,8 @@ package server
 
 import (
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -39,13 +41,25 @@ func rolesTable() string {
 	return b.String()
 }
 
-const (
-	rolesBegin = "<!-- roles table: generated from server/authz.go by go test ./server -run TestRolesTableDocumented -update -->\n"
-	rolesEnd   = "<!-- end of roles table -->\n"
-)
+// routesTable renders the permission each route requires as Markdown.
+func routesTable() string {
+	var b strings.Builder
+	b.WriteString("| route | permission |\n| --- | --- |\n")
+	for _, rt := range (&Server{metrics: NewMetrics()}).routes() {
+		perm := "`" + string(rt.perm) + "`"
+		if rt.perm == permPublic {
+			perm = "none (public)"
+		}
+		if rt.checks != "" {
+			perm = "none; the handler checks " + rt.checks
+		}
+		b.WriteString("| `" + rt.method + " " + rt.pattern + "` | " + perm + " |\n")
+	}
+	return b.String()
+}
 
-// TestRolesTableDocumented fails when the roles table in
-// docs/security.md differs from the authorizer's; -update rewrites it.
+// TestRolesTableDocumented fails when the roles table or the routes
+// table in docs/security.md differs from the code; -update rewrites them.
 func TestRolesTableDocumented(t *testing.T) {
 	const path = "../docs/security.md"
 	data, err := os.ReadFile(path)
@@ -53,21 +67,26 @@ func TestRolesTableDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(data)
-	i, j := strings.Index(doc, rolesBegin), strings.Index(doc, rolesEnd)
-	if i < 0 || j < i {
-		t.Fatalf("%s has no roles table between the markers %q and %q", path, rolesBegin, rolesEnd)
+	for _, table := range []struct{ name, text string }{{"roles", rolesTable()}, {"routes", routesTable()}} {
+		begin := "<!-- " + table.name + " table: generated from server/authz.go by go test ./server -run TestRolesTableDocumented -update -->\n"
+		end := "<!-- end of " + table.name + " table -->\n"
+		i, j := strings.Index(doc, begin), strings.Index(doc, end)
+		if i < 0 || j < i {
+			t.Fatalf("%s has no %s table between the markers %q and %q", path, table.name, begin, end)
+		}
+		if got := doc[i+len(begin) : j]; got != table.text {
+			if !*update {
+				t.Errorf("the %s table in %s differs from the code (go test ./server -run TestRolesTableDocumented -update):\ngot:\n%s\nwant:\n%s", table.name, path, got, table.text)
+				continue
+			}
+			doc = doc[:i+len(begin)] + table.text + doc[j:]
+		}
 	}
-	got, want := doc[i+len(rolesBegin):j], rolesTable()
-	if got == want {
-		return
-	}
-	if *update {
-		if err := os.WriteFile(path, []byte(doc[:i+len(rolesBegin)]+want+doc[j:]), 0o644); err != nil {
+	if *update && doc != string(data) {
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return
 	}
-	t.Errorf("the roles table in %s differs from the authorizer (go test ./server -run TestRolesTableDocumented -update):\ngot:\n%s\nwant:\n%s", path, got, want)
 }
 
 // TestRolesInherit checks the chain of inheritance: each role holds
@@ -145,6 +164,42 @@ func TestEveryRouteHasAPermission(t *testing.T) {
 	} {
 		if err := checkRoutes(append(s.routes(), bad)); err == nil {
 			t.Errorf("route with permission %q accepted", bad.perm)
+		}
+	}
+}
+
+// TestObjectChecks checks that an object the principal may not see is
+// not_found, and a visible one it may not change is permission_denied.
+func TestObjectChecks(t *testing.T) {
+	ta := &Principal{TenantID: "a", Role: fsm.RoleTenantAdmin}
+	req := func(perm Permission) *http.Request {
+		r := httptest.NewRequest("POST", "/", nil)
+		return r.WithContext(withAccess(r.Context(), ta, perm))
+	}
+	for _, c := range []struct {
+		tenant string
+		want   fsm.Code
+	}{{"a", ""}, {"b", fsm.CodeNotFound}, {"", fsm.CodeNotFound}} {
+		err := authorizeJob(req(PermJobsCancel), &fsm.Job{ID: "j", TenantID: c.tenant})
+		if got := fsm.ErrorCode(err); got != c.want {
+			t.Errorf("cancel a job of tenant %q: %v, want code %q", c.tenant, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		tenant string
+		perm   Permission
+		want   fsm.Code
+	}{
+		{"a", PermWorkersView, ""},
+		{"a", PermWorkersManage, ""},
+		{"", PermWorkersView, ""},
+		{"", PermWorkersManage, CodePermissionDenied},
+		{"b", PermWorkersView, fsm.CodeNotFound},
+		{"b", PermWorkersManage, fsm.CodeNotFound},
+	} {
+		err := authorizeWorker(req(c.perm), &fsm.Worker{ID: "w", TenantID: c.tenant})
+		if got := fsm.ErrorCode(err); got != c.want {
+			t.Errorf("%s on a worker of tenant %q: %v, want code %q", c.perm, c.tenant, err, c.want)
 		}
 	}
 }

@@ -209,7 +209,7 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := authorizeObject(r, j.TenantID, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)); err != nil {
+	if err := authorizeJob(r, j); err != nil {
 		return nil, err
 	}
 	return j, nil

@@ -174,7 +174,10 @@ type route struct {
 	method  string
 	pattern string
 	perm    Permission
-	handle  func(w http.ResponseWriter, r *http.Request)
+	// checks is, for a public route that checks a credential itself,
+	// what it checks.
+	checks string
+	handle func(w http.ResponseWriter, r *http.Request)
 }
 
 // needs is a route that requires perm of the caller's API key.
@@ -183,9 +186,15 @@ func needs(method, pattern string, perm Permission, h http.HandlerFunc) route {
 }
 
 // public is a route that needs no API key: it serves nothing a tenant
-// owns, or checks a credential of its own.
+// owns.
 func public(method, pattern string, h http.HandlerFunc) route {
 	return route{method: method, pattern: pattern, perm: permPublic, handle: h}
+}
+
+// selfChecked is a public route whose handler checks a credential
+// itself, as checks says (through Authorize where it is an API key).
+func selfChecked(method, pattern, checks string, h http.HandlerFunc) route {
+	return route{method: method, pattern: pattern, perm: permPublic, checks: checks, handle: h}
 }
 
 // checkRoutes refuses a route without a permission of the roles table.
@@ -217,10 +226,10 @@ func (s *Server) routes() []route {
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
 		needs("POST", "/v1/workers/{id}/undrain", PermWorkersManage, s.drainWorker(false)),
-		public("POST", "/v1/cluster/init", s.clusterInit), // checks the cluster-key proof itself
+		selfChecked("POST", "/v1/cluster/init", "a cluster-key proof", s.clusterInit),
 		needs("GET", "/v1/cluster/members", PermClusterView, s.clusterMembers),
 		needs("GET", "/v1/cluster/status", PermClusterView, s.clusterStatus),
-		public("POST", "/v1/cluster/join", s.clusterJoin), // authorizes itself: see clusterJoin
+		selfChecked("POST", "/v1/cluster/join", "a cluster-key proof, or an API key with cluster.manage", s.clusterJoin),
 		needs("POST", "/v1/cluster/remove", PermClusterManage, s.clusterRemove),
 		needs("POST", "/v1/cluster/leave", PermClusterManage, s.clusterLeave),
 		needs("POST", "/v1/cluster/transfer-leadership", PermClusterManage, s.clusterTransfer),

@@ -14,6 +14,9 @@ type WorkerView struct {
 	ActiveJobs int `json:"active_jobs"`
 }
 
+// listWorkers returns the workers of the tenant the request acts on and
+// the shared pool (every worker for a super-admin who names none), each
+// one that the authorizer lets the caller see.
 func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	p, tenant := principalOf(r), requestTenant(r, true)
 	if err := s.consistentRead(r); err != nil {
