@@ -133,6 +133,7 @@ type access struct {
 
 type accessKey struct{}
 
+// withAccess returns ctx carrying the principal and its route's permission.
 func withAccess(ctx context.Context, p *Principal, perm Permission) context.Context {
 	ctx = context.WithValue(ctx, principalKey{}, p)
 	return context.WithValue(ctx, accessKey{}, access{p: p, perm: perm})
