@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"strings"
 	"time"
@@ -35,6 +36,55 @@ func PrincipalFrom(ctx context.Context) (*Principal, bool) {
 // keyPrefix starts every API key, so that leaked keys are easy to find.
 const keyPrefix = "ffk_"
 
+// An API key is keyPrefix, a 16-hex-digit ID, "_", the secret (32 random
+// bytes in unpadded base64url, 43 characters) and a checksum: CRC-32 (IEEE)
+// of everything before it in base62, 6 digits, as GitHub's tokens carry
+// one. The checksum lets a node refuse a mistyped key before any lookup
+// or read barrier; it is no secret and not part of the stored hash. Keys
+// made before it existed end at the secret and keep working.
+const (
+	keyIDLen     = 16
+	keySecretLen = 43
+	keySumLen    = 6
+)
+
+// keyChecksum returns the checksum of a key's text before the checksum.
+func keyChecksum(body string) string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	n := crc32.ChecksumIEEE([]byte(body))
+	var b [keySumLen]byte
+	for i := keySumLen - 1; i >= 0; i-- {
+		b[i] = digits[n%62]
+		n /= 62
+	}
+	return string(b[:])
+}
+
+// parseKey splits an API key into its ID and secret, checking its shape
+// and, where it has one, its checksum.
+func parseKey(token string) (id, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(token, keyPrefix)
+	if !ok || len(rest) < keyIDLen+1 || rest[keyIDLen] != '_' {
+		return "", "", false
+	}
+	id, secret = rest[:keyIDLen], rest[keyIDLen+1:]
+	if _, err := hex.DecodeString(id); err != nil {
+		return "", "", false
+	}
+	switch len(secret) {
+	case keySecretLen: // made before keys had a checksum
+	case keySecretLen + keySumLen:
+		secret, sum := secret[:keySecretLen], secret[keySecretLen:]
+		if keyChecksum(keyPrefix+id+"_"+secret) != sum {
+			return "", "", false
+		}
+		return id, secret, true
+	default:
+		return "", "", false
+	}
+	return id, secret, true
+}
+
 // NewAPIKey creates a key for user in tenant with role: the secret token
 // to give to the user once, and the record to store (hash only).
 func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Duration) (token string, key fsm.APIKey) {
@@ -55,7 +105,8 @@ func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Dur
 	s := base64.RawURLEncoding.EncodeToString(secret)
 	sum := sha256.Sum256([]byte(s))
 	key.Hash = sum[:]
-	return keyPrefix + key.ID + "_" + s, key
+	body := keyPrefix + key.ID + "_" + s
+	return body + keyChecksum(body), key
 }
 
 // authenticate resolves the request's bearer token to a principal. Keys
@@ -67,10 +118,9 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 	if !ok || token == "" {
 		return nil, fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
 	}
-	rest, ok := strings.CutPrefix(token, keyPrefix)
-	id, secret, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 {
-		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key")
+	id, secret, ok := parseKey(token)
+	if !ok {
+		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key: check that it was copied whole")
 	}
 	k, found := s.fsm.APIKey(id)
 	if !found {
@@ -97,46 +147,4 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key expired at %s", k.ExpiresAt.Format(time.RFC3339))
 	}
 	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role}, nil
-}
-
-// permission is what a route requires of the principal's role.
-type permission int
-
-const (
-	permPublic permission = iota // no key needed
-	permRead                     // any role
-	permWrite                    // operator and above
-	permAdmin                    // super-admin only
-)
-
-func allowed(role fsm.Role, p permission) bool {
-	switch p {
-	case permPublic, permRead:
-		return role != ""
-	case permWrite:
-		return role == fsm.RoleOperator || role == fsm.RoleTenantAdmin || role == fsm.RoleSuperAdmin
-	case permAdmin:
-		return role == fsm.RoleSuperAdmin
-	}
-	return false
-}
-
-// tenantScope returns the tenant a request acts on: the principal's own,
-// or for a super-admin the one named by ?tenant= ("" meaning all tenants
-// where the route allows it).
-func tenantScope(r *http.Request, p *Principal, allowAll bool) (string, error) {
-	q := r.URL.Query()
-	if p.Role == fsm.RoleSuperAdmin {
-		if t := q.Get("tenant"); t != "" {
-			return t, nil
-		}
-		if allowAll {
-			return "", nil
-		}
-		return p.TenantID, nil
-	}
-	if t := q.Get("tenant"); t != "" && t != p.TenantID {
-		return "", fsm.Errorf(CodePermissionDenied, "only a super-admin may act on another tenant")
-	}
-	return p.TenantID, nil
 }

@@ -99,8 +99,8 @@ func (s *Server) authorizeJoin(ctx context.Context, r *http.Request, addrs []str
 		if err != nil {
 			return nil, err
 		}
-		if !allowed(p.Role, permAdmin) {
-			return nil, fsm.Errorf(CodePermissionDenied, "role %s may not make a node join a cluster", p.Role)
+		if err := Authorize(p, PermClusterManage, ""); err != nil {
+			return nil, err
 		}
 		return addrs, nil
 	}
@@ -125,7 +125,7 @@ func (s *Server) authorizeJoin(ctx context.Context, r *http.Request, addrs []str
 			return nil, err
 		case v.Error != "":
 			return nil, fsm.Errorf(CodeUnauthenticated, "the cluster at %s refused the API key: %s", a, v.Error)
-		case !allowed(v.Role, permAdmin):
+		case Authorize(&Principal{User: v.User, TenantID: v.Tenant, Role: v.Role}, PermClusterManage, "") != nil:
 			return nil, fsm.Errorf(CodePermissionDenied, "role %s may not make a node join a cluster", v.Role)
 		}
 		return []string{a}, nil

@@ -43,11 +43,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	tenant, err := tenantScope(r, s.principal(r), false)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	tenant := requestTenant(r, false)
 	id, err := s.idempotencyKey(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -189,8 +185,9 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 	return resp.(*fsm.Job), nil
 }
 
-// scopedJob returns the job named by the path if the principal may see
-// it. A job of another tenant is reported as not found.
+// scopedJob returns the job named by the path if the principal holds the
+// route's permission on it. A job of another tenant is reported as not
+// found.
 func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	id := r.PathValue("id")
 	if !fsm.ValidJobID(id) {
@@ -212,9 +209,8 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := s.principal(r)
-	if p.Role != fsm.RoleSuperAdmin && j.TenantID != p.TenantID {
-		return nil, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)
+	if err := authorizeJob(r, j); err != nil {
+		return nil, err
 	}
 	return j, nil
 }
@@ -287,11 +283,8 @@ func parseStates(v string) ([]fsm.JobState, error) {
 // listJobs returns a page of the tenant's jobs, newest first.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	tenant, err := tenantScope(r, s.principal(r), true)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	tenant := requestTenant(r, true)
+	var err error
 	p := &fsm.ListJobsParams{TenantID: tenant, Limit: defaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
 	if p.States, err = parseStates(q.Get("state")); err != nil {
 		s.writeError(w, r, err)

@@ -120,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.watch(cfg.FSM)
 	routes := s.routes()
+	if err := checkRoutes(routes); err != nil {
+		return nil, err
+	}
 	for _, rt := range routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}
@@ -165,42 +168,74 @@ func (s *Server) methodNotAllowed(routes []route) *http.ServeMux {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // route is one API endpoint. The route table is the single source for the
-// mux and for the test that checks it against the OpenAPI document.
+// mux, for the test that checks it against the OpenAPI document and for
+// the isolation matrix. A route is made only by needs or public, so that
+// none exists without a permission; New refuses an unknown one.
 type route struct {
 	method  string
 	pattern string
-	perm    permission
-	handle  func(w http.ResponseWriter, r *http.Request)
+	perm    Permission
+	// checks is, for a public route that checks a credential itself,
+	// what it checks.
+	checks string
+	handle func(w http.ResponseWriter, r *http.Request)
+}
+
+// needs is a route that requires perm of the caller's API key.
+func needs(method, pattern string, perm Permission, h http.HandlerFunc) route {
+	return route{method: method, pattern: pattern, perm: perm, handle: h}
+}
+
+// public is a route that needs no API key: it serves nothing a tenant
+// owns.
+func public(method, pattern string, h http.HandlerFunc) route {
+	return route{method: method, pattern: pattern, perm: permPublic, handle: h}
+}
+
+// selfChecked is a public route whose handler checks a credential
+// itself, as checks says (through Authorize where it is an API key).
+func selfChecked(method, pattern, checks string, h http.HandlerFunc) route {
+	return route{method: method, pattern: pattern, perm: permPublic, checks: checks, handle: h}
+}
+
+// checkRoutes refuses a route without a permission of the roles table.
+func checkRoutes(routes []route) error {
+	for _, rt := range routes {
+		if rt.perm != permPublic && !knownPermission(rt.perm) {
+			return fmt.Errorf("route %s %s: permission %q is not in the roles table", rt.method, rt.pattern, rt.perm)
+		}
+	}
+	return nil
 }
 
 func (s *Server) routes() []route {
 	return []route{
-		{"GET", "/health", permPublic, s.handleHealth},
-		{"GET", "/ready", permPublic, s.handleReady},
-		{"GET", "/metrics", permPublic, s.metrics.handler().ServeHTTP},
-		{"GET", "/v1/openapi.json", permPublic, handleOpenAPI},
-		{"POST", "/v1/jobs", permWrite, s.submitJob},
-		{"GET", "/v1/jobs", permRead, s.listJobs},
-		{"GET", "/v1/jobs/{id}", permRead, s.getJob},
-		{"POST", "/v1/jobs/{id}/cancel", permWrite, s.cancelJob},
-		{"POST", "/v1/jobs/{id}/pause", permWrite, s.pauseJob},
-		{"POST", "/v1/jobs/{id}/resume", permWrite, s.resumeJob},
-		{"POST", "/v1/jobs/{id}/retry", permWrite, s.retryJob},
-		{"GET", "/v1/jobs/{id}/logs", permRead, s.jobLogs},
-		{"GET", "/v1/jobs/{id}/events", permRead, s.jobEvents},
-		{"GET", "/v1/workers", permRead, s.listWorkers},
-		{"GET", "/v1/workers/{id}", permRead, s.getWorker},
-		{"POST", "/v1/workers/{id}/drain", permAdmin, s.drainWorker(true)},
-		{"POST", "/v1/workers/{id}/undrain", permAdmin, s.drainWorker(false)},
-		{"POST", "/v1/cluster/init", permPublic, s.clusterInit},
-		{"GET", "/v1/cluster/members", permAdmin, s.clusterMembers},
-		{"GET", "/v1/cluster/status", permAdmin, s.clusterStatus},
-		{"POST", "/v1/cluster/join", permPublic, s.clusterJoin}, // authorizes itself: see clusterJoin
-		{"POST", "/v1/cluster/remove", permAdmin, s.clusterRemove},
-		{"POST", "/v1/cluster/leave", permAdmin, s.clusterLeave},
-		{"POST", "/v1/cluster/transfer-leadership", permAdmin, s.clusterTransfer},
-		{"GET", "/v1/cluster/snapshot", permAdmin, s.clusterSnapshotSave},
-		{"POST", "/v1/cluster/snapshot", permAdmin, s.clusterSnapshotRestore},
+		public("GET", "/health", s.handleHealth),
+		public("GET", "/ready", s.handleReady),
+		public("GET", "/metrics", s.metrics.handler().ServeHTTP),
+		public("GET", "/v1/openapi.json", handleOpenAPI),
+		needs("POST", "/v1/jobs", PermJobsCreate, s.submitJob),
+		needs("GET", "/v1/jobs", PermJobsView, s.listJobs),
+		needs("GET", "/v1/jobs/{id}", PermJobsView, s.getJob),
+		needs("POST", "/v1/jobs/{id}/cancel", PermJobsCancel, s.cancelJob),
+		needs("POST", "/v1/jobs/{id}/pause", PermJobsControl, s.pauseJob),
+		needs("POST", "/v1/jobs/{id}/resume", PermJobsControl, s.resumeJob),
+		needs("POST", "/v1/jobs/{id}/retry", PermJobsControl, s.retryJob),
+		needs("GET", "/v1/jobs/{id}/logs", PermJobsView, s.jobLogs),
+		needs("GET", "/v1/jobs/{id}/events", PermJobsView, s.jobEvents),
+		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
+		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
+		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
+		needs("POST", "/v1/workers/{id}/undrain", PermWorkersManage, s.drainWorker(false)),
+		selfChecked("POST", "/v1/cluster/init", "a cluster-key proof", s.clusterInit),
+		needs("GET", "/v1/cluster/members", PermClusterView, s.clusterMembers),
+		needs("GET", "/v1/cluster/status", PermClusterView, s.clusterStatus),
+		selfChecked("POST", "/v1/cluster/join", "a cluster-key proof, or an API key with cluster.manage", s.clusterJoin),
+		needs("POST", "/v1/cluster/remove", PermClusterManage, s.clusterRemove),
+		needs("POST", "/v1/cluster/leave", PermClusterManage, s.clusterLeave),
+		needs("POST", "/v1/cluster/transfer-leadership", PermClusterManage, s.clusterTransfer),
+		needs("GET", "/v1/cluster/snapshot", PermClusterManage, s.clusterSnapshotSave),
+		needs("POST", "/v1/cluster/snapshot", PermClusterManage, s.clusterSnapshotRestore),
 	}
 }
 
@@ -252,19 +287,14 @@ func (s *Server) wrap(rt route) http.Handler {
 				s.writeError(sw, r, err)
 				return
 			}
-			if !allowed(p.Role, rt.perm) {
-				s.writeError(sw, r, fsm.Errorf(CodePermissionDenied, "role %s may not %s", p.Role, name))
+			if err := authorizeRoute(r, p, rt.perm); err != nil {
+				s.writeError(sw, r, err)
 				return
 			}
-			r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+			r = r.WithContext(withAccess(r.Context(), p, rt.perm))
 		}
 		rt.handle(sw, r)
 	})
-}
-
-func (s *Server) principal(r *http.Request) *Principal {
-	p, _ := PrincipalFrom(r.Context())
-	return p
 }
 
 // setIndex reports the FSM index a response reflects.

@@ -14,12 +14,11 @@ type WorkerView struct {
 	ActiveJobs int `json:"active_jobs"`
 }
 
+// listWorkers returns the workers of the tenant the request acts on and
+// the shared pool (every worker for a super-admin who names none), each
+// one that the authorizer lets the caller see.
 func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	p := s.principal(r)
-	tenant := p.TenantID
-	if p.Role == fsm.RoleSuperAdmin {
-		tenant = ""
-	}
+	p, tenant := principalOf(r), requestTenant(r, true)
 	if err := s.consistentRead(r); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -27,6 +26,9 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	index := s.fsm.Index()
 	out := []WorkerView{}
 	for _, wk := range s.fsm.Workers(tenant) {
+		if !visibleWorker(p, wk) {
+			continue
+		}
 		out = append(out, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
 	}
 	setIndex(w, index)
@@ -38,10 +40,13 @@ func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	p := s.principal(r)
 	wk, ok := s.fsm.Worker(r.PathValue("id"))
-	if !ok || (p.Role != fsm.RoleSuperAdmin && wk.TenantID != "" && wk.TenantID != p.TenantID) {
+	if !ok {
 		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(r.PathValue("id"))))
+		return
+	}
+	if err := authorizeWorker(r, wk); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	setIndex(w, wk.ModifyIndex)
@@ -153,8 +158,13 @@ func (ws *WorkerService) applied(ctx context.Context, c *fsm.FinishJob) bool {
 func (s *Server) drainWorker(drain bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if _, ok := s.fsm.Worker(id); !ok {
+		wk, ok := s.fsm.Worker(id)
+		if !ok {
 			s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(id)))
+			return
+		}
+		if err := authorizeWorker(r, wk); err != nil {
+			s.writeError(w, r, err)
 			return
 		}
 		resp, err := s.raft.Apply(r.Context(), &fsm.DrainWorker{WorkerID: id, Drain: drain, At: s.now()})
@@ -162,7 +172,7 @@ func (s *Server) drainWorker(drain bool) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		wk := resp.(*fsm.Worker)
+		wk = resp.(*fsm.Worker)
 		setIndex(w, wk.ModifyIndex)
 		writeJSON(w, http.StatusOK, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
 	}

@@ -1,0 +1,280 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
+)
+
+// outcome is what one request of the isolation matrix must get: allowed
+// (ok), or refused with a status and its error code.
+type outcome struct {
+	status int // 0: allowed, the route's own answer (not 401, 403 or 404)
+	code   string
+}
+
+var (
+	ok  = outcome{}
+	d40 = outcome{http.StatusForbidden, "permission_denied"}
+	d44 = outcome{http.StatusNotFound, "not_found"}
+)
+
+// expect is a route's outcomes for superadmin, tenant_admin, operator
+// and viewer (in that order), each on its own tenant and on the other.
+type expect [4][2]outcome
+
+// everyone is the same outcome for every role on both tenants.
+func everyone(o outcome) expect {
+	return expect{{o, o}, {o, o}, {o, o}, {o, o}}
+}
+
+var (
+	// onlySuperAdmin: installation-wide routes.
+	onlySuperAdmin = expect{{ok, ok}, {d40, d40}, {d40, d40}, {d40, d40}}
+	// tenantList: a list or create of the tenant the request names.
+	tenantRead   = expect{{ok, ok}, {ok, d40}, {ok, d40}, {ok, d40}}
+	tenantCreate = expect{{ok, ok}, {ok, d40}, {ok, d40}, {d40, d40}}
+	// objectRead / objectWrite: one job or worker of the own or the
+	// other tenant, whose existence another tenant must not learn.
+	objectRead   = expect{{ok, ok}, {ok, d44}, {ok, d44}, {ok, d44}}
+	objectWrite  = expect{{ok, ok}, {ok, d44}, {ok, d44}, {d40, d40}}
+	objectManage = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
+)
+
+// isolationMatrix is the expected outcome of every route for every role
+// on its own tenant and on another. A route missing here fails the test.
+var isolationMatrix = map[string]expect{
+	"GET /health":                          everyone(ok),
+	"GET /ready":                           everyone(ok),
+	"GET /metrics":                         everyone(ok),
+	"GET /v1/openapi.json":                 everyone(ok),
+	"POST /v1/jobs":                        tenantCreate,
+	"GET /v1/jobs":                         tenantRead,
+	"GET /v1/jobs/{id}":                    objectRead,
+	"POST /v1/jobs/{id}/cancel":            objectWrite,
+	"POST /v1/jobs/{id}/pause":             objectWrite,
+	"POST /v1/jobs/{id}/resume":            objectWrite,
+	"POST /v1/jobs/{id}/retry":             objectWrite,
+	"GET /v1/jobs/{id}/logs":               objectRead,
+	"GET /v1/jobs/{id}/events":             objectRead,
+	"GET /v1/workers":                      tenantRead,
+	"GET /v1/workers/{id}":                 objectRead,
+	"POST /v1/workers/{id}/drain":          objectManage,
+	"POST /v1/workers/{id}/undrain":        objectManage,
+	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
+	"GET /v1/cluster/members":              onlySuperAdmin,
+	"GET /v1/cluster/status":               onlySuperAdmin,
+	"POST /v1/cluster/join":                onlySuperAdmin,
+	"POST /v1/cluster/remove":              onlySuperAdmin,
+	"POST /v1/cluster/leave":               onlySuperAdmin,
+	"POST /v1/cluster/transfer-leadership": onlySuperAdmin,
+	"GET /v1/cluster/snapshot":             onlySuperAdmin,
+	"POST /v1/cluster/snapshot":            onlySuperAdmin,
+}
+
+// matrixBodies are the request bodies of the matrix. Those of the
+// cluster operations are refused after authorization (no such node, not
+// a snapshot), so that an allowed probe does not take the node down.
+var matrixBodies = map[string]string{
+	"POST /v1/jobs":                        queuedSpec,
+	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
+	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
+	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
+	"POST /v1/cluster/snapshot":            "not a snapshot",
+}
+
+// tenantFixture is one tenant of the matrix: its keys by role, a job and
+// a dedicated worker.
+type tenantFixture struct {
+	id     string
+	keys   map[fsm.Role]string
+	job    string
+	worker string
+}
+
+// TestIsolationMatrix runs every route × every role × own and other
+// tenant against a real single-node cluster, and checks that no answer
+// to a tenant's key shows another tenant's data.
+func TestIsolationMatrix(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	roles := []fsm.Role{fsm.RoleSuperAdmin, fsm.RoleTenantAdmin, fsm.RoleOperator, fsm.RoleViewer}
+	mk := func(id string) *tenantFixture {
+		f := &tenantFixture{id: id, keys: map[fsm.Role]string{}, worker: "w-" + id}
+		if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: id, CreatedAt: now}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range roles {
+			tok, key := server.NewAPIKey(id, string(r)+"@"+id, r, now, 0)
+			if _, err := e.node.Apply(ctx, &fsm.CreateAPIKey{Key: key}); err != nil {
+				t.Fatal(err)
+			}
+			f.keys[r] = tok
+		}
+		w := fsm.Worker{ID: f.worker, TenantID: id, Name: f.worker, State: fsm.WorkerUp, Incarnation: "1"}
+		if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: w, At: now}); err != nil {
+			t.Fatal(err)
+		}
+		var j fsm.Job
+		if resp := e.do("POST", "/v1/jobs?tenant="+id, queuedSpec, &j); resp.StatusCode != http.StatusCreated || j.TenantID != id {
+			t.Fatalf("submit to %s: status %d, tenant %q", id, resp.StatusCode, j.TenantID)
+		}
+		f.job = j.ID
+		return f
+	}
+	own, other := mk("acme"), mk("globex")
+	shared := fsm.Worker{ID: "w-shared", Name: "w-shared", State: fsm.WorkerUp, Incarnation: "1"}
+	if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: shared, At: now}); err != nil {
+		t.Fatal(err)
+	}
+
+	routes := e.srv.RouteKeys()
+	for _, rk := range routes {
+		if _, ok := isolationMatrix[rk]; !ok {
+			t.Errorf("route %s has no entry in the isolation matrix", rk)
+		}
+	}
+	for rk := range isolationMatrix {
+		if !slices.Contains(routes, rk) {
+			t.Errorf("the isolation matrix names %s, which no route serves", rk)
+		}
+	}
+	// Least powerful first, so that an allowed probe of a more powerful
+	// role (a cancel) does not change what a weaker one is tested on.
+	for ri := len(roles) - 1; ri >= 0; ri-- {
+		role := roles[ri]
+		for _, rk := range routes {
+			for side, tf := range []*tenantFixture{own, other} {
+				want := isolationMatrix[rk][ri][side]
+				method, pattern, _ := strings.Cut(rk, " ")
+				path := strings.ReplaceAll(pattern, "{id}", tf.job)
+				if strings.HasPrefix(pattern, "/v1/workers/{id}") {
+					path = strings.ReplaceAll(pattern, "{id}", tf.worker)
+				}
+				if !strings.Contains(pattern, "{id}") && tf == other {
+					path += "?tenant=" + other.id
+				}
+				status, ctype, body := probe(t, e.url, own.keys[role], method, path, matrixBodies[rk])
+				name := string(role) + " " + method + " " + path
+				switch {
+				case want == ok && (status == 401 || status == 403 || status == 404):
+					t.Errorf("%s: status %d %s, want allowed", name, status, body)
+				case want != ok:
+					var ae apiError
+					json.Unmarshal([]byte(body), &ae)
+					if status != want.status || ae.Error.Code != want.code {
+						t.Errorf("%s: status %d %q, want %d %s", name, status, body, want.status, want.code)
+					}
+				}
+				if role == fsm.RoleSuperAdmin || strings.HasPrefix(ctype, "application/vnd.oai") || rk == "GET /v1/openapi.json" {
+					continue
+				}
+				// Nothing a tenant's key is answered shows the other
+				// tenant: not its name, its jobs or its workers, except
+				// the ID the request itself named.
+				for _, secret := range []string{other.id, other.job, other.worker} {
+					if secret != "" && strings.Contains(body, secret) && !strings.Contains(path, secret) {
+						t.Errorf("%s: the answer shows %q of tenant %s: %s", name, secret, other.id, body)
+					}
+				}
+			}
+		}
+	}
+
+	// Lists show the own tenant's objects (and the shared pool), never
+	// the other's; a super-admin sees both.
+	for _, role := range roles[1:] {
+		var page fsm.JobPage
+		e.doKey(own.keys[role], "GET", "/v1/jobs", nil, &page)
+		if len(page.Jobs) == 0 {
+			t.Errorf("%s sees no job of its own tenant", role)
+		}
+		for _, j := range page.Jobs {
+			if j.TenantID != own.id {
+				t.Errorf("%s sees job %s of tenant %s", role, j.ID, j.TenantID)
+			}
+		}
+		var ws struct{ Workers []fsm.Worker }
+		e.doKey(own.keys[role], "GET", "/v1/workers", nil, &ws)
+		var ids []string
+		for _, w := range ws.Workers {
+			ids = append(ids, w.ID)
+		}
+		slices.Sort(ids)
+		if want := []string{own.worker, "w-shared"}; !slices.Equal(ids, want) {
+			t.Errorf("%s sees workers %v, want %v", role, ids, want)
+		}
+	}
+	var all struct{ Workers []fsm.Worker }
+	e.doKey(own.keys[fsm.RoleSuperAdmin], "GET", "/v1/workers", nil, &all)
+	if len(all.Workers) != 3 {
+		t.Errorf("a super-admin sees %d workers, want 3", len(all.Workers))
+	}
+	var named struct{ Workers []fsm.Worker }
+	e.doKey(own.keys[fsm.RoleSuperAdmin], "GET", "/v1/workers?tenant="+other.id, nil, &named)
+	for _, w := range named.Workers {
+		if w.TenantID != "" && w.TenantID != other.id {
+			t.Errorf("a super-admin naming %s sees worker %s of %s", other.id, w.ID, w.TenantID)
+		}
+	}
+
+	// The shared pool is visible to a tenant admin but managed by a
+	// super-admin only: a refusal, not a pretence that it does not exist.
+	var ae apiError
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/w-shared/drain", nil, &ae); resp.StatusCode != 403 || ae.Error.Code != "permission_denied" {
+		t.Errorf("tenant admin drains the shared pool: %d %+v, want 403 permission_denied", resp.StatusCode, ae)
+	}
+	// Naming the other tenant is refused as such, whatever the object.
+	if resp := e.doKey(own.keys[fsm.RoleOperator], "GET", "/v1/jobs/"+other.job+"?tenant="+other.id, nil, &ae); resp.StatusCode != 403 || ae.Error.Code != "permission_denied" {
+		t.Errorf("operator names the other tenant: %d %+v, want 403 permission_denied", resp.StatusCode, ae)
+	}
+	var wk fsm.Worker
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/"+own.worker+"/drain", nil, &wk); resp.StatusCode != 200 || !wk.Draining {
+		t.Errorf("tenant admin drains its own worker: %d draining %v", resp.StatusCode, wk.Draining)
+	}
+}
+
+// probe sends one request with key and returns its status, content type
+// and body (for an event stream, its first event only).
+func probe(t *testing.T, base, key, method, path, body string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	ctype := resp.Header.Get("Content-Type")
+	if strings.HasPrefix(ctype, "text/event-stream") {
+		var ev strings.Builder
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() && sc.Text() != "" {
+			ev.WriteString(sc.Text() + "\n")
+		}
+		return resp.StatusCode, ctype, ev.String()
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, ctype, string(data)
+}
