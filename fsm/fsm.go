@@ -236,55 +236,20 @@ func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
 	}
 	t := MessageType(data[0])
 	body := data[1:]
-	switch t {
-	case CreateTenantType:
-		return f.applyCreateTenant(index, decode[CreateTenant](t, body), b)
-	case CreateAPIKeyType:
-		return f.applyCreateAPIKey(index, decode[CreateAPIKey](t, body), b)
-	case RevokeAPIKeyType:
-		return f.applyRevokeAPIKey(index, decode[RevokeAPIKey](t, body), b)
-	case RegisterWorkerType:
-		return f.applyRegisterWorker(index, decode[RegisterWorker](t, body), b)
-	case SubmitJobType:
-		return f.applySubmitJob(index, decode[SubmitJob](t, body), b)
-	case AssignJobType:
-		return f.applyAssignJob(index, decode[AssignJob](t, body), b)
-	case StartJobType:
-		return f.applyStartJob(index, decode[StartJob](t, body), b)
-	case ProgressJobType:
-		return f.applyProgressJob(index, decode[ProgressJob](t, body), b)
-	case FinishJobType:
-		return f.applyFinishJob(index, decode[FinishJob](t, body), b)
-	case CancelJobType:
-		return f.applyCancelJob(index, decode[CancelJob](t, body), b)
-	case PauseJobType:
-		return f.applyPauseJob(index, decode[PauseJob](t, body), b)
-	case ResumeJobType:
-		return f.applyResumeJob(index, decode[ResumeJob](t, body), b)
-	case RequeueJobType:
-		return f.applyRequeueJob(index, decode[RequeueJob](t, body), b)
-	case ExpireJobType:
-		return f.applyExpireJob(index, decode[ExpireJob](t, body), b)
-	case WorkerDownType:
-		return f.applyWorkerDown(index, decode[MarkWorkerDown](t, body), b)
-	case DrainWorkerType:
-		return f.applyDrainWorker(index, decode[DrainWorker](t, body), b)
+	if ct, ok := commandTypes[t]; ok {
+		c := ct.new()
+		if err := json.Unmarshal(body, c); err != nil {
+			// A body that does not decode is a bug in the proposer or a
+			// corrupt log: stop rather than diverge.
+			panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
+		}
+		return ct.apply(f, index, c, b)
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
 		f.log.Warn("skipping unknown command type", "type", t, "index", index)
 		return nil
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
-}
-
-// decode decodes a command body. A body that does not decode is a bug in
-// the proposer or a corrupt log: stop rather than diverge.
-func decode[T any](t MessageType, body []byte) *T {
-	var v T
-	if err := json.Unmarshal(body, &v); err != nil {
-		panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
-	}
-	return &v
 }
 
 // StoreDown reports whether Apply is waiting for the store, retrying a
