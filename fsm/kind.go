@@ -67,6 +67,7 @@ type Kind struct {
 	batch func(*Batch) []Object
 	add   func(*Batch, Object)
 	keep  func(*State, Object)
+	state func(*State) []Object
 }
 
 // Kinds lists every kind in foreign key order: an object refers only to
@@ -99,20 +100,22 @@ func define[T any, PT interface {
 }](k Kind, batch func(*Batch) *[]PT, state func(*State) *[]PT, resident func(PT) bool) *Kind {
 	k.typ = reflect.TypeFor[PT]()
 	k.new = func() Object { return PT(new(T)) }
-	k.batch = func(b *Batch) []Object {
-		objs := *batch(b)
-		out := make([]Object, len(objs))
-		for i, o := range objs {
-			out[i] = o
-		}
-		return out
-	}
+	k.batch = func(b *Batch) []Object { return objects(*batch(b)) }
+	k.state = func(s *State) []Object { return objects(*state(s)) }
 	k.add = func(b *Batch, o Object) { p := batch(b); *p = append(*p, o.(PT)) }
 	k.keep = func(s *State, o Object) { p := state(s); *p = append(*p, o.(PT)) }
 	if resident != nil {
 		k.resident = func(o Object) bool { return resident(o.(PT)) }
 	}
 	return &k
+}
+
+func objects[PT Object](objs []PT) []Object {
+	out := make([]Object, len(objs))
+	for i, o := range objs {
+		out[i] = o
+	}
+	return out
 }
 
 // Decode decodes an object of the kind from its JSON.
@@ -129,6 +132,9 @@ func (k *Kind) New() Object { return k.new() }
 
 // Objects returns the objects of the kind in b, in b's order.
 func (k *Kind) Objects(b *Batch) []Object { return k.batch(b) }
+
+// Loaded returns the objects of the kind in st.
+func (k *Kind) Loaded(st *State) []Object { return k.state(st) }
 
 // Add appends o, an object of the kind, to b.
 func (k *Kind) Add(b *Batch, o Object) { k.add(b, o) }
