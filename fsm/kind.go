@@ -11,7 +11,7 @@ import (
 // handles objects without caring what they are goes through it: the FSM's
 // batch of changed objects, both stores' Commit, Load, snapshot checks and
 // import, and the forwarding of apply responses between nodes. Adding a
-// kind is its type (with an ObjectID method; Meta gives ObjectMeta), a
+// kind is its type (embedding Meta, with an ObjectID method), a
 // field in State and Batch, one define call here, its commands (see
 // commandTypes), and for PostgreSQL its table's migration; bolt creates
 // the bucket itself.
@@ -31,10 +31,15 @@ type Object interface {
 	// ObjectMeta returns the Raft indexes that created and last changed
 	// the object.
 	ObjectMeta() Meta
+	// SetObjectMeta replaces the object's Raft indexes.
+	SetObjectMeta(Meta)
 }
 
 // ObjectMeta implements Object for every type that embeds Meta.
 func (m Meta) ObjectMeta() Meta { return m }
+
+// SetObjectMeta implements Object for every type that embeds Meta.
+func (m *Meta) SetObjectMeta(v Meta) { *m = v }
 
 // ObjectID implements Object.
 func (t *Tenant) ObjectID() string { return t.ID }
