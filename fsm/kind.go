@@ -13,8 +13,8 @@ import (
 // import, and the forwarding of apply responses between nodes. Adding a
 // kind is its type (embedding Meta, with an ObjectID method), a
 // field in State and Batch, one define call here, its commands (see
-// commandTypes), and for PostgreSQL its table's migration; bolt creates
-// the bucket itself.
+// commandTypes), and for PostgreSQL its table's migration and a field in
+// postgres.Counts; bolt creates the bucket itself.
 //
 // State and Batch keep a typed field per kind rather than a map of
 // untyped objects: the FSM, the importer and the tests read them as
