@@ -46,29 +46,22 @@ type applyResponse struct {
 // encodeResponse turns an FSM response into its wire form.
 func encodeResponse(index uint64, v any) (*applyResponse, error) {
 	r := &applyResponse{Index: index}
-	var kind string
 	switch v := v.(type) {
 	case nil:
 		return r, nil
 	case *fsm.Error:
 		r.Error = v
 		return r, nil
-	case *fsm.Job:
-		kind = "job"
-	case *fsm.Tenant:
-		kind = "tenant"
-	case *fsm.APIKey:
-		kind = "api_key"
-	case *fsm.Worker:
-		kind = "worker"
-	default:
+	}
+	k := fsm.KindOf(v)
+	if k == nil {
 		return nil, fmt.Errorf("cannot forward a response of type %T", v)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	r.Kind, r.Value = kind, b
+	r.Kind, r.Value = k.Name, b
 	return r, nil
 }
 
@@ -76,21 +69,14 @@ func decodeResponse(r *applyResponse) (any, error) {
 	if r.Error != nil {
 		return nil, r.Error
 	}
-	var v any
-	switch r.Kind {
-	case "":
+	if r.Kind == "" {
 		return nil, nil
-	case "job":
-		v = new(fsm.Job)
-	case "tenant":
-		v = new(fsm.Tenant)
-	case "api_key":
-		v = new(fsm.APIKey)
-	case "worker":
-		v = new(fsm.Worker)
-	default:
+	}
+	k := fsm.KindNamed(r.Kind)
+	if k == nil {
 		return nil, fmt.Errorf("unknown forwarded response kind %q", r.Kind)
 	}
+	v := k.New()
 	if err := json.Unmarshal(r.Value, v); err != nil {
 		return nil, fmt.Errorf("decode forwarded response: %w", err)
 	}

@@ -21,7 +21,7 @@ func (f *FSM) applyCreateTenant(index uint64, c *CreateTenant, b *batchBuilder) 
 	t := c.Tenant
 	t.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	f.tenants[t.ID] = &t
-	b.tenants[t.ID] = &t
+	b.put(TenantKind, &t)
 	return &t
 }
 
@@ -41,7 +41,7 @@ func (f *FSM) applyCreateAPIKey(index uint64, c *CreateAPIKey, b *batchBuilder) 
 	k := c.Key
 	k.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	f.keys[k.ID] = &k
-	b.keys[k.ID] = &k
+	b.put(APIKeyKind, &k)
 	return &k
 }
 
@@ -57,7 +57,7 @@ func (f *FSM) applyRevokeAPIKey(index uint64, c *RevokeAPIKey, b *batchBuilder) 
 	k.Revoked = true
 	k.ModifyIndex = index
 	f.keys[k.ID] = &k
-	b.keys[k.ID] = &k
+	b.put(APIKeyKind, &k)
 	return &k
 }
 
@@ -84,7 +84,7 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 		}
 	}
 	f.workers[w.ID] = &w
-	b.workers[w.ID] = &w
+	b.put(WorkerKind, &w)
 	return &w
 }
 
@@ -98,7 +98,7 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	// A finished job is only in the store (or in this batch). The store
 	// held exactly the state before this batch when ApplyBatch asked it,
 	// so its answer is deterministic.
-	if _, ok := b.jobs[c.Job.ID]; ok {
+	if _, ok := b.objs[JobKind][c.Job.ID]; ok {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
 	if create, ok := b.stored[c.Job.ID]; ok && create != index {
@@ -370,7 +370,7 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 		f.jobs[j.ID] = j
 		f.idx.add(j)
 	}
-	b.jobs[j.ID] = j
+	b.put(JobKind, j)
 }
 
 // requeueWorker ends every attempt a worker holds: its jobs are requeued
@@ -393,7 +393,7 @@ func (f *FSM) applyWorkerDown(index uint64, c *MarkWorkerDown, b *batchBuilder) 
 	w.State = WorkerDown
 	w.ModifyIndex = index
 	f.workers[w.ID] = &w
-	b.workers[w.ID] = &w
+	b.put(WorkerKind, &w)
 	f.requeueWorker(index, w.ID, f.at(c.At), "worker "+w.ID+" is gone: "+c.Reason, b)
 	return &w
 }
@@ -410,6 +410,6 @@ func (f *FSM) applyDrainWorker(index uint64, c *DrainWorker, b *batchBuilder) an
 	w.Draining = c.Drain
 	w.ModifyIndex = index
 	f.workers[w.ID] = &w
-	b.workers[w.ID] = &w
+	b.put(WorkerKind, &w)
 	return &w
 }

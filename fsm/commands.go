@@ -208,3 +208,45 @@ func Backoff(n int) time.Duration {
 	}
 	return min(d, 5*time.Minute)
 }
+
+// commandType is one entry of the command table: how to make an empty
+// command of a type (DecodeCommand and applyEntry decode into it) and how
+// to apply it.
+type commandType struct {
+	new   func() Command
+	apply func(f *FSM, index uint64, c Command, b *batchBuilder) any
+}
+
+// command makes a table entry from a command's applyX method.
+func command[T any, PT interface {
+	*T
+	Command
+}](apply func(*FSM, uint64, PT, *batchBuilder) any) commandType {
+	return commandType{
+		new:   func() Command { return PT(new(T)) },
+		apply: func(f *FSM, index uint64, c Command, b *batchBuilder) any { return apply(f, index, c.(PT), b) },
+	}
+}
+
+// commandTypes is the command table: every type the log may hold, for
+// both DecodeCommand (validation before the log) and applyEntry. A new
+// command is one MessageType, one struct with Validate, one applyX and one
+// line here.
+var commandTypes = map[MessageType]commandType{
+	CreateTenantType:   command((*FSM).applyCreateTenant),
+	CreateAPIKeyType:   command((*FSM).applyCreateAPIKey),
+	RevokeAPIKeyType:   command((*FSM).applyRevokeAPIKey),
+	RegisterWorkerType: command((*FSM).applyRegisterWorker),
+	SubmitJobType:      command((*FSM).applySubmitJob),
+	AssignJobType:      command((*FSM).applyAssignJob),
+	StartJobType:       command((*FSM).applyStartJob),
+	ProgressJobType:    command((*FSM).applyProgressJob),
+	FinishJobType:      command((*FSM).applyFinishJob),
+	CancelJobType:      command((*FSM).applyCancelJob),
+	PauseJobType:       command((*FSM).applyPauseJob),
+	ResumeJobType:      command((*FSM).applyResumeJob),
+	RequeueJobType:     command((*FSM).applyRequeueJob),
+	ExpireJobType:      command((*FSM).applyExpireJob),
+	WorkerDownType:     command((*FSM).applyWorkerDown),
+	DrainWorkerType:    command((*FSM).applyDrainWorker),
+}

@@ -50,7 +50,7 @@ type FSM struct {
 	watch   chan struct{} // closed and replaced after every batch
 	// pending holds the jobs of the batch being committed, so that a job
 	// that finished in it stays readable until the store has it.
-	pending map[string]*Job
+	pending map[string]Object
 	// entryAt is the leader's time of the entry being applied (see at).
 	entryAt time.Time
 	// storeDown is set while Apply retries a failed store call.
@@ -140,7 +140,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		resps[i] = f.applyEntry(l.Index, l.Data, b)
 	}
 	f.entryAt = time.Time{}
-	f.pending = b.jobs
+	f.pending = b.objs[JobKind]
 	f.mu.Unlock()
 
 	last := logs[len(logs)-1].Index
@@ -236,55 +236,20 @@ func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
 	}
 	t := MessageType(data[0])
 	body := data[1:]
-	switch t {
-	case CreateTenantType:
-		return f.applyCreateTenant(index, decode[CreateTenant](t, body), b)
-	case CreateAPIKeyType:
-		return f.applyCreateAPIKey(index, decode[CreateAPIKey](t, body), b)
-	case RevokeAPIKeyType:
-		return f.applyRevokeAPIKey(index, decode[RevokeAPIKey](t, body), b)
-	case RegisterWorkerType:
-		return f.applyRegisterWorker(index, decode[RegisterWorker](t, body), b)
-	case SubmitJobType:
-		return f.applySubmitJob(index, decode[SubmitJob](t, body), b)
-	case AssignJobType:
-		return f.applyAssignJob(index, decode[AssignJob](t, body), b)
-	case StartJobType:
-		return f.applyStartJob(index, decode[StartJob](t, body), b)
-	case ProgressJobType:
-		return f.applyProgressJob(index, decode[ProgressJob](t, body), b)
-	case FinishJobType:
-		return f.applyFinishJob(index, decode[FinishJob](t, body), b)
-	case CancelJobType:
-		return f.applyCancelJob(index, decode[CancelJob](t, body), b)
-	case PauseJobType:
-		return f.applyPauseJob(index, decode[PauseJob](t, body), b)
-	case ResumeJobType:
-		return f.applyResumeJob(index, decode[ResumeJob](t, body), b)
-	case RequeueJobType:
-		return f.applyRequeueJob(index, decode[RequeueJob](t, body), b)
-	case ExpireJobType:
-		return f.applyExpireJob(index, decode[ExpireJob](t, body), b)
-	case WorkerDownType:
-		return f.applyWorkerDown(index, decode[MarkWorkerDown](t, body), b)
-	case DrainWorkerType:
-		return f.applyDrainWorker(index, decode[DrainWorker](t, body), b)
+	if ct, ok := commandTypes[t]; ok {
+		c := ct.new()
+		if err := json.Unmarshal(body, c); err != nil {
+			// A body that does not decode is a bug in the proposer or a
+			// corrupt log: stop rather than diverge.
+			panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
+		}
+		return ct.apply(f, index, c, b)
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
 		f.log.Warn("skipping unknown command type", "type", t, "index", index)
 		return nil
 	}
 	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
-}
-
-// decode decodes a command body. A body that does not decode is a bug in
-// the proposer or a corrupt log: stop rather than diverge.
-func decode[T any](t MessageType, body []byte) *T {
-	var v T
-	if err := json.Unmarshal(body, &v); err != nil {
-		panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
-	}
-	return &v
 }
 
 // StoreDown reports whether Apply is waiting for the store, retrying a
@@ -388,7 +353,10 @@ func (f *FSM) GetJob(ctx context.Context, id string) (*Job, error) {
 	f.mu.RLock()
 	j, ok := f.jobs[id]
 	if !ok {
-		j, ok = f.pending[id]
+		var o Object
+		if o, ok = f.pending[id]; ok {
+			j = o.(*Job)
+		}
 	}
 	f.mu.RUnlock()
 	if ok {
@@ -473,29 +441,34 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) Release() { s.s.Release() }
 
-// batchBuilder collects the final version of every object a batch changes.
+// batchBuilder collects the final version of every object a batch
+// changes, by kind and ID.
 type batchBuilder struct {
-	tenants map[string]*Tenant
-	keys    map[string]*APIKey
-	workers map[string]*Worker
-	jobs    map[string]*Job
+	objs map[*Kind]map[string]Object
 	// stored is the create index of each finished job the batch's
 	// submits collide with (storedSubmits).
 	stored map[string]uint64
 }
 
 func newBatchBuilder() *batchBuilder {
-	return &batchBuilder{tenants: map[string]*Tenant{}, keys: map[string]*APIKey{}, workers: map[string]*Worker{}, jobs: map[string]*Job{}}
+	b := &batchBuilder{objs: make(map[*Kind]map[string]Object, len(Kinds))}
+	for _, k := range Kinds {
+		b.objs[k] = map[string]Object{}
+	}
+	return b
 }
 
+// put records o, an object of kind k, as changed.
+func (b *batchBuilder) put(k *Kind, o Object) { b.objs[k][o.ObjectID()] = o }
+
 func (b *batchBuilder) build(index uint64) *Batch {
-	return &Batch{
-		Index:   index,
-		Tenants: sortedValues(b.tenants),
-		Keys:    sortedValues(b.keys),
-		Workers: sortedValues(b.workers),
-		Jobs:    sortedValues(b.jobs),
+	batch := &Batch{Index: index}
+	for _, k := range Kinds {
+		for _, o := range sortedValues(b.objs[k]) {
+			k.Add(batch, o)
+		}
 	}
+	return batch
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -69,7 +69,8 @@ type StoreSnapshot interface {
 	Release()
 }
 
-// State is what a store holds for the FSM's memory.
+// State is what a store holds for the FSM's memory: a field per kind of
+// Kinds, which a Kind reaches with Loaded and Keep.
 type State struct {
 	Index   uint64
 	Tenants []*Tenant
@@ -79,7 +80,8 @@ type State struct {
 }
 
 // Batch is the set of objects changed by one applied batch of log entries,
-// each in its final version, sorted by ID.
+// each in its final version, sorted by ID: a field per kind of Kinds,
+// which a Kind reaches with Objects and Add.
 type Batch struct {
 	Index   uint64
 	Tenants []*Tenant

@@ -34,27 +34,6 @@ const (
 	maxAttempt = math.MaxInt32
 )
 
-// commandTypes makes an empty command of each known type, for
-// DecodeCommand. Every type applyEntry handles is here.
-var commandTypes = map[MessageType]func() Command{
-	CreateTenantType:   func() Command { return new(CreateTenant) },
-	CreateAPIKeyType:   func() Command { return new(CreateAPIKey) },
-	RevokeAPIKeyType:   func() Command { return new(RevokeAPIKey) },
-	RegisterWorkerType: func() Command { return new(RegisterWorker) },
-	SubmitJobType:      func() Command { return new(SubmitJob) },
-	AssignJobType:      func() Command { return new(AssignJob) },
-	StartJobType:       func() Command { return new(StartJob) },
-	ProgressJobType:    func() Command { return new(ProgressJob) },
-	FinishJobType:      func() Command { return new(FinishJob) },
-	CancelJobType:      func() Command { return new(CancelJob) },
-	PauseJobType:       func() Command { return new(PauseJob) },
-	ResumeJobType:      func() Command { return new(ResumeJob) },
-	RequeueJobType:     func() Command { return new(RequeueJob) },
-	ExpireJobType:      func() Command { return new(ExpireJob) },
-	WorkerDownType:     func() Command { return new(MarkWorkerDown) },
-	DrainWorkerType:    func() Command { return new(DrainWorker) },
-}
-
 // Validator is a command that checks itself. Every command type
 // implements it.
 type Validator interface {
@@ -75,7 +54,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		return nil, Errorf(CodeInvalidArgument, "empty command")
 	}
 	t := MessageType(data[0])
-	mk, ok := commandTypes[t]
+	ct, ok := commandTypes[t]
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {
 			return nil, nil
@@ -86,7 +65,7 @@ func DecodeCommand(data []byte) (Command, error) {
 	if !utf8.Valid(body) {
 		return nil, Errorf(CodeInvalidArgument, "command type %d: body is not valid UTF-8", t)
 	}
-	c := mk()
+	c := ct.new()
 	if err := json.Unmarshal(body, c); err != nil {
 		return nil, Errorf(CodeInvalidArgument, "command type %d: body does not decode", t)
 	}

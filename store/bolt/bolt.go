@@ -24,18 +24,46 @@ import (
 )
 
 var (
-	bucketMeta    = []byte("meta")
-	bucketTenants = []byte("tenants")
-	bucketKeys    = []byte("keys")
-	bucketWorkers = []byte("workers")
-	bucketJobs    = []byte("jobs")        // job ID → job JSON, every job
-	bucketActive  = []byte("active_jobs") // job ID → nil, non-terminal jobs
-	bucketByTen   = []byte("tenant_jobs") // tenant ID 0x00 job ID → nil
-	keyIndex      = []byte("applied_index")
-	keySchema     = []byte("schema_version")
+	bucketMeta  = []byte("meta")
+	bucketJobs  = []byte(fsm.JobKind.Bucket) // job ID → job JSON, every job
+	bucketByTen = []byte("tenant_jobs")      // tenant ID 0x00 job ID → nil
+	keyIndex    = []byte("applied_index")
+	keySchema   = []byte("schema_version")
 
-	allBuckets = [][]byte{bucketMeta, bucketTenants, bucketKeys, bucketWorkers, bucketJobs, bucketActive, bucketByTen}
+	// requiredBuckets are the buckets of schema version 1: a file without
+	// one of them is not a state file. A kind registered later has its
+	// bucket created by Open and reads as empty from a file without it.
+	requiredBuckets = bucketNames("meta", "tenants", "keys", "workers", "jobs", "active_jobs", "tenant_jobs")
+	// allBuckets are the buckets Open creates: meta, tenant_jobs, and
+	// each kind's (kindBuckets).
+	allBuckets = allBucketNames()
 )
+
+// Every kind of fsm.Kinds has a bucket named Kind.Bucket that maps an
+// object's ID to its JSON. A kind whose Load returns only some objects
+// (fsm.Kind.Partial: jobs, of which only the non-terminal ones) also has
+// an index bucket, "active_" + Kind.Bucket, whose keys are the IDs of
+// those objects, so that Load does not read the others.
+func activeBucket(k *fsm.Kind) []byte { return []byte("active_" + k.Bucket) }
+
+func bucketNames(names ...string) [][]byte {
+	out := make([][]byte, len(names))
+	for i, n := range names {
+		out[i] = []byte(n)
+	}
+	return out
+}
+
+func allBucketNames() [][]byte {
+	out := [][]byte{bucketMeta, bucketByTen}
+	for _, k := range fsm.Kinds {
+		out = append(out, []byte(k.Bucket))
+		if k.Partial() {
+			out = append(out, activeBucket(k))
+		}
+	}
+	return out
+}
 
 // schemaVersion is the layout version of the file; a newer file is refused.
 const schemaVersion = 1
@@ -94,7 +122,7 @@ func OpenReadOnly(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state db %s: %w", path, err)
 	}
 	err = db.View(func(tx *bbolt.Tx) error {
-		for _, b := range allBuckets {
+		for _, b := range requiredBuckets {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("%w: no bucket %q", ErrNotStateFile, b)
 			}
@@ -172,48 +200,37 @@ func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 	return st, nil
 }
 
-// loadTx reads what Load returns.
+// loadTx reads what Load returns: every object of every kind, or for a
+// partial kind those its active bucket lists.
 func loadTx(tx *bbolt.Tx) (*fsm.State, error) {
 	st := &fsm.State{}
 	if v := tx.Bucket(bucketMeta).Get(keyIndex); v != nil {
 		st.Index = binary.BigEndian.Uint64(v)
 	}
-	var err error
-	if st.Tenants, err = loadAll[fsm.Tenant](tx.Bucket(bucketTenants)); err != nil {
-		return nil, err
-	}
-	if st.Keys, err = loadAll[fsm.APIKey](tx.Bucket(bucketKeys)); err != nil {
-		return nil, err
-	}
-	if st.Workers, err = loadAll[fsm.Worker](tx.Bucket(bucketWorkers)); err != nil {
-		return nil, err
-	}
-	jobs := tx.Bucket(bucketJobs)
-	err = tx.Bucket(bucketActive).ForEach(func(k, _ []byte) error {
-		j, err := decode[fsm.Job](jobs.Get(k))
-		if err != nil {
-			return fmt.Errorf("job %s: %w", k, err)
+	for _, k := range fsm.Kinds {
+		objs := tx.Bucket([]byte(k.Bucket))
+		if objs == nil {
+			continue // a file from before the kind existed
 		}
-		st.Jobs = append(st.Jobs, j)
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		keep := func(id, v []byte) error {
+			o, err := k.Decode(v)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", k.Name, id, err)
+			}
+			k.Keep(st, o)
+			return nil
+		}
+		var err error
+		if active := tx.Bucket(activeBucket(k)); k.Partial() && active != nil {
+			err = active.ForEach(func(id, _ []byte) error { return keep(id, objs.Get(id)) })
+		} else {
+			err = objs.ForEach(keep)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	return st, nil
-}
-
-func loadAll[T any](b *bbolt.Bucket) ([]*T, error) {
-	var out []*T
-	err := b.ForEach(func(k, v []byte) error {
-		x, err := decode[T](v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
-		}
-		out = append(out, x)
-		return nil
-	})
-	return out, err
 }
 
 func decode[T any](v []byte) (*T, error) {
@@ -257,39 +274,8 @@ func (s *Store) Commit(ctx context.Context, batch *fsm.Batch) error {
 		if v := meta.Get(keyIndex); v != nil && binary.BigEndian.Uint64(v) >= batch.Index {
 			return nil
 		}
-		for _, t := range batch.Tenants {
-			if _, err := putGuarded(tx.Bucket(bucketTenants), t.ID, t.ModifyIndex, t); err != nil {
-				return err
-			}
-		}
-		for _, k := range batch.Keys {
-			if _, err := putGuarded(tx.Bucket(bucketKeys), k.ID, k.ModifyIndex, k); err != nil {
-				return err
-			}
-		}
-		for _, w := range batch.Workers {
-			if _, err := putGuarded(tx.Bucket(bucketWorkers), w.ID, w.ModifyIndex, w); err != nil {
-				return err
-			}
-		}
-		jobs, active, byTen := tx.Bucket(bucketJobs), tx.Bucket(bucketActive), tx.Bucket(bucketByTen)
-		for _, j := range batch.Jobs {
-			wrote, err := putGuarded(jobs, j.ID, j.ModifyIndex, j)
-			if err != nil {
-				return err
-			}
-			if !wrote {
-				continue // the stored version is as new or newer
-			}
-			if err := byTen.Put(tenantJobKey(j.TenantID, j.ID), nil); err != nil {
-				return err
-			}
-			if j.State.Terminal() {
-				err = active.Delete([]byte(j.ID))
-			} else {
-				err = active.Put([]byte(j.ID), nil)
-			}
-			if err != nil {
+		for _, k := range fsm.Kinds {
+			if err := putKind(tx, k, k.Objects(batch)); err != nil {
 				return err
 			}
 		}
@@ -297,6 +283,43 @@ func (s *Store) Commit(ctx context.Context, batch *fsm.Batch) error {
 	})
 	if err != nil {
 		return fmt.Errorf("commit batch %d: %w", batch.Index, err)
+	}
+	return nil
+}
+
+// putKind writes the objects of kind k that are newer than their stored
+// versions, and keeps k's active bucket and, for jobs, the tenant index.
+func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	bucket := tx.Bucket([]byte(k.Bucket))
+	active := tx.Bucket(activeBucket(k))
+	for _, o := range objs {
+		id := o.ObjectID()
+		wrote, err := putGuarded(bucket, id, o.ObjectMeta().ModifyIndex, o)
+		if err != nil {
+			return err
+		}
+		if !wrote {
+			continue // the stored version is as new or newer
+		}
+		if j, ok := o.(*fsm.Job); ok {
+			if err := tx.Bucket(bucketByTen).Put(tenantJobKey(j.TenantID, j.ID), nil); err != nil {
+				return err
+			}
+		}
+		if !k.Partial() {
+			continue
+		}
+		if k.Resident(o) {
+			err = active.Put([]byte(id), nil)
+		} else {
+			err = active.Delete([]byte(id))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -675,7 +698,7 @@ func checkFile(path string) (index uint64, err error) {
 		return 0, err
 	}
 	err = db.View(func(tx *bbolt.Tx) error {
-		for _, b := range allBuckets {
+		for _, b := range requiredBuckets {
 			if tx.Bucket(b) == nil {
 				return fsm.BadSnapshotf("not an ffrtmp state file (no bucket %q)", b)
 			}

@@ -33,15 +33,19 @@ func readBolt(ctx context.Context, path string, now time.Time) (*source, error) 
 	if err != nil {
 		return nil, err
 	}
-	first := &fsm.Batch{Tenants: st.Tenants, Keys: st.Keys, Workers: st.Workers}
-	for _, t := range first.Tenants {
-		t.Meta = fsm.Meta{}
-	}
-	for _, k := range first.Keys {
-		k.Meta = fsm.Meta{}
+	// Every object of every kind Load returns whole; jobs, of which it
+	// returns only the active ones, are read page by page below.
+	first := &fsm.Batch{}
+	for _, k := range fsm.Kinds {
+		if k.Partial() {
+			continue
+		}
+		for _, o := range k.Loaded(st) {
+			o.SetObjectMeta(fsm.Meta{})
+			k.Add(first, o)
+		}
 	}
 	for _, w := range first.Workers {
-		w.Meta = fsm.Meta{}
 		w.State = fsm.WorkerDown
 	}
 	src := &source{requeued: map[string]int{}}

@@ -232,28 +232,37 @@ func (r *Report) WriteText(out io.Writer) {
 	case r.DryRun:
 		fmt.Fprintln(out, "dry run: nothing was written")
 	case r.Checked:
-		c := r.Counts
-		fmt.Fprintf(out, "count check: ok (tenants %d, api_keys %d, workers %d, jobs %d: every source object is in the target)\n",
-			c.Tenants.Total, c.Keys.Total, c.Workers.Total, c.Jobs.Total)
+		var counts []string
+		for _, t := range r.Tables {
+			counts = append(counts, fmt.Sprintf("%s %d", t.Table, t.Source))
+		}
+		fmt.Fprintf(out, "count check: ok (%s: every source object is in the target)\n", strings.Join(counts, ", "))
 	}
 }
 
-func total(c *postgres.Counts) int {
-	return c.Tenants.Total + c.Keys.Total + c.Workers.Total + c.Jobs.Total
+func total(c *postgres.Counts) (n int) {
+	for _, t := range postgres.Tables {
+		n += c.Table(t).Total
+	}
+	return n
 }
 
-func existing(c *postgres.Counts) int {
-	return c.Tenants.Existing + c.Keys.Existing + c.Workers.Existing + c.Jobs.Existing
+func existing(c *postgres.Counts) (n int) {
+	for _, t := range postgres.Tables {
+		n += c.Table(t).Existing
+	}
+	return n
 }
 
 // sum adds up the objects of batches and the counts of cs.
 func sum(batches []*fsm.Batch, cs ...*postgres.Counts) *postgres.Counts {
 	out := &postgres.Counts{}
 	for _, b := range batches {
-		cs = append(cs, &postgres.Counts{
-			Tenants: postgres.Count{Total: len(b.Tenants)}, Keys: postgres.Count{Total: len(b.Keys)},
-			Workers: postgres.Count{Total: len(b.Workers)}, Jobs: postgres.Count{Total: len(b.Jobs)},
-		})
+		c := &postgres.Counts{}
+		for _, k := range fsm.Kinds {
+			c.Table(k.Table).Total = len(k.Objects(b))
+		}
+		cs = append(cs, c)
 	}
 	for _, c := range cs {
 		for _, t := range postgres.Tables {

@@ -36,3 +36,12 @@ func (s *Store) CommitPerRow(ctx context.Context, b *fsm.Batch) error {
 		return tx.SendBatch(ctx, pb).Close()
 	})
 }
+
+// TableColumns returns the columns Commit writes for kind k, in order.
+func TableColumns(k *fsm.Kind) []string {
+	var out []string
+	for _, c := range columns(k) {
+		out = append(out, c.name)
+	}
+	return out
+}

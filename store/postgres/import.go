@@ -47,14 +47,24 @@ func (c *Counts) Table(name string) *Count {
 	panic("postgres: unknown table " + name)
 }
 
-// Tables lists the tables in the order Import writes them.
-var Tables = []string{"tenants", "api_keys", "workers", "jobs"}
+// Tables lists the tables in the order Import writes them: those of
+// fsm.Kinds.
+var Tables = tableNames()
+
+func tableNames() []string {
+	out := make([]string, len(fsm.Kinds))
+	for i, k := range fsm.Kinds {
+		out[i] = k.Table
+	}
+	return out
+}
 
 func totals(b *fsm.Batch) *Counts {
-	return &Counts{
-		Tenants: Count{Total: len(b.Tenants)}, Keys: Count{Total: len(b.Keys)},
-		Workers: Count{Total: len(b.Workers)}, Jobs: Count{Total: len(b.Jobs)},
+	c := &Counts{}
+	for _, k := range fsm.Kinds {
+		c.Table(k.Table).Total = len(k.Objects(b))
 	}
+	return c
 }
 
 // ImportOptions configure Import.
@@ -99,10 +109,10 @@ func (s *Store) Import(ctx context.Context, batches []*fsm.Batch, opts ImportOpt
 				tag, err := br.Exec()
 				if err != nil {
 					br.Close()
-					return fmt.Errorf("%s: %w", w.table, err)
+					return fmt.Errorf("%s: %w", w.kind.Table, err)
 				}
 				n := int(tag.RowsAffected())
-				cnt := c.Table(w.table)
+				cnt := c.Table(w.kind.Table)
 				cnt.Total += w.n
 				cnt.Existing += w.n - n
 				inserted += n
@@ -145,8 +155,8 @@ func (s *Store) Present(ctx context.Context, b *fsm.Batch) (*Counts, error) {
 		if w.n == 0 {
 			continue
 		}
-		cnt := c.Table(w.table)
-		pb.Queue(`SELECT count(*) FROM `+w.table+` WHERE id = ANY($1)`, w.args[0]).QueryRow(func(r pgx.Row) error {
+		cnt := c.Table(w.kind.Table)
+		pb.Queue(`SELECT count(*) FROM `+w.kind.Table+` WHERE id = ANY($1)`, w.args[0]).QueryRow(func(r pgx.Row) error {
 			return r.Scan(&cnt.Existing)
 		})
 	}
@@ -170,17 +180,10 @@ func (s *Store) AppliedIndex(ctx context.Context) (uint64, error) {
 
 func checkPrehistoric(b *fsm.Batch) error {
 	bad := b.Index != 0
-	for _, x := range b.Tenants {
-		bad = bad || x.Meta != fsm.Meta{}
-	}
-	for _, x := range b.Keys {
-		bad = bad || x.Meta != fsm.Meta{}
-	}
-	for _, x := range b.Workers {
-		bad = bad || x.Meta != fsm.Meta{}
-	}
-	for _, x := range b.Jobs {
-		bad = bad || x.Meta != fsm.Meta{}
+	for _, k := range fsm.Kinds {
+		for _, o := range k.Objects(b) {
+			bad = bad || o.ObjectMeta() != fsm.Meta{}
+		}
 	}
 	if bad {
 		return fmt.Errorf("import: %w", ErrIndexed)

@@ -160,10 +160,13 @@ func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 			st.Index = uint64(i)
 			return err
 		})
-		queueDocs(b, `SELECT doc FROM tenants ORDER BY id`, &st.Tenants)
-		queueDocs(b, `SELECT doc FROM api_keys ORDER BY id`, &st.Keys)
-		queueDocs(b, `SELECT doc FROM workers ORDER BY id`, &st.Workers)
-		queueDocs(b, `SELECT doc FROM jobs WHERE state IN `+activeStates+` ORDER BY id`, &st.Jobs)
+		for _, k := range fsm.Kinds {
+			sql := `SELECT doc FROM ` + k.Table
+			if r := tables[k].resident; r != "" {
+				sql += ` WHERE ` + r
+			}
+			queueDocs(b, sql+` ORDER BY id`, k, st)
+		}
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
@@ -173,17 +176,17 @@ func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 	return st, nil
 }
 
-// queueDocs queues a query of one doc column and decodes every row into
-// out.
-func queueDocs[T any](b *pgx.Batch, sql string, out *[]*T) {
+// queueDocs queues a query of one doc column and keeps every resident
+// object of kind k it returns in st.
+func queueDocs(b *pgx.Batch, sql string, k *fsm.Kind, st *fsm.State) {
 	b.Queue(sql).Query(func(rows pgx.Rows) error {
 		var doc []byte
 		_, err := pgx.ForEachRow(rows, []any{&doc}, func() error {
-			x, err := decode[T](doc)
+			o, err := k.Decode(doc)
 			if err != nil {
 				return err
 			}
-			*out = append(*out, x)
+			k.Keep(st, o)
 			return nil
 		})
 		return err

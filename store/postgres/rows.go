@@ -20,32 +20,46 @@ import (
 // column is a column and the array type its values are sent as.
 type column struct{ name, array string }
 
+// table is how the objects of one kind are stored: in the kind's Table,
+// with the columns every kind has (id, create_index, modify_index and doc,
+// the object's JSON, which is what the store reads back) and, between id
+// and create_index, the typed columns its queries filter and sort on. A
+// kind without typed columns needs no entry in tables.
 type table struct {
-	name string
+	// cols are the typed columns.
 	cols []column
+	// rows returns one array per typed column for objs.
+	rows func(objs []fsm.Object) []any
+	// resident is the SQL condition that selects the rows Load reads, for
+	// a kind of which the FSM keeps only some objects in memory; Load
+	// also checks fsm.Kind.Resident, so it is an optimization.
+	resident string
 }
 
-var (
-	tenantsTable = table{"tenants", []column{
-		{"id", "text[]"}, {"name", "text[]"}, {"created_at", "timestamptz[]"},
-		{"create_index", "bigint[]"}, {"modify_index", "bigint[]"}, {"doc", "jsonb[]"},
-	}}
-	keysTable = table{"api_keys", []column{
-		{"id", "text[]"}, {"tenant_id", "text[]"}, {"user_name", "text[]"}, {"role", "text[]"},
+// tables are the typed columns of the kinds that have some.
+var tables = map[*fsm.Kind]table{
+	fsm.TenantKind: {[]column{{"name", "text[]"}, {"created_at", "timestamptz[]"}}, tenantRows, ""},
+	fsm.APIKeyKind: {[]column{
+		{"tenant_id", "text[]"}, {"user_name", "text[]"}, {"role", "text[]"},
 		{"revoked", "boolean[]"}, {"created_at", "timestamptz[]"}, {"expires_at", "timestamptz[]"},
-		{"create_index", "bigint[]"}, {"modify_index", "bigint[]"}, {"doc", "jsonb[]"},
-	}}
-	workersTable = table{"workers", []column{
-		{"id", "text[]"}, {"tenant_id", "text[]"}, {"name", "text[]"}, {"state", "text[]"},
-		{"registered_at", "timestamptz[]"}, {"create_index", "bigint[]"}, {"modify_index", "bigint[]"}, {"doc", "jsonb[]"},
-	}}
-	jobsTable = table{"jobs", []column{
-		{"id", "text[]"}, {"tenant_id", "text[]"}, {"state", "text[]"}, {"queue", "text[]"}, {"priority", "text[]"},
+	}, keyRows, ""},
+	fsm.WorkerKind: {[]column{
+		{"tenant_id", "text[]"}, {"name", "text[]"}, {"state", "text[]"}, {"registered_at", "timestamptz[]"},
+	}, workerRows, ""},
+	fsm.JobKind: {[]column{
+		{"tenant_id", "text[]"}, {"state", "text[]"}, {"queue", "text[]"}, {"priority", "text[]"},
 		{"attempt", "integer[]"}, {"retries", "integer[]"}, {"worker_id", "text[]"},
 		{"submitted_at", "timestamptz[]"}, {"finished_at", "timestamptz[]"},
-		{"create_index", "bigint[]"}, {"modify_index", "bigint[]"}, {"doc", "jsonb[]"},
-	}}
-)
+	}, jobRows, "state IN " + activeStates},
+}
+
+// columns returns every column of kind k's table, in the order of
+// writes' arrays.
+func columns(k *fsm.Kind) []column {
+	cols := []column{{"id", "text[]"}}
+	cols = append(cols, tables[k].cols...)
+	return append(cols, column{"create_index", "bigint[]"}, column{"modify_index", "bigint[]"}, column{"doc", "jsonb[]"})
+}
 
 // conflict says what a write does with a row that exists.
 type conflict int
@@ -58,10 +72,10 @@ const (
 	onConflictSkip
 )
 
-// insert returns the table's multi-row INSERT.
-func (t table) insert(c conflict) string {
+// insert returns the multi-row INSERT of kind k's table.
+func insert(k *fsm.Kind, c conflict) string {
 	var names, params, sets []string
-	for i, col := range t.cols {
+	for i, col := range columns(k) {
 		names = append(names, col.name)
 		params = append(params, fmt.Sprintf("$%d::%s", i+1, col.array))
 		if col.name != "id" {
@@ -69,7 +83,7 @@ func (t table) insert(c conflict) string {
 		}
 	}
 	sql := fmt.Sprintf("INSERT INTO %s AS t (%s) SELECT * FROM unnest(%s) ON CONFLICT (id) ",
-		t.name, strings.Join(names, ", "), strings.Join(params, ", "))
+		k.Table, strings.Join(names, ", "), strings.Join(params, ", "))
 	if c == onConflictSkip {
 		return sql + "DO NOTHING"
 	}
@@ -77,40 +91,55 @@ func (t table) insert(c conflict) string {
 }
 
 var (
-	insertSQL = map[conflict]map[string]string{}
+	insertSQL = map[conflict]map[*fsm.Kind]string{}
 )
 
 func init() {
 	for _, c := range []conflict{onConflictUpdate, onConflictSkip} {
-		insertSQL[c] = map[string]string{}
-		for _, t := range []table{tenantsTable, keysTable, workersTable, jobsTable} {
-			insertSQL[c][t.name] = t.insert(c)
+		insertSQL[c] = map[*fsm.Kind]string{}
+		for _, k := range fsm.Kinds {
+			insertSQL[c][k] = insert(k, c)
 		}
 	}
 }
 
-// upserts queues one statement per non-empty table of b. Tenants go first:
-// the other tables refer to them.
+// upserts queues one statement per kind that b has objects of, in
+// fsm.Kinds order: tenants first, the other tables refer to them.
 func upserts(b *fsm.Batch, c conflict) *pgx.Batch {
 	pb := &pgx.Batch{}
 	for _, w := range writes(b) {
 		if w.n > 0 {
-			pb.Queue(insertSQL[c][w.table], w.args...)
+			pb.Queue(insertSQL[c][w.kind], w.args...)
 		}
 	}
 	return pb
 }
 
-// tableWrite is the column arrays of one table's rows.
+// tableWrite is the column arrays of one kind's rows.
 type tableWrite struct {
-	table string
-	n     int
-	args  []any
+	kind *fsm.Kind
+	n    int
+	args []any
 }
 
-// writes returns the column arrays of every table, in foreign key order.
+// writes returns the column arrays of every kind, in fsm.Kinds order.
 func writes(b *fsm.Batch) []tableWrite {
-	return []tableWrite{tenantRows(b.Tenants), keyRows(b.Keys), workerRows(b.Workers), jobRows(b.Jobs)}
+	out := make([]tableWrite, 0, len(fsm.Kinds))
+	for _, k := range fsm.Kinds {
+		objs := k.Objects(b)
+		n := len(objs)
+		id, docs, ci, mi := make([]string, n), make([]string, n), make([]int64, n), make([]int64, n)
+		for i, o := range objs {
+			m := o.ObjectMeta()
+			id[i], docs[i], ci[i], mi[i] = o.ObjectID(), doc(o), int64(m.CreateIndex), int64(m.ModifyIndex)
+		}
+		args := []any{id}
+		if t, ok := tables[k]; ok {
+			args = append(args, t.rows(objs)...)
+		}
+		out = append(out, tableWrite{k, n, append(args, ci, mi, docs)})
+	}
+	return out
 }
 
 func doc(v any) string {
@@ -138,57 +167,61 @@ func optText(s string) *string {
 	return &s
 }
 
-func tenantRows(ts []*fsm.Tenant) tableWrite {
-	n := len(ts)
-	id, name, docs := make([]string, n), make([]string, n), make([]string, n)
-	created := make([]time.Time, n)
-	ci, mi := make([]int64, n), make([]int64, n)
-	for i, t := range ts {
-		id[i], name[i], created[i] = t.ID, t.Name, t.CreatedAt
-		ci[i], mi[i], docs[i] = int64(t.CreateIndex), int64(t.ModifyIndex), doc(t)
+// objectsOf converts objs, all of type T, back to their type.
+func objectsOf[T fsm.Object](objs []fsm.Object) []T {
+	out := make([]T, len(objs))
+	for i, o := range objs {
+		out[i] = o.(T)
 	}
-	return tableWrite{"tenants", n, []any{id, name, created, ci, mi, docs}}
+	return out
 }
 
-func keyRows(ks []*fsm.APIKey) tableWrite {
+func tenantRows(objs []fsm.Object) []any {
+	ts := objectsOf[*fsm.Tenant](objs)
+	n := len(ts)
+	name, created := make([]string, n), make([]time.Time, n)
+	for i, t := range ts {
+		name[i], created[i] = t.Name, t.CreatedAt
+	}
+	return []any{name, created}
+}
+
+func keyRows(objs []fsm.Object) []any {
+	ks := objectsOf[*fsm.APIKey](objs)
 	n := len(ks)
-	id, tenant, user, role, docs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tenant, user, role := make([]string, n), make([]string, n), make([]string, n)
 	revoked := make([]bool, n)
 	created, expires := make([]time.Time, n), make([]*time.Time, n)
-	ci, mi := make([]int64, n), make([]int64, n)
 	for i, k := range ks {
-		id[i], tenant[i], user[i], role[i] = k.ID, k.TenantID, k.User, string(k.Role)
+		tenant[i], user[i], role[i] = k.TenantID, k.User, string(k.Role)
 		revoked[i], created[i], expires[i] = k.Revoked, k.CreatedAt, optTime(k.ExpiresAt)
-		ci[i], mi[i], docs[i] = int64(k.CreateIndex), int64(k.ModifyIndex), doc(k)
 	}
-	return tableWrite{"api_keys", n, []any{id, tenant, user, role, revoked, created, expires, ci, mi, docs}}
+	return []any{tenant, user, role, revoked, created, expires}
 }
 
-func workerRows(ws []*fsm.Worker) tableWrite {
+func workerRows(objs []fsm.Object) []any {
+	ws := objectsOf[*fsm.Worker](objs)
 	n := len(ws)
-	id, name, state, docs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	name, state := make([]string, n), make([]string, n)
 	tenant := make([]*string, n)
 	registered := make([]time.Time, n)
-	ci, mi := make([]int64, n), make([]int64, n)
 	for i, w := range ws {
-		id[i], tenant[i], name[i], state[i] = w.ID, optText(w.TenantID), w.Name, string(w.State)
-		registered[i], ci[i], mi[i], docs[i] = w.RegisteredAt, int64(w.CreateIndex), int64(w.ModifyIndex), doc(w)
+		tenant[i], name[i], state[i], registered[i] = optText(w.TenantID), w.Name, string(w.State), w.RegisteredAt
 	}
-	return tableWrite{"workers", n, []any{id, tenant, name, state, registered, ci, mi, docs}}
+	return []any{tenant, name, state, registered}
 }
 
-func jobRows(js []*fsm.Job) tableWrite {
+func jobRows(objs []fsm.Object) []any {
+	js := objectsOf[*fsm.Job](objs)
 	n := len(js)
-	id, tenant, state, queue, prio, docs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tenant, state, queue, prio := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	attempt, retries := make([]int32, n), make([]int32, n)
 	worker := make([]*string, n)
 	submitted, finished := make([]time.Time, n), make([]*time.Time, n)
-	ci, mi := make([]int64, n), make([]int64, n)
 	for i, j := range js {
-		id[i], tenant[i], state[i], queue[i], prio[i] = j.ID, j.TenantID, string(j.State), string(j.Spec.Queue), string(j.Spec.Priority)
+		tenant[i], state[i], queue[i], prio[i] = j.TenantID, string(j.State), string(j.Spec.Queue), string(j.Spec.Priority)
 		attempt[i], retries[i], worker[i] = int32(j.Attempt), int32(j.Retries), optText(j.WorkerID)
 		submitted[i], finished[i] = j.SubmittedAt, optTime(j.FinishedAt)
-		ci[i], mi[i], docs[i] = int64(j.CreateIndex), int64(j.ModifyIndex), doc(j)
 	}
-	return tableWrite{"jobs", n, []any{id, tenant, state, queue, prio, attempt, retries, worker, submitted, finished, ci, mi, docs}}
+	return []any{tenant, state, queue, prio, attempt, retries, worker, submitted, finished}
 }

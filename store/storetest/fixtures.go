@@ -61,6 +61,36 @@ func newWorker(id string, index uint64) *fsm.Worker {
 	}
 }
 
+// sample returns an object of kind k, resident (Load returns it), that
+// belongs to tenant "acme" (sample(TenantKind)). A kind without a sample
+// fails the test: add one here when registering a kind.
+func sample(t *testing.T, k *fsm.Kind, index uint64) fsm.Object {
+	t.Helper()
+	switch k {
+	case fsm.TenantKind:
+		return newTenant("acme", index)
+	case fsm.APIKeyKind:
+		return newKey("k1", "acme", index)
+	case fsm.WorkerKind:
+		return newWorker("w1", index)
+	case fsm.JobKind:
+		return newJob(1, "acme", fsm.JobRunning, fsm.QueueDefault, index)
+	}
+	t.Fatalf("storetest has no sample of kind %q: add one to sample", k.Name)
+	return nil
+}
+
+// assertKinds checks that st holds exactly the objects of b, kind by kind.
+func assertKinds(t *testing.T, what string, st *fsm.State, b *fsm.Batch) {
+	t.Helper()
+	for _, k := range fsm.Kinds {
+		got, want := k.Loaded(st), k.Objects(b)
+		if mustJSON(got) != mustJSON(want) {
+			t.Errorf("%s: %s objects = %s, want %s", what, k.Name, mustJSON(got), mustJSON(want))
+		}
+	}
+}
+
 // newJob returns job n of a tenant, in a state, with every field that
 // state implies filled in.
 func newJob(n int, tenantID string, state fsm.JobState, queue fsm.Queue, index uint64) *fsm.Job {
