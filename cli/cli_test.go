@@ -25,6 +25,8 @@ func TestReorderArgs(t *testing.T) {
 		{"jobs watch ID --api-key=k", "--api-key=k jobs watch ID"},
 		{"jobs submit --spec - --output file:///a.mp4", "jobs submit --spec - --output file:///a.mp4"},
 		{"jobs get -- -weird", "jobs get -- -weird"},
+		{"jobs list --tenant t-b --state queued -o json", "--tenant t-b -o json jobs list --state queued"},
+		{"workers drain w1 --tenant=t-b", "--tenant=t-b workers drain w1"},
 	}
 	for _, tc := range cases {
 		got := strings.Join(reorderArgs(app, strings.Fields(tc.in)), " ")
