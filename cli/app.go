@@ -41,10 +41,13 @@ var (
 	flagAddr = &cli.StringFlag{Name: "addr", Usage: "API address of any node, or several, comma-separated (env FFRTMP_ADDR, else the CLI config file)"}
 	flagKey  = &cli.StringFlag{Name: "api-key", Usage: "API key (env FFRTMP_API_KEY, else the CLI config file)"}
 	flagOut  = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table or json"}
+	// flagTenant is a super-admin's way to act on another tenant; the
+	// server refuses it (permission_denied) to anyone else.
+	flagTenant = &cli.StringFlag{Name: "tenant", Usage: "super-admin: act on this tenant in job and worker commands (env FFRTMP_TENANT)"}
 )
 
 // clientFlags are accepted globally and by every client command.
-var clientFlags = []cli.Flag{flagAddr, flagKey, flagOut}
+var clientFlags = []cli.Flag{flagAddr, flagKey, flagOut, flagTenant}
 
 func newApp(env Env) *cli.App {
 	return &cli.App{
@@ -66,6 +69,7 @@ func newApp(env Env) *cli.App {
 			clusterCommand(),
 			jobsCommand(),
 			workersCommand(),
+			whoamiCommand(),
 			benchCommand(),
 			migrateCommand(),
 		},
@@ -75,7 +79,7 @@ func newApp(env Env) *cli.App {
 func envOf(c *cli.Context) Env { return c.App.Metadata["env"].(Env) }
 
 // reorderArgs lets flags go anywhere, as users expect: the global client
-// flags (--addr, --api-key, -o) are moved to the front wherever they
+// flags (--addr, --api-key, -o, --tenant) are moved to the front wherever they
 // appear, and a leaf command's own flags are moved in front of its
 // positional arguments (Go's flag parsing stops at the first argument).
 func reorderArgs(app *cli.App, args []string) []string {
@@ -244,7 +248,11 @@ func clientFrom(c *cli.Context) (*Client, error) {
 	if addr == "" {
 		addr = "http://127.0.0.1:7070"
 	}
-	return NewClient(addr, pick("api-key", "FFRTMP_API_KEY", cfg.APIKey))
+	client, err := NewClient(addr, pick("api-key", "FFRTMP_API_KEY", cfg.APIKey))
+	if err != nil {
+		return nil, err
+	}
+	return client.ForTenant(pick("tenant", "FFRTMP_TENANT", "")), nil
 }
 
 // outputJSON reads the global output format flag by its alias "o", which

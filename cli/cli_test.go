@@ -25,6 +25,12 @@ func TestReorderArgs(t *testing.T) {
 		{"jobs watch ID --api-key=k", "--api-key=k jobs watch ID"},
 		{"jobs submit --spec - --output file:///a.mp4", "jobs submit --spec - --output file:///a.mp4"},
 		{"jobs get -- -weird", "jobs get -- -weird"},
+		{"jobs list --tenant t-b --state queued -o json", "--tenant t-b -o json jobs list --state queued"},
+		{"workers drain w1 --tenant=t-b", "--tenant=t-b workers drain w1"},
+		// A command's own --tenant (the worker's tenant, migrate's target)
+		// stays the command's.
+		{"migrate --from sqlite:///m.db --tenant acme", "migrate --from sqlite:///m.db --tenant acme"},
+		{"worker --tenant acme", "worker --tenant acme"},
 	}
 	for _, tc := range cases {
 		got := strings.Join(reorderArgs(app, strings.Fields(tc.in)), " ")

@@ -41,6 +41,8 @@ type Client struct {
 	key      string
 	http     *http.Client
 	retryFor time.Duration
+	// tenant, if set, is sent as ?tenant= on job and worker requests.
+	tenant string
 }
 
 // NewClient returns a client for the nodes at addrs: comma-separated
@@ -70,9 +72,30 @@ func NewClient(addrs, key string) (*Client, error) {
 // Rotated returns a copy of the client that starts with its i-th node,
 // so that load spreads over the nodes it knows.
 func (c *Client) Rotated(i int) *Client {
-	d := &Client{bases: c.bases, key: c.key, http: c.http, retryFor: c.retryFor}
+	d := &Client{bases: c.bases, key: c.key, http: c.http, retryFor: c.retryFor, tenant: c.tenant}
 	d.next.Store(uint32(i % len(c.bases)))
 	return d
+}
+
+// ForTenant returns a copy of the client that acts on tenant ("" for the
+// key's own), a super-admin's right: it sends ?tenant= on every job and
+// worker request (tenantScoped), unless the request names one itself.
+func (c *Client) ForTenant(tenant string) *Client {
+	d := c.Rotated(int(c.next.Load()))
+	d.tenant = tenant
+	return d
+}
+
+// tenantScoped reports whether path is of a tenant's jobs or workers, the
+// requests ForTenant's tenant goes on. Cluster routes concern the whole
+// installation, and whoami the key itself, so they never carry it.
+func tenantScoped(path string) bool {
+	for _, p := range []string{"/v1/jobs", "/v1/workers"} {
+		if path == p || strings.HasPrefix(path, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // addrs returns the client's node addresses, comma-separated.
@@ -159,6 +182,13 @@ func dialFailed(err error) bool {
 func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
 	u := *c.base()
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	if c.tenant != "" && tenantScoped(path) && !query.Has("tenant") {
+		q := url.Values{"tenant": {c.tenant}}
+		for k, v := range query {
+			q[k] = v
+		}
+		query = q
+	}
 	u.RawQuery = query.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
@@ -317,4 +347,10 @@ func (c *Client) ListWorkers(ctx context.Context) ([]server.WorkerView, error) {
 		Workers []server.WorkerView `json:"workers"`
 	}
 	return r.Workers, c.do(ctx, "GET", "/v1/workers", nil, nil, &r)
+}
+
+// Whoami returns the principal the client's key authenticates as.
+func (c *Client) Whoami(ctx context.Context) (*server.Whoami, error) {
+	var w server.Whoami
+	return &w, c.do(ctx, "GET", "/v1/whoami", nil, nil, &w)
 }

@@ -79,7 +79,6 @@ func jobsCommand() *cli.Command {
 					&cli.StringFlag{Name: "queue", Usage: "queue"},
 					&cli.IntFlag{Name: "limit", Value: 50, Usage: "page size"},
 					&cli.StringFlag{Name: "after", Usage: "cursor printed at the end of the previous page"},
-					&cli.StringFlag{Name: "tenant", Usage: "super-admin: another tenant"},
 				},
 				Action: func(c *cli.Context) error {
 					client, out, err := clientAndOutput(c)
@@ -87,7 +86,7 @@ func jobsCommand() *cli.Command {
 						return err
 					}
 					q := url.Values{}
-					for _, k := range []string{"state", "queue", "after", "tenant"} {
+					for _, k := range []string{"state", "queue", "after"} {
 						if v := c.String(k); v != "" {
 							q.Set(k, v)
 						}

@@ -40,6 +40,7 @@ type env struct {
 type envOpts struct {
 	worker bool
 	now    func() time.Time
+	log    *slog.Logger // default testLogger
 }
 
 func setup(t *testing.T, opts envOpts) *env {
@@ -73,8 +74,11 @@ func setup(t *testing.T, opts envOpts) *env {
 		t.Fatal(err)
 	}
 	logs := &logRouter{}
+	if opts.log == nil {
+		opts.log = testLogger(t)
+	}
 	srv, err := server.New(server.Config{
-		FSM: f, Raft: node, Metrics: metrics, Logger: testLogger(t), Now: opts.now, Logs: logs,
+		FSM: f, Raft: node, Metrics: metrics, Logger: opts.log, Now: opts.now, Logs: logs,
 		Policy: fsm.Policy{AllowedHosts: []string{"127.0.0.1"}},
 	})
 	if err != nil {

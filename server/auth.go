@@ -11,6 +11,7 @@ import (
 	"hash/crc32"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cluster"
@@ -23,6 +24,8 @@ type Principal struct {
 	User     string
 	TenantID string
 	Role     fsm.Role
+	// ExpiresAt is when the key stops working; zero for never.
+	ExpiresAt time.Time
 }
 
 type principalKey struct{}
@@ -111,15 +114,20 @@ func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Dur
 
 // authenticate resolves the request's bearer token to a principal. Keys
 // are random 256-bit secrets, so a plain SHA-256 is a sound hash at rest
-// and the comparison is constant-time.
+// and the comparison is constant-time. A refusal never reaches Raft: it
+// is counted and logged by authFailed, with a reason for the operator;
+// the caller is told no more than before (an unknown key and a wrong
+// secret are both "invalid API key").
 func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 	h := r.Header.Get("Authorization")
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || token == "" {
+		s.authFailed(r, authMissing, "")
 		return nil, fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
 	}
 	id, secret, ok := parseKey(token)
 	if !ok {
+		s.authFailed(r, authMalformed, "")
 		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key: check that it was copied whole")
 	}
 	k, found := s.fsm.APIKey(id)
@@ -136,15 +144,94 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		}
 		k, found = s.fsm.APIKey(id)
 	}
+	if !found {
+		s.authFailed(r, authUnknownKey, id)
+		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
+	}
 	sum := sha256.Sum256([]byte(secret))
-	if !found || subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {
+	if subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {
+		s.authFailed(r, authWrongSecret, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
 	if k.Revoked {
+		s.authFailed(r, authRevoked, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key has been revoked")
 	}
 	if !k.ExpiresAt.IsZero() && !s.now().Before(k.ExpiresAt) {
+		s.authFailed(r, authExpired, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key expired at %s", k.ExpiresAt.Format(time.RFC3339))
 	}
-	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role}, nil
+	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role, ExpiresAt: k.ExpiresAt}, nil
+}
+
+// authReason is why a request failed authentication: a label of
+// ffrtmp_auth_failures_total and of the warning line, from the fixed set
+// authReasons, so that a caller cannot grow the metric's series.
+type authReason string
+
+// Reasons for an authentication failure.
+const (
+	authMissing     authReason = "missing"      // no bearer token
+	authMalformed   authReason = "malformed"    // not a key's shape, or a bad checksum
+	authUnknownKey  authReason = "unknown_key"  // no key has the ID
+	authWrongSecret authReason = "wrong_secret" // the key exists; the secret is not its
+	authRevoked     authReason = "revoked"
+	authExpired     authReason = "expired"
+)
+
+// authReasons lists every authReason, for the metric's initial series.
+var authReasons = []authReason{authMissing, authMalformed, authUnknownKey, authWrongSecret, authRevoked, authExpired}
+
+// authLogWindow is the shortest time between two warning lines about
+// authentication failures of the same reason.
+const authLogWindow = 10 * time.Second
+
+// authFailed counts a failed authentication and logs it, rate-limited:
+// one warning line per reason per authLogWindow, which reports how many
+// failures of that reason were left unlogged since the last line. The
+// line names the source address and, where the token had a key's shape,
+// the key's ID (not secret: it is how an operator finds the key); never
+// the token itself.
+func (s *Server) authFailed(r *http.Request, reason authReason, keyID string) {
+	s.metrics.authFailures.WithLabelValues(string(reason)).Inc()
+	suppressed, ok := s.authLog.allow(reason, s.now())
+	if !ok {
+		return
+	}
+	attrs := []any{"reason", string(reason), "source", r.RemoteAddr, "method", r.Method, "path", r.URL.Path}
+	if keyID != "" {
+		attrs = append(attrs, "key_id", keyID)
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	s.log.Warn("API authentication failed", attrs...)
+}
+
+// rateLimiter lets one event per key through per window and counts the
+// ones it holds back. It is safe for concurrent use; the caller passes
+// the time, so that a test drives the window with a clock of its own.
+type rateLimiter struct {
+	window time.Duration
+
+	mu         sync.Mutex
+	last       map[authReason]time.Time
+	suppressed map[authReason]int
+}
+
+// allow reports whether an event of key at now may be logged and, if so,
+// how many were held back since the last one that was.
+func (l *rateLimiter) allow(key authReason, now time.Time) (suppressed int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last, l.suppressed = map[authReason]time.Time{}, map[authReason]int{}
+	}
+	if last, seen := l.last[key]; seen && now.Sub(last) < l.window {
+		l.suppressed[key]++
+		return 0, false
+	}
+	suppressed = l.suppressed[key]
+	l.last[key], l.suppressed[key] = now, 0
+	return suppressed, true
 }

@@ -20,6 +20,7 @@ type Permission string
 
 // Permissions, by the resource they govern.
 const (
+	PermSelfView      Permission = "self.view"      // read one's own identity: user, key, tenant, role (whoami)
 	PermJobsView      Permission = "jobs.view"      // read jobs, their logs and events
 	PermJobsCreate    Permission = "jobs.create"    // submit jobs
 	PermJobsCancel    Permission = "jobs.cancel"    // cancel jobs
@@ -57,7 +58,7 @@ type roleGrant struct {
 // tenant: its people, keys and dedicated workers; only a SuperAdmin acts
 // on other tenants, on the shared worker pool and on the cluster.
 var roleChain = []roleGrant{
-	{fsm.RoleViewer, []Permission{PermJobsView, PermWorkersView}},
+	{fsm.RoleViewer, []Permission{PermSelfView, PermJobsView, PermWorkersView}},
 	{fsm.RoleOperator, []Permission{PermJobsCreate, PermJobsCancel, PermJobsControl}},
 	{fsm.RoleTenantAdmin, []Permission{PermWorkersManage, PermTenantsView, PermUsersView, PermUsersManage, PermKeysManage, PermAuditView}},
 	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage}},

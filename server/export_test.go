@@ -9,3 +9,7 @@ func (s *Server) RouteKeys() []string {
 	}
 	return out
 }
+
+// WithKeyChecksum returns an API key's text before its checksum with the
+// right checksum appended.
+func WithKeyChecksum(body string) string { return body + keyChecksum(body) }

@@ -66,6 +66,7 @@ var isolationMatrix = map[string]expect{
 	"POST /v1/jobs/{id}/retry":             objectWrite,
 	"GET /v1/jobs/{id}/logs":               objectRead,
 	"GET /v1/jobs/{id}/events":             objectRead,
+	"GET /v1/whoami":                       tenantRead, // every role reads itself; naming another tenant is a super-admin's
 	"GET /v1/workers":                      tenantRead,
 	"GET /v1/workers/{id}":                 objectRead,
 	"POST /v1/workers/{id}/drain":          objectManage,

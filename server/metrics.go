@@ -27,6 +27,8 @@ type Metrics struct {
 	peakMemory  prometheus.Histogram
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
+	// authFailures counts refused API keys by authReason.
+	authFailures *prometheus.CounterVec
 
 	once sync.Once
 }
@@ -74,8 +76,15 @@ func NewMetrics() *Metrics {
 			Help:    "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ffrtmp_auth_failures_total",
+			Help: "API requests refused authentication by this node, by reason (missing, malformed, unknown_key, wrong_secret, revoked, expired).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency,
+	for _, r := range authReasons {
+		m.authFailures.WithLabelValues(string(r))
+	}
+	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -97,6 +97,8 @@ type Server struct {
 
 	clusterKey []byte
 	onLeave    func()
+	// authLog rate-limits the warning lines of failed authentications.
+	authLog rateLimiter
 }
 
 // New builds a Server.
@@ -107,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		fsm: cfg.FSM, raft: cfg.Raft, policy: cfg.Policy, metrics: cfg.Metrics,
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
-		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave,
+		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave, authLog: rateLimiter{window: authLogWindow},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -223,6 +225,7 @@ func (s *Server) routes() []route {
 		needs("POST", "/v1/jobs/{id}/retry", PermJobsControl, s.retryJob),
 		needs("GET", "/v1/jobs/{id}/logs", PermJobsView, s.jobLogs),
 		needs("GET", "/v1/jobs/{id}/events", PermJobsView, s.jobEvents),
+		needs("GET", "/v1/whoami", PermSelfView, s.whoami),
 		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
