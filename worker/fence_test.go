@@ -158,8 +158,8 @@ func ffmpegRunning(t *testing.T, needle string) bool {
 }
 
 // startWorker runs a worker against c in e's media root until the test
-// ends.
-func startWorker(t *testing.T, e runEnv, c *fakeControl) {
+// ends, and returns it.
+func startWorker(t *testing.T, e runEnv, c *fakeControl) *Worker {
 	t.Helper()
 	w := New(Config{ID: "w1", Slots: 2, MediaRoot: e.root, FFmpeg: e.ffmpeg, FFprobe: e.ffprobe,
 		Control: c, KillGrace: 2 * time.Second, Logger: testLogger(t)})
@@ -172,6 +172,7 @@ func startWorker(t *testing.T, e runEnv, c *fakeControl) {
 			t.Errorf("worker: %v", err)
 		}
 	})
+	return w
 }
 
 func fileJob(t *testing.T, id, seconds, out string) *fsm.Job {

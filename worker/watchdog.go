@@ -330,3 +330,15 @@ func (d *watchdog) close() {
 	<-d.read
 	_ = d.cmd.Wait()
 }
+
+// sigkilled reports whether the process has exited and was killed by
+// SIGKILL, as the watchdog kills.
+func (p *Process) sigkilled() bool {
+	select {
+	case <-p.done:
+	default:
+		return false
+	}
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}

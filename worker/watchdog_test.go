@@ -2,9 +2,12 @@ package worker
 
 import (
 	"log/slog"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
 // startTestWatchdog starts a watchdog (this test binary, re-executed)
@@ -112,5 +115,35 @@ func TestWatchdogForLeavesAMargin(t *testing.T) {
 		if latest := FenceFor(lease) + WatchdogFor(lease); latest >= lease {
 			t.Errorf("lease %s: a frozen worker's ffmpeg may run until %s, not before the lease ends", lease, latest)
 		}
+	}
+}
+
+// A worker whose ffmpeg its watchdog killed (it stopped beating, and runs
+// again) reports the attempt lost, retryable, as its fence does, and
+// publishes nothing of it.
+func TestWorkerReportsWhatItsWatchdogKilled(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c := newFakeControl(time.Hour) // neither the fence nor the watchdog's own deadline falls
+	w := startWorker(t, e, c)
+	c.assign(fileJob(t, "long", "120", "file:///out/dog-long.mp4"))
+	waitFor(t, "ffmpeg running", func() bool { return ffmpegRunning(t, "dog-long.mp4") })
+	c.mu.Lock() // after a heartbeat, so after the worker set w.dog
+	c.mu.Unlock()
+	if w.dog == nil {
+		t.Fatal("the worker runs without a watchdog")
+	}
+	// As if no beat had come for the deadline: the watchdog kills.
+	w.dog.send("deadline 1")
+	f := nextFinish(t, c)
+	if f.JobID != "long" || f.Error == nil || f.Error.Code != fsm.CodeWorkerLost || !f.Retryable ||
+		!strings.Contains(f.Error.Message, "watchdog") {
+		t.Fatalf("finish %+v, want job long lost to the watchdog (retryable worker_lost)", f)
+	}
+	if ffmpegRunning(t, "dog-long.mp4") {
+		t.Error("ffmpeg still runs after the attempt was reported lost")
+	}
+	if parts := partFiles(t, e.root); len(parts) != 0 {
+		t.Errorf("temporary files left: %v", parts)
 	}
 }

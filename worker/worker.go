@@ -608,7 +608,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		w.endFenced(wctx, a, run, errFenced)
 		return
 	}
-	if err != nil && !errors.Is(err, ErrCanceled) && w.dog.killedGroup(run.Pid(), time.Second) {
+	if err != nil && !errors.Is(err, ErrCanceled) && run.proc.sigkilled() && w.dog.killedGroup(run.Pid(), time.Second) {
 		w.endFenced(wctx, a, run, errWatchdog)
 		return
 	}
