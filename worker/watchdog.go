@@ -52,22 +52,21 @@ func init() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "watchdog")
-	// The worker dying also closes the pipe; the parent-death signal
-	// (SIGTERM) covers the rest the same way.
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGHUP)
-	signal.Ignore(syscall.SIGINT, syscall.SIGPIPE)
-	serveWatchdog(os.Stdin, os.Stdout, deadline, term, log)
+	// A service manager stopping the unit signals every process in it:
+	// the worker stops its ffmpeg gracefully, and the pipe closes when it
+	// has exited.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	serveWatchdog(os.Stdin, os.Stdout, deadline, log)
 	os.Exit(0)
 }
 
 // serveWatchdog runs the watchdog's side of the protocol until in ends
-// or stop receives, then kills every registered process group. It reads
+// (the worker exited or died), then kills every registered process group. It reads
 // lines from the worker: "beat", "add PGID", "del PGID" and
 // "deadline NANOSECONDS"; when no beat came for the deadline it kills
 // every registered group, writing "killed PGID" to out before each kill,
 // and forgets them. It writes "ready" first.
-func serveWatchdog(in io.Reader, out io.Writer, deadline time.Duration, stop <-chan os.Signal, log *slog.Logger) {
+func serveWatchdog(in io.Reader, out io.Writer, deadline time.Duration, log *slog.Logger) {
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -94,9 +93,6 @@ func serveWatchdog(in io.Reader, out io.Writer, deadline time.Duration, stop <-c
 	defer timer.Stop()
 	for {
 		select {
-		case <-stop:
-			killAll("the worker died")
-			return
 		case <-timer.C:
 			killAll("no beat from the worker for " + deadline.String())
 			timer.Reset(deadline)
@@ -138,7 +134,7 @@ type watchdog struct {
 	read chan struct{} // closed when the watchdog's output ends
 
 	mu      sync.Mutex
-	in      io.WriteCloser // nil once broken or closed
+	in      *os.File // nil once broken or closed
 	every   time.Duration
 	killed  map[int]bool
 	changed chan struct{} // closed and replaced when killed grows
@@ -157,16 +153,22 @@ func startWatchdog(log *slog.Logger, deadline time.Duration) (*watchdog, error) 
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), watchdogEnv+"="+deadline.String())
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	in, err := cmd.StdinPipe()
+	// Its own group, so that a signal to the worker's group does not
+	// reach it; the parent-death signal ends it with the worker even if
+	// something else held the pipe open (ffmpeg dies by its own).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	pr, in, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
+	defer pr.Close()
+	cmd.Stdin = pr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
+		in.Close()
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
 	d := &watchdog{log: log, cmd: cmd, read: make(chan struct{}), in: in,
@@ -230,6 +232,8 @@ func (d *watchdog) send(format string, args ...any) {
 	if d.in == nil {
 		return
 	}
+	// A stopped watchdog must not wedge the worker once the pipe is full.
+	_ = d.in.SetWriteDeadline(time.Now().Add(time.Second))
 	if _, err := fmt.Fprintf(d.in, format+"\n", args...); err != nil {
 		d.log.Warn("the watchdog is gone; a frozen worker's ffmpeg processes will no longer be killed", "error", err)
 		d.in.Close()
