@@ -61,9 +61,9 @@ func init() {
 }
 
 // serveWatchdog runs the watchdog's side of the protocol until in ends
-// (the worker exited or died), then kills every registered process group. It reads
-// lines from the worker: "beat", "add PGID", "del PGID" and
-// "deadline NANOSECONDS"; when no beat came for the deadline it kills
+// (the worker exited or died), then kills every registered process
+// group. It reads lines from the worker: "beat", "add PGID", "del PGID"
+// and "deadline NANOSECONDS"; when no beat came for the deadline it kills
 // every registered group, writing "killed PGID" to out before each kill,
 // and forgets them. It writes "ready" first.
 func serveWatchdog(in io.Reader, out io.Writer, deadline time.Duration, log *slog.Logger) {

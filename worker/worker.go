@@ -653,7 +653,7 @@ func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run, cause err
 		run.Kill(cause)
 		run.Discard()
 	}
-	w.log.Warn("job stopped by the fence", "job", a.report.JobID, "attempt", a.report.Attempt)
+	w.log.Warn("job stopped by the fence", "job", a.report.JobID, "attempt", a.report.Attempt, "cause", cause)
 	w.finish(wctx, &fsm.FinishJob{Report: a.report, Retryable: true,
 		Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s stopped attempt %d: %v", w.cfg.ID, a.report.Attempt, cause)})
 }
