@@ -243,7 +243,7 @@ func TestWorkerFencesItself(t *testing.T) {
 	const lease = 9 * time.Second
 	c := newFakeControl(lease)
 	startWorker(t, e, c)
-	c.assign(fileJob(t, "long", "120", "file:///out/fence-long.mp4"))
+	c.assign(fileJob(t, "long", "3600", "file:///out/fence-long.mp4")) // outlasts the fence on an idle host
 	waitFor(t, "ffmpeg running", func() bool { return ffmpegRunning(t, "fence-long.mp4") })
 
 	c.setCut(true)

@@ -126,7 +126,7 @@ func TestWorkerReportsWhatItsWatchdogKilled(t *testing.T) {
 	e := setup(t)
 	c := newFakeControl(time.Hour) // neither the fence nor the watchdog's own deadline falls
 	w := startWorker(t, e, c)
-	c.assign(fileJob(t, "long", "120", "file:///out/dog-long.mp4"))
+	c.assign(fileJob(t, "long", "3600", "file:///out/dog-long.mp4"))
 	waitFor(t, "ffmpeg running", func() bool { return ffmpegRunning(t, "dog-long.mp4") })
 	c.mu.Lock() // after a heartbeat, so after the worker set w.dog
 	c.mu.Unlock()
