@@ -120,6 +120,74 @@ func (p *publishers) add(d int) {
 	p.max = max(p.max, p.now)
 }
 
+// countedRTMP starts an RTMP receiver (ffmpeg -listen 1, started again
+// after each session, until ctx ends) at recvAddr behind a proxy at
+// proxyAddr that counts publishers.
+func countedRTMP(ctx context.Context, t *testing.T) (recvAddr, proxyAddr string, pubs *publishers) {
+	t.Helper()
+	recvAddr, proxyAddr = freeAddr(t), freeAddr(t)
+	go func() {
+		for ctx.Err() == nil {
+			exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+				"-listen", "1", "-f", "flv", "-i", "rtmp://"+recvAddr+"/live/s", "-f", "null", "-").Run()
+		}
+	}()
+	return recvAddr, proxyAddr, countPublishers(t, proxyAddr, recvAddr)
+}
+
+// startLive submits a live job that streams to the receiver at recvAddr
+// through proxyAddr, once the receiver listens, and returns the job once
+// it streams.
+func startLive(ctx context.Context, t *testing.T, client *cli.Client, recvAddr, proxyAddr string) *fsm.Job {
+	t.Helper()
+	_, recvPort, _ := strings.Cut(recvAddr, ":")
+	waitListening(t, recvPort)
+	live, err := client.SubmitJob(ctx, &fsm.JobSpec{
+		Scenario: "240p30-h264", Queue: fsm.QueueLive,
+		Input:   fsm.Input{URL: "testsrc://?duration=600"},
+		Outputs: []fsm.Output{{URL: "rtmp://" + proxyAddr + "/live/s"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitJob(t, client, live.ID, func(j *fsm.Job) bool {
+		return j.State == fsm.JobRunning && j.Progress != nil && j.Progress.Frame > 30
+	})
+}
+
+// countPublishers listens on addr and relays each connection to the RTMP
+// receiver at to, counting them, until the test ends.
+func countPublishers(t testing.TB, addr, to string) *publishers {
+	t.Helper()
+	pubs := &publishers{}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				pubs.add(1)
+				defer pubs.add(-1)
+				out, err := net.Dial("tcp", to)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { io.Copy(out, in); out.Close() }()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	return pubs
+}
+
 func (p *publishers) most() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -275,74 +343,18 @@ func waitWorkerState(t *testing.T, client *cli.Client, id string, state fsm.Work
 // succeeds; and when the partition heals the worker comes back by itself
 // and runs jobs again.
 func TestPartitionedWorkerFencesItself(t *testing.T) {
-	const lease = 8 * time.Second
-	c := newTestCluster(t, 3)
-	for _, s := range c.nodes {
-		s.args = append(s.args, "--worker-lease", lease.String())
-	}
-	c.startAll()
-	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
-	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, client := startInitialized(t, 3, "--worker-lease", "8s")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	// The RTMP receiver (ffmpeg -listen 1, started again after each
-	// session) behind a proxy that counts publishers.
-	recvAddr, proxyAddr := freeAddr(t), freeAddr(t)
-	go func() {
-		for ctx.Err() == nil {
-			exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
-				"-listen", "1", "-f", "flv", "-i", "rtmp://"+recvAddr+"/live/s", "-f", "null", "-").Run()
-		}
-	}()
-	pubs := &publishers{}
-	pln, err := net.Listen("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pln.Close() })
-	go func() {
-		for {
-			in, err := pln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				pubs.add(1)
-				defer pubs.add(-1)
-				out, err := net.Dial("tcp", recvAddr)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { io.Copy(out, in); out.Close() }()
-				io.Copy(in, out)
-			}()
-		}
-	}()
+	recvAddr, proxyAddr, pubs := countedRTMP(ctx, t)
 
 	cut, media := newLink(t), newLink(t)
 	nw := startNSWorker(t, c, cut, media, proxyAddr)
 	nsID := workerID(t, nw.dir)
 	waitWorkerState(t, client, nsID, fsm.WorkerUp)
 
-	_, recvPort, _ := strings.Cut(recvAddr, ":")
-	waitListening(t, recvPort)
-	live, err := client.SubmitJob(ctx, &fsm.JobSpec{
-		Scenario: "240p30-h264", Queue: fsm.QueueLive,
-		Input:   fsm.Input{URL: "testsrc://?duration=600"},
-		Outputs: []fsm.Output{{URL: "rtmp://" + proxyAddr + "/live/s"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := waitJob(t, client, live.ID, func(j *fsm.Job) bool {
-		return j.State == fsm.JobRunning && j.Progress != nil && j.Progress.Frame > 30
-	})
+	first := startLive(ctx, t, client, recvAddr, proxyAddr)
+	live := first
 	if first.WorkerID != nsID {
 		t.Fatalf("the live job runs on %s, want the only worker %s", first.WorkerID, nsID)
 	}

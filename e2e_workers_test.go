@@ -59,11 +59,14 @@ func (c *testCluster) addWorker(i int) *workerProc {
 	return w
 }
 
-// startInitialized starts n servers, initializes the cluster and returns
-// a client that knows every node.
-func startInitialized(t testing.TB, n int) (*testCluster, *cli.Client) {
+// startInitialized starts n servers, each with the extra args,
+// initializes the cluster and returns a client that knows every node.
+func startInitialized(t testing.TB, n int, args ...string) (*testCluster, *cli.Client) {
 	t.Helper()
 	c := newTestCluster(t, n)
+	for _, s := range c.nodes {
+		s.args = append(s.args, args...)
+	}
 	c.startAll()
 	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes...), "--cluster-key-file", c.keyFile)
 	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())

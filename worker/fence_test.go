@@ -158,8 +158,8 @@ func ffmpegRunning(t *testing.T, needle string) bool {
 }
 
 // startWorker runs a worker against c in e's media root until the test
-// ends.
-func startWorker(t *testing.T, e runEnv, c *fakeControl) {
+// ends, and returns it.
+func startWorker(t *testing.T, e runEnv, c *fakeControl) *Worker {
 	t.Helper()
 	w := New(Config{ID: "w1", Slots: 2, MediaRoot: e.root, FFmpeg: e.ffmpeg, FFprobe: e.ffprobe,
 		Control: c, KillGrace: 2 * time.Second, Logger: testLogger(t)})
@@ -172,6 +172,7 @@ func startWorker(t *testing.T, e runEnv, c *fakeControl) {
 			t.Errorf("worker: %v", err)
 		}
 	})
+	return w
 }
 
 func fileJob(t *testing.T, id, seconds, out string) *fsm.Job {
@@ -242,7 +243,7 @@ func TestWorkerFencesItself(t *testing.T) {
 	const lease = 9 * time.Second
 	c := newFakeControl(lease)
 	startWorker(t, e, c)
-	c.assign(fileJob(t, "long", "120", "file:///out/fence-long.mp4"))
+	c.assign(fileJob(t, "long", "3600", "file:///out/fence-long.mp4")) // outlasts the fence on an idle host
 	waitFor(t, "ffmpeg running", func() bool { return ffmpegRunning(t, "fence-long.mp4") })
 
 	c.setCut(true)

@@ -103,6 +103,10 @@ type Worker struct {
 	// rejoined tells the assignment loop to forget its index: the worker
 	// registered again, perhaps with a rebuilt cluster.
 	rejoined atomic.Bool
+	// dog kills the attempts' ffmpeg when this process stops beating
+	// (SIGSTOP, a hang), which the fence cannot do; nil if it could not
+	// start.
+	dog *watchdog
 }
 
 // attempt is one local run of a job's attempt.
@@ -207,6 +211,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Detect the limit mode before any child process starts: a probe
 	// ffmpeg still in the worker's cgroup would keep it from delegating.
 	w.log.Info("resource limits", "mode", DefaultLimiter())
+	// After the limit mode: the watchdog stays in the worker's cgroup.
+	if d, err := startWatchdog(w.log, WatchdogFor(heartbeatsPerLease*defaultHeartbeatInterval)); err != nil {
+		w.log.Warn("running without a watchdog: if this worker is stopped (SIGSTOP) or hangs, its ffmpeg processes keep running after the cluster gives their jobs to another worker", "error", err)
+	} else {
+		w.dog = d
+		stop, beating := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(beating)
+			d.beat(stop)
+		}()
+		defer func() {
+			close(stop)
+			<-beating
+			d.close()
+		}()
+	}
 	found, err := ProbeEncoders(ctx, w.cfg.FFmpeg)
 	if err != nil {
 		return fmt.Errorf("probe encoders: %w", err)
@@ -314,6 +334,14 @@ func (w *Worker) register(ctx context.Context) error {
 // attempts ended. Files need no such margin (they are published only
 // after the cluster accepted the attempt's finish); a live stream, which
 // cannot wait, relies on it.
+//
+// The fence is a timer in the worker's process, so a worker frozen
+// (SIGSTOP) or hung cannot keep it; its watchdog process does (see
+// WatchdogFor): frozen at T, with no beat after T, the worker's ffmpeg is
+// killed by T + lease/6. The fence runs until T = send + 2/3 lease at
+// the latest, so the kill comes by send + 5/6 lease, a sixth of the lease
+// (2.5 s of the default 15 s) before the leader can re-assign at
+// send + lease.
 func FenceFor(lease time.Duration) time.Duration { return lease - lease/3 }
 
 // heartbeatsPerLease is how many heartbeats a worker sends per lease, so
@@ -327,9 +355,13 @@ const defaultHeartbeatInterval = 3 * time.Second
 // errFenced is the cause of attempts stopped by the self-fence.
 var errFenced = errors.New("no heartbeat succeeded within the fence; the cluster may give the attempt to another worker")
 
+// errWatchdog is the cause of attempts whose ffmpeg the watchdog killed.
+var errWatchdog = errors.New("the worker stopped beating (stopped or hung) and its watchdog killed ffmpeg; the cluster may give the attempt to another worker")
+
 // heartbeat renews the lease until ctx ends, and keeps the self-fence.
 func (w *Worker) heartbeat(ctx context.Context) {
 	every, fence := defaultHeartbeatInterval, FenceFor(heartbeatsPerLease*defaultHeartbeatInterval)
+	dogLease := heartbeatsPerLease * defaultHeartbeatInterval
 	for {
 		sent := time.Now()
 		// A heartbeat that takes half the fence is as good as lost.
@@ -339,6 +371,10 @@ func (w *Worker) heartbeat(ctx context.Context) {
 		switch {
 		case err == nil:
 			every, fence = max(lease/heartbeatsPerLease, 10*time.Millisecond), FenceFor(lease)
+			if lease != dogLease {
+				dogLease = lease
+				w.dog.setLease(lease)
+			}
 			w.renew(ctx, sent, fence)
 		case fsm.ErrorCode(err) == fsm.CodeWorkerLost:
 			// Marked down (a partition, a lost lease): its attempts were
@@ -546,7 +582,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Owner: w.cfg.ID, Logger: log, Net: w.cfg.Net,
 	})
 	if errors.Is(context.Cause(actx), errFenced) {
-		w.endFenced(wctx, a, run)
+		w.endFenced(wctx, a, run, errFenced)
 		return
 	}
 	if err != nil {
@@ -554,6 +590,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		w.finish(wctx, &fsm.FinishJob{Report: a.report, Error: asFSMError(err), Retryable: retryable(err)})
 		return
 	}
+	w.dog.add(run.Pid())
 	a.mu.Lock()
 	a.run = run
 	a.mu.Unlock()
@@ -565,9 +602,14 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	}
 	log.Info("job running", "pid", run.Pid())
 	result, tail, err := run.Wait()
+	w.dog.del(run.Pid()) // reaped: its group ID may be reused
 	progress.stop()
 	if errors.Is(context.Cause(actx), errFenced) {
-		w.endFenced(wctx, a, run)
+		w.endFenced(wctx, a, run, errFenced)
+		return
+	}
+	if err != nil && !errors.Is(err, ErrCanceled) && run.proc.sigkilled() && w.dog.killedGroup(run.Pid(), time.Second) {
+		w.endFenced(wctx, a, run, errWatchdog)
 		return
 	}
 	if errors.Is(err, ErrCanceled) {
@@ -602,18 +644,18 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	log.Info("job succeeded")
 }
 
-// endFenced ends an attempt the self-fence stopped: ffmpeg is killed, its
-// temporary outputs are dropped, and it is reported lost (retryable),
-// fenced by its attempt number, so that the job moves on even if the
-// cluster did not mark this worker down.
-func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run) {
+// endFenced ends an attempt the self-fence or the watchdog stopped (the
+// cause): ffmpeg is killed, its temporary outputs are dropped, and it is
+// reported lost (retryable), fenced by its attempt number, so that the
+// job moves on even if the cluster did not mark this worker down.
+func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run, cause error) {
 	if run != nil {
-		run.Kill(errFenced)
+		run.Kill(cause)
 		run.Discard()
 	}
-	w.log.Warn("job stopped by the fence", "job", a.report.JobID, "attempt", a.report.Attempt)
+	w.log.Warn("job stopped by the fence", "job", a.report.JobID, "attempt", a.report.Attempt, "cause", cause)
 	w.finish(wctx, &fsm.FinishJob{Report: a.report, Retryable: true,
-		Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s stopped attempt %d: %v", w.cfg.ID, a.report.Attempt, errFenced)})
+		Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s stopped attempt %d: %v", w.cfg.ID, a.report.Attempt, cause)})
 }
 
 // finish delivers a finish report, retrying until the node takes it
