@@ -162,8 +162,18 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("raft transport: %w", err)
 	}
 	n.mux = m
+	// MaxRPCsInFlight 1 turns off hashicorp/raft's pipelined replication.
+	// With pipelining, a follower's refusal (a newer term, a log mismatch)
+	// ends the pipeline's decoder while the sender may still queue one more
+	// request on the unbuffered in-flight channel; the sender then blocks
+	// for good, replication to that follower stops while heartbeats go on,
+	// and Raft's Shutdown never returns (hashicorp/raft issue 612; seen here
+	// as a node that hung in Shutdown after a leadership transfer). Raft's
+	// own documentation says pipelining gains little once entries are
+	// batched, as they are here (BatchApplyCh, MaxAppendEntries).
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: &raftLayer{chanListener: m.raft, m: m}, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog,
+		MaxRPCsInFlight: 1,
 	})
 	n.rpc = newRPCClient(cfg.TLS)
 

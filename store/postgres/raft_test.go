@@ -45,9 +45,12 @@ func raftConfig(id raft.ServerID) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = id
 	c.Logger = hclog.NewNullLogger()
-	c.HeartbeatTimeout = 100 * time.Millisecond
-	c.ElectionTimeout = 100 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	// Short enough for a quick test, long enough that a loaded machine
+	// (the race detector, packages tested in parallel) does not depose a
+	// leader in the middle of the test's proposals.
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 	c.BatchApplyCh = true
 	c.MaxAppendEntries = 64
