@@ -1,0 +1,60 @@
+package cluster_test
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ffrtmp/ffrtmp/cluster"
+	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
+	"github.com/ffrtmp/ffrtmp/fsm"
+)
+
+// TestWorkerClientFailsOverOn503 checks that a worker moves on to another
+// server when one answers 503 (it has no leader, or cannot serve now),
+// not only when one cannot be reached, and that a refusal is final.
+func TestWorkerClientFailsOverOn503(t *testing.T) {
+	t.Parallel()
+	cut := clustertest.Start(t, clustertest.Options{ID: "cut", Bootstrap: true})
+	good := clustertest.Start(t, clustertest.Options{ID: "good", Bootstrap: true})
+	var asked503, askedGood atomic.Int32
+	cut.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked503.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"unavailable","message":"the cluster has no leader right now; retry"}}`))
+	}))
+	good.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		askedGood.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"lease_ms":9000}`))
+	}))
+	good.Node.HandleRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":{"code":"stale_attempt","message":"job j: report for attempt 1"}}`))
+	}))
+
+	c := cluster.NewWorkerClient(clustertest.PeerTLS(t), func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lease, err := c.Heartbeat(ctx, "w1")
+	if err != nil {
+		t.Fatalf("heartbeat with one server answering 503: %v", err)
+	}
+	if lease != 9*time.Second || asked503.Load() != 1 || askedGood.Load() != 1 {
+		t.Fatalf("lease %s, 503 server asked %d times, good server %d times; want 9s, 1, 1", lease, asked503.Load(), askedGood.Load())
+	}
+	// The client now starts with the server that answered.
+	if _, err := c.Heartbeat(ctx, "w1"); err != nil || asked503.Load() != 1 {
+		t.Fatalf("second heartbeat: %v, 503 server asked %d times, want once", err, asked503.Load())
+	}
+	// A refusal from the server that answers is final, not a reason to
+	// ask the next one.
+	before := asked503.Load()
+	if err := c.Start(ctx, fsm.Report{JobID: "j", WorkerID: "w1", Attempt: 1}); err == nil || asked503.Load() != before {
+		t.Fatalf("start refused as stale: got %v, 503 server asked again: %v", err, asked503.Load() != before)
+	}
+}
