@@ -103,8 +103,10 @@ var submitArgs = []string{"jobs", "submit", "--scenario", "240p30-h264", "--inpu
 // TestCLITenantFlag checks that a super-admin acts on another tenant with
 // --tenant or FFRTMP_TENANT, wherever the flag stands, on job and worker
 // commands, and that anyone else naming another tenant is refused.
+//
+// Tests that call Run are not parallel: urfave/cli writes into its global
+// help flag whenever it parses, so two Runs at once race.
 func TestCLITenantFlag(t *testing.T) {
-	t.Parallel()
 	e := startAPINode(t)
 	opA := e.addTenant("t-a", "Tenant A", fsm.RoleOperator, 0)
 	e.addTenant("t-b", "Tenant B", fsm.RoleViewer, 0)
@@ -191,7 +193,6 @@ func TestCLITenantFlag(t *testing.T) {
 // TestCLIWhoami checks `ffrtmp whoami` in both formats, for a key that
 // never expires and one that does.
 func TestCLIWhoami(t *testing.T) {
-	t.Parallel()
 	e := startAPINode(t)
 	var admin server.Whoami
 	e.mustJSON(e.admin, nil, &admin, "whoami", "-o", "json")
