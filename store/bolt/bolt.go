@@ -25,14 +25,14 @@ import (
 
 var (
 	bucketMeta  = []byte("meta")
-	bucketJobs  = []byte(fsm.JobKind.Bucket) // job ID → job JSON, every job
-	bucketByTen = []byte("tenant_jobs")      // tenant ID 0x00 job ID → nil
+	bucketJobs  = []byte(fsm.JobKind.Bucket)   // job ID → job JSON, every job
+	bucketByTen = []byte("tenant_jobs")        // tenant ID 0x00 job ID → nil
 	bucketAudit = []byte(fsm.AuditKind.Bucket) // big-endian Seq → audit record JSON
 	// bucketAuditByTen indexes audit records by tenant: tenant ID 0x00
 	// big-endian Seq → nil.
 	bucketAuditByTen = []byte("tenant_audit")
-	keyIndex    = []byte("applied_index")
-	keySchema   = []byte("schema_version")
+	keyIndex         = []byte("applied_index")
+	keySchema        = []byte("schema_version")
 
 	// requiredBuckets are the buckets of schema version 1: a file without
 	// one of them is not a state file. A kind registered later has its
