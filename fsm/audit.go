@@ -288,11 +288,11 @@ func (f *FSM) AuditHeadNow() AuditHead {
 	return f.auditCommitted
 }
 
-// VerifyAudit checks the store's audit chain with the FSM's key and
-// against the FSM's committed head, which the store must reach.
-func (f *FSM) VerifyAudit(ctx context.Context) (*AuditVerification, error) {
-	head := f.AuditHeadNow()
-	return VerifyAudit(ctx, f.store, f.auditKey, &head)
+// VerifyAudit checks the store's audit chain with the FSM's key against
+// the FSM's committed head and the heads in expect, which the store must
+// reach (see the function VerifyAudit).
+func (f *FSM) VerifyAudit(ctx context.Context, expect ...AuditHead) (*AuditVerification, error) {
+	return VerifyAudit(ctx, f.store, f.auditKey, append(expect, f.AuditHeadNow())...)
 }
 
 // ListAuditParams selects a page of audit records.
@@ -351,10 +351,11 @@ type AuditBad struct {
 // chain with key: each record must have the next Seq (1 first), the
 // previous record's Hash as PrevHash, and a Hash that is its own MAC. The
 // first record that fails is reported with the reason; a store read error
-// is returned as an error. If expect is set (a head known to have been
-// committed: the node's own, or one an operator kept), the chain must
-// reach it with the same hash, else the newest records were removed.
-func VerifyAudit(ctx context.Context, st Store, key []byte, expect *AuditHead) (*AuditVerification, error) {
+// is returned as an error. Each of expect is a head known to have been
+// committed (the node's own, or one an operator kept): the chain must
+// reach it, with the same hash at its Seq, or records were cut off or
+// replaced.
+func VerifyAudit(ctx context.Context, st Store, key []byte, expect ...AuditHead) (*AuditVerification, error) {
 	v := &AuditVerification{}
 	var prev []byte
 	bad := func(seq uint64, format string, args ...any) error {
@@ -374,6 +375,11 @@ func VerifyAudit(ctx context.Context, st Store, key []byte, expect *AuditHead) (
 		case !hmac.Equal(r.Hash, AuditHash(key, r)):
 			return bad(r.Seq, "record %d was altered: its hash does not match its content", r.Seq)
 		}
+		for _, e := range expect {
+			if e.Seq == r.Seq && !hmac.Equal(e.Hash, r.Hash) {
+				return bad(r.Seq, "record %d is not the one committed: its hash differs from the known head %s", r.Seq, e)
+			}
+		}
 		prev = r.Hash
 		v.Head = AuditHead{Seq: r.Seq, Hash: r.Hash}
 		return nil
@@ -381,14 +387,10 @@ func VerifyAudit(ctx context.Context, st Store, key []byte, expect *AuditHead) (
 	if err != nil && !errors.Is(err, errStopScan) {
 		return nil, fmt.Errorf("verify audit log: %w", err)
 	}
-	if v.FirstBad == nil && expect != nil && expect.Seq > 0 {
-		switch {
-		case v.Head.Seq < expect.Seq:
-			v.FirstBad = &AuditBad{Seq: v.Head.Seq + 1, Reason: fmt.Sprintf("records %d to %d are missing: the chain ends at %d", v.Head.Seq+1, expect.Seq, v.Head.Seq)}
-		case v.Head.Seq == expect.Seq && !hmac.Equal(v.Head.Hash, expect.Hash):
-			v.FirstBad = &AuditBad{Seq: expect.Seq, Reason: fmt.Sprintf("record %d is not the one committed: its hash differs from the known head", expect.Seq)}
+	for _, e := range expect {
+		if v.FirstBad == nil && e.Seq > v.Head.Seq {
+			v.FirstBad = &AuditBad{Seq: v.Head.Seq + 1, Reason: fmt.Sprintf("records %d to %d are missing: the chain ends at %d, the known head is %s", v.Head.Seq+1, e.Seq, v.Head.Seq, e)}
 		}
-		// A head beyond expect is fine: records were added since.
 	}
 	v.OK = v.FirstBad == nil
 	return v, nil

@@ -150,7 +150,7 @@ func TestAuditRecords(t *testing.T) {
 		t.Errorf("restarted AuditHeadNow = %+v, want the stored head", h)
 	}
 	// The wrong key fails the first record.
-	if v, _ := fsm.VerifyAudit(context.Background(), nodes[0].st, []byte("another key"), nil); v.OK || v.FirstBad.Seq != 1 {
+	if v, _ := fsm.VerifyAudit(context.Background(), nodes[0].st, []byte("another key")); v.OK || v.FirstBad.Seq != 1 {
 		t.Errorf("VerifyAudit with another key = %+v, want record 1 bad", v)
 	}
 }
@@ -203,19 +203,19 @@ func TestVerifyAuditTampering(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		recs   []*fsm.AuditRecord
-		expect *fsm.AuditHead
+		expect []fsm.AuditHead
 		bad    uint64
 		reason string
 	}{
-		{"intact", clone(), &head, 0, ""},
+		{"intact", clone(), []fsm.AuditHead{head, {Seq: 2, Hash: chain[1].Hash}}, 0, ""},
 		{"altered", altered, nil, 3, "altered"},
 		{"removed", removed, nil, 2, "missing"},
 		{"reordered", reordered, nil, 3, "out of order"},
 		{"renumbered", renumbered, nil, 3, "does not chain"},
-		{"tail cut", clone()[:3], &head, 4, "missing"},
-		{"head replaced", clone()[:4], &fsm.AuditHead{Seq: 4, Hash: []byte("x")}, 4, "not the one committed"},
+		{"tail cut", clone()[:3], []fsm.AuditHead{head}, 4, "missing"},
+		{"head replaced", clone()[:4], []fsm.AuditHead{{Seq: 4, Hash: []byte("x")}}, 4, "not the one committed"},
 	} {
-		v, err := fsm.VerifyAudit(context.Background(), &sliceStore{recs: c.recs}, testAuditKey, c.expect)
+		v, err := fsm.VerifyAudit(context.Background(), &sliceStore{recs: c.recs}, testAuditKey, c.expect...)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
