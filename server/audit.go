@@ -267,16 +267,12 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Before = n
 	}
-	if err := s.consistentRead(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	index := s.fsm.Index()
-	ctx, cancel := context.WithTimeout(r.Context(), storeReadTimeout)
-	defer cancel()
-	page, err := s.fsm.Store().ListAudit(ctx, p)
-	if err != nil {
-		s.writeError(w, r, storeError(err))
+	var page *fsm.AuditPage
+	index, ok := s.storeRead(w, r, func(ctx context.Context) (err error) {
+		page, err = s.fsm.Store().ListAudit(ctx, p)
+		return err
+	})
+	if !ok {
 		return
 	}
 	out := AuditPage{Records: make([]AuditRecord, 0, len(page.Records))}

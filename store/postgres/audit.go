@@ -3,8 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,12 +17,8 @@ func (s *Store) ListAudit(ctx context.Context, p *fsm.ListAuditParams) (*fsm.Aud
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
+	var q conds
+	add := q.add
 	if p.TenantID != "" {
 		add("tenant_id = $?", p.TenantID)
 	}
@@ -43,7 +37,7 @@ func (s *Store) ListAudit(ctx context.Context, p *fsm.ListAuditParams) (*fsm.Aud
 	if p.Before != 0 {
 		add("seq < $?", int64(p.Before))
 	}
-	recs, more, err := queryPage[fsm.AuditRecord](ctx, s.pool, "SELECT doc FROM audit_records", where, args, "seq DESC", p.Limit)
+	recs, more, err := queryPage[fsm.AuditRecord](ctx, s.pool, "SELECT doc FROM audit_records", q, "seq DESC", p.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

@@ -289,12 +289,8 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
+	var q conds
+	add := q.add
 	if p.TenantID != "" {
 		add("tenant_id = $?", p.TenantID)
 	}
@@ -317,7 +313,7 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	if p.After != "" {
 		add("id < $?", p.After)
 	}
-	jobs, more, err := queryPage[fsm.Job](ctx, s.pool, "SELECT doc FROM jobs", where, args, "id DESC", p.Limit)
+	jobs, more, err := queryPage[fsm.Job](ctx, s.pool, "SELECT doc FROM jobs", q, "id DESC", p.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -439,14 +435,27 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// queryPage runs sql (a SELECT of one doc column) with the conditions
-// where, all true, in order, and decodes at most limit rows; more
-// reports whether another row followed them.
-func queryPage[T any](ctx context.Context, pool *pgxpool.Pool, sql string, where []string, args []any, order string, limit int) (out []*T, more bool, err error) {
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
+// conds are the conditions of a query's WHERE clause, all to be true, and
+// their arguments.
+type conds struct {
+	where []string
+	args  []any
+}
+
+// add adds a condition on one argument, v, written "$?" in cond.
+func (c *conds) add(cond string, v any) {
+	c.args = append(c.args, v)
+	c.where = append(c.where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(c.args))))
+}
+
+// queryPage runs sql (a SELECT of one doc column) with the conditions q,
+// in order, and decodes at most limit rows; more reports whether another
+// row followed them.
+func queryPage[T any](ctx context.Context, pool *pgxpool.Pool, sql string, q conds, order string, limit int) (out []*T, more bool, err error) {
+	if len(q.where) > 0 {
+		sql += " WHERE " + strings.Join(q.where, " AND ")
 	}
-	args = append(args, limit+1)
+	args := append(q.args, limit+1)
 	sql += " ORDER BY " + order + " LIMIT $" + strconv.Itoa(len(args))
 	rows, err := pool.Query(ctx, sql, args...)
 	if err != nil {
