@@ -91,7 +91,9 @@ func (a *Actor) Validate() error {
 type actorKey struct{}
 
 // WithActor returns ctx carrying a, the actor of the commands proposed
-// with it (cluster.Node.Apply encodes it into their envelopes).
+// with it (cluster.Node.Apply encodes it into their envelopes). A nil a
+// takes the actor away: for bookkeeping a request causes but did not ask
+// for (a key's last-used time), which must not be recorded as its call.
 func WithActor(ctx context.Context, a *Actor) context.Context {
 	return context.WithValue(ctx, actorKey{}, a)
 }
