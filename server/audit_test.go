@@ -123,4 +123,19 @@ func TestAuditRecordsCalls(t *testing.T) {
 	if !after.OK || after.Checked != v.Checked {
 		t.Errorf("verify again with the head kept: %+v, want ok over %d", after, v.Checked)
 	}
+
+	// A call that changes the cluster rather than the FSM (a restore) is
+	// recorded by the wrapper, on the restored chain, which still verifies.
+	var restored map[string]any
+	if resp := e.do("POST", "/v1/cluster/snapshot", e.saveSnapshot(), &restored); resp.StatusCode != http.StatusOK {
+		t.Fatalf("restore: %d %v", resp.StatusCode, restored)
+	}
+	var rs server.AuditPage
+	e.do("GET", "/v1/audit?action=restoreSnapshot", nil, &rs)
+	if len(rs.Records) != 1 || rs.Records[0].Result != "ok" || rs.Records[0].Tenant != "" || rs.Records[0].Seq != v.Head.Seq+1 {
+		t.Errorf("restore records: %+v, want one ok record of the installation after seq %d", rs.Records, v.Head.Seq)
+	}
+	if e.do("GET", "/v1/audit/verify", nil, &after); !after.OK || after.Checked != v.Checked+1 {
+		t.Errorf("verify after the restore: %+v", after)
+	}
 }
