@@ -75,7 +75,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 	}
 	cfg.Logger.Info("store opened", "store", store.Redact(storeURL))
 	metrics := server.NewMetrics()
-	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics})
+	f, err := fsm.New(ctx, fsm.Config{Store: st, Logger: cfg.Logger, Observer: metrics, AuditKey: cluster.AuditKey(cfg.ClusterKey)})
 	if err != nil {
 		st.Close()
 		return nil, err

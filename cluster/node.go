@@ -395,7 +395,8 @@ func (n *Node) leaderLoop(ctx context.Context) {
 // leadership transfer) before it fails with ErrNoLeader.
 const writeHold = 5 * time.Second
 
-// Apply proposes a command and returns the FSM's response: the changed
+// Apply proposes a command, with the actor ctx carries if any, and
+// returns the FSM's response: the changed
 // object, or the *fsm.Error that refused the command. On a follower the
 // command is forwarded to the leader, and Apply returns once this node has
 // applied it too, so a client reads its own write from any node. While
@@ -404,7 +405,10 @@ const writeHold = 5 * time.Second
 // after it was sent) fails with ErrUnknownOutcome; retrying it is safe
 // only if the command is idempotent.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
-	data, err := fsm.Encode(c)
+	// The actor of an API request (fsm.WithActor) travels in the entry's
+	// envelope, so the FSM writes its audit record; forwarding sends the
+	// same bytes.
+	data, err := fsm.EncodeAs(c, fsm.ActorFrom(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -592,8 +596,9 @@ func (n *Node) ApplyAll(ctx context.Context, cmds []fsm.Command) ([]any, []error
 	futures := make([]raft.ApplyFuture, len(cmds))
 	errs := make([]error, len(cmds))
 	resps := make([]any, len(cmds))
+	actor := fsm.ActorFrom(ctx)
 	for i, c := range cmds {
-		data, err := fsm.Encode(c)
+		data, err := fsm.EncodeAs(c, actor)
 		if err == nil {
 			futures[i], err = n.propose(data, applyTimeout)
 		}

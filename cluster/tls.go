@@ -62,6 +62,11 @@ func derive(key []byte, purpose string, n int) []byte {
 	return out
 }
 
+// AuditKey returns the installation's audit key, which keys the MACs of
+// the audit chain (fsm.Config.AuditKey): derived from the cluster key, so
+// every server has it and the database never holds it.
+func AuditKey(clusterKey []byte) []byte { return derive(clusterKey, "audit v1", 32) }
+
 // PeerTLSFromKey returns the mutual-TLS configuration for node-to-node
 // traffic derived from the cluster key. Every node derives the same CA key
 // pair from the cluster key and signs a fresh certificate for itself at

@@ -31,6 +31,14 @@ const (
 	ExpireJobType      MessageType = 14
 	WorkerDownType     MessageType = 15
 	DrainWorkerType    MessageType = 16
+	// RecordAuditType records an API call that changed no replicated
+	// state (see RecordAudit).
+	RecordAuditType MessageType = 29
+	// EnvelopeType wraps another command with its actor (see EncodeAs):
+	// its body is JSON {"actor":{...},"type":N,"command":{...}}. It has
+	// no skip bit: a node that cannot read it must not skip the command
+	// inside.
+	EnvelopeType MessageType = 30
 
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
@@ -44,7 +52,8 @@ type Command interface {
 	MessageType() MessageType
 }
 
-// Encode returns the log entry for c: one type byte and a JSON body.
+// Encode returns the log entry for c: one type byte and a JSON body. A
+// command proposed for an API caller is encoded with EncodeAs instead.
 func Encode(c Command) ([]byte, error) {
 	body, err := json.Marshal(c)
 	if err != nil {
@@ -249,4 +258,5 @@ var commandTypes = map[MessageType]commandType{
 	ExpireJobType:      command((*FSM).applyExpireJob),
 	WorkerDownType:     command((*FSM).applyWorkerDown),
 	DrainWorkerType:    command((*FSM).applyDrainWorker),
+	RecordAuditType:    command((*FSM).applyRecordAudit),
 }

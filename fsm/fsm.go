@@ -55,6 +55,12 @@ type FSM struct {
 	entryAt time.Time
 	// storeDown is set while Apply retries a failed store call.
 	storeDown atomic.Bool
+
+	// auditKey keys the audit chain's MACs (see audit.go).
+	auditKey []byte
+	// auditHead is the newest audit record's, applied in memory;
+	// auditCommitted the newest the store holds.
+	auditHead, auditCommitted AuditHead
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -64,6 +70,10 @@ type Config struct {
 	Store    Store
 	Logger   *slog.Logger
 	Observer Observer // optional
+	// AuditKey keys the MACs of the audit chain: the installation's
+	// secret, derived from the cluster key (cluster.AuditKey) and never
+	// stored. Every node of a cluster must have the same.
+	AuditKey []byte
 }
 
 // New loads the FSM's memory from the store.
@@ -71,7 +81,7 @@ func New(ctx context.Context, cfg Config) (*FSM, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	f := &FSM{store: cfg.Store, log: cfg.Logger, observer: cfg.Observer, watch: make(chan struct{})}
+	f := &FSM{store: cfg.Store, log: cfg.Logger, observer: cfg.Observer, watch: make(chan struct{}), auditKey: cfg.AuditKey}
 	if err := f.load(ctx); err != nil {
 		return nil, err
 	}
@@ -86,6 +96,7 @@ func (f *FSM) load(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.index = st.Index
+	f.auditHead, f.auditCommitted = st.AuditHead, st.AuditHead
 	f.tenants = make(map[string]*Tenant, len(st.Tenants))
 	f.keys = make(map[string]*APIKey, len(st.Keys))
 	f.workers = make(map[string]*Worker, len(st.Workers))
@@ -151,6 +162,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 	f.mu.Lock()
 	f.index = last
+	f.auditCommitted = f.auditHead
 	f.pending = nil
 	ch := f.watch
 	f.watch = make(chan struct{})
@@ -181,15 +193,19 @@ func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
 	var ids []string
 	f.mu.RLock()
 	for _, l := range logs {
-		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 || MessageType(l.Data[0]) != SubmitJobType {
+		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 {
 			continue
+		}
+		t, body, _, err := unwrap(l.Data)
+		if err != nil || t != SubmitJobType {
+			continue // Apply refuses or stops on a bad envelope
 		}
 		var c struct {
 			Job struct {
 				ID string `json:"id"`
 			} `json:"job"`
 		}
-		if json.Unmarshal(l.Data[1:], &c) != nil {
+		if json.Unmarshal(body, &c) != nil {
 			continue // Apply refuses or stops on it
 		}
 		if _, ok := f.jobs[c.Job.ID]; !ok {
@@ -234,8 +250,10 @@ func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
 	if len(data) == 0 {
 		panic(fmt.Sprintf("fsm: empty log entry at index %d", index))
 	}
-	t := MessageType(data[0])
-	body := data[1:]
+	t, body, actor, err := unwrap(data)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: decode envelope at index %d: %v", index, err))
+	}
 	if ct, ok := commandTypes[t]; ok {
 		c := ct.new()
 		if err := json.Unmarshal(body, c); err != nil {
@@ -243,9 +261,15 @@ func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
 			// corrupt log: stop rather than diverge.
 			panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
 		}
-		return ct.apply(f, index, c, b)
+		resp := ct.apply(f, index, c, b)
+		if actor != nil {
+			f.audit(index, actor, c, resp, b)
+		}
+		return resp
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
+		// Skipped whole, with its audit record: every node that skips it
+		// skips both, so their chains stay alike.
 		f.log.Warn("skipping unknown command type", "type", t, "index", index)
 		return nil
 	}

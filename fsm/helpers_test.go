@@ -18,6 +18,9 @@ import (
 // derived from it, never time.Now.
 var t0 = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
 
+// testAuditKey keys every test FSM's audit chain.
+var testAuditKey = []byte("test audit key, 32 bytes long...")
+
 // at returns t0 plus d.
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -40,7 +43,7 @@ func openStore(t testing.TB) *bolt.Store {
 // newFSM returns an FSM loaded from st.
 func newFSM(t testing.TB, st fsm.Store) *fsm.FSM {
 	t.Helper()
-	f, err := fsm.New(context.Background(), fsm.Config{Store: st})
+	f, err := fsm.New(context.Background(), fsm.Config{Store: st, AuditKey: testAuditKey})
 	if err != nil {
 		t.Fatalf("new fsm: %v", err)
 	}

@@ -66,6 +66,9 @@ type Kind struct {
 	// resident reports whether Load returns an object (the FSM keeps it in
 	// memory); nil means every object.
 	resident func(Object) bool
+	// history is set for a kind of which Load returns nothing: its
+	// objects are only appended and read back by queries of their own.
+	history bool
 
 	typ   reflect.Type
 	new   func() Object
@@ -78,7 +81,7 @@ type Kind struct {
 // Kinds lists every kind in foreign key order: an object refers only to
 // objects of kinds before its own (tenants first). Stores write a batch's
 // kinds in this order.
-var Kinds = []*Kind{TenantKind, APIKeyKind, WorkerKind, JobKind}
+var Kinds = []*Kind{TenantKind, APIKeyKind, WorkerKind, JobKind, AuditKind}
 
 // The registered kinds. Bucket and table names are on-disk names: never
 // change them.
@@ -94,11 +97,25 @@ var (
 	JobKind = define(Kind{Name: "job", Bucket: "jobs", Table: "jobs"},
 		func(b *Batch) *[]*Job { return &b.Jobs }, func(s *State) *[]*Job { return &s.Jobs },
 		func(j *Job) bool { return !j.State.Terminal() })
+	// AuditKind is history: Load returns none of its records (the FSM
+	// keeps only the chain's head, State.AuditHead). Its ID is the
+	// record's Seq in 20 digits; bolt keys its bucket by the big-endian
+	// Seq instead.
+	AuditKind = history(define(Kind{Name: "audit_record", Bucket: "audit", Table: "audit_records"},
+		func(b *Batch) *[]*AuditRecord { return &b.Audit }, nil, nil))
 )
+
+// history marks k as a kind Load never returns (see Kind.History).
+func history(k *Kind) *Kind {
+	k.history = true
+	k.resident = func(Object) bool { return false }
+	return k
+}
 
 // define completes a Kind for the object type PT, whose objects a Batch
 // holds in the field batch returns and a State in the field state
-// returns. resident, if not nil, says which objects Load returns.
+// returns (nil for a history kind, of which a State holds none).
+// resident, if not nil, says which objects Load returns.
 func define[T any, PT interface {
 	*T
 	Object
@@ -106,9 +123,13 @@ func define[T any, PT interface {
 	k.typ = reflect.TypeFor[PT]()
 	k.new = func() Object { return PT(new(T)) }
 	k.batch = func(b *Batch) []Object { return objects(*batch(b)) }
-	k.state = func(s *State) []Object { return objects(*state(s)) }
 	k.add = func(b *Batch, o Object) { p := batch(b); *p = append(*p, o.(PT)) }
-	k.keep = func(s *State, o Object) { p := state(s); *p = append(*p, o.(PT)) }
+	k.state = func(*State) []Object { return nil }
+	k.keep = func(*State, Object) {}
+	if state != nil {
+		k.state = func(s *State) []Object { return objects(*state(s)) }
+		k.keep = func(s *State, o Object) { p := state(s); *p = append(*p, o.(PT)) }
+	}
 	if resident != nil {
 		k.resident = func(o Object) bool { return resident(o.(PT)) }
 	}
@@ -160,8 +181,13 @@ func (k *Kind) Resident(o Object) bool { return k.resident == nil || k.resident(
 
 // Partial reports whether Load returns only some of the kind's objects
 // (Resident is not always true), so a store that reads them back must
-// filter or keep an index of the resident ones.
-func (k *Kind) Partial() bool { return k.resident != nil }
+// filter or keep an index of the resident ones. A History kind is not
+// partial: Load returns none.
+func (k *Kind) Partial() bool { return k.resident != nil && !k.history }
+
+// History reports whether Load returns none of the kind's objects
+// (audit records): a store's Load skips the kind entirely.
+func (k *Kind) History() bool { return k.history }
 
 // KindOf returns the kind of v, or nil if v is not a registered object.
 func KindOf(v any) *Kind {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,6 +68,7 @@ func TestFSMProperty(t *testing.T) {
 		"PauseJob ok", "ResumeJob ok", "RequeueJob ok", "ExpireJob ok", "ExpireJob invalid_transition",
 		"state succeeded", "state failed", "state canceled", "error worker_lost", "error acquire_timeout",
 		"error no_capable_worker", "error ffmpeg_error", "requeued", "skipped entry",
+		"RecordAudit ok", "audited SubmitJob", "audited CancelJob", "audited CreateAPIKey",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -310,7 +312,24 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 			cov.add("skipped entry")
 			continue
 		}
-		name := commandName(fsm.MessageType(l.Data[0]))
+		typ := fsm.MessageType(l.Data[0])
+		if typ == fsm.EnvelopeType {
+			// Not DecodeEntry: the generator also makes commands that
+			// validation would refuse, to check that Apply survives them.
+			var env struct {
+				Type fsm.MessageType `json:"type"`
+			}
+			if err := json.Unmarshal(l.Data[1:], &env); err != nil {
+				t.Fatalf("entry %d: envelope does not decode: %v", l.Index, err)
+			}
+			typ = env.Type
+			cov.add("audited " + commandName(typ))
+		}
+		name := commandName(typ)
+		if typ == fsm.RecordAuditType && resp == nil {
+			cov.add(name + " ok")
+			continue
+		}
 		switch v := resp.(type) {
 		case *fsm.Error:
 			if !slices.Contains(knownCodes, v.Code) {
@@ -331,7 +350,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.RegisterWorkerType: "RegisterWorker", fsm.SubmitJobType: "SubmitJob", fsm.AssignJobType: "AssignJob",
 		fsm.StartJobType: "StartJob", fsm.ProgressJobType: "ProgressJob", fsm.FinishJobType: "FinishJob",
 		fsm.CancelJobType: "CancelJob", fsm.PauseJobType: "PauseJob", fsm.ResumeJobType: "ResumeJob",
-		fsm.RequeueJobType: "RequeueJob", fsm.ExpireJobType: "ExpireJob",
+		fsm.RequeueJobType: "RequeueJob", fsm.ExpireJobType: "ExpireJob", fsm.RecordAuditType: "RecordAudit",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -355,6 +374,9 @@ type fsmState struct {
 	// Decisions is what the scheduler would do at the generator's time
 	// with a fresh rotation: it compares the scheduling indexes.
 	Decisions *fsm.Decisions
+	// Audit is the store's audit chain, and AuditHead the FSM's.
+	Audit     []*fsm.AuditRecord
+	AuditHead fsm.AuditHead
 }
 
 // captureState returns f's observable state as JSON.
@@ -391,6 +413,17 @@ func captureState(t *testing.T, f *fsm.FSM, g *gen, now time.Time) string {
 	}
 	s.ByState, s.ByQueue = f.Counts()
 	s.Decisions = f.Schedule(now, fsm.NewFairness(), 1000)
+	s.AuditHead = f.AuditHeadNow()
+	if err := f.Store().ScanAudit(context.Background(), 0, func(r *fsm.AuditRecord) error {
+		s.Audit = append(s.Audit, r)
+		return nil
+	}); err != nil {
+		t.Fatalf("scan audit: %v", err)
+	}
+	v, err := f.VerifyAudit(context.Background())
+	if err != nil || !v.OK || v.Checked != uint64(len(s.Audit)) {
+		t.Fatalf("VerifyAudit = %+v, %v; want ok over %d records", v, err, len(s.Audit))
+	}
 	return mustJSON(t, s)
 }
 
@@ -773,6 +806,13 @@ func (g *gen) logs(cmds []fsm.Command, first uint64) []*raft.Log {
 			idx++
 		}
 		l := entry(g.t, idx, c)
+		if a := g.actor(c); a != nil {
+			data, err := fsm.EncodeAs(c, a)
+			if err != nil {
+				g.t.Fatalf("encode %T with an actor: %v", c, err)
+			}
+			l.Data = data
+		}
 		if g.r.IntN(10) != 0 { // else an entry from before Raft stamped them
 			l.AppendedAt = g.now.Add(time.Duration(g.r.IntN(2000)) * time.Millisecond)
 		}
@@ -780,6 +820,24 @@ func (g *gen) logs(cmds []fsm.Command, first uint64) []*raft.Log {
 		idx++
 	}
 	return out
+}
+
+// actor returns the actor of an API command now and then (always for
+// RecordAudit), nil for the leader's and workers' commands.
+func (g *gen) actor(c fsm.Command) *fsm.Actor {
+	switch c.(type) {
+	case *fsm.RecordAudit:
+	case *fsm.CreateTenant, *fsm.CreateAPIKey, *fsm.RevokeAPIKey, *fsm.SubmitJob, *fsm.CancelJob, *fsm.PauseJob, *fsm.ResumeJob:
+		if g.r.IntN(3) == 0 {
+			return nil
+		}
+	default:
+		return nil
+	}
+	tenant := pick(g.r, "t1", "t2", "")
+	return &fsm.Actor{User: pick(g.r, "ann", "bob"), KeyID: pick(g.r, "k1", "k2"), Role: fsm.RoleOperator, TenantID: tenant,
+		RequestID: fmt.Sprintf("r%d", g.r.IntN(1000)), Source: "10.1.2.3:4567", Action: fmt.Sprintf("%T", c)[5:],
+		Target: pick(g.r, "", "x1"), Tenant: tenant}
 }
 
 func (g *gen) tenant(id string) fsm.Command {
@@ -871,6 +929,9 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 				Role: pick(r, fsm.RoleTenantAdmin, fsm.RoleOperator, fsm.RoleViewer), Hash: h[:], CreatedAt: g.now}})
 		}},
 		{1, func() []fsm.Command { return one(&fsm.RevokeAPIKey{ID: pick(r, g.keyIDs()...), At: g.now}) }},
+		{1, func() []fsm.Command {
+			return one(&fsm.RecordAudit{Result: pick(r, fsm.Code("permission_denied"), fsm.ResultOK)})
+		}},
 		{3, func() []fsm.Command { return one(g.register(pick(r, g.workers...))) }},
 		{14, func() []fsm.Command {
 			g.nextJob++

@@ -29,7 +29,9 @@ var (
 // methods may be called concurrently with Commit and with each other.
 type Store interface {
 	// Load returns the last committed index and every object the FSM keeps
-	// in memory: tenants, API keys, workers and non-terminal jobs.
+	// in memory: tenants, API keys, workers and non-terminal jobs; and
+	// the head of the audit chain (the record with the highest Seq),
+	// read without reading the other records.
 	Load(ctx context.Context) (*State, error)
 	// Commit durably writes a batch of changed objects and the index of
 	// the batch's last log entry, atomically.
@@ -43,6 +45,14 @@ type Store interface {
 	JobsExist(ctx context.Context, ids []string) (map[string]uint64, error)
 	// ListJobs returns one page of jobs, newest first.
 	ListJobs(ctx context.Context, p *ListJobsParams) (*JobPage, error)
+	// ListAudit returns one page of audit records that pass p's
+	// filters, newest (highest Seq) first.
+	ListAudit(ctx context.Context, p *ListAuditParams) (*AuditPage, error)
+	// ScanAudit calls fn with every audit record whose Seq is above
+	// after, in the order of the store's Seq key, reading a bounded page
+	// at a time (never every record at once), until fn returns an error,
+	// which it returns.
+	ScanAudit(ctx context.Context, after uint64, fn func(*AuditRecord) error) error
 	// Snapshot captures the committed state for a Raft snapshot. It must
 	// return quickly; the returned value's WriteTo runs concurrently with
 	// Commit and must write the state as of the Snapshot call.
@@ -77,6 +87,9 @@ type State struct {
 	Keys    []*APIKey
 	Workers []*Worker
 	Jobs    []*Job // non-terminal only
+	// AuditHead is the newest audit record's Seq and Hash (AuditKind is
+	// history: State holds no record).
+	AuditHead AuditHead
 }
 
 // Batch is the set of objects changed by one applied batch of log entries,
@@ -88,6 +101,7 @@ type Batch struct {
 	Keys    []*APIKey
 	Workers []*Worker
 	Jobs    []*Job
+	Audit   []*AuditRecord
 }
 
 // ListJobsParams selects a page of jobs.

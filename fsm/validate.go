@@ -48,31 +48,51 @@ type Validator interface {
 // IgnoreUnknownTypeFlag set decodes to (nil, nil): nodes skip it. Refusals
 // are *Error: CodeUnknownCommand for any other unknown type, else
 // CodeInvalidArgument (empty entry, invalid UTF-8, a body that does not
-// decode, or a command that fails its Validate).
+// decode, or a command that fails its Validate). An envelope
+// (EnvelopeType) decodes to its inner command; DecodeEntry also returns
+// its actor.
 func DecodeCommand(data []byte) (Command, error) {
+	c, _, err := DecodeEntry(data)
+	return c, err
+}
+
+// DecodeEntry is DecodeCommand that also returns the entry's actor: nil
+// for a plain entry, validated for an envelope. A RecordAudit without an
+// actor is refused.
+func DecodeEntry(data []byte) (Command, *Actor, error) {
 	if len(data) == 0 {
-		return nil, Errorf(CodeInvalidArgument, "empty command")
+		return nil, nil, Errorf(CodeInvalidArgument, "empty command")
 	}
-	t := MessageType(data[0])
+	if !utf8.Valid(data[1:]) {
+		return nil, nil, Errorf(CodeInvalidArgument, "command type %d: body is not valid UTF-8", data[0])
+	}
+	t, body, actor, err := unwrap(data)
+	if err != nil {
+		return nil, nil, Errorf(CodeInvalidArgument, "command envelope does not decode: %v", err)
+	}
+	if actor != nil {
+		if err := actor.Validate(); err != nil {
+			return nil, nil, err
+		}
+	}
 	ct, ok := commandTypes[t]
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, Errorf(CodeUnknownCommand, "unknown command type %d", t)
-	}
-	body := data[1:]
-	if !utf8.Valid(body) {
-		return nil, Errorf(CodeInvalidArgument, "command type %d: body is not valid UTF-8", t)
+		return nil, nil, Errorf(CodeUnknownCommand, "unknown command type %d", t)
 	}
 	c := ct.new()
 	if err := json.Unmarshal(body, c); err != nil {
-		return nil, Errorf(CodeInvalidArgument, "command type %d: body does not decode", t)
+		return nil, nil, Errorf(CodeInvalidArgument, "command type %d: body does not decode", t)
 	}
 	if err := c.(Validator).Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	if _, ok := c.(*RecordAudit); ok && actor == nil {
+		return nil, nil, invalid("an audit record needs an actor")
+	}
+	return c, actor, nil
 }
 
 // invalid is a CodeInvalidArgument refusal.

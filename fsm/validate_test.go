@@ -200,6 +200,14 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	} {
 		out = append(out, mustEncode(t, c))
 	}
+	a := &fsm.Actor{User: "u", KeyID: "k", Role: fsm.RoleOperator, TenantID: "t1", RequestID: "r", Source: "s", Action: "cancelJob", Target: "j1", Tenant: "t1"}
+	for _, c := range []fsm.Command{&fsm.CancelJob{JobID: "j1", At: t0}, &fsm.RecordAudit{Result: "permission_denied"}} {
+		data, err := fsm.EncodeAs(c, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
 	return append(out, rawEntry(99|fsm.IgnoreUnknownTypeFlag, `{}`))
 }
 
@@ -255,12 +263,21 @@ func checkTextFields(t *testing.T, tmpl fsm.Job, text string) {
 	j.Log = text + "\n" + text
 	j.Error = &fsm.Error{Code: fsm.CodeFFmpeg, Message: text}
 	c, err := fsm.DecodeCommand(mustEncode(t, &fsm.SubmitJob{Job: j}))
-	if err != nil {
-		return
+	if err == nil {
+		doc := mustEncode(t, c)
+		if !utf8.Valid(doc) || bytes.Contains(doc, []byte(`\u0000`)) {
+			t.Fatalf("validation accepted a submit with %q that is not storable in jsonb: %s", text, doc)
+		}
 	}
-	doc := mustEncode(t, c)
-	if !utf8.Valid(doc) || bytes.Contains(doc, []byte(`\u0000`)) {
-		t.Fatalf("validation accepted a submit with %q that is not storable in jsonb: %s", text, doc)
+	a := &fsm.Actor{User: text, KeyID: text, TenantID: text, RequestID: text, Source: text, Action: "x" + text, Target: text, Tenant: text}
+	data, err := fsm.EncodeAs(&fsm.CancelJob{JobID: "j1", At: t0}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, actor, err := fsm.DecodeEntry(data); err == nil {
+		if doc, _ := json.Marshal(actor); !utf8.Valid(doc) || bytes.Contains(doc, []byte(`\u0000`)) {
+			t.Fatalf("validation accepted an actor with %q that is not storable in jsonb: %s", text, doc)
+		}
 	}
 }
 

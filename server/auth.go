@@ -198,7 +198,7 @@ func (s *Server) authFailed(r *http.Request, reason authReason, keyID string) {
 	if !ok {
 		return
 	}
-	attrs := []any{"reason", string(reason), "source", r.RemoteAddr, "method", r.Method, "path", r.URL.Path}
+	attrs := []any{"reason", string(reason), "source", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "request_id", requestIDOf(r)}
 	if keyID != "" {
 		attrs = append(attrs, "key_id", keyID)
 	}

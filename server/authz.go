@@ -33,6 +33,7 @@ const (
 	PermUsersManage   Permission = "users.manage"   // create, disable users; invite
 	PermKeysManage    Permission = "keys.manage"    // create, revoke, rotate the tenant's keys
 	PermAuditView     Permission = "audit.view"     // read the tenant's audit records
+	PermAuditVerify   Permission = "audit.verify"   // verify the installation's audit chain
 	PermClusterView   Permission = "cluster.view"   // read members and Raft status
 	PermClusterManage Permission = "cluster.manage" // join, remove, leave, transfer, snapshots
 )
@@ -44,7 +45,10 @@ const permPublic Permission = "public"
 // installationWide holds the permissions that concern the installation,
 // not one tenant: Authorize checks them against tenant "", which only a
 // super-admin may act on.
-var installationWide = []Permission{PermTenantsManage, PermClusterView, PermClusterManage}
+var installationWide = []Permission{PermTenantsManage, PermClusterView, PermClusterManage, PermAuditVerify}
+
+// isInstallationWide reports whether perm concerns the installation.
+func isInstallationWide(perm Permission) bool { return slices.Contains(installationWide, perm) }
 
 // roleGrant is one role's own grants; it also holds those of every role
 // below it.
@@ -61,7 +65,7 @@ var roleChain = []roleGrant{
 	{fsm.RoleViewer, []Permission{PermSelfView, PermJobsView, PermWorkersView}},
 	{fsm.RoleOperator, []Permission{PermJobsCreate, PermJobsCancel, PermJobsControl}},
 	{fsm.RoleTenantAdmin, []Permission{PermWorkersManage, PermTenantsView, PermUsersView, PermUsersManage, PermKeysManage, PermAuditView}},
-	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage}},
+	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage, PermAuditVerify}},
 }
 
 // AllPermissions returns every permission, in the order of the roles that
@@ -154,7 +158,7 @@ func namedTenant(r *http.Request, p *Principal) string {
 // or on the installation for installation-wide permissions.
 func authorizeRoute(r *http.Request, p *Principal, perm Permission) error {
 	tenant := namedTenant(r, p)
-	if slices.Contains(installationWide, perm) {
+	if isInstallationWide(perm) {
 		tenant = ""
 	}
 	return Authorize(p, perm, tenant)

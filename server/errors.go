@@ -98,6 +98,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ffrtmp"`)
 	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.code = e.Code // for auditUnapplied
+	}
 	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message))}})
 }
 

@@ -48,6 +48,8 @@ var (
 	objectRead   = expect{{ok, ok}, {ok, d44}, {ok, d44}, {ok, d44}}
 	objectWrite  = expect{{ok, ok}, {ok, d44}, {ok, d44}, {d40, d40}}
 	objectManage = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
+	// tenantAdminRead: what a tenant admin reads of its own tenant only.
+	tenantAdminRead = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -67,6 +69,8 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/jobs/{id}/logs":               objectRead,
 	"GET /v1/jobs/{id}/events":             objectRead,
 	"GET /v1/whoami":                       tenantRead, // every role reads itself; naming another tenant is a super-admin's
+	"GET /v1/audit":                        tenantAdminRead,
+	"GET /v1/audit/verify":                 onlySuperAdmin,
 	"GET /v1/workers":                      tenantRead,
 	"GET /v1/workers/{id}":                 objectRead,
 	"POST /v1/workers/{id}/drain":          objectManage,
@@ -179,6 +183,29 @@ func TestIsolationMatrix(t *testing.T) {
 					}
 				}
 				if role == fsm.RoleSuperAdmin || strings.HasPrefix(ctype, "application/vnd.oai") || rk == "GET /v1/openapi.json" {
+					continue
+				}
+				if rk == "GET /v1/audit" && want == ok {
+					// The own tenant's records only; the other tenant's
+					// IDs appear only where one of this tenant's own
+					// callers named them, as a refused call's target.
+					var page server.AuditPage
+					json.Unmarshal([]byte(body), &page)
+					for _, rec := range page.Records {
+						if rec.Tenant != own.id {
+							t.Errorf("%s: a record of tenant %q: %+v", name, rec.Tenant, rec)
+						}
+						if rec.Target != "" && rec.Target != other.id && rec.Target != other.job && rec.Target != other.worker {
+							continue
+						}
+						if rec.Target != "" && (rec.ActorTenant != own.id || rec.Result != "permission_denied") {
+							t.Errorf("%s: a record shows %q of tenant %s: %+v", name, rec.Target, other.id, rec)
+						}
+						rec.Target = ""
+						if js, _ := json.Marshal(rec); strings.Contains(string(js), other.id) || strings.Contains(string(js), other.job) {
+							t.Errorf("%s: a record shows tenant %s: %s", name, other.id, js)
+						}
+					}
 					continue
 				}
 				// Nothing a tenant's key is answered shows the other

@@ -308,23 +308,34 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Limit = n
 	}
-	if err := s.consistentRead(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	index := s.fsm.Index()
-	ctx, cancel := context.WithTimeout(r.Context(), storeReadTimeout)
-	defer cancel()
-	page, err := s.fsm.Store().ListJobs(ctx, p)
-	if err != nil {
-		err = storeError(err)
-	}
-	if err != nil {
-		s.writeError(w, r, err)
+	var page *fsm.JobPage
+	index, ok := s.storeRead(w, r, func(ctx context.Context) (err error) {
+		page, err = s.fsm.Store().ListJobs(ctx, p)
+		return err
+	})
+	if !ok {
 		return
 	}
 	setIndex(w, index)
 	writeJSON(w, http.StatusOK, page)
+}
+
+// storeRead makes a read of the store for r, consistent if r asks, bounded
+// by storeReadTimeout, and returns the FSM index it reflects. On an error
+// it answers r itself and returns false.
+func (s *Server) storeRead(w http.ResponseWriter, r *http.Request, read func(ctx context.Context) error) (uint64, bool) {
+	if err := s.consistentRead(r); err != nil {
+		s.writeError(w, r, err)
+		return 0, false
+	}
+	index := s.fsm.Index()
+	ctx, cancel := context.WithTimeout(r.Context(), storeReadTimeout)
+	defer cancel()
+	if err := read(ctx); err != nil {
+		s.writeError(w, r, storeError(err))
+		return 0, false
+	}
+	return index, true
 }
 
 func validQueue(q fsm.Queue) bool {

@@ -77,3 +77,29 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIOperationIDs: every operation has a unique operationId,
+// which names the action of its audit records.
+func TestOpenAPIOperationIDs(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			where := strings.ToUpper(method) + " " + path
+			if op.OperationID == "" {
+				t.Errorf("%s has no operationId", where)
+			}
+			if other, ok := seen[op.OperationID]; ok {
+				t.Errorf("%s and %s share operationId %q", where, other, op.OperationID)
+			}
+			seen[op.OperationID] = where
+		}
+	}
+}

@@ -107,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		fsm: cfg.FSM, raft: cfg.Raft, policy: cfg.Policy, metrics: cfg.Metrics,
+		fsm: cfg.FSM, raft: auditedRaft{cfg.Raft}, policy: cfg.Policy, metrics: cfg.Metrics,
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
 		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave, authLog: rateLimiter{window: authLogWindow},
 	}
@@ -226,6 +226,8 @@ func (s *Server) routes() []route {
 		needs("GET", "/v1/jobs/{id}/logs", PermJobsView, s.jobLogs),
 		needs("GET", "/v1/jobs/{id}/events", PermJobsView, s.jobEvents),
 		needs("GET", "/v1/whoami", PermSelfView, s.whoami),
+		needs("GET", "/v1/audit", PermAuditView, s.listAudit),
+		needs("GET", "/v1/audit/verify", PermAuditVerify, s.verifyAudit),
 		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
@@ -246,6 +248,8 @@ func (s *Server) routes() []route {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	// code is the error code writeError answered, if any.
+	code fsm.Code
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -268,35 +272,45 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// wrap adds panic recovery, authentication, the permission check and
-// metrics around a route's handler.
+// wrap adds a request ID, panic recovery, authentication, the permission
+// check, the actor of audit records (see audit.go) and metrics around a
+// route's handler.
 func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.pattern
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		rid := requestID(r)
+		sw.Header().Set(requestIDHeader, rid)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
 		defer func() {
 			if v := recover(); v != nil {
-				s.log.Error("handler panic", "route", name, "panic", v, "stack", string(debug.Stack()))
+				s.log.Error("handler panic", "route", name, "request_id", rid, "panic", v, "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					s.writeError(sw, r, fmt.Errorf("panic: %v", v))
 				}
 			}
 			s.metrics.observeRequest(name, sw.status, time.Since(start))
 		}()
-		if rt.perm != permPublic {
-			p, err := s.authenticate(r)
-			if err != nil {
-				s.writeError(sw, r, err)
-				return
-			}
-			if err := authorizeRoute(r, p, rt.perm); err != nil {
-				s.writeError(sw, r, err)
-				return
-			}
-			r = r.WithContext(withAccess(r.Context(), p, rt.perm))
+		if rt.perm == permPublic {
+			rt.handle(sw, r)
+			return
 		}
+		p, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(sw, r, err)
+			return
+		}
+		call := newAuditCall(r, rt, p)
+		if err := authorizeRoute(r, p, rt.perm); err != nil {
+			s.writeError(sw, r, err)
+			s.auditUnapplied(r, sw, call)
+			return
+		}
+		ctx := fsm.WithActor(withAccess(r.Context(), p, rt.perm), call.actor)
+		r = r.WithContext(context.WithValue(ctx, auditCallKey{}, call))
 		rt.handle(sw, r)
+		s.auditUnapplied(r, sw, call)
 	})
 }
 

@@ -117,7 +117,11 @@ func (n *Node) tryStart() error {
 	if n.opts.WrapStore != nil {
 		fst = n.opts.WrapStore(st)
 	}
-	f, err := fsm.New(context.Background(), fsm.Config{Store: fst, Logger: n.log})
+	key := n.opts.ClusterKey
+	if key == nil {
+		key = Key
+	}
+	f, err := fsm.New(context.Background(), fsm.Config{Store: fst, Logger: n.log, AuditKey: cluster.AuditKey(key)})
 	if err != nil {
 		st.Close()
 		return err
@@ -128,10 +132,6 @@ func (n *Node) tryStart() error {
 		loop = (&cluster.Scheduler{FSM: f, Logger: n.log}).Run
 	case n.opts.LeaderLoop != nil:
 		loop = n.opts.LeaderLoop(f)
-	}
-	key := n.opts.ClusterKey
-	if key == nil {
-		key = Key
 	}
 	peerTLS, err := cluster.PeerTLSFromKey(key)
 	if err != nil {

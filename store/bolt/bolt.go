@@ -25,10 +25,14 @@ import (
 
 var (
 	bucketMeta  = []byte("meta")
-	bucketJobs  = []byte(fsm.JobKind.Bucket) // job ID → job JSON, every job
-	bucketByTen = []byte("tenant_jobs")      // tenant ID 0x00 job ID → nil
-	keyIndex    = []byte("applied_index")
-	keySchema   = []byte("schema_version")
+	bucketJobs  = []byte(fsm.JobKind.Bucket)   // job ID → job JSON, every job
+	bucketByTen = []byte("tenant_jobs")        // tenant ID 0x00 job ID → nil
+	bucketAudit = []byte(fsm.AuditKind.Bucket) // big-endian Seq → audit record JSON
+	// bucketAuditByTen indexes audit records by tenant: tenant ID 0x00
+	// big-endian Seq → nil.
+	bucketAuditByTen = []byte("tenant_audit")
+	keyIndex         = []byte("applied_index")
+	keySchema        = []byte("schema_version")
 
 	// requiredBuckets are the buckets of schema version 1: a file without
 	// one of them is not a state file. A kind registered later has its
@@ -55,7 +59,7 @@ func bucketNames(names ...string) [][]byte {
 }
 
 func allBucketNames() [][]byte {
-	out := [][]byte{bucketMeta, bucketByTen}
+	out := [][]byte{bucketMeta, bucketByTen, bucketAuditByTen}
 	for _, k := range fsm.Kinds {
 		out = append(out, []byte(k.Bucket))
 		if k.Partial() {
@@ -185,6 +189,10 @@ func tenantJobKey(tenant, id string) []byte {
 	return append(append([]byte(tenant), 0), id...)
 }
 
+func tenantAuditKey(tenant string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(tenant), 0), seq)
+}
+
 // Load implements fsm.Store.
 func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 	s.mu.RLock()
@@ -207,10 +215,20 @@ func loadTx(tx *bbolt.Tx) (*fsm.State, error) {
 	if v := tx.Bucket(bucketMeta).Get(keyIndex); v != nil {
 		st.Index = binary.BigEndian.Uint64(v)
 	}
+	if audit := tx.Bucket(bucketAudit); audit != nil {
+		// The chain's head is the last key: no other record is read.
+		if k, v := audit.Cursor().Last(); k != nil {
+			r, err := decode[fsm.AuditRecord](v)
+			if err != nil {
+				return nil, fmt.Errorf("audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			st.AuditHead = fsm.AuditHead{Seq: r.Seq, Hash: r.Hash}
+		}
+	}
 	for _, k := range fsm.Kinds {
 		objs := tx.Bucket([]byte(k.Bucket))
-		if objs == nil {
-			continue // a file from before the kind existed
+		if objs == nil || k.History() {
+			continue // a file from before the kind existed, or history
 		}
 		keep := func(id, v []byte) error {
 			o, err := k.Decode(v)
@@ -246,8 +264,8 @@ func decode[T any](v []byte) (*T, error) {
 
 // putGuarded writes obj under id unless the stored version's modify index
 // is at or above modifyIndex.
-func putGuarded(b *bbolt.Bucket, id string, modifyIndex uint64, obj any) (bool, error) {
-	if old := b.Get([]byte(id)); old != nil {
+func putGuarded(b *bbolt.Bucket, id []byte, modifyIndex uint64, obj any) (bool, error) {
+	if old := b.Get(id); old != nil {
 		var m fsm.Meta
 		if err := json.Unmarshal(old, &m); err != nil {
 			return false, fmt.Errorf("decode %s: %w", id, err)
@@ -260,7 +278,16 @@ func putGuarded(b *bbolt.Bucket, id string, modifyIndex uint64, obj any) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("encode %s: %w", id, err)
 	}
-	return true, b.Put([]byte(id), v)
+	return true, b.Put(id, v)
+}
+
+// objectKey returns o's key in its kind's bucket: its ID, or for an audit
+// record its big-endian Seq.
+func objectKey(o fsm.Object) []byte {
+	if r, ok := o.(*fsm.AuditRecord); ok {
+		return u64(r.Seq)
+	}
+	return []byte(o.ObjectID())
 }
 
 // Commit implements fsm.Store. A batch at or below the stored index is
@@ -296,7 +323,7 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 	bucket := tx.Bucket([]byte(k.Bucket))
 	active := tx.Bucket(activeBucket(k))
 	for _, o := range objs {
-		id := o.ObjectID()
+		id := objectKey(o)
 		wrote, err := putGuarded(bucket, id, o.ObjectMeta().ModifyIndex, o)
 		if err != nil {
 			return err
@@ -304,18 +331,22 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 		if !wrote {
 			continue // the stored version is as new or newer
 		}
-		if j, ok := o.(*fsm.Job); ok {
-			if err := tx.Bucket(bucketByTen).Put(tenantJobKey(j.TenantID, j.ID), nil); err != nil {
-				return err
-			}
+		switch v := o.(type) {
+		case *fsm.Job:
+			err = tx.Bucket(bucketByTen).Put(tenantJobKey(v.TenantID, v.ID), nil)
+		case *fsm.AuditRecord:
+			err = tx.Bucket(bucketAuditByTen).Put(tenantAuditKey(v.Tenant, v.Seq), nil)
+		}
+		if err != nil {
+			return err
 		}
 		if !k.Partial() {
 			continue
 		}
 		if k.Resident(o) {
-			err = active.Put([]byte(id), nil)
+			err = active.Put(id, nil)
 		} else {
-			err = active.Delete([]byte(id))
+			err = active.Delete(id)
 		}
 		if err != nil {
 			return err

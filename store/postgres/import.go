@@ -28,11 +28,11 @@ type Count struct {
 
 // Counts are a batch's Count per table.
 type Counts struct {
-	Tenants, Keys, Workers, Jobs Count
+	Tenants, Keys, Workers, Jobs, Audit Count
 }
 
 // Table returns the count of a table by name ("tenants", "api_keys",
-// "workers" or "jobs").
+// "workers", "jobs" or "audit_records").
 func (c *Counts) Table(name string) *Count {
 	switch name {
 	case "tenants":
@@ -43,6 +43,8 @@ func (c *Counts) Table(name string) *Count {
 		return &c.Workers
 	case "jobs":
 		return &c.Jobs
+	case "audit_records":
+		return &c.Audit
 	}
 	panic("postgres: unknown table " + name)
 }

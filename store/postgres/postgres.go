@@ -160,7 +160,22 @@ func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 			st.Index = uint64(i)
 			return err
 		})
+		// The audit chain's head: the one record with the highest seq.
+		b.Queue(`SELECT doc FROM audit_records ORDER BY seq DESC LIMIT 1`).Query(func(rows pgx.Rows) error {
+			var doc []byte
+			_, err := pgx.ForEachRow(rows, []any{&doc}, func() error {
+				r, err := decode[fsm.AuditRecord](doc)
+				if err == nil {
+					st.AuditHead = fsm.AuditHead{Seq: r.Seq, Hash: r.Hash}
+				}
+				return err
+			})
+			return err
+		})
 		for _, k := range fsm.Kinds {
+			if k.History() {
+				continue
+			}
 			sql := `SELECT doc FROM ` + k.Table
 			if r := tables[k].resident; r != "" {
 				sql += ` WHERE ` + r
@@ -274,12 +289,8 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
+	var q conds
+	add := q.add
 	if p.TenantID != "" {
 		add("tenant_id = $?", p.TenantID)
 	}
@@ -302,33 +313,13 @@ func (s *Store) ListJobs(ctx context.Context, p *fsm.ListJobsParams) (*fsm.JobPa
 	if p.After != "" {
 		add("id < $?", p.After)
 	}
-	sql := "SELECT doc FROM jobs"
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, p.Limit+1)
-	sql += " ORDER BY id DESC LIMIT $" + strconv.Itoa(len(args))
-
-	rows, err := s.pool.Query(ctx, sql, args...)
+	jobs, more, err := queryPage[fsm.Job](ctx, s.pool, "SELECT doc FROM jobs", q, "id DESC", p.Limit)
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", interpretError(err))
+		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	page := &fsm.JobPage{Jobs: make([]*fsm.Job, 0, min(p.Limit, 100))}
-	var doc []byte
-	_, err = pgx.ForEachRow(rows, []any{&doc}, func() error {
-		if len(page.Jobs) == p.Limit {
-			page.Next = page.Jobs[p.Limit-1].ID
-			return nil
-		}
-		j, err := decode[fsm.Job](doc)
-		if err != nil {
-			return err
-		}
-		page.Jobs = append(page.Jobs, j)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", interpretError(err))
+	page := &fsm.JobPage{Jobs: jobs}
+	if more {
+		page.Next = jobs[p.Limit-1].ID
 	}
 	return page, nil
 }
@@ -442,4 +433,50 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.pool.Close()
 	return nil
+}
+
+// conds are the conditions of a query's WHERE clause, all to be true, and
+// their arguments.
+type conds struct {
+	where []string
+	args  []any
+}
+
+// add adds a condition on one argument, v, written "$?" in cond.
+func (c *conds) add(cond string, v any) {
+	c.args = append(c.args, v)
+	c.where = append(c.where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(c.args))))
+}
+
+// queryPage runs sql (a SELECT of one doc column) with the conditions q,
+// in order, and decodes at most limit rows; more reports whether another
+// row followed them.
+func queryPage[T any](ctx context.Context, pool *pgxpool.Pool, sql string, q conds, order string, limit int) (out []*T, more bool, err error) {
+	if len(q.where) > 0 {
+		sql += " WHERE " + strings.Join(q.where, " AND ")
+	}
+	args := append(q.args, limit+1)
+	sql += " ORDER BY " + order + " LIMIT $" + strconv.Itoa(len(args))
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, false, interpretError(err)
+	}
+	out = make([]*T, 0, min(limit, 100))
+	var doc []byte
+	_, err = pgx.ForEachRow(rows, []any{&doc}, func() error {
+		if len(out) == limit {
+			more = true
+			return nil
+		}
+		x, err := decode[T](doc)
+		if err != nil {
+			return err
+		}
+		out = append(out, x)
+		return nil
+	})
+	if err != nil {
+		return nil, false, interpretError(err)
+	}
+	return out, more, nil
 }

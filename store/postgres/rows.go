@@ -51,6 +51,10 @@ var tables = map[*fsm.Kind]table{
 		{"attempt", "integer[]"}, {"retries", "integer[]"}, {"worker_id", "text[]"},
 		{"submitted_at", "timestamptz[]"}, {"finished_at", "timestamptz[]"},
 	}, jobRows, "state IN " + activeStates},
+	fsm.AuditKind: {[]column{
+		{"seq", "bigint[]"}, {"tenant_id", "text[]"}, {"actor_user", "text[]"}, {"actor_key", "text[]"},
+		{"action", "text[]"}, {"at", "timestamptz[]"},
+	}, auditRows, ""},
 }
 
 // columns returns every column of kind k's table, in the order of
@@ -224,4 +228,16 @@ func jobRows(objs []fsm.Object) []any {
 		submitted[i], finished[i] = j.SubmittedAt, optTime(j.FinishedAt)
 	}
 	return []any{tenant, state, queue, prio, attempt, retries, worker, submitted, finished}
+}
+
+func auditRows(objs []fsm.Object) []any {
+	rs := objectsOf[*fsm.AuditRecord](objs)
+	n := len(rs)
+	seq := make([]int64, n)
+	tenant, user, key, action := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	at := make([]time.Time, n)
+	for i, r := range rs {
+		seq[i], tenant[i], user[i], key[i], action[i], at[i] = int64(r.Seq), r.Tenant, r.User, r.KeyID, r.Action, r.Time
+	}
+	return []any{seq, tenant, user, key, action, at}
 }

@@ -102,6 +102,8 @@ func Exercise(t *testing.T, caps Capabilities, newStore func(t *testing.T) fsm.S
 		assertKinds(t, "Load after Snapshot and Restore", load(t, dst), b)
 	})
 
+	exerciseAudit(t, caps, newStore)
+
 	t.Run("AwkwardRunes", func(t *testing.T) {
 		t.Parallel()
 		exerciseRunes(t, newStore(t))
