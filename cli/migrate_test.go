@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,8 +169,10 @@ func TestImportBolt(t *testing.T) {
 		t.Fatalf("second import: %v (tables changed: %v)\n%s", err, importertest.TableRows(t, url) != before, out)
 	}
 	var rep importer.Report
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Checked || len(rep.Tables) != 4 ||
-		rep.Tables[3].Table != "jobs" || rep.Tables[3].Existing != len(srcJobs) || rep.Tables[3].Inserted != 0 {
+	err = json.Unmarshal([]byte(out), &rep)
+	i := slices.IndexFunc(rep.Tables, func(tr importer.TableCount) bool { return tr.Table == "jobs" })
+	if err != nil || !rep.Checked || len(rep.Tables) != len(postgres.Tables) || i < 0 ||
+		rep.Tables[i].Existing != len(srcJobs) || rep.Tables[i].Inserted != 0 {
 		t.Errorf("second import, -o json: %v\n%s", err, out)
 	}
 
