@@ -262,7 +262,7 @@ func fits(w *Worker, d *demand, u usage) bool {
 func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	p := &pass{f: f, now: now, d: &Decisions{}, blocked: make(map[*demand]bool)}
+	p := &pass{f: f, now: now, d: &Decisions{}, blocked: make(map[*demand]bool), quota: make(map[string]tenantUse)}
 	d := p.d
 
 	var workers []*Worker // up, in map order: only capability is asked of them
@@ -357,6 +357,29 @@ type pass struct {
 	avail *btree.BTreeG[*wstate]
 	// blocked holds the demands that fit no worker in this pass.
 	blocked map[*demand]bool
+	// quota is the usage of each limited tenant met in this pass: its
+	// jobs' and this pass's assignments.
+	quota map[string]tenantUse
+}
+
+// tenantRoom returns tenant t's usage as of this pass and whether it may
+// have jobs placed at all: a disabled or deleted tenant's jobs wait, and a
+// tenant at max_concurrent_jobs has no room until a job of its own ends.
+// Within a pass usage only grows, so a tenant without room stays so.
+func (p *pass) tenantRoom(t string) (*Tenant, tenantUse, bool) {
+	tn := p.f.tenants[t]
+	if tn == nil {
+		return nil, tenantUse{}, true // an orphan: no limits apply
+	}
+	if tn.Disabled || tn.Deleted() {
+		return tn, tenantUse{}, false
+	}
+	use, ok := p.quota[t]
+	if !ok {
+		use = p.f.idx.byTenant[t]
+		p.quota[t] = use
+	}
+	return tn, use, quotaRoom(tn, use, 0) == nil
 }
 
 // wstate is a worker and what its active jobs (and this pass's
@@ -400,8 +423,14 @@ func (p *pass) place(d *demand) *wstate {
 	return found
 }
 
-// take reserves job j's demand on ws, keeping p.avail in order.
+// take reserves job j's demand on ws, keeping p.avail in order, and
+// counts it against its tenant's quotas.
 func (p *pass) take(ws *wstate, j *Job) {
+	if use, ok := p.quota[j.TenantID]; ok {
+		use.held++
+		use.milliCPU += milliCPU(j.Spec.Resources.CPU)
+		p.quota[j.TenantID] = use
+	}
 	p.avail.Delete(ws)
 	d := demandOf(j)
 	ws.u = ws.u.add(ws.w, &d)
@@ -413,7 +442,16 @@ func (p *pass) take(ws *wstate, j *Job) {
 // nextPlaceable returns tenant t's next job in queue q, after its cursor,
 // that some worker can take now, and that worker. It advances the cursor
 // past every job it looked at.
+//
+// A tenant's quotas pass over its jobs without blocking anyone else's: at
+// max_concurrent_jobs it has nothing placeable in this pass, and a job
+// that would take it past max_cpu is passed over (a smaller one behind it
+// may fit), in both cases without marking the job's demand blocked.
 func (p *pass) nextPlaceable(q *btree.BTreeG[qitem], t string, cursors map[string]qitem) (*Job, *wstate) {
+	tn, use, room := p.tenantRoom(t)
+	if !room {
+		return nil, nil
+	}
 	cur, started := cursors[t]
 	var found qitem
 	var best *wstate
@@ -426,6 +464,7 @@ func (p *pass) nextPlaceable(q *btree.BTreeG[qitem], t string, cursors map[strin
 		case p.expired[it.id]:
 		case it.notBefore.After(p.now):
 			p.wake(it.notBefore)
+		case quotaRoom(tn, use, it.demand.cpu) != nil:
 		default:
 			best = p.place(it.demand)
 		}
