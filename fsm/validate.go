@@ -284,7 +284,7 @@ func (c *CreateTenant) Validate() error {
 		deleted = invalid("a new tenant cannot be deleted")
 	}
 	return checkAll(c, CheckTenantName(t.ID), name, deleted,
-		validText("tenant.plan", t.Plan, MaxNameLen, ""), validText("tenant.created_by", t.CreatedBy, MaxNameLen, ""),
+		validText("tenant.plan", t.Plan, MaxNameLen, ""), validText("tenant.created_by", t.CreatedBy, MaxTextLen, ""),
 		t.Limits.validate())
 }
 

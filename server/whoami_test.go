@@ -33,7 +33,7 @@ func TestWhoami(t *testing.T) {
 	if resp := e.do("GET", "/v1/whoami", nil, &admin); resp.StatusCode != http.StatusOK {
 		t.Fatalf("whoami: status %d", resp.StatusCode)
 	}
-	if admin.Role != fsm.RoleSuperAdmin || admin.Tenant.ID != "default" || admin.Tenant.Name != "Default" || admin.ExpiresAt != nil || admin.KeyID == "" {
+	if admin.Role != fsm.RoleSuperAdmin || admin.Tenant.ID != "default" || admin.Tenant.Name != "default" || admin.ExpiresAt != nil || admin.KeyID == "" {
 		t.Errorf("super-admin whoami = %+v", admin)
 	}
 	if !slices.Equal(admin.Permissions, server.AllPermissions()) {
