@@ -70,6 +70,7 @@ func newApp(env Env) *cli.App {
 			jobsCommand(),
 			workersCommand(),
 			whoamiCommand(),
+			tenantsCommand(),
 			benchCommand(),
 			migrateCommand(),
 		},
