@@ -33,6 +33,27 @@ type Fairness struct {
 	// workers up and not draining, since when it has always had one; nil
 	// if acquire timeouts count from the jobs' queued times.
 	poolUp map[string]time.Time
+	// quota maps each tenant seen at its max_concurrent_jobs to the time
+	// of the first pass that saw it with room again, zero while it is at
+	// the limit: time a job waits for its own tenant's jobs to end is not
+	// the cluster failing to place it, so it does not count towards the
+	// job's acquire timeout.
+	quota map[string]time.Time
+}
+
+// observeQuota records at now whether tenant t has room under its
+// max_concurrent_jobs.
+func (fr *Fairness) observeQuota(now time.Time, t string, room bool) {
+	if fr.quota == nil {
+		fr.quota = make(map[string]time.Time)
+	}
+	since, seen := fr.quota[t]
+	switch {
+	case !room:
+		fr.quota[t] = time.Time{}
+	case seen && since.IsZero():
+		fr.quota[t] = now
+	}
 }
 
 // NewFairness returns an empty rotation that counts acquire timeouts from
@@ -76,6 +97,20 @@ func (fr *Fairness) observe(now time.Time, workers []*Worker) {
 // countFrom returns when j's acquire timeout began to count (zero: from
 // its queued time), or false if it does not count yet.
 func (fr *Fairness) countFrom(j *Job) (time.Time, bool) {
+	from, ok := fr.poolFrom(j)
+	if since, seen := fr.quota[j.TenantID]; ok && seen {
+		if since.IsZero() {
+			return time.Time{}, false // at its own limit
+		}
+		if since.After(from) {
+			from = since
+		}
+	}
+	return from, ok
+}
+
+// poolFrom is countFrom as the job's worker pool alone decides it.
+func (fr *Fairness) poolFrom(j *Job) (time.Time, bool) {
 	if fr.poolUp == nil {
 		return time.Time{}, true
 	}
@@ -287,6 +322,12 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	// counted from their queued times; one that CountFrom starts later
 	// is passed over until then.
 	fair.observe(now, workers)
+	for id, t := range f.tenants {
+		l := t.Limits.MaxConcurrentJobs
+		if _, seen := fair.quota[id]; l > 0 || seen {
+			fair.observeQuota(now, id, l == 0 || f.idx.byTenant[id].held < l)
+		}
+	}
 	p.expired = make(map[string]bool)
 	capableAnywhere := make(map[demand]bool)
 	f.idx.deadlines.Ascend(func(it ditem) bool {

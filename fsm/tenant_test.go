@@ -311,3 +311,32 @@ func assigned(d *fsm.Decisions) []string {
 	}
 	return out
 }
+
+// TestQuotaWaitDoesNotExpire: a job that waits for its own tenant's
+// max_concurrent_jobs does not run out its acquire timeout meanwhile; the
+// timeout counts again from when the tenant has room.
+func TestQuotaWaitDoesNotExpire(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.limited("t1", fsm.Limits{MaxConcurrentJobs: 1})
+	n.worker(fsm.Worker{ID: "w1", Slots: 2, Encoders: x264})
+	s := spec("720p30-h264")
+	s.AcquireTimeout = fsm.Duration(time.Minute)
+	n.submit("a", "t1", s, t0)
+	n.submit("b", "t1", s, t0)
+	fair := fsm.NewFairness()
+	d := n.f.Schedule(at(time.Second), fair, 100)
+	if got := fmt.Sprint(assigned(d)); got != "[a]" {
+		t.Fatalf("assigned %s, want [a]", got)
+	}
+	j := n.job(d.Assign[0])
+	j = n.job(&fsm.StartJob{Report: report(t, j), At: at(time.Second)})
+	// Long past b's timeout, a still runs: b waits and does not expire.
+	if d := n.f.Schedule(at(10*time.Minute), fair, 100); len(d.Expire) != 0 || len(d.Assign) != 0 {
+		t.Fatalf("at the limit: expire %v, assign %v; want neither", d.Expire, assigned(d))
+	}
+	n.job(&fsm.FinishJob{Report: report(t, j), At: at(11 * time.Minute)})
+	if d := n.f.Schedule(at(11*time.Minute), fair, 100); len(d.Expire) != 0 || fmt.Sprint(assigned(d)) != "[b]" {
+		t.Fatalf("with room again: expire %v, assign %v; want b placed", d.Expire, assigned(d))
+	}
+}
