@@ -289,7 +289,8 @@ func fits(w *Worker, d *demand, u usage) bool {
 // tenant's jobs go in submission order. A job that no worker can take now
 // is passed over, so it never blocks the jobs behind it. A job goes to
 // the worker with the most free slots that can take it (the lowest ID
-// among equals).
+// among equals). A tenant's max_concurrent_jobs and max_cpu are kept
+// (nextPlaceable), and a disabled or deleted tenant's jobs wait.
 //
 // A pass walks each tenant's queue at most once, and asks the workers
 // about each distinct demand at most once after it fit nowhere: within a

@@ -197,6 +197,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		&fsm.ExpireJob{JobID: "j1", Code: fsm.CodeAcquireTimeout, At: at(1e15)},
 		&fsm.MarkWorkerDown{WorkerID: "w1", Reason: "lease", At: t0},
 		&fsm.DrainWorker{WorkerID: "w1", Drain: true, At: t0},
+		&fsm.UpdateTenant{ID: "t1", Plan: new("gold"), MaxJobs: intp(1), MaxConcurrentJobs: intp(1), MaxWorkers: intp(1), MaxCPU: new(0.5), Disabled: new(true), At: t0},
+		&fsm.DeleteTenant{ID: "t1", At: t0},
+		&fsm.AdoptOrphans{TenantID: "t1", At: t0},
 	} {
 		out = append(out, mustEncode(t, c))
 	}
