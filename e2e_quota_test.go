@@ -162,5 +162,9 @@ func TestQuotasAcrossNodes(t *testing.T) {
 	if maxHeld != 1 || maxRunning > 1 {
 		t.Errorf("tenant onebyone held up to %d workers' slots (%d running), want at most 1", maxHeld, maxRunning)
 	}
-	t.Logf("observed: at most %d of onebyone's jobs on the worker; another tenant's job ran beside one: %v", maxHeld, overlapped)
+	// The shared pool stays open to others: the worker's second slot ran
+	// another tenant's job while onebyone held the first.
+	if !overlapped {
+		t.Error("no other tenant's job was seen running beside one of onebyone's")
+	}
 }
