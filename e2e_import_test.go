@@ -33,6 +33,14 @@ func TestLegacyImportKeepsIDs(t *testing.T) {
 	s.args = append(s.args, "--store", dbURL)
 	c.startAll()
 	c.mustCLI("cluster", "init", "--addr", c.addrs(s), "--cluster-key-file", c.keyFile)
+	// The upgrade path's first step works on the imported store, and
+	// again: the imported jobs have their tenant, so nothing moves.
+	for range 2 {
+		out := c.mustCLI("--addr", c.addrs(s), "tenants", "create", "--name", "default", "--migrate-existing", "-o", "json")
+		if !strings.Contains(out, `"id": "default"`) {
+			t.Fatalf("tenants create --name default --migrate-existing printed %s", out)
+		}
+	}
 
 	for _, l := range []importertest.LegacyJob{legacy[7], legacy[3]} { // completed, UUIDv4 ID; processing, "job-3"
 		var j fsm.Job

@@ -71,6 +71,7 @@ func newApp(env Env) *cli.App {
 			workersCommand(),
 			whoamiCommand(),
 			auditCommand(),
+			tenantsCommand(),
 			benchCommand(),
 			migrateCommand(),
 		},

@@ -222,7 +222,7 @@ func TestImportBolt(t *testing.T) {
 		t.Errorf("queued jobs in the new cluster = %d, want all %d active ones", byState[fsm.JobQueued], len(srcState.Jobs))
 	}
 	n := &importertest.Node{T: t, F: f}
-	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "initech", Name: "Initech", CreatedAt: migrateNow}})
+	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "initech", Name: "initech", CreatedAt: migrateNow}})
 	if _, ok := f.Tenant("initech"); !ok || f.Index() != 1 {
 		t.Errorf("the new cluster's first entry was not applied (index %d)", f.Index())
 	}

@@ -24,7 +24,7 @@ import (
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func createTenant(id string) *fsm.CreateTenant {
-	return &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: "Tenant " + id, CreatedAt: t0}}
+	return &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: id, CreatedAt: t0}}
 }
 
 // wantCode fails unless err is an *fsm.Error with the given code.
@@ -55,7 +55,7 @@ func TestBootstrapApply(t *testing.T) {
 	if !ok {
 		t.Fatalf("Apply(CreateTenant) response is %T, want *fsm.Tenant", resp)
 	}
-	if acme.ID != "acme" || acme.Name != "Tenant acme" || acme.CreateIndex == 0 || acme.ModifyIndex != acme.CreateIndex {
+	if acme.ID != "acme" || acme.Name != "acme" || acme.CreateIndex == 0 || acme.ModifyIndex != acme.CreateIndex {
 		t.Errorf("created tenant = %+v; want acme with create_index = modify_index > 0", acme)
 	}
 	// Apply returns once the command is applied on this node.
@@ -69,14 +69,14 @@ func TestBootstrapApply(t *testing.T) {
 	// Refusals come back as typed errors and change nothing.
 	index := n.FSM.Index()
 	again := createTenant("acme")
-	again.Tenant.Name = "Impostor"
+	again.Tenant.Plan = "impostor"
 	resp, err = n.Node.Apply(ctx, again)
 	if resp != nil {
 		t.Errorf("refused Apply response = %v, want nil", resp)
 	}
 	wantCode(t, "CreateTenant of an existing ID", err, fsm.CodeAlreadyExists)
-	if got, _ := n.FSM.Tenant("acme"); got.Name != "Tenant acme" {
-		t.Errorf("tenant after a refused CreateTenant is named %q", got.Name)
+	if got, _ := n.FSM.Tenant("acme"); got.Plan != "" {
+		t.Errorf("tenant after a refused CreateTenant has plan %q", got.Plan)
 	}
 	if n.FSM.Index() <= index {
 		t.Errorf("FSM index %d did not advance past %d: a refused command still consumes its log entry", n.FSM.Index(), index)

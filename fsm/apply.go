@@ -16,6 +16,9 @@ func (f *FSM) applyCreateTenant(index uint64, c *CreateTenant, b *batchBuilder) 
 		if old.ModifyIndex >= index {
 			return old
 		}
+		if old.Deleted() {
+			return Errorf(CodeAlreadyExists, "tenant %q was deleted; a deleted tenant's name is not reused", c.Tenant.ID)
+		}
 		return Errorf(CodeAlreadyExists, "tenant %q already exists", c.Tenant.ID)
 	}
 	t := c.Tenant
@@ -35,8 +38,8 @@ func (f *FSM) applyCreateAPIKey(index uint64, c *CreateAPIKey, b *batchBuilder) 
 	if c.First && len(f.keys) > 0 {
 		return Errorf(CodeAlreadyExists, "the cluster is already initialized")
 	}
-	if _, ok := f.tenants[c.Key.TenantID]; !ok {
-		return Errorf(CodeNotFound, "tenant %q does not exist", c.Key.TenantID)
+	if _, err := f.liveTenant(c.Key.TenantID, false); err != nil {
+		return err
 	}
 	k := c.Key
 	k.Meta = Meta{CreateIndex: index, ModifyIndex: index}
@@ -63,14 +66,18 @@ func (f *FSM) applyRevokeAPIKey(index uint64, c *RevokeAPIKey, b *batchBuilder) 
 
 func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuilder) any {
 	w := c.Worker
-	if w.TenantID != "" {
-		if _, ok := f.tenants[w.TenantID]; !ok {
-			return Errorf(CodeNotFound, "tenant %q does not exist", w.TenantID)
-		}
-	}
 	old, ok := f.workers[w.ID]
 	if ok && old.ModifyIndex >= index {
 		return old
+	}
+	if w.TenantID != "" {
+		t, err := f.liveTenant(w.TenantID, true)
+		if err != nil {
+			return err
+		}
+		if err := f.checkWorkerQuota(t, &w); err != nil {
+			return err
+		}
 	}
 	w.State = WorkerUp
 	w.RegisteredAt = f.at(w.RegisteredAt)
@@ -106,8 +113,12 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 		// committed to a shared store by another node.)
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
-	if _, ok := f.tenants[c.Job.TenantID]; !ok {
-		return Errorf(CodeNotFound, "tenant %q does not exist", c.Job.TenantID)
+	t, err := f.liveTenant(c.Job.TenantID, true)
+	if err != nil {
+		return err
+	}
+	if err := f.checkSubmitQuota(t, &c.Job); err != nil {
+		return err
 	}
 	j := c.Job
 	j.State = JobQueued
@@ -138,6 +149,9 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 	}
 	if dm := demandOf(old); !fits(w, &dm, f.usage(w)) {
 		return Errorf(CodeInvalidTransition, "worker %s cannot take job %s", w.ID, old.ID)
+	}
+	if err := quotaRoom(f.tenants[old.TenantID], f.idx.byTenant[old.TenantID], old.Spec.Resources.CPU); err != nil {
+		return err
 	}
 	j := *old
 	j.State = JobAssigned

@@ -64,7 +64,8 @@ func TestEncode(t *testing.T) {
 	t.Parallel()
 	for _, c := range []fsm.Command{&fsm.CreateTenant{}, &fsm.CreateAPIKey{}, &fsm.RevokeAPIKey{}, &fsm.RegisterWorker{},
 		&fsm.SubmitJob{}, &fsm.AssignJob{}, &fsm.StartJob{}, &fsm.ProgressJob{}, &fsm.FinishJob{}, &fsm.CancelJob{},
-		&fsm.PauseJob{}, &fsm.ResumeJob{}, &fsm.RequeueJob{}, &fsm.ExpireJob{}} {
+		&fsm.PauseJob{}, &fsm.ResumeJob{}, &fsm.RequeueJob{}, &fsm.ExpireJob{}, &fsm.UpdateTenant{}, &fsm.DeleteTenant{},
+		&fsm.AdoptOrphans{}} {
 		b, err := fsm.Encode(c)
 		if err != nil {
 			t.Fatalf("Encode(%T): %v", c, err)
@@ -78,7 +79,8 @@ func TestEncode(t *testing.T) {
 	}
 	// The enum is append-only: these values are in every existing log.
 	for typ, want := range map[fsm.MessageType]uint8{fsm.CreateTenantType: 1, fsm.SubmitJobType: 5, fsm.AssignJobType: 6,
-		fsm.FinishJobType: 9, fsm.ExpireJobType: 14, fsm.IgnoreUnknownTypeFlag: 128} {
+		fsm.FinishJobType: 9, fsm.ExpireJobType: 14, fsm.UpdateTenantType: 17, fsm.DeleteTenantType: 18, fsm.AdoptOrphansType: 19,
+		fsm.IgnoreUnknownTypeFlag: 128} {
 		if uint8(typ) != want {
 			t.Errorf("message type %d, want %d", typ, want)
 		}

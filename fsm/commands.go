@@ -38,7 +38,10 @@ const (
 	// its body is JSON {"actor":{...},"type":N,"command":{...}}. It has
 	// no skip bit: a node that cannot read it must not skip the command
 	// inside.
-	EnvelopeType MessageType = 30
+	EnvelopeType     MessageType = 30
+	UpdateTenantType MessageType = 17
+	DeleteTenantType MessageType = 18
+	AdoptOrphansType MessageType = 19
 
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
@@ -191,6 +194,40 @@ type DrainWorker struct {
 	At       time.Time `json:"at"`
 }
 
+// UpdateTenant changes a tenant's plan, limits or disabled flag; a nil
+// field is left as it is. Lowering a limit below the tenant's usage is
+// allowed: nothing running stops, nothing new is accepted past it.
+type UpdateTenant struct {
+	ID                string    `json:"id"`
+	Plan              *string   `json:"plan,omitempty"`
+	MaxJobs           *int      `json:"max_jobs,omitempty"`
+	MaxConcurrentJobs *int      `json:"max_concurrent_jobs,omitempty"`
+	MaxWorkers        *int      `json:"max_workers,omitempty"`
+	MaxCPU            *float64  `json:"max_cpu,omitempty"`
+	Disabled          *bool     `json:"disabled,omitempty"`
+	At                time.Time `json:"at"`
+}
+
+// DeleteTenant tombstones a tenant (Tenant.DeletedAt). It is refused with
+// tenant_has_active_jobs while the tenant has a queued, assigned, running
+// or paused job.
+type DeleteTenant struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
+// AdoptOrphans gives tenant TenantID every object without a tenant: each
+// active job and each dedicated worker whose tenant is "" (a job) or names
+// no tenant the FSM knows, deleted ones included (a deleted tenant's
+// objects are its own, not orphans). It covers what memory holds: active
+// jobs and workers; finished jobs live only in the store and keep their
+// tenant (an import always writes its tenant with them). Applying it
+// again adopts nothing more.
+type AdoptOrphans struct {
+	TenantID string    `json:"tenant_id"`
+	At       time.Time `json:"at"`
+}
+
 // MessageType implementations.
 func (*CreateTenant) MessageType() MessageType   { return CreateTenantType }
 func (*CreateAPIKey) MessageType() MessageType   { return CreateAPIKeyType }
@@ -208,6 +245,9 @@ func (*RequeueJob) MessageType() MessageType     { return RequeueJobType }
 func (*ExpireJob) MessageType() MessageType      { return ExpireJobType }
 func (*MarkWorkerDown) MessageType() MessageType { return WorkerDownType }
 func (*DrainWorker) MessageType() MessageType    { return DrainWorkerType }
+func (*UpdateTenant) MessageType() MessageType   { return UpdateTenantType }
+func (*DeleteTenant) MessageType() MessageType   { return DeleteTenantType }
+func (*AdoptOrphans) MessageType() MessageType   { return AdoptOrphansType }
 
 // Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
 func Backoff(n int) time.Duration {
@@ -259,4 +299,7 @@ var commandTypes = map[MessageType]commandType{
 	WorkerDownType:     command((*FSM).applyWorkerDown),
 	DrainWorkerType:    command((*FSM).applyDrainWorker),
 	RecordAuditType:    command((*FSM).applyRecordAudit),
+	UpdateTenantType:   command((*FSM).applyUpdateTenant),
+	DeleteTenantType:   command((*FSM).applyDeleteTenant),
+	AdoptOrphansType:   command((*FSM).applyAdoptOrphans),
 }

@@ -26,6 +26,13 @@ const (
 	CodeFFmpeg            Code = "ffmpeg_error"
 	CodeResourceExceeded  Code = "resource_exceeded"
 	CodeInternal          Code = "internal"
+	// CodeQuotaExceeded refuses what would take a tenant past one of
+	// its limits; the error's Details name the quota, limit and usage.
+	CodeQuotaExceeded Code = "quota_exceeded"
+	// CodeTenantDisabled refuses new work for a disabled tenant.
+	CodeTenantDisabled Code = "tenant_disabled"
+	// CodeTenantBusy refuses to delete a tenant that has active jobs.
+	CodeTenantBusy Code = "tenant_has_active_jobs"
 	// CodeUnknownCommand refuses a log entry of a type this node does
 	// not know and may not skip.
 	CodeUnknownCommand Code = "unknown_command"
@@ -36,6 +43,29 @@ const (
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// Details, for quota_exceeded, names the quota, its limit and the
+	// tenant's usage.
+	Details *QuotaDetails `json:"details,omitempty"`
+}
+
+// QuotaDetails say which quota refused a command and by how much.
+type QuotaDetails struct {
+	// Quota is the limit's name: max_jobs, max_concurrent_jobs,
+	// max_workers or max_cpu.
+	Quota string  `json:"quota"`
+	Limit float64 `json:"limit"`
+	// Usage is the tenant's usage of the quota when it was refused.
+	Usage float64 `json:"usage"`
+	// Requested is what the refused command asked for (max_cpu: the
+	// job's resources.cpu), if not one.
+	Requested float64 `json:"requested,omitempty"`
+}
+
+// quotaError is a quota_exceeded refusal with its details.
+func quotaError(tenant, quota string, limit, usage, requested float64) *Error {
+	e := Errorf(CodeQuotaExceeded, "tenant %s is at its %s limit (%g, using %g)", tenant, quota, limit, usage)
+	e.Details = &QuotaDetails{Quota: quota, Limit: limit, Usage: usage, Requested: requested}
+	return e
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -224,7 +224,7 @@ func (n *node) submit(id, tenant string, s fsm.JobSpec, submitted time.Time) *fs
 
 func (n *node) tenant(id string) {
 	n.t.Helper()
-	n.applyOK(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: "tenant " + id, CreatedAt: t0}})
+	n.applyOK(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: id, CreatedAt: t0}})
 }
 
 // worker registers a shared-pool worker.

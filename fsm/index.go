@@ -63,6 +63,40 @@ type indexes struct {
 	// demands interns the demands of queued jobs: queued jobs with equal
 	// demands share one *demand, which Schedule compares by pointer.
 	demands map[demand]*interned
+	// byTenant counts each tenant's active jobs, for its quotas; a tenant
+	// without active jobs has no entry.
+	byTenant map[string]tenantUse
+}
+
+// tenantUse is what a tenant's active jobs count against its limits.
+// CPU is in millicores, an integer, so that sums do not depend on order.
+type tenantUse struct {
+	// active counts queued, assigned, running and paused jobs (max_jobs).
+	active int
+	// held counts the jobs that hold a worker: assigned, running and
+	// paused (max_concurrent_jobs).
+	held int
+	// milliCPU sums the resources.cpu of the held jobs (max_cpu).
+	milliCPU int64
+}
+
+// holdsWorker reports whether a job in state s holds a worker slot.
+func holdsWorker(s JobState) bool { return s == JobAssigned || s == JobRunning || s == JobPaused }
+
+// count adds (n = 1) or removes (n = -1) an active job to its tenant's
+// usage.
+func (x *indexes) count(j *Job, n int) {
+	u := x.byTenant[j.TenantID]
+	u.active += n
+	if holdsWorker(j.State) {
+		u.held += n
+		u.milliCPU += int64(n) * milliCPU(j.Spec.Resources.CPU)
+	}
+	if u == (tenantUse{}) {
+		delete(x.byTenant, j.TenantID)
+		return
+	}
+	x.byTenant[j.TenantID] = u
 }
 
 // interned is a demand and how many queued jobs have it.
@@ -77,6 +111,7 @@ func newIndexes() *indexes {
 		deadlines: btree.NewG(16, dless),
 		byWorker:  make(map[string]map[string]struct{}),
 		demands:   make(map[demand]*interned),
+		byTenant:  make(map[string]tenantUse),
 	}
 }
 
@@ -104,6 +139,7 @@ func expiry(j *Job, countFrom time.Time) time.Time {
 
 // add indexes an active job by its state.
 func (x *indexes) add(j *Job) {
+	x.count(j, 1)
 	switch j.State {
 	case JobQueued:
 		c := jobClass(j)
@@ -138,6 +174,7 @@ func (x *indexes) add(j *Job) {
 
 // remove drops a job from the indexes of its state.
 func (x *indexes) remove(j *Job) {
+	x.count(j, -1)
 	switch j.State {
 	case JobQueued:
 		c := jobClass(j)

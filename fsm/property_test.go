@@ -69,6 +69,9 @@ func TestFSMProperty(t *testing.T) {
 		"state succeeded", "state failed", "state canceled", "error worker_lost", "error acquire_timeout",
 		"error no_capable_worker", "error ffmpeg_error", "requeued", "skipped entry",
 		"RecordAudit ok", "audited SubmitJob", "audited CancelJob", "audited CreateAPIKey",
+		"UpdateTenant ok", "UpdateTenant not_found", "DeleteTenant ok", "DeleteTenant not_found", "DeleteTenant tenant_has_active_jobs",
+		"AdoptOrphans ok", "AdoptOrphans not_found", "SubmitJob quota_exceeded", "SubmitJob tenant_disabled", "AssignJob quota_exceeded",
+		"RegisterWorker quota_exceeded",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -297,7 +300,7 @@ func applySplit(t *testing.T, f *fsm.FSM, entries []*raft.Log, r *rand.Rand) []a
 }
 
 var knownCodes = []fsm.Code{fsm.CodeInvalidArgument, fsm.CodeNotFound, fsm.CodeAlreadyExists,
-	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt}
+	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeQuotaExceeded, fsm.CodeTenantDisabled, fsm.CodeTenantBusy}
 
 // checkResponses checks that every entry got a response of the right kind:
 // nil for a skipped entry, else the changed object or a typed refusal.
@@ -351,6 +354,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.StartJobType: "StartJob", fsm.ProgressJobType: "ProgressJob", fsm.FinishJobType: "FinishJob",
 		fsm.CancelJobType: "CancelJob", fsm.PauseJobType: "PauseJob", fsm.ResumeJobType: "ResumeJob",
 		fsm.RequeueJobType: "RequeueJob", fsm.ExpireJobType: "ExpireJob", fsm.RecordAuditType: "RecordAudit",
+		fsm.UpdateTenantType: "UpdateTenant", fsm.DeleteTenantType: "DeleteTenant", fsm.AdoptOrphansType: "AdoptOrphans",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -477,6 +481,9 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 		sessions map[string]int // hardware kind → encoder sessions held
 	}
 	uses := map[string]*use{}
+	// tenantUse recounts each tenant's quota usage (CPU in millicores)
+	// from the store, to check the FSM's incremental counters.
+	tenantUse := map[string]fsm.TenantUsage{}
 	listed := map[string]bool{}
 	active := 0
 	for _, j := range jobs {
@@ -528,6 +535,13 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 			t.Fatalf("terminal job %s is %s again:\nwas %s\nnow %s", j.ID, j.State, mustJSON(t, prev), mustJSON(t, j))
 		}
 		active++
+		tu := tenantUse[j.TenantID]
+		tu.Jobs++
+		if j.State != fsm.JobQueued {
+			tu.ConcurrentJobs++
+			tu.CPU += math.Round(j.Spec.Resources.CPU * 1000)
+		}
+		tenantUse[j.TenantID] = tu
 		if !inMemory {
 			t.Fatalf("active job %s (%s) is not in memory", j.ID, j.State)
 		}
@@ -583,6 +597,15 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 					u.sessions[k]++
 				}
 			}
+		}
+	}
+	for _, tn := range g.tenantIDs() {
+		want := tenantUse[tn]
+		want.CPU /= 1000
+		got := f.Usage(tn)
+		got.Workers = 0
+		if got != want {
+			t.Fatalf("tenant %s: usage %+v, recounted %+v", tn, got, want)
 		}
 	}
 	for id := range terminal {
@@ -753,6 +776,7 @@ func newGen(t *testing.T, r *rand.Rand) *gen {
 			{ID: "w3", TenantID: "t2", Slots: 1, CPUs: 2, MemoryMB: 2048, Encoders: x("libx264")},
 			{ID: "w4", Slots: 3, MemoryMB: 4096, Encoders: x("h264_nvenc", "hevc_nvenc"), EncoderSessions: map[string]int{fsm.HardwareNVENC: 2}},
 			{ID: "w5", TenantID: "t9", Slots: 1, Encoders: x("libx264")}, // t9 never exists
+			{ID: "w6", TenantID: "t2", Slots: 1, Encoders: x("libx264")}, // t2's second: max_workers 1 refuses one
 		},
 	}
 }
@@ -841,7 +865,7 @@ func (g *gen) actor(c fsm.Command) *fsm.Actor {
 }
 
 func (g *gen) tenant(id string) fsm.Command {
-	return &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: "Tenant " + id, CreatedAt: g.now}}
+	return &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: id, CreatedAt: g.now}}
 }
 
 func (g *gen) register(w fsm.Worker) fsm.Command {
@@ -932,6 +956,25 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 		{1, func() []fsm.Command {
 			return one(&fsm.RecordAudit{Result: pick(r, fsm.Code("permission_denied"), fsm.ResultOK)})
 		}},
+		{2, func() []fsm.Command {
+			c := &fsm.UpdateTenant{ID: pick(r, "t1", "t2", "t3", "t9"), At: g.now}
+			switch r.IntN(5) {
+			case 0:
+				c.MaxJobs = new(pick(r, 0, 0, 2, 5, 20))
+			case 1:
+				c.MaxConcurrentJobs = new(pick(r, 0, 0, 1, 2))
+			case 2:
+				c.MaxCPU = new(pick(r, 0, 0, 1.5, 4))
+			case 3:
+				c.MaxWorkers = new(pick(r, 0, 0, 1))
+			default:
+				c.Disabled = new(r.IntN(3) == 0)
+			}
+			return one(c)
+		}},
+		// t4 may be deleted (a tombstone from then on); t9 never exists.
+		{1, func() []fsm.Command { return one(&fsm.DeleteTenant{ID: pick(r, "t4", "t9"), At: g.now}) }},
+		{1, func() []fsm.Command { return one(&fsm.AdoptOrphans{TenantID: pick(r, "t1", "t9"), At: g.now}) }},
 		{3, func() []fsm.Command { return one(g.register(pick(r, g.workers...))) }},
 		{14, func() []fsm.Command {
 			g.nextJob++

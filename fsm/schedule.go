@@ -33,6 +33,27 @@ type Fairness struct {
 	// workers up and not draining, since when it has always had one; nil
 	// if acquire timeouts count from the jobs' queued times.
 	poolUp map[string]time.Time
+	// quota maps each tenant seen at its max_concurrent_jobs to the time
+	// of the first pass that saw it with room again, zero while it is at
+	// the limit: time a job waits for its own tenant's jobs to end is not
+	// the cluster failing to place it, so it does not count towards the
+	// job's acquire timeout.
+	quota map[string]time.Time
+}
+
+// observeQuota records at now whether tenant t has room under its
+// max_concurrent_jobs.
+func (fr *Fairness) observeQuota(now time.Time, t string, room bool) {
+	if fr.quota == nil {
+		fr.quota = make(map[string]time.Time)
+	}
+	since, seen := fr.quota[t]
+	switch {
+	case !room:
+		fr.quota[t] = time.Time{}
+	case seen && since.IsZero():
+		fr.quota[t] = now
+	}
 }
 
 // NewFairness returns an empty rotation that counts acquire timeouts from
@@ -76,6 +97,20 @@ func (fr *Fairness) observe(now time.Time, workers []*Worker) {
 // countFrom returns when j's acquire timeout began to count (zero: from
 // its queued time), or false if it does not count yet.
 func (fr *Fairness) countFrom(j *Job) (time.Time, bool) {
+	from, ok := fr.poolFrom(j)
+	if since, seen := fr.quota[j.TenantID]; ok && seen {
+		if since.IsZero() {
+			return time.Time{}, false // at its own limit
+		}
+		if since.After(from) {
+			from = since
+		}
+	}
+	return from, ok
+}
+
+// poolFrom is countFrom as the job's worker pool alone decides it.
+func (fr *Fairness) poolFrom(j *Job) (time.Time, bool) {
 	if fr.poolUp == nil {
 		return time.Time{}, true
 	}
@@ -254,7 +289,8 @@ func fits(w *Worker, d *demand, u usage) bool {
 // tenant's jobs go in submission order. A job that no worker can take now
 // is passed over, so it never blocks the jobs behind it. A job goes to
 // the worker with the most free slots that can take it (the lowest ID
-// among equals).
+// among equals). A tenant's max_concurrent_jobs and max_cpu are kept
+// (nextPlaceable), and a disabled or deleted tenant's jobs wait.
 //
 // A pass walks each tenant's queue at most once, and asks the workers
 // about each distinct demand at most once after it fit nowhere: within a
@@ -262,7 +298,7 @@ func fits(w *Worker, d *demand, u usage) bool {
 func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	p := &pass{f: f, now: now, d: &Decisions{}, blocked: make(map[*demand]bool)}
+	p := &pass{f: f, now: now, d: &Decisions{}, blocked: make(map[*demand]bool), quota: make(map[string]tenantUse)}
 	d := p.d
 
 	var workers []*Worker // up, in map order: only capability is asked of them
@@ -287,6 +323,12 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 	// counted from their queued times; one that CountFrom starts later
 	// is passed over until then.
 	fair.observe(now, workers)
+	for id, t := range f.tenants {
+		l := t.Limits.MaxConcurrentJobs
+		if _, seen := fair.quota[id]; l > 0 || seen {
+			fair.observeQuota(now, id, l == 0 || f.idx.byTenant[id].held < l)
+		}
+	}
 	p.expired = make(map[string]bool)
 	capableAnywhere := make(map[demand]bool)
 	f.idx.deadlines.Ascend(func(it ditem) bool {
@@ -357,6 +399,29 @@ type pass struct {
 	avail *btree.BTreeG[*wstate]
 	// blocked holds the demands that fit no worker in this pass.
 	blocked map[*demand]bool
+	// quota is the usage of each limited tenant met in this pass: its
+	// jobs' and this pass's assignments.
+	quota map[string]tenantUse
+}
+
+// tenantRoom returns tenant t's usage as of this pass and whether it may
+// have jobs placed at all: a disabled or deleted tenant's jobs wait, and a
+// tenant at max_concurrent_jobs has no room until a job of its own ends.
+// Within a pass usage only grows, so a tenant without room stays so.
+func (p *pass) tenantRoom(t string) (*Tenant, tenantUse, bool) {
+	tn := p.f.tenants[t]
+	if tn == nil {
+		return nil, tenantUse{}, true // an orphan: no limits apply
+	}
+	if tn.Disabled || tn.Deleted() {
+		return tn, tenantUse{}, false
+	}
+	use, ok := p.quota[t]
+	if !ok {
+		use = p.f.idx.byTenant[t]
+		p.quota[t] = use
+	}
+	return tn, use, quotaRoom(tn, use, 0) == nil
 }
 
 // wstate is a worker and what its active jobs (and this pass's
@@ -400,8 +465,14 @@ func (p *pass) place(d *demand) *wstate {
 	return found
 }
 
-// take reserves job j's demand on ws, keeping p.avail in order.
+// take reserves job j's demand on ws, keeping p.avail in order, and
+// counts it against its tenant's quotas.
 func (p *pass) take(ws *wstate, j *Job) {
+	if use, ok := p.quota[j.TenantID]; ok {
+		use.held++
+		use.milliCPU += milliCPU(j.Spec.Resources.CPU)
+		p.quota[j.TenantID] = use
+	}
 	p.avail.Delete(ws)
 	d := demandOf(j)
 	ws.u = ws.u.add(ws.w, &d)
@@ -413,7 +484,16 @@ func (p *pass) take(ws *wstate, j *Job) {
 // nextPlaceable returns tenant t's next job in queue q, after its cursor,
 // that some worker can take now, and that worker. It advances the cursor
 // past every job it looked at.
+//
+// A tenant's quotas pass over its jobs without blocking anyone else's: at
+// max_concurrent_jobs it has nothing placeable in this pass, and a job
+// that would take it past max_cpu is passed over (a smaller one behind it
+// may fit), in both cases without marking the job's demand blocked.
 func (p *pass) nextPlaceable(q *btree.BTreeG[qitem], t string, cursors map[string]qitem) (*Job, *wstate) {
+	tn, use, room := p.tenantRoom(t)
+	if !room {
+		return nil, nil
+	}
 	cur, started := cursors[t]
 	var found qitem
 	var best *wstate
@@ -426,6 +506,7 @@ func (p *pass) nextPlaceable(q *btree.BTreeG[qitem], t string, cursors map[strin
 		case p.expired[it.id]:
 		case it.notBefore.After(p.now):
 			p.wake(it.notBefore)
+		case quotaRoom(tn, use, it.demand.cpu) != nil:
 		default:
 			best = p.place(it.demand)
 		}

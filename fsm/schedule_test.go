@@ -739,8 +739,8 @@ func TestApplyTenantsKeysAndSubmit(t *testing.T) {
 	t.Parallel()
 	n := newNode(t)
 	n.tenant("t1")
-	n.refused(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t1", Name: "again"}}, fsm.CodeAlreadyExists)
-	if tn, ok := n.f.Tenant("t1"); !ok || tn.Name != "tenant t1" {
+	n.refused(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t1", Name: "t1", Plan: "again"}}, fsm.CodeAlreadyExists)
+	if tn, ok := n.f.Tenant("t1"); !ok || tn.Plan != "" {
 		t.Errorf("Tenant(t1) = %+v, %v; want the first version", tn, ok)
 	}
 	key := fsm.APIKey{ID: "k1", TenantID: "t1", User: "ann", Role: fsm.RoleOperator, Hash: []byte{1, 2, 3}, CreatedAt: t0}

@@ -14,12 +14,50 @@ type Meta struct {
 }
 
 // Tenant is a customer of the installation. Every other object belongs to
-// exactly one tenant.
+// exactly one tenant. Its Name is its ID, a slug (TenantNamePattern);
+// both fields exist because tenants made before names were IDs have a
+// display name that differs.
+//
+// A deleted tenant stays as a tombstone (DeletedAt set) so that every
+// store, the shared PostgreSQL one too, converges on the deletion: it is
+// hidden from lists, its name is never reused, and every command naming it
+// is refused.
 type Tenant struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Plan   string `json:"plan,omitempty"`
+	Limits Limits `json:"limits"`
+	// CreatedBy is the principal (user, or user and key) that created the
+	// tenant, stamped by the edge.
+	CreatedBy string    `json:"created_by,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Disabled tenants' keys stop working (except a super-admin's), and
+	// their jobs are neither accepted nor placed.
+	Disabled  bool      `json:"disabled,omitempty"`
+	DeletedAt time.Time `json:"deleted_at,omitzero"`
 	Meta
+}
+
+// Deleted reports whether t is a tombstone.
+func (t *Tenant) Deleted() bool { return !t.DeletedAt.IsZero() }
+
+// Limits are a tenant's quotas, enforced by Apply and by the scheduler.
+// Zero means unlimited.
+type Limits struct {
+	// MaxJobs bounds the tenant's active jobs: queued, assigned, running
+	// and paused. SubmitJob is refused at the limit.
+	MaxJobs int `json:"max_jobs"`
+	// MaxConcurrentJobs bounds the jobs that hold a worker: assigned,
+	// running and paused (an assigned job starts without asking again, and
+	// a paused one keeps its process and slot). The scheduler does not
+	// place past it.
+	MaxConcurrentJobs int `json:"max_concurrent_jobs"`
+	// MaxWorkers bounds the tenant's dedicated workers that are up.
+	// RegisterWorker is refused at the limit.
+	MaxWorkers int `json:"max_workers"`
+	// MaxCPU bounds the sum of resources.cpu of the jobs that hold a
+	// worker. With it set, a job must state resources.cpu.
+	MaxCPU float64 `json:"max_cpu"`
 }
 
 // Role is what a principal may do.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,10 +254,89 @@ func checkAll(c Command, rules ...error) error {
 	return nil
 }
 
-// Validate implements Validator.
+// TenantNamePattern is what a tenant's name (its ID) looks like: a
+// lower-case slug of at most 63 characters, as the importer's --tenant.
+const TenantNamePattern = `^[a-z0-9][a-z0-9_-]{0,62}$`
+
+var tenantNameRE = regexp.MustCompile(TenantNamePattern)
+
+// CheckTenantName returns a *Error (invalid_argument) if name is not a
+// valid tenant name (TenantNamePattern).
+func CheckTenantName(name string) error {
+	if !tenantNameRE.MatchString(name) {
+		return invalid("tenant name %q: use 1 to 63 lower-case letters, digits, '-' and '_', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// maxLimitCPU bounds a tenant's max_cpu.
+const maxLimitCPU = 1 << 20
+
+// checkLimit checks one limit value: not negative, and within a store's
+// 32-bit integer column.
+func checkLimit(field string, v int) error {
+	if v < 0 || v > math.MaxInt32 {
+		return invalid("%s must be between 0 (unlimited) and %d", field, math.MaxInt32)
+	}
+	return nil
+}
+
+func checkCPULimit(field string, v float64) error {
+	if math.IsNaN(v) || v < 0 || v > maxLimitCPU {
+		return invalid("%s must be between 0 (unlimited) and %d", field, maxLimitCPU)
+	}
+	return nil
+}
+
+func (l *Limits) validate() error {
+	return cmp.Or(checkLimit("limits.max_jobs", l.MaxJobs), checkLimit("limits.max_concurrent_jobs", l.MaxConcurrentJobs),
+		checkLimit("limits.max_workers", l.MaxWorkers), checkCPULimit("limits.max_cpu", l.MaxCPU))
+}
+
+// Validate implements Validator. A new tenant's name is its ID.
 func (c *CreateTenant) Validate() error {
-	return checkAll(c, checkID("tenant.id", c.Tenant.ID),
-		validText("tenant.name", c.Tenant.Name, MaxNameLen, ""))
+	t := &c.Tenant
+	var name, deleted error
+	if t.Name != t.ID {
+		name = invalid("tenant.name %q must equal tenant.id %q: a tenant's name is its ID", t.Name, t.ID)
+	}
+	if t.Deleted() {
+		deleted = invalid("a new tenant cannot be deleted")
+	}
+	return checkAll(c, CheckTenantName(t.ID), name, deleted,
+		validText("tenant.plan", t.Plan, MaxNameLen, ""), validText("tenant.created_by", t.CreatedBy, MaxTextLen, ""),
+		t.Limits.validate())
+}
+
+// Validate implements Validator.
+func (c *UpdateTenant) Validate() error {
+	var plan, jobs, conc, workers, cpu error
+	if c.Plan != nil {
+		plan = validText("plan", *c.Plan, MaxNameLen, "")
+	}
+	if c.MaxJobs != nil {
+		jobs = checkLimit("max_jobs", *c.MaxJobs)
+	}
+	if c.MaxConcurrentJobs != nil {
+		conc = checkLimit("max_concurrent_jobs", *c.MaxConcurrentJobs)
+	}
+	if c.MaxWorkers != nil {
+		workers = checkLimit("max_workers", *c.MaxWorkers)
+	}
+	if c.MaxCPU != nil {
+		cpu = checkCPULimit("max_cpu", *c.MaxCPU)
+	}
+	return checkAll(c, checkID("id", c.ID), plan, jobs, conc, workers, cpu)
+}
+
+// Validate implements Validator.
+func (c *DeleteTenant) Validate() error {
+	return checkAll(c, checkID("id", c.ID))
+}
+
+// Validate implements Validator.
+func (c *AdoptOrphans) Validate() error {
+	return checkAll(c, checkID("tenant_id", c.TenantID))
 }
 
 // Validate implements Validator.

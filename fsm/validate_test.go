@@ -118,7 +118,7 @@ func TestDecodeCommandAccepts(t *testing.T) {
 		Log: "frame=1\n\tline two\nemoji 🎬 e\u0301 \u2028", Error: fsm.Errorf(fsm.CodeFFmpeg, "exit 1")}
 	for _, c := range []fsm.Command{
 		&fsm.SubmitJob{Job: validJob(t, "j1")},
-		&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t1", Name: "Ünïcode 名前 🎬"}},
+		&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t1", Name: "t1", Plan: "Ünïcode 名前 🎬"}},
 		&fsm.RegisterWorker{Worker: fsm.Worker{ID: "w1", Slots: 2, Labels: map[string]string{"gpu": "yes"}}},
 		&fsm.AssignJob{JobID: "j1", WorkerID: "w1", Attempt: 1, At: t0},
 		withLog,
@@ -180,7 +180,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	}
 	r := fsm.Report{JobID: "j2", WorkerID: "w1", Attempt: 1}
 	for _, c := range []fsm.Command{
-		&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t2", Name: "two"}},
+		&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t2", Name: "t2"}},
 		&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k1", TenantID: "t1", User: "u", Role: fsm.RoleViewer}},
 		&fsm.RevokeAPIKey{ID: "k1"},
 		&fsm.RegisterWorker{Worker: fsm.Worker{ID: "w2", Slots: 1, Incarnation: "a", Encoders: []string{"libx264"}}},
@@ -197,6 +197,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		&fsm.ExpireJob{JobID: "j1", Code: fsm.CodeAcquireTimeout, At: at(1e15)},
 		&fsm.MarkWorkerDown{WorkerID: "w1", Reason: "lease", At: t0},
 		&fsm.DrainWorker{WorkerID: "w1", Drain: true, At: t0},
+		&fsm.UpdateTenant{ID: "t1", Plan: new("gold"), MaxJobs: intp(1), MaxConcurrentJobs: intp(1), MaxWorkers: intp(1), MaxCPU: new(0.5), Disabled: new(true), At: t0},
+		&fsm.DeleteTenant{ID: "t1", At: t0},
+		&fsm.AdoptOrphans{TenantID: "t1", At: t0},
 	} {
 		out = append(out, mustEncode(t, c))
 	}

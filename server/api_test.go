@@ -345,7 +345,7 @@ func TestTenantIsolation(t *testing.T) {
 	t.Parallel()
 	e := setup(t, envOpts{})
 	ctx := context.Background()
-	if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme"}}); err != nil {
+	if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "acme"}}); err != nil {
 		t.Fatal(err)
 	}
 	tok, key := server.NewAPIKey("acme", "ann", fsm.RoleOperator, time.Now().UTC(), 0)

@@ -161,7 +161,25 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		s.authFailed(r, authExpired, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key expired at %s", k.ExpiresAt.Format(time.RFC3339))
 	}
+	if err := s.tenantAdmits(r, k); err != nil {
+		return nil, err
+	}
 	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role, ExpiresAt: k.ExpiresAt}, nil
+}
+
+// tenantAdmits refuses a key whose tenant is disabled or deleted: all of
+// a tenant's keys stop at once. A super-admin's key acts on the whole
+// installation, so its tenant's state does not stop it (disabling the
+// tenant that holds the super-admin keys must not lock the operator out).
+func (s *Server) tenantAdmits(r *http.Request, k *fsm.APIKey) error {
+	if k.Role == fsm.RoleSuperAdmin {
+		return nil
+	}
+	if t, ok := s.fsm.Tenant(k.TenantID); ok && !t.Disabled && !t.Deleted() {
+		return nil
+	}
+	s.authFailed(r, authTenantDisabled, k.ID)
+	return fsm.Errorf(CodeUnauthenticated, "API key's tenant is disabled")
 }
 
 // authReason is why a request failed authentication: a label of
@@ -177,10 +195,12 @@ const (
 	authWrongSecret authReason = "wrong_secret" // the key exists; the secret is not its
 	authRevoked     authReason = "revoked"
 	authExpired     authReason = "expired"
+	// authTenantDisabled: the key's tenant is disabled or deleted.
+	authTenantDisabled authReason = "tenant_disabled"
 )
 
 // authReasons lists every authReason, for the metric's initial series.
-var authReasons = []authReason{authMissing, authMalformed, authUnknownKey, authWrongSecret, authRevoked, authExpired}
+var authReasons = []authReason{authMissing, authMalformed, authUnknownKey, authWrongSecret, authRevoked, authExpired, authTenantDisabled}
 
 // authLogWindow is the shortest time between two warning lines about
 // authentication failures of the same reason.

@@ -15,7 +15,7 @@ func (s *Server) ensureDefaultTenant(ctx context.Context) error {
 	if _, ok := s.fsm.Tenant(DefaultTenant); ok {
 		return nil
 	}
-	t := fsm.Tenant{ID: DefaultTenant, Name: "Default", CreatedAt: s.now()}
+	t := fsm.Tenant{ID: DefaultTenant, Name: DefaultTenant, CreatedAt: s.now(), CreatedBy: "cluster init"}
 	_, err := s.raft.Apply(ctx, &fsm.CreateTenant{Tenant: t})
 	if err != nil && fsm.ErrorCode(err) != fsm.CodeAlreadyExists {
 		return fmt.Errorf("create default tenant: %w", err)

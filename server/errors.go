@@ -41,13 +41,15 @@ func statusOf(c fsm.Code) int {
 	switch c {
 	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, fsm.CodeUnknownCommand, CodeMalformedJSON, CodeUnknownField, CodeInvalidSnapshot:
 		return http.StatusBadRequest
-	case fsm.CodeURLNotAllowed, CodePermissionDenied:
+	case fsm.CodeURLNotAllowed, CodePermissionDenied, fsm.CodeTenantDisabled:
 		return http.StatusForbidden
+	case fsm.CodeQuotaExceeded:
+		return http.StatusTooManyRequests
 	case CodeUnauthenticated:
 		return http.StatusUnauthorized
 	case fsm.CodeNotFound:
 		return http.StatusNotFound
-	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeWorkerLost:
+	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeWorkerLost, fsm.CodeTenantBusy:
 		return http.StatusConflict
 	case CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -101,7 +103,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.code = e.Code // for auditUnapplied
 	}
-	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message))}})
+	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message)), Details: e.Details}})
 }
 
 // shortenQuoted cuts every Go-quoted value in a message (how fsm and this

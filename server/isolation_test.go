@@ -48,8 +48,10 @@ var (
 	objectRead   = expect{{ok, ok}, {ok, d44}, {ok, d44}, {ok, d44}}
 	objectWrite  = expect{{ok, ok}, {ok, d44}, {ok, d44}, {d40, d40}}
 	objectManage = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
-	// tenantAdminRead: what a tenant admin reads of its own tenant only.
+	// tenantAdminRead / tenantObject: a tenant's own record, which a
+	// tenant admin reads and no one else but a super-admin.
 	tenantAdminRead = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
+	tenantObject    = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -75,6 +77,12 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/workers/{id}":                 objectRead,
 	"POST /v1/workers/{id}/drain":          objectManage,
 	"POST /v1/workers/{id}/undrain":        objectManage,
+	"POST /v1/tenants":                     onlySuperAdmin,
+	"GET /v1/tenants":                      tenantAdminRead,
+	"GET /v1/tenants/{id}":                 tenantObject,
+	"PATCH /v1/tenants/{id}":               onlySuperAdmin,
+	"DELETE /v1/tenants/{id}":              expect{{d44, d44}, {d40, d40}, {d40, d40}, {d40, d40}}, // probed on a tenant that does not exist, so that no probe deletes one
+	"GET /v1/tenants/{id}/usage":           tenantObject,
 	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
 	"GET /v1/cluster/members":              onlySuperAdmin,
 	"GET /v1/cluster/status":               onlySuperAdmin,
@@ -91,6 +99,8 @@ var isolationMatrix = map[string]expect{
 // a snapshot), so that an allowed probe does not take the node down.
 var matrixBodies = map[string]string{
 	"POST /v1/jobs":                        queuedSpec,
+	"POST /v1/tenants":                     `{"name":"matrix-new"}`,
+	"PATCH /v1/tenants/{id}":               `{"plan":"matrix"}`,
 	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
 	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
 	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
@@ -166,6 +176,12 @@ func TestIsolationMatrix(t *testing.T) {
 				path := strings.ReplaceAll(pattern, "{id}", tf.job)
 				if strings.HasPrefix(pattern, "/v1/workers/{id}") {
 					path = strings.ReplaceAll(pattern, "{id}", tf.worker)
+				}
+				if strings.HasPrefix(pattern, "/v1/tenants/{id}") {
+					path = strings.ReplaceAll(pattern, "{id}", tf.id)
+				}
+				if rk == "DELETE /v1/tenants/{id}" {
+					path = "/v1/tenants/no-such-tenant"
 				}
 				if !strings.Contains(pattern, "{id}") && tf == other {
 					path += "?tenant=" + other.id

@@ -71,7 +71,8 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 	enum := doc.Components.Schemas.ErrorBody.Properties.Error.Properties.Code.Enum
 	for _, c := range []string{"unauthenticated", "permission_denied", "malformed_json", "unknown_field",
 		"body_too_large", "unavailable", "not_found", "invalid_transition", "url_not_allowed", "unknown_scenario",
-		"invalid_url", "invalid_argument", "invalid_snapshot", "method_not_allowed", "internal", "wrong_cluster_key", "unreachable", "wrong_direction", "other_cluster"} {
+		"invalid_url", "invalid_argument", "invalid_snapshot", "method_not_allowed", "internal", "wrong_cluster_key", "unreachable", "wrong_direction", "other_cluster",
+		"quota_exceeded", "tenant_disabled", "tenant_has_active_jobs"} {
 		if !slices.Contains(enum, c) {
 			t.Errorf("error code %q is not documented", c)
 		}

@@ -33,14 +33,14 @@ func TestWhoami(t *testing.T) {
 	if resp := e.do("GET", "/v1/whoami", nil, &admin); resp.StatusCode != http.StatusOK {
 		t.Fatalf("whoami: status %d", resp.StatusCode)
 	}
-	if admin.Role != fsm.RoleSuperAdmin || admin.Tenant.ID != "default" || admin.Tenant.Name != "Default" || admin.ExpiresAt != nil || admin.KeyID == "" {
+	if admin.Role != fsm.RoleSuperAdmin || admin.Tenant.ID != "default" || admin.Tenant.Name != "default" || admin.ExpiresAt != nil || admin.KeyID == "" {
 		t.Errorf("super-admin whoami = %+v", admin)
 	}
 	if !slices.Equal(admin.Permissions, server.AllPermissions()) {
 		t.Errorf("super-admin permissions %v, want %v", admin.Permissions, server.AllPermissions())
 	}
 
-	if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t-acme", Name: "Acme", CreatedAt: now}}); err != nil {
+	if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t-acme", Name: "t-acme", CreatedAt: now}}); err != nil {
 		t.Fatal(err)
 	}
 	tok, key := server.NewAPIKey("t-acme", "vera@acme.example", fsm.RoleViewer, now, 48*time.Hour)
@@ -56,7 +56,7 @@ func TestWhoami(t *testing.T) {
 	var viewer server.Whoami
 	e.doKey(tok, "GET", "/v1/whoami", nil, &viewer)
 	want := server.Whoami{
-		User: "vera@acme.example", KeyID: key.ID, Tenant: server.WhoamiTenant{ID: "t-acme", Name: "Acme"},
+		User: "vera@acme.example", KeyID: key.ID, Tenant: server.WhoamiTenant{ID: "t-acme", Name: "t-acme"},
 		Role: fsm.RoleViewer, Permissions: server.RolePermissions(fsm.RoleViewer),
 	}
 	if viewer.User != want.User || viewer.KeyID != want.KeyID || viewer.Tenant != want.Tenant || viewer.Role != want.Role ||

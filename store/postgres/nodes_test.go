@@ -84,8 +84,8 @@ func newScript(t testing.TB, seed uint64, n int) *script {
 	}
 	r := rand.New(rand.NewPCG(seed, 7))
 	at := func() time.Time { return t0.Add(time.Duration(len(s.logs)) * time.Second) }
-	add(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme", CreatedAt: at()}})
-	add(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "globex", Name: "Globex", CreatedAt: at()}})
+	add(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "acme", CreatedAt: at()}})
+	add(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "globex", Name: "globex", CreatedAt: at()}})
 	add(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k1", TenantID: "acme", User: "ops@acme", Role: fsm.RoleOperator, Hash: []byte("0123456789abcdef"), CreatedAt: at()}})
 	add(worker("w1", "i1", at()))
 	add(worker("w2", "i1", at()))

@@ -172,7 +172,7 @@ func TestRaftClusterSharedDatabase(t *testing.T) {
 
 	l := leader(t, nodes)
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
-	propose(t, l, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme", CreatedAt: at(0)}})
+	propose(t, l, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "acme", CreatedAt: at(0)}})
 	propose(t, l, worker("w1", "i1", at(0)))
 	job := 0
 	submit := func(l *raftNode, n int) {

@@ -26,7 +26,10 @@ func newTenant(id string, index uint64) *fsm.Tenant {
 	return &fsm.Tenant{
 		ID:        id,
 		Name:      "Tenant " + id,
+		Plan:      "gold",
+		Limits:    fsm.Limits{MaxJobs: 100, MaxConcurrentJobs: 4, MaxWorkers: 2, MaxCPU: 12.5},
 		CreatedAt: t0,
+		CreatedBy: "admin (key 0123456789abcdef)",
 		Meta:      fsm.Meta{CreateIndex: index, ModifyIndex: index},
 	}
 }

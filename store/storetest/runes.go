@@ -54,7 +54,7 @@ func exerciseRunes(t *testing.T, st fsm.Store) {
 	for i, r := range awkwardRunes {
 		text := "a" + r.text + "z"
 		tenant := newTenant(fmt.Sprintf("rune-%d", i), 0)
-		tenant.Name = text
+		tenant.Name, tenant.Plan = tenant.ID, text // a tenant's name is its ID; its plan is free text
 		worker := newWorker(fmt.Sprintf("rune-%d", i), 0)
 		worker.Name, worker.Labels = text, map[string]string{"k" + r.text: text}
 		job := newJob(1000+i, "acme", fsm.JobQueued, fsm.QueueDefault, 0)

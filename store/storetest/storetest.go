@@ -57,9 +57,13 @@ func Exercise(t *testing.T, caps Capabilities, newStore func(t *testing.T) fsm.S
 	t.Run("CommitThenLoad", func(t *testing.T) {
 		t.Parallel()
 		st := newStore(t)
+		// A deleted tenant is a tombstone that Load returns, as a disabled
+		// one: the FSM refuses what names it.
+		gone, off := newTenant("gone", 2), newTenant("off", 2)
+		gone.DeletedAt, off.Disabled = t0.AddDate(0, 0, 1), true
 		b := &fsm.Batch{
 			Index:   7,
-			Tenants: []*fsm.Tenant{newTenant("acme", 1), newTenant("globex", 2)},
+			Tenants: []*fsm.Tenant{newTenant("acme", 1), newTenant("globex", 2), gone, off},
 			Keys:    []*fsm.APIKey{newKey("k1", "acme", 3)},
 			Workers: []*fsm.Worker{newWorker("w1", 4)},
 		}

@@ -233,7 +233,7 @@ func DevState(t testing.TB) string {
 	}
 	n := &Node{T: t, F: f}
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "Acme", CreatedAt: at}})
+	n.Apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "acme", CreatedAt: at}})
 	n.Apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k1", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("0123456789abcdef0123456789abcdef"), CreatedAt: at}})
 	n.Apply(&fsm.RegisterWorker{At: at, Worker: fsm.Worker{ID: "w1", Name: "laptop", Incarnation: "i1", Slots: 4, CPUs: 8, MemoryMB: 8192, Encoders: []string{"libx264"}, RegisteredAt: at}})
 	for i := 1; i <= 12; i++ {
