@@ -249,4 +249,12 @@ var commandTypes = map[MessageType]commandType{
 	ExpireJobType:      command((*FSM).applyExpireJob),
 	WorkerDownType:     command((*FSM).applyWorkerDown),
 	DrainWorkerType:    command((*FSM).applyDrainWorker),
+
+	CreateUserType:       command((*FSM).applyCreateUser),
+	UpdateUserType:       command((*FSM).applyUpdateUser),
+	CreateInvitationType: command((*FSM).applyCreateInvitation),
+	AcceptInvitationType: command((*FSM).applyAcceptInvitation),
+	RevokeInvitationType: command((*FSM).applyRevokeInvitation),
+	RotateAPIKeyType:     command((*FSM).applyRotateAPIKey),
+	TouchAPIKeysType:     command((*FSM).applyTouchAPIKeys),
 }

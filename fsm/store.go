@@ -72,22 +72,26 @@ type StoreSnapshot interface {
 // State is what a store holds for the FSM's memory: a field per kind of
 // Kinds, which a Kind reaches with Loaded and Keep.
 type State struct {
-	Index   uint64
-	Tenants []*Tenant
-	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job // non-terminal only
+	Index       uint64
+	Tenants     []*Tenant
+	Users       []*User
+	Keys        []*APIKey
+	Invitations []*Invitation
+	Workers     []*Worker
+	Jobs        []*Job // non-terminal only
 }
 
 // Batch is the set of objects changed by one applied batch of log entries,
 // each in its final version, sorted by ID: a field per kind of Kinds,
 // which a Kind reaches with Objects and Add.
 type Batch struct {
-	Index   uint64
-	Tenants []*Tenant
-	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job
+	Index       uint64
+	Tenants     []*Tenant
+	Users       []*User
+	Keys        []*APIKey
+	Invitations []*Invitation
+	Workers     []*Worker
+	Jobs        []*Job
 }
 
 // ListJobsParams selects a page of jobs.
