@@ -189,6 +189,20 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
+	// Apply decides at the leader's time; refusing here first spares a
+	// log entry and answers the same.
+	switch {
+	case inv.Revoked:
+		err = fsm.Errorf(fsm.CodeInvitationRevoked, "the invitation was revoked")
+	case !inv.AcceptedAt.IsZero():
+		err = fsm.Errorf(fsm.CodeInvitationUsed, "the invitation was already used at %s", inv.AcceptedAt.UTC().Format(time.RFC3339))
+	case !now.Before(inv.ExpiresAt):
+		err = fsm.Errorf(fsm.CodeInvitationExpired, "the invitation expired at %s", inv.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	name := req.KeyName
 	if name == "" {
 		name = "first key"
