@@ -345,6 +345,8 @@ const keyUseInterval = time.Minute
 // and proposes them in one TouchAPIKeys, at most once per keyUseInterval
 // per key (a key whose stored time is recent is not proposed again), from
 // one goroutine at a time, so that authentication never waits on Raft.
+// Uses that could not be proposed (no leader) stay pending until the
+// next request starts another attempt.
 type keyUse struct {
 	mu       sync.Mutex
 	pending  map[string]time.Time // seen, not yet applied
@@ -360,13 +362,12 @@ func (u *keyUse) seen(s *Server, k *fsm.APIKey) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if _, ok := u.pending[k.ID]; ok {
-		return
-	}
 	if u.pending == nil {
 		u.pending, u.sent = map[string]time.Time{}, map[string]bool{}
 	}
-	u.pending[k.ID] = now
+	if _, ok := u.pending[k.ID]; !ok {
+		u.pending[k.ID] = now
+	}
 	if !u.flushing {
 		u.flushing = true
 		go u.flush(s)
@@ -392,14 +393,21 @@ func (u *keyUse) flush(s *Server) {
 		u.mu.Unlock()
 		slices.SortFunc(uses, func(a, b fsm.KeyUse) int { return strings.Compare(a.ID, b.ID) })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if _, err := s.raft.Apply(ctx, &fsm.TouchAPIKeys{Keys: uses}); err != nil {
-			s.log.Debug("record API key use", "keys", len(uses), "error", err)
-		}
+		_, err := s.raft.Apply(ctx, &fsm.TouchAPIKeys{Keys: uses})
 		cancel()
 		u.mu.Lock()
 		for _, use := range uses {
-			delete(u.pending, use.ID)
 			delete(u.sent, use.ID)
+			if err == nil {
+				delete(u.pending, use.ID)
+			}
+		}
+		if err != nil {
+			// Kept pending: the next authenticated request tries again.
+			u.flushing = false
+			u.mu.Unlock()
+			s.log.Warn("could not record API key use; will retry", "keys", len(uses), "error", err)
+			return
 		}
 		u.mu.Unlock()
 	}

@@ -292,8 +292,10 @@ func TestKeyLastUsed(t *testing.T) {
 		k, _ := e.fsm.APIKey(nk.Key.ID)
 		return k.LastUsedAt
 	}
-	e.wantStatus(nk.APIKey, "GET", "/v1/whoami", nil, 200, "")
-	e.waitFor(func() bool { return used().Equal(clock.Now()) }, "first use recorded")
+	e.waitFor(func() bool {
+		e.wantStatus(nk.APIKey, "GET", "/v1/whoami", nil, 200, "")
+		return used().Equal(clock.Now())
+	}, "first use recorded")
 	first := used()
 	clock.Advance(30 * time.Second)
 	e.wantStatus(nk.APIKey, "GET", "/v1/whoami", nil, 200, "")
