@@ -214,6 +214,15 @@ func TestImportBolt(t *testing.T) {
 	if k, ok := f.APIKey("k1"); !ok || !k.Revoked {
 		t.Errorf("imported key k1 = %+v, %v; want it loaded and revoked", k, ok)
 	}
+	if u, ok := f.UserByEmail("olga@ACME.example"); !ok || u.ID != "u1" {
+		t.Errorf("imported user = %+v, %v; want u1, found by its email in any case", u, ok)
+	}
+	if k, ok := f.APIKey("k3"); !ok || k.UserID != "u1" || len(k.Scopes) != 1 {
+		t.Errorf("imported key k3 = %+v, %v; want u1's, with its scope", k, ok)
+	}
+	if inv, ok := f.Invitation("i1"); !ok || inv.Email != "rita@acme.example" {
+		t.Errorf("imported invitation = %+v, %v", inv, ok)
+	}
 	if w, ok := f.Worker("w1"); !ok || w.State != fsm.WorkerDown {
 		t.Errorf("imported worker = %+v, want down", w)
 	}
