@@ -31,6 +31,10 @@ func TestUsersAcrossNodes(t *testing.T) {
 	c.startAll()
 	n1, n2, n3 := "http://"+c.nodes[0].httpAddr, "http://"+c.nodes[1].httpAddr, "http://"+c.nodes[2].httpAddr
 	c.mustCLI("cluster", "init", "--addr", n1, "--cluster-key-file", c.keyFile)
+	// The first user and its key are made once, whichever node is asked.
+	if _, err := c.cli("cluster", "init", "--addr", n3, "--cluster-key-file", c.keyFile); err == nil || !strings.Contains(err.Error(), "already_exists") {
+		t.Fatalf("second init: %v, want already_exists", err)
+	}
 
 	// The upgrade path, verbatim (the cluster's config holds the
 	// super-admin key cluster init printed).
