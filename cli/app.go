@@ -43,7 +43,7 @@ var (
 	flagOut  = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table or json"}
 	// flagTenant is a super-admin's way to act on another tenant; the
 	// server refuses it (permission_denied) to anyone else.
-	flagTenant = &cli.StringFlag{Name: "tenant", Usage: "super-admin: act on this tenant in job and worker commands (env FFRTMP_TENANT)"}
+	flagTenant = &cli.StringFlag{Name: "tenant", Usage: "super-admin: act on this tenant in job, worker, user, key and invitation commands (env FFRTMP_TENANT)"}
 )
 
 // clientFlags are accepted globally and by every client command.
@@ -72,6 +72,8 @@ func newApp(env Env) *cli.App {
 			whoamiCommand(),
 			auditCommand(),
 			tenantsCommand(),
+			usersCommand(),
+			keysCommand(),
 			benchCommand(),
 			migrateCommand(),
 		},

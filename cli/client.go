@@ -86,11 +86,12 @@ func (c *Client) ForTenant(tenant string) *Client {
 	return d
 }
 
-// tenantScoped reports whether path is of a tenant's jobs or workers, the
+// tenantScoped reports whether path is of a tenant's jobs, workers,
+// users, keys or invitations, the
 // requests ForTenant's tenant goes on. Cluster routes concern the whole
 // installation, and whoami the key itself, so they never carry it.
 func tenantScoped(path string) bool {
-	for _, p := range []string{"/v1/jobs", "/v1/workers"} {
+	for _, p := range []string{"/v1/jobs", "/v1/workers", "/v1/users", "/v1/keys", "/v1/invitations"} {
 		if path == p || strings.HasPrefix(path, p+"/") {
 			return true
 		}

@@ -13,7 +13,7 @@ import (
 func whoamiCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "whoami",
-		Usage: "show who the API key is: user, key, tenant, role, permissions and expiry",
+		Usage: "show who the API key is: user, key, tenant, role, scopes, permissions and expiry",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 0 {
 				return fmt.Errorf("whoami takes no arguments")
@@ -48,8 +48,16 @@ func Whoami(ctx context.Context, c *Client, out Output) error {
 	if w.Tenant.Name != "" {
 		tenant = cell(w.Tenant.Name) + " (" + tenant + ")"
 	}
+	scopes := "all of the role"
+	if len(w.Scopes) > 0 {
+		s := make([]string, len(w.Scopes))
+		for i, p := range w.Scopes {
+			s[i] = string(p)
+		}
+		scopes = strings.Join(s, ", ")
+	}
 	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "User:\t%s\nKey ID:\t%s\nTenant:\t%s\nRole:\t%s\nPermissions:\t%s\nExpires:\t%s\n",
-		dash(w.User), cell(w.KeyID), tenant, cell(string(w.Role)), cell(strings.Join(perms, ", ")), expires)
+	fmt.Fprintf(tw, "User:\t%s\nUser ID:\t%s\nKey ID:\t%s\nTenant:\t%s\nRole:\t%s\nScopes:\t%s\nPermissions:\t%s\nExpires:\t%s\n",
+		dash(w.User), dash(w.UserID), cell(w.KeyID), tenant, cell(string(w.Role)), cell(scopes), cell(strings.Join(perms, ", ")), expires)
 	return tw.Flush()
 }

@@ -41,6 +41,18 @@ func (f *FSM) applyCreateAPIKey(index uint64, c *CreateAPIKey, b *batchBuilder) 
 	if _, err := f.liveTenant(c.Key.TenantID, false); err != nil {
 		return err
 	}
+	if c.Key.UserID != "" {
+		u, ok := f.users[c.Key.UserID]
+		switch {
+		case !ok:
+			return Errorf(CodeNotFound, "user %q does not exist", c.Key.UserID)
+		case u.Disabled:
+			return Errorf(CodeInvalidTransition, "user %s is disabled", u.Email)
+		}
+		k := keyOfUser(c.Key, u, index)
+		f.putKey(k, b)
+		return k
+	}
 	k := c.Key
 	k.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	f.keys[k.ID] = &k

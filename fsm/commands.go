@@ -302,4 +302,12 @@ var commandTypes = map[MessageType]commandType{
 	UpdateTenantType:   command((*FSM).applyUpdateTenant),
 	DeleteTenantType:   command((*FSM).applyDeleteTenant),
 	AdoptOrphansType:   command((*FSM).applyAdoptOrphans),
+
+	CreateUserType:       command((*FSM).applyCreateUser),
+	UpdateUserType:       command((*FSM).applyUpdateUser),
+	CreateInvitationType: command((*FSM).applyCreateInvitation),
+	AcceptInvitationType: command((*FSM).applyAcceptInvitation),
+	RevokeInvitationType: command((*FSM).applyRevokeInvitation),
+	RotateAPIKeyType:     command((*FSM).applyRotateAPIKey),
+	TouchAPIKeysType:     command((*FSM).applyTouchAPIKeys),
 }

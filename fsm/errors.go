@@ -36,6 +36,11 @@ const (
 	// CodeUnknownCommand refuses a log entry of a type this node does
 	// not know and may not skip.
 	CodeUnknownCommand Code = "unknown_command"
+	// CodeInvitationUsed, CodeInvitationExpired and CodeInvitationRevoked
+	// refuse an invitation token that can no longer be accepted.
+	CodeInvitationUsed    Code = "invitation_used"
+	CodeInvitationExpired Code = "invitation_expired"
+	CodeInvitationRevoked Code = "invitation_revoked"
 )
 
 // Error is a domain error with a stable code. Apply returns it as the

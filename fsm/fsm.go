@@ -44,6 +44,9 @@ type FSM struct {
 	index   uint64
 	tenants map[string]*Tenant
 	keys    map[string]*APIKey
+	users   map[string]*User
+	emails  map[string]string // EmailKey(email) -> user ID
+	invites map[string]*Invitation
 	workers map[string]*Worker
 	jobs    map[string]*Job // non-terminal jobs only
 	idx     *indexes
@@ -108,6 +111,7 @@ func (f *FSM) load(ctx context.Context) error {
 	for _, k := range st.Keys {
 		f.keys[k.ID] = k
 	}
+	f.loadUsers(st)
 	for _, w := range st.Workers {
 		f.workers[w.ID] = w
 	}

@@ -81,15 +81,19 @@ type Kind struct {
 // Kinds lists every kind in foreign key order: an object refers only to
 // objects of kinds before its own (tenants first). Stores write a batch's
 // kinds in this order.
-var Kinds = []*Kind{TenantKind, APIKeyKind, WorkerKind, JobKind, AuditKind}
+var Kinds = []*Kind{TenantKind, UserKind, APIKeyKind, InvitationKind, WorkerKind, JobKind, AuditKind}
 
 // The registered kinds. Bucket and table names are on-disk names: never
 // change them.
 var (
 	TenantKind = define(Kind{Name: "tenant", Bucket: "tenants", Table: "tenants"},
 		func(b *Batch) *[]*Tenant { return &b.Tenants }, func(s *State) *[]*Tenant { return &s.Tenants }, nil)
+	UserKind = define(Kind{Name: "user", Bucket: "users", Table: "users"},
+		func(b *Batch) *[]*User { return &b.Users }, func(s *State) *[]*User { return &s.Users }, nil)
 	APIKeyKind = define(Kind{Name: "api_key", Bucket: "keys", Table: "api_keys"},
 		func(b *Batch) *[]*APIKey { return &b.Keys }, func(s *State) *[]*APIKey { return &s.Keys }, nil)
+	InvitationKind = define(Kind{Name: "invitation", Bucket: "invitations", Table: "invitations"},
+		func(b *Batch) *[]*Invitation { return &b.Invitations }, func(s *State) *[]*Invitation { return &s.Invitations }, nil)
 	WorkerKind = define(Kind{Name: "worker", Bucket: "workers", Table: "workers"},
 		func(b *Batch) *[]*Worker { return &b.Workers }, func(s *State) *[]*Worker { return &s.Workers }, nil)
 	// JobKind's resident objects are the non-terminal jobs: finished ones

@@ -72,6 +72,9 @@ func TestFSMProperty(t *testing.T) {
 		"UpdateTenant ok", "UpdateTenant not_found", "DeleteTenant ok", "DeleteTenant not_found", "DeleteTenant tenant_has_active_jobs",
 		"AdoptOrphans ok", "AdoptOrphans not_found", "SubmitJob quota_exceeded", "SubmitJob tenant_disabled", "AssignJob quota_exceeded",
 		"RegisterWorker quota_exceeded",
+		"CreateUser ok", "CreateUser already_exists", "UpdateUser ok", "CreateInvitation ok", "AcceptInvitation ok",
+		"AcceptInvitation invitation_used", "AcceptInvitation invitation_expired", "AcceptInvitation invitation_revoked",
+		"RevokeInvitation ok", "RotateAPIKey ok", "RotateAPIKey invalid_transition", "TouchAPIKeys ok",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -300,7 +303,8 @@ func applySplit(t *testing.T, f *fsm.FSM, entries []*raft.Log, r *rand.Rand) []a
 }
 
 var knownCodes = []fsm.Code{fsm.CodeInvalidArgument, fsm.CodeNotFound, fsm.CodeAlreadyExists,
-	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeQuotaExceeded, fsm.CodeTenantDisabled, fsm.CodeTenantBusy}
+	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeQuotaExceeded, fsm.CodeTenantDisabled, fsm.CodeTenantBusy,
+	fsm.CodeInvitationUsed, fsm.CodeInvitationExpired, fsm.CodeInvitationRevoked}
 
 // checkResponses checks that every entry got a response of the right kind:
 // nil for a skipped entry, else the changed object or a typed refusal.
@@ -339,7 +343,12 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 				t.Fatalf("entry %d (%s): refused with unexpected code %q: %v", l.Index, name, v.Code, v)
 			}
 			cov.add(name + " " + string(v.Code))
-		case *fsm.Tenant, *fsm.APIKey, *fsm.Worker, *fsm.Job:
+		case *fsm.Tenant, *fsm.APIKey, *fsm.Worker, *fsm.Job, *fsm.User, *fsm.Invitation:
+			cov.add(name + " ok")
+		case nil:
+			if fsm.MessageType(l.Data[0]) != fsm.TouchAPIKeysType {
+				t.Fatalf("entry %d (%s): nil response", l.Index, name)
+			}
 			cov.add(name + " ok")
 		default:
 			t.Fatalf("entry %d (%s): response %T %v", l.Index, name, resp, resp)
@@ -355,6 +364,9 @@ func commandName(m fsm.MessageType) string {
 		fsm.CancelJobType: "CancelJob", fsm.PauseJobType: "PauseJob", fsm.ResumeJobType: "ResumeJob",
 		fsm.RequeueJobType: "RequeueJob", fsm.ExpireJobType: "ExpireJob", fsm.RecordAuditType: "RecordAudit",
 		fsm.UpdateTenantType: "UpdateTenant", fsm.DeleteTenantType: "DeleteTenant", fsm.AdoptOrphansType: "AdoptOrphans",
+		fsm.CreateUserType: "CreateUser", fsm.UpdateUserType: "UpdateUser", fsm.CreateInvitationType: "CreateInvitation",
+		fsm.AcceptInvitationType: "AcceptInvitation", fsm.RevokeInvitationType: "RevokeInvitation",
+		fsm.RotateAPIKeyType: "RotateAPIKey", fsm.TouchAPIKeysType: "TouchAPIKeys",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -366,6 +378,9 @@ func commandName(m fsm.MessageType) string {
 type fsmState struct {
 	Index      uint64
 	Tenants    map[string]*fsm.Tenant
+	Users      []*fsm.User
+	Emails     map[string]string // email -> user ID, through the case-insensitive index
+	Invites    []*fsm.Invitation
 	Keys       map[string]*fsm.APIKey
 	KeyCount   int
 	Workers    []*fsm.Worker
@@ -389,6 +404,9 @@ func captureState(t *testing.T, f *fsm.FSM, g *gen, now time.Time) string {
 	s := fsmState{
 		Index:      f.Index(),
 		Tenants:    map[string]*fsm.Tenant{},
+		Users:      f.Users(""),
+		Emails:     map[string]string{},
+		Invites:    f.Invitations(""),
 		Keys:       map[string]*fsm.APIKey{},
 		KeyCount:   f.KeyCount(),
 		Workers:    f.Workers(""),
@@ -399,6 +417,11 @@ func captureState(t *testing.T, f *fsm.FSM, g *gen, now time.Time) string {
 	for _, id := range g.tenantIDs() {
 		if tn, ok := f.Tenant(id); ok {
 			s.Tenants[id] = tn
+		}
+	}
+	for _, e := range propEmails {
+		if u, ok := f.UserByEmail(e); ok {
+			s.Emails[e] = u.ID
 		}
 	}
 	for _, id := range g.keyIDs() {
@@ -864,6 +887,23 @@ func (g *gen) actor(c fsm.Command) *fsm.Actor {
 		Target: pick(g.r, "", "x1"), Tenant: tenant}
 }
 
+// propEmails are the emails users and invitations are made with; some
+// differ only in case, which the FSM must treat as one.
+var propEmails = []string{"a@x.example", "A@X.example", "b@x.example", "c@x.example", "B@x.EXAMPLE"}
+
+// user returns a new user with ID id, of a random tenant, email and role.
+func (g *gen) user(id string) fsm.User {
+	return fsm.User{ID: id, Email: pick(g.r, propEmails...), TenantID: pick(g.r, "t1", "t2", "t9"), Role: pick(g.r, fsm.RolesByPower...), CreatedAt: g.now}
+}
+
+// newKey returns a key with a new ID.
+func (g *gen) newKey() fsm.APIKey {
+	g.nextKey++
+	id := fmt.Sprintf("k%d", g.nextKey)
+	h := sha256.Sum256([]byte(id))
+	return fsm.APIKey{ID: id, TenantID: pick(g.r, "t1", "t2"), User: "user-" + id, Role: pick(g.r, fsm.RolesByPower...), Hash: h[:], CreatedAt: g.now}
+}
+
 func (g *gen) tenant(id string) fsm.Command {
 	return &fsm.CreateTenant{Tenant: fsm.Tenant{ID: id, Name: id, CreatedAt: g.now}}
 }
@@ -975,6 +1015,56 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 		// t4 may be deleted (a tombstone from then on); t9 never exists.
 		{1, func() []fsm.Command { return one(&fsm.DeleteTenant{ID: pick(r, "t4", "t9"), At: g.now}) }},
 		{1, func() []fsm.Command { return one(&fsm.AdoptOrphans{TenantID: pick(r, "t1", "t9"), At: g.now}) }},
+		{2, func() []fsm.Command {
+			u := g.user(pick(r, "u1", "u2", "u3", "u4", "u5", "u6"))
+			c := &fsm.CreateUser{User: u}
+			if r.IntN(3) == 0 {
+				k := g.newKey()
+				k.UserID, k.TenantID = u.ID, u.TenantID
+				c.Key = &k
+			}
+			return one(c)
+		}},
+		{1, func() []fsm.Command {
+			c := &fsm.UpdateUser{ID: pick(r, "u1", "u2", "u3", "u7", "u-missing"), At: g.now}
+			if r.IntN(2) == 0 {
+				c.Role = pick(r, fsm.RolesByPower...)
+			} else {
+				d := r.IntN(2) == 0
+				c.Disabled = &d
+			}
+			return one(c)
+		}},
+		{1, func() []fsm.Command {
+			k := g.newKey()
+			k.UserID = pick(r, "u1", "u2", "u3", "u7", "u-missing")
+			return one(&fsm.CreateAPIKey{Key: k})
+		}},
+		{1, func() []fsm.Command {
+			ttl := pick(r, time.Minute, 10*time.Second, time.Hour)
+			return one(&fsm.CreateInvitation{Invitation: fsm.Invitation{ID: pick(r, "i1", "i2", "i3", "i4"), TenantID: pick(r, "t1", "t2", "t9"),
+				Email: pick(r, propEmails...), Role: pick(r, fsm.RolesByPower...), Hash: make([]byte, 32), CreatedAt: g.now, ExpiresAt: g.now.Add(ttl)}})
+		}},
+		{2, func() []fsm.Command {
+			k := g.newKey()
+			u := fsm.User{ID: pick(r, "u7", "u8", "u9", "u1"), CreatedAt: g.now}
+			k.UserID = u.ID
+			return one(&fsm.AcceptInvitation{InvitationID: pick(r, "i1", "i2", "i3", "i4", "i-missing"), User: u, Key: k, At: g.now})
+		}},
+		{1, func() []fsm.Command {
+			return one(&fsm.RevokeInvitation{ID: pick(r, "i1", "i2", "i3", "i4", "i-missing"), At: g.now})
+		}},
+		{2, func() []fsm.Command {
+			old := pick(r, g.keyIDs()...)
+			return one(&fsm.RotateAPIKey{ID: old, Key: g.newKey(), Grace: pick(r, fsm.Duration(0), fsm.Duration(time.Minute), fsm.Duration(time.Hour)), At: g.now})
+		}},
+		{2, func() []fsm.Command {
+			var uses []fsm.KeyUse
+			for range 1 + r.IntN(3) {
+				uses = append(uses, fsm.KeyUse{ID: pick(r, g.keyIDs()...), At: g.now.Add(time.Duration(r.IntN(120)-60) * time.Second)})
+			}
+			return one(&fsm.TouchAPIKeys{Keys: uses})
+		}},
 		{3, func() []fsm.Command { return one(g.register(pick(r, g.workers...))) }},
 		{14, func() []fsm.Command {
 			g.nextJob++

@@ -82,11 +82,13 @@ type StoreSnapshot interface {
 // State is what a store holds for the FSM's memory: a field per kind of
 // Kinds, which a Kind reaches with Loaded and Keep.
 type State struct {
-	Index   uint64
-	Tenants []*Tenant
-	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job // non-terminal only
+	Index       uint64
+	Tenants     []*Tenant
+	Users       []*User
+	Keys        []*APIKey
+	Invitations []*Invitation
+	Workers     []*Worker
+	Jobs        []*Job // non-terminal only
 	// AuditHead is the newest audit record's Seq and Hash (AuditKind is
 	// history: State holds no record).
 	AuditHead AuditHead
@@ -96,12 +98,14 @@ type State struct {
 // each in its final version, sorted by ID: a field per kind of Kinds,
 // which a Kind reaches with Objects and Add.
 type Batch struct {
-	Index   uint64
-	Tenants []*Tenant
-	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job
-	Audit   []*AuditRecord
+	Index       uint64
+	Tenants     []*Tenant
+	Users       []*User
+	Keys        []*APIKey
+	Invitations []*Invitation
+	Workers     []*Worker
+	Jobs        []*Job
+	Audit       []*AuditRecord
 }
 
 // ListJobsParams selects a page of jobs.

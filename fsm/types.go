@@ -82,6 +82,21 @@ type APIKey struct {
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Revoked   bool      `json:"revoked,omitempty"`
+	// UserID is the user the key belongs to; "" for a key made before
+	// keys had users, which acts with its own tenant and role.
+	UserID string `json:"user_id,omitempty"`
+	// Name is a label its owner chose.
+	Name string `json:"name,omitempty"`
+	// Scopes, if any, are the only permissions the key has: they narrow
+	// its user's role, never widen it.
+	Scopes []string `json:"scopes,omitempty"`
+	// LastUsedAt is when a node last saw the key used, to within a
+	// minute (TouchAPIKeys).
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	// RotatedFrom is the key this one replaced; RotatedTo the key that
+	// replaced this one (RotateAPIKey).
+	RotatedFrom string `json:"rotated_from,omitempty"`
+	RotatedTo   string `json:"rotated_to,omitempty"`
 	Meta
 }
 

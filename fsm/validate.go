@@ -347,7 +347,8 @@ func (c *CreateAPIKey) Validate() error {
 		role = invalid("key.role %q is not a known role", k.Role)
 	}
 	return checkAll(c, checkID("key.id", k.ID), checkID("key.tenant_id", k.TenantID),
-		validText("key.user", k.User, MaxNameLen, ""), role)
+		validText("key.user", k.User, MaxNameLen, ""), validText("key.name", k.Name, MaxNameLen, ""),
+		checkScopes("key", k.Scopes), role)
 }
 
 // Validate implements Validator.

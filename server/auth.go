@@ -26,6 +26,12 @@ type Principal struct {
 	Role     fsm.Role
 	// ExpiresAt is when the key stops working; zero for never.
 	ExpiresAt time.Time
+	// UserID and Email name the key's user; both "" for a key made
+	// before keys had users (see keyPrincipal).
+	UserID string
+	Email  string
+	// Scopes, if any, narrow Role: Authorize allows only these.
+	Scopes []Permission
 }
 
 type principalKey struct{}
@@ -65,8 +71,13 @@ func keyChecksum(body string) string {
 
 // parseKey splits an API key into its ID and secret, checking its shape
 // and, where it has one, its checksum.
-func parseKey(token string) (id, secret string, ok bool) {
-	rest, ok := strings.CutPrefix(token, keyPrefix)
+func parseKey(token string) (id, secret string, ok bool) { return parseToken(keyPrefix, token) }
+
+// parseToken splits a token of the API key's format with the given
+// prefix (API keys, invitation tokens) into its ID and secret, checking
+// its shape and, where it has one, its checksum.
+func parseToken(prefix, token string) (id, secret string, ok bool) {
+	rest, ok := strings.CutPrefix(token, prefix)
 	if !ok || len(rest) < keyIDLen+1 || rest[keyIDLen] != '_' {
 		return "", "", false
 	}
@@ -78,7 +89,7 @@ func parseKey(token string) (id, secret string, ok bool) {
 	case keySecretLen: // made before keys had a checksum
 	case keySecretLen + keySumLen:
 		secret, sum := secret[:keySecretLen], secret[keySecretLen:]
-		if keyChecksum(keyPrefix+id+"_"+secret) != sum {
+		if keyChecksum(prefix+id+"_"+secret) != sum {
 			return "", "", false
 		}
 		return id, secret, true
@@ -88,28 +99,43 @@ func parseKey(token string) (id, secret string, ok bool) {
 	return id, secret, true
 }
 
+// newToken returns a new token of the API key's format with the given
+// prefix: its ID, the whole token (to show once) and the SHA-256 of its
+// secret (to store).
+func newToken(prefix string) (id, token string, hash []byte) {
+	idb := make([]byte, 8)
+	secret := make([]byte, 32)
+	rand.Read(idb)
+	rand.Read(secret)
+	id = hex.EncodeToString(idb)
+	s := base64.RawURLEncoding.EncodeToString(secret)
+	sum := sha256.Sum256([]byte(s))
+	body := prefix + id + "_" + s
+	return id, body + keyChecksum(body), sum[:]
+}
+
+// secretMatches reports, in constant time, whether secret hashes to hash.
+func secretMatches(secret string, hash []byte) bool {
+	sum := sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(sum[:], hash) == 1
+}
+
 // NewAPIKey creates a key for user in tenant with role: the secret token
 // to give to the user once, and the record to store (hash only).
 func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Duration) (token string, key fsm.APIKey) {
-	id := make([]byte, 8)
-	secret := make([]byte, 32)
-	rand.Read(id)
-	rand.Read(secret)
+	id, token, hash := newToken(keyPrefix)
 	key = fsm.APIKey{
-		ID:        hex.EncodeToString(id),
+		ID:        id,
 		TenantID:  tenantID,
 		User:      user,
 		Role:      role,
+		Hash:      hash,
 		CreatedAt: now,
 	}
 	if ttl > 0 {
 		key.ExpiresAt = now.Add(ttl)
 	}
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	sum := sha256.Sum256([]byte(s))
-	key.Hash = sum[:]
-	body := keyPrefix + key.ID + "_" + s
-	return body + keyChecksum(body), key
+	return token, key
 }
 
 // authenticate resolves the request's bearer token to a principal. Keys
@@ -148,8 +174,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		s.authFailed(r, authUnknownKey, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
-	sum := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(sum[:], k.Hash) != 1 {
+	if !secretMatches(secret, k.Hash) {
 		s.authFailed(r, authWrongSecret, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
@@ -161,24 +186,30 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		s.authFailed(r, authExpired, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key expired at %s", k.ExpiresAt.Format(time.RFC3339))
 	}
-	if err := s.tenantAdmits(r, k); err != nil {
+	p, reason, err := s.keyPrincipal(k)
+	if err != nil {
+		s.authFailed(r, reason, id)
 		return nil, err
 	}
-	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role, ExpiresAt: k.ExpiresAt}, nil
+	if err := s.tenantAdmits(r, p); err != nil {
+		return nil, err
+	}
+	s.keyUse.seen(s, k)
+	return p, nil
 }
 
 // tenantAdmits refuses a key whose tenant is disabled or deleted: all of
 // a tenant's keys stop at once. A super-admin's key acts on the whole
 // installation, so its tenant's state does not stop it (disabling the
 // tenant that holds the super-admin keys must not lock the operator out).
-func (s *Server) tenantAdmits(r *http.Request, k *fsm.APIKey) error {
-	if k.Role == fsm.RoleSuperAdmin {
+func (s *Server) tenantAdmits(r *http.Request, p *Principal) error {
+	if p.Role == fsm.RoleSuperAdmin {
 		return nil
 	}
-	if t, ok := s.fsm.Tenant(k.TenantID); ok && !t.Disabled && !t.Deleted() {
+	if t, ok := s.fsm.Tenant(p.TenantID); ok && !t.Disabled && !t.Deleted() {
 		return nil
 	}
-	s.authFailed(r, authTenantDisabled, k.ID)
+	s.authFailed(r, authTenantDisabled, p.KeyID)
 	return fsm.Errorf(CodeUnauthenticated, "API key's tenant is disabled")
 }
 
@@ -197,10 +228,12 @@ const (
 	authExpired     authReason = "expired"
 	// authTenantDisabled: the key's tenant is disabled or deleted.
 	authTenantDisabled authReason = "tenant_disabled"
+	authNoUser         authReason = "no_user"       // the key's user does not exist
+	authDisabled       authReason = "user_disabled" // the key's user is disabled
 )
 
 // authReasons lists every authReason, for the metric's initial series.
-var authReasons = []authReason{authMissing, authMalformed, authUnknownKey, authWrongSecret, authRevoked, authExpired, authTenantDisabled}
+var authReasons = []authReason{authMissing, authMalformed, authUnknownKey, authWrongSecret, authRevoked, authExpired, authTenantDisabled, authNoUser, authDisabled}
 
 // authLogWindow is the shortest time between two warning lines about
 // authentication failures of the same reason.

@@ -31,7 +31,8 @@ const (
 	PermTenantsManage Permission = "tenants.manage" // create, update, disable and delete tenants
 	PermUsersView     Permission = "users.view"     // read the tenant's users
 	PermUsersManage   Permission = "users.manage"   // create, disable users; invite
-	PermKeysManage    Permission = "keys.manage"    // create, revoke, rotate the tenant's keys
+	PermKeysSelf      Permission = "keys.self"      // list, create, revoke and rotate one's own keys
+	PermKeysManage    Permission = "keys.manage"    // create, revoke, rotate the keys of the tenant's users
 	PermAuditView     Permission = "audit.view"     // read the tenant's audit records
 	PermAuditVerify   Permission = "audit.verify"   // verify the installation's audit chain
 	PermClusterView   Permission = "cluster.view"   // read members and Raft status
@@ -62,7 +63,7 @@ type roleGrant struct {
 // tenant: its people, keys and dedicated workers; only a SuperAdmin acts
 // on other tenants, on the shared worker pool and on the cluster.
 var roleChain = []roleGrant{
-	{fsm.RoleViewer, []Permission{PermSelfView, PermJobsView, PermWorkersView}},
+	{fsm.RoleViewer, []Permission{PermSelfView, PermKeysSelf, PermJobsView, PermWorkersView}},
 	{fsm.RoleOperator, []Permission{PermJobsCreate, PermJobsCancel, PermJobsControl}},
 	{fsm.RoleTenantAdmin, []Permission{PermWorkersManage, PermTenantsView, PermUsersView, PermUsersManage, PermKeysManage, PermAuditView}},
 	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage, PermAuditVerify}},
@@ -116,6 +117,9 @@ func Authorize(p *Principal, perm Permission, tenant string) error {
 	}
 	if !slices.Contains(RolePermissions(p.Role), perm) {
 		return fsm.Errorf(CodePermissionDenied, "role %s lacks permission %s", p.Role, perm)
+	}
+	if !inScopes(p, perm) {
+		return fsm.Errorf(CodePermissionDenied, "the API key's scopes do not include %s", perm)
 	}
 	if p.Role == fsm.RoleSuperAdmin {
 		return nil

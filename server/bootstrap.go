@@ -23,16 +23,31 @@ func (s *Server) ensureDefaultTenant(ctx context.Context) error {
 	return nil
 }
 
-// InitCluster initializes a new installation: the default tenant and the
-// first super-admin key, for user "admin". The key's token is returned
-// exactly once; only its hash is stored. If the cluster already has a
-// key, it fails with already_exists, whichever node is asked.
+// BootstrapEmail is the email of the super-admin user that cluster init
+// and dev mode create.
+const BootstrapEmail = "admin@localhost"
+
+// InitCluster initializes a new installation: the default tenant, the
+// super-admin user BootstrapEmail and its first key, the user and key in
+// one entry. The key's token is returned exactly once; only its hash is
+// stored. If the cluster already has a key, it fails with already_exists,
+// whichever node is asked.
+//
+// An installation initialized before keys had users has a first key
+// without a user: it keeps working as the super-admin of its own tenant
+// (keyPrincipal), and no user is created for it.
 func (s *Server) InitCluster(ctx context.Context) (token string, err error) {
 	if err := s.ensureDefaultTenant(ctx); err != nil {
 		return "", err
 	}
-	token, key := NewAPIKey(DefaultTenant, "admin", fsm.RoleSuperAdmin, s.now(), 0)
-	if _, err := s.raft.Apply(ctx, &fsm.CreateAPIKey{Key: key, First: true}); err != nil {
+	now := s.now()
+	u := fsm.User{ID: newID(), Email: BootstrapEmail, TenantID: DefaultTenant, Role: fsm.RoleSuperAdmin, CreatedAt: now, CreatedBy: "cluster init"}
+	token, key := NewAPIKey(DefaultTenant, BootstrapEmail, fsm.RoleSuperAdmin, now, 0)
+	key.UserID, key.Name = u.ID, "cluster init"
+	if _, err := s.raft.Apply(ctx, &fsm.CreateUser{User: u, Key: &key, First: true}); err != nil {
+		if fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
+			return "", fsm.Errorf(fsm.CodeAlreadyExists, "the cluster is already initialized")
+		}
 		return "", err
 	}
 	return token, nil

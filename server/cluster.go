@@ -364,8 +364,8 @@ func (s *Server) clusterInit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("cluster initialized; first super-admin key created", "user", "admin")
-	writeJSON(w, http.StatusCreated, map[string]string{"api_key": token, "user": "admin", "tenant": DefaultTenant})
+	s.log.Info("cluster initialized; first super-admin key created", "user", BootstrapEmail)
+	writeJSON(w, http.StatusCreated, map[string]string{"api_key": token, "user": BootstrapEmail, "tenant": DefaultTenant})
 }
 
 // consistentRead makes a ?consistent=true read go through the leader.

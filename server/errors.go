@@ -49,8 +49,11 @@ func statusOf(c fsm.Code) int {
 		return http.StatusUnauthorized
 	case fsm.CodeNotFound:
 		return http.StatusNotFound
-	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeWorkerLost, fsm.CodeTenantBusy:
+	case fsm.CodeAlreadyExists, fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeWorkerLost, fsm.CodeTenantBusy,
+		fsm.CodeInvitationUsed, fsm.CodeInvitationRevoked:
 		return http.StatusConflict
+	case fsm.CodeInvitationExpired:
+		return http.StatusGone
 	case CodeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case CodeMethodNotAllowed:

@@ -52,6 +52,13 @@ var (
 	// tenant admin reads and no one else but a super-admin.
 	tenantAdminRead = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
 	tenantObject    = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
+	// adminOnly: a tenant admin's list or create of the tenant it names.
+	adminOnly = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
+	// othersKeys: a user or key that is not the caller's own, which only
+	// an admin of its tenant may see.
+	othersKeys = expect{{ok, ok}, {ok, d44}, {d44, d44}, {d44, d44}}
+	// d41: a credential of the route's own that the probe does not have.
+	d41 = outcome{http.StatusUnauthorized, "unauthenticated"}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -73,6 +80,19 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/whoami":                       tenantRead, // every role reads itself; naming another tenant is a super-admin's
 	"GET /v1/audit":                        tenantAdminRead,
 	"GET /v1/audit/verify":                 onlySuperAdmin,
+	"GET /v1/users":                        adminOnly,
+	"POST /v1/users":                       adminOnly,
+	"GET /v1/users/{id}":                   objectManage,
+	"PATCH /v1/users/{id}":                 objectManage,
+	"GET /v1/users/{id}/keys":              othersKeys,
+	"POST /v1/users/{id}/keys":             othersKeys,
+	"GET /v1/keys":                         tenantRead, // one's own keys; a tenant admin's lists the tenant's
+	"DELETE /v1/keys/{id}":                 othersKeys,
+	"POST /v1/keys/{id}/rotate":            othersKeys,
+	"POST /v1/invitations":                 adminOnly,
+	"GET /v1/invitations":                  adminOnly,
+	"DELETE /v1/invitations/{id}":          objectManage,
+	"POST /v1/invitations/accept":          everyone(d41), // takes an invitation token, never an API key; the probe's is wrong
 	"GET /v1/workers":                      tenantRead,
 	"GET /v1/workers/{id}":                 objectRead,
 	"POST /v1/workers/{id}/drain":          objectManage,
@@ -101,19 +121,45 @@ var matrixBodies = map[string]string{
 	"POST /v1/jobs":                        queuedSpec,
 	"POST /v1/tenants":                     `{"name":"matrix-new"}`,
 	"PATCH /v1/tenants/{id}":               `{"plan":"matrix"}`,
+	"POST /v1/users":                       `{"email":"new@matrix.example","role":"viewer"}`,
+	"PATCH /v1/users/{id}":                 `{"role":"viewer"}`,
+	"POST /v1/users/{id}/keys":             `{"name":"matrix"}`,
+	"POST /v1/invitations":                 `{"email":"invited@matrix.example","role":"viewer"}`,
+	"POST /v1/invitations/accept":          `{"token":"ffi_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`,
 	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
 	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
 	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
 	"POST /v1/cluster/snapshot":            "not a snapshot",
 }
 
-// tenantFixture is one tenant of the matrix: its keys by role, a job and
-// a dedicated worker.
+// tenantFixture is one tenant of the matrix: its keys by role, a job, a
+// dedicated worker, an operator user with a key of its own, and an
+// invitation.
 type tenantFixture struct {
 	id     string
 	keys   map[fsm.Role]string
 	job    string
 	worker string
+	user   string
+	key    string
+	invite string
+}
+
+// objectOf returns the object of tf that a route pattern's {id} names.
+func (tf *tenantFixture) objectOf(pattern string) string {
+	switch {
+	case strings.HasPrefix(pattern, "/v1/workers/{id}"):
+		return tf.worker
+	case strings.HasPrefix(pattern, "/v1/users/{id}"):
+		return tf.user
+	case strings.HasPrefix(pattern, "/v1/keys/{id}"):
+		return tf.key
+	case strings.HasPrefix(pattern, "/v1/invitations/{id}"):
+		return tf.invite
+	case strings.HasPrefix(pattern, "/v1/tenants/{id}"):
+		return tf.id
+	}
+	return tf.job
 }
 
 // TestIsolationMatrix runs every route × every role × own and other
@@ -146,6 +192,18 @@ func TestIsolationMatrix(t *testing.T) {
 			t.Fatalf("submit to %s: status %d, tenant %q", id, resp.StatusCode, j.TenantID)
 		}
 		f.job = j.ID
+		f.user, f.key, f.invite = "u-"+id, "ab"+strings.Repeat("0", 12)+id[:2], "cd"+strings.Repeat("0", 12)+id[:2]
+		u := fsm.User{ID: f.user, Email: "victim@" + id + ".example", TenantID: id, Role: fsm.RoleOperator, CreatedAt: now}
+		_, key := server.NewAPIKey(id, u.Email, u.Role, now, 0)
+		key.ID, key.UserID = f.key, u.ID
+		if _, err := e.node.Apply(ctx, &fsm.CreateUser{User: u, Key: &key}); err != nil {
+			t.Fatal(err)
+		}
+		inv := fsm.Invitation{ID: f.invite, TenantID: id, Email: "invitee@" + id + ".example", Role: fsm.RoleViewer,
+			Hash: key.Hash, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if _, err := e.node.Apply(ctx, &fsm.CreateInvitation{Invitation: inv}); err != nil {
+			t.Fatal(err)
+		}
 		return f
 	}
 	own, other := mk("acme"), mk("globex")
@@ -173,13 +231,7 @@ func TestIsolationMatrix(t *testing.T) {
 			for side, tf := range []*tenantFixture{own, other} {
 				want := isolationMatrix[rk][ri][side]
 				method, pattern, _ := strings.Cut(rk, " ")
-				path := strings.ReplaceAll(pattern, "{id}", tf.job)
-				if strings.HasPrefix(pattern, "/v1/workers/{id}") {
-					path = strings.ReplaceAll(pattern, "{id}", tf.worker)
-				}
-				if strings.HasPrefix(pattern, "/v1/tenants/{id}") {
-					path = strings.ReplaceAll(pattern, "{id}", tf.id)
-				}
+				path := strings.ReplaceAll(pattern, "{id}", tf.objectOf(pattern))
 				if rk == "DELETE /v1/tenants/{id}" {
 					path = "/v1/tenants/no-such-tenant"
 				}
@@ -227,7 +279,7 @@ func TestIsolationMatrix(t *testing.T) {
 				// Nothing a tenant's key is answered shows the other
 				// tenant: not its name, its jobs or its workers, except
 				// the ID the request itself named.
-				for _, secret := range []string{other.id, other.job, other.worker} {
+				for _, secret := range []string{other.id, other.job, other.worker, other.user, other.key, other.invite} {
 					if secret != "" && strings.Contains(body, secret) && !strings.Contains(path, secret) {
 						t.Errorf("%s: the answer shows %q of tenant %s: %s", name, secret, other.id, body)
 					}

@@ -99,6 +99,8 @@ type Server struct {
 	onLeave    func()
 	// authLog rate-limits the warning lines of failed authentications.
 	authLog rateLimiter
+	// keyUse batches the last-used times of keys (TouchAPIKeys).
+	keyUse keyUse
 }
 
 // New builds a Server.
@@ -228,6 +230,19 @@ func (s *Server) routes() []route {
 		needs("GET", "/v1/whoami", PermSelfView, s.whoami),
 		needs("GET", "/v1/audit", PermAuditView, s.listAudit),
 		needs("GET", "/v1/audit/verify", PermAuditVerify, s.verifyAudit),
+		needs("GET", "/v1/users", PermUsersView, s.listUsers),
+		needs("POST", "/v1/users", PermUsersManage, s.createUser),
+		needs("GET", "/v1/users/{id}", PermUsersView, s.getUser),
+		needs("PATCH", "/v1/users/{id}", PermUsersManage, s.updateUser),
+		needs("GET", "/v1/users/{id}/keys", PermKeysSelf, s.listUserKeys),
+		needs("POST", "/v1/users/{id}/keys", PermKeysSelf, s.createUserKey),
+		needs("GET", "/v1/keys", PermKeysSelf, s.listKeys),
+		needs("DELETE", "/v1/keys/{id}", PermKeysSelf, s.revokeKey),
+		needs("POST", "/v1/keys/{id}/rotate", PermKeysSelf, s.rotateKey),
+		needs("POST", "/v1/invitations", PermUsersManage, s.createInvitation),
+		needs("GET", "/v1/invitations", PermUsersView, s.listInvitations),
+		needs("DELETE", "/v1/invitations/{id}", PermUsersManage, s.revokeInvitation),
+		selfChecked("POST", "/v1/invitations/accept", "an invitation token", s.acceptInvitation),
 		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),

@@ -107,8 +107,8 @@ func TestLayoutV1(t *testing.T) {
 		if err := tx.ForEach(func(name []byte, _ *bbolt.Bucket) error { buckets = append(buckets, string(name)); return nil }); err != nil {
 			return err
 		}
-		// Version 1 plus the buckets of kinds registered since (audit).
-		if want := []string{"active_jobs", "audit", "jobs", "keys", "meta", "tenant_audit", "tenant_jobs", "tenants", "workers"}; !slices.Equal(buckets, want) {
+		// Version 1 plus the buckets of kinds registered since.
+		if want := []string{"active_jobs", "audit", "invitations", "jobs", "keys", "meta", "tenant_audit", "tenant_jobs", "tenants", "users", "workers"}; !slices.Equal(buckets, want) {
 			t.Errorf("buckets after Open and Commit = %v, want %v", buckets, want)
 		}
 		if k, _ := tx.Bucket([]byte("active_jobs")).Cursor().First(); k != nil {

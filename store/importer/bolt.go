@@ -72,8 +72,8 @@ func readBolt(ctx context.Context, path string, now time.Time) (*source, error) 
 	}
 	slices.Reverse(jobs) // oldest first, as they were created
 	src.batches = chunk(first, jobs)
-	src.desc = fmt.Sprintf("bolt state file %s at Raft index %d: %d tenants, %d API keys, %d workers, %d jobs",
-		path, st.Index, len(first.Tenants), len(first.Keys), len(first.Workers), len(jobs))
+	src.desc = fmt.Sprintf("bolt state file %s at Raft index %d: %d tenants, %d users, %d API keys, %d invitations, %d workers, %d jobs",
+		path, st.Index, len(first.Tenants), len(first.Users), len(first.Keys), len(first.Invitations), len(first.Workers), len(jobs))
 	if n := len(src.requeued); n > 0 {
 		src.notes = append(src.notes, fmt.Sprintf("active jobs put back in the queue: %v", src.requeued))
 	}

@@ -28,17 +28,21 @@ type Count struct {
 
 // Counts are a batch's Count per table.
 type Counts struct {
-	Tenants, Keys, Workers, Jobs, Audit Count
+	Tenants, Users, Keys, Invitations, Workers, Jobs, Audit Count
 }
 
-// Table returns the count of a table by name ("tenants", "api_keys",
-// "workers", "jobs" or "audit_records").
+// Table returns the count of a table by name ("tenants", "users",
+// "api_keys", "invitations", "workers", "jobs" or "audit_records").
 func (c *Counts) Table(name string) *Count {
 	switch name {
 	case "tenants":
 		return &c.Tenants
+	case "users":
+		return &c.Users
 	case "api_keys":
 		return &c.Keys
+	case "invitations":
+		return &c.Invitations
 	case "workers":
 		return &c.Workers
 	case "jobs":

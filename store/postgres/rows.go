@@ -42,7 +42,15 @@ var tables = map[*fsm.Kind]table{
 	fsm.APIKeyKind: {[]column{
 		{"tenant_id", "text[]"}, {"user_name", "text[]"}, {"role", "text[]"},
 		{"revoked", "boolean[]"}, {"created_at", "timestamptz[]"}, {"expires_at", "timestamptz[]"},
+		{"user_id", "text[]"}, {"last_used_at", "timestamptz[]"},
 	}, keyRows, ""},
+	fsm.UserKind: {[]column{
+		{"tenant_id", "text[]"}, {"email", "text[]"}, {"role", "text[]"}, {"disabled", "boolean[]"}, {"created_at", "timestamptz[]"},
+	}, userRows, ""},
+	fsm.InvitationKind: {[]column{
+		{"tenant_id", "text[]"}, {"email", "text[]"}, {"role", "text[]"}, {"revoked", "boolean[]"},
+		{"created_at", "timestamptz[]"}, {"expires_at", "timestamptz[]"}, {"accepted_at", "timestamptz[]"}, {"user_id", "text[]"},
+	}, invitationRows, ""},
 	fsm.WorkerKind: {[]column{
 		{"tenant_id", "text[]"}, {"name", "text[]"}, {"state", "text[]"}, {"registered_at", "timestamptz[]"},
 	}, workerRows, ""},
@@ -195,12 +203,39 @@ func keyRows(objs []fsm.Object) []any {
 	n := len(ks)
 	tenant, user, role := make([]string, n), make([]string, n), make([]string, n)
 	revoked := make([]bool, n)
-	created, expires := make([]time.Time, n), make([]*time.Time, n)
+	created, expires, used := make([]time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+	userID := make([]*string, n)
 	for i, k := range ks {
 		tenant[i], user[i], role[i] = k.TenantID, k.User, string(k.Role)
 		revoked[i], created[i], expires[i] = k.Revoked, k.CreatedAt, optTime(k.ExpiresAt)
+		userID[i], used[i] = optText(k.UserID), optTime(k.LastUsedAt)
 	}
-	return []any{tenant, user, role, revoked, created, expires}
+	return []any{tenant, user, role, revoked, created, expires, userID, used}
+}
+
+func userRows(objs []fsm.Object) []any {
+	us := objectsOf[*fsm.User](objs)
+	n := len(us)
+	tenant, email, role := make([]string, n), make([]string, n), make([]string, n)
+	disabled, created := make([]bool, n), make([]time.Time, n)
+	for i, u := range us {
+		tenant[i], email[i], role[i], disabled[i], created[i] = u.TenantID, u.Email, string(u.Role), u.Disabled, u.CreatedAt
+	}
+	return []any{tenant, email, role, disabled, created}
+}
+
+func invitationRows(objs []fsm.Object) []any {
+	is := objectsOf[*fsm.Invitation](objs)
+	n := len(is)
+	tenant, email, role := make([]string, n), make([]string, n), make([]string, n)
+	revoked := make([]bool, n)
+	created, expires, accepted := make([]time.Time, n), make([]time.Time, n), make([]*time.Time, n)
+	userID := make([]*string, n)
+	for i, v := range is {
+		tenant[i], email[i], role[i], revoked[i] = v.TenantID, v.Email, string(v.Role), v.Revoked
+		created[i], expires[i], accepted[i], userID[i] = v.CreatedAt, v.ExpiresAt, optTime(v.AcceptedAt), optText(v.UserID)
+	}
+	return []any{tenant, email, role, revoked, created, expires, accepted, userID}
 }
 
 func workerRows(objs []fsm.Object) []any {

@@ -87,8 +87,18 @@ func sample(t *testing.T, k *fsm.Kind, index uint64) fsm.Object {
 	switch k {
 	case fsm.TenantKind:
 		return newTenant("acme", index)
+	case fsm.UserKind:
+		return &fsm.User{ID: "u1", Email: "Alice@Acme.example", TenantID: "acme", Role: fsm.RoleOperator,
+			CreatedAt: t0, CreatedBy: "admin@localhost", Meta: fsm.Meta{CreateIndex: index, ModifyIndex: index}}
 	case fsm.APIKeyKind:
-		return newKey("k1", "acme", index)
+		k := newKey("k1", "acme", index)
+		k.UserID, k.Name, k.Scopes, k.LastUsedAt = "u1", "ci", []string{"jobs.view", "jobs.create"}, t0.Add(time.Minute)
+		return k
+	case fsm.InvitationKind:
+		return &fsm.Invitation{ID: "i1", TenantID: "acme", Email: "bob@acme.example", Role: fsm.RoleViewer,
+			Hash: []byte("0123456789abcdef0123456789abcdef"), CreatedAt: t0, CreatedBy: "alice@acme.example",
+			ExpiresAt: t0.Add(72 * time.Hour), AcceptedAt: t0.Add(time.Hour), UserID: "u1",
+			Meta: fsm.Meta{CreateIndex: index, ModifyIndex: index}}
 	case fsm.WorkerKind:
 		return newWorker("w1", index)
 	case fsm.JobKind:

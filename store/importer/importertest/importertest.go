@@ -218,8 +218,8 @@ func DevSubmit(n int, at time.Time) *fsm.SubmitJob {
 	return &fsm.SubmitJob{Job: fsm.Job{ID: fmt.Sprintf("01956a3c-0000-7000-8000-%012x", n), TenantID: "acme", Spec: spec, Plan: *plan, SubmittedAt: at}}
 }
 
-// DevState runs a dev node's FSM on a bolt file: a tenant, a key, a
-// worker and jobs in every state. It returns the path, closed.
+// DevState runs a dev node's FSM on a bolt file: a tenant, keys, a user
+// with a key, an invitation, a worker and jobs in every state. It returns the path, closed.
 func DevState(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
@@ -253,6 +253,11 @@ func DevState(t testing.TB) string {
 	n.Apply(&fsm.CancelJob{JobID: rep(6, 1).JobID, At: at.Add(5 * time.Minute)})
 	n.Apply(&fsm.RevokeAPIKey{ID: "k1", At: at.Add(6 * time.Minute)})
 	n.Apply(&fsm.CreateAPIKey{Key: fsm.APIKey{ID: "k2", TenantID: "acme", User: "admin", Role: fsm.RoleSuperAdmin, Hash: []byte("fedcba9876543210fedcba9876543210"), CreatedAt: at}})
+	// A user with a key, and an invitation.
+	n.Apply(&fsm.CreateUser{User: fsm.User{ID: "u1", Email: "Olga@acme.example", TenantID: "acme", Role: fsm.RoleOperator, CreatedAt: at},
+		Key: &fsm.APIKey{ID: "k3", UserID: "u1", TenantID: "acme", Role: fsm.RoleOperator, Scopes: []string{"jobs.view"}, Hash: []byte("00112233445566778899aabbccddeeff"), CreatedAt: at}})
+	n.Apply(&fsm.CreateInvitation{Invitation: fsm.Invitation{ID: "i1", TenantID: "acme", Email: "rita@acme.example", Role: fsm.RoleViewer,
+		Hash: []byte("ffeeddccbbaa99887766554433221100"), CreatedAt: at, ExpiresAt: at.Add(72 * time.Hour)}})
 	if err := bs.Close(); err != nil {
 		t.Fatal(err)
 	}
