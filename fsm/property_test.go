@@ -996,7 +996,7 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 		{1, func() []fsm.Command {
 			return one(&fsm.RecordAudit{Result: pick(r, fsm.Code("permission_denied"), fsm.ResultOK)})
 		}},
-		{2, func() []fsm.Command {
+		{3, func() []fsm.Command {
 			c := &fsm.UpdateTenant{ID: pick(r, "t1", "t2", "t3", "t9"), At: g.now}
 			switch r.IntN(5) {
 			case 0:
@@ -1006,7 +1006,7 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			case 2:
 				c.MaxCPU = new(pick(r, 0, 0, 1.5, 4))
 			case 3:
-				c.MaxWorkers = new(pick(r, 0, 0, 1))
+				c.MaxWorkers = new(pick(r, 0, 1, 1))
 			default:
 				c.Disabled = new(r.IntN(3) == 0)
 			}
@@ -1066,6 +1066,21 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			return one(&fsm.TouchAPIKeys{Keys: uses})
 		}},
 		{3, func() []fsm.Command { return one(g.register(pick(r, g.workers...))) }},
+		// A dedicated worker, not up, of a tenant with max_workers (set to
+		// 1 first if need be): refused once the tenant's others fill it.
+		{1, func() []fsm.Command {
+			for _, w := range g.workers {
+				t, ok := f.Tenant(w.TenantID)
+				if cur, up := f.Worker(w.ID); !ok || (up && cur.State == fsm.WorkerUp) {
+					continue
+				}
+				if t.Limits.MaxWorkers == 0 {
+					return one(&fsm.UpdateTenant{ID: t.ID, MaxWorkers: new(1), At: g.now})
+				}
+				return one(g.register(w))
+			}
+			return nil
+		}},
 		{14, func() []fsm.Command {
 			g.nextJob++
 			id := fmt.Sprintf("j%04d", g.nextJob)
@@ -1091,6 +1106,35 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			*assigns = (*assigns)[1:]
 			g.attempts = append(g.attempts, fsm.Report{JobID: a.JobID, WorkerID: a.WorkerID, Attempt: a.Attempt})
 			return one(a)
+		}},
+		// A valid assignment a scheduler's stale decision could make for a
+		// tenant with a concurrency limit (set to 1 first if need be):
+		// Apply judges the quota again.
+		{1, func() []fsm.Command {
+			for range 8 {
+				id, ok := g.jobID()
+				if !ok {
+					return nil
+				}
+				j, ok := f.ActiveJob(id)
+				if !ok || j.State != fsm.JobQueued {
+					continue
+				}
+				t, ok := f.Tenant(j.TenantID)
+				if !ok {
+					continue
+				}
+				if t.Limits.MaxConcurrentJobs == 0 {
+					return one(&fsm.UpdateTenant{ID: t.ID, MaxConcurrentJobs: new(1), At: g.now})
+				}
+				for _, w := range f.Workers("") {
+					if w.State == fsm.WorkerUp && !w.Draining && (w.TenantID == "" || w.TenantID == j.TenantID) {
+						g.attempts = append(g.attempts, fsm.Report{JobID: id, WorkerID: w.ID, Attempt: j.Attempt + 1})
+						return one(&fsm.AssignJob{JobID: id, WorkerID: w.ID, Attempt: j.Attempt + 1, At: g.now})
+					}
+				}
+			}
+			return nil
 		}},
 		{3, func() []fsm.Command {
 			id, ok := g.jobID()

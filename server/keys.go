@@ -374,6 +374,27 @@ func (u *keyUse) seen(s *Server, k *fsm.APIKey) {
 	}
 }
 
+// propose proposes uses, retrying with backoff for up to keyUseInterval
+// (an election, a slow leader): a use that could not be recorded by then
+// stays pending for the next request.
+func (u *keyUse) propose(s *Server, uses []fsm.KeyUse) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyUseInterval)
+	defer cancel()
+	delay := 100 * time.Millisecond
+	for {
+		_, err := s.raft.Apply(ctx, &fsm.TouchAPIKeys{Keys: uses})
+		if err == nil || fsm.ErrorCode(err) != "" || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
 // flush proposes the pending uses until none is left.
 func (u *keyUse) flush(s *Server) {
 	for {
@@ -392,9 +413,7 @@ func (u *keyUse) flush(s *Server) {
 		}
 		u.mu.Unlock()
 		slices.SortFunc(uses, func(a, b fsm.KeyUse) int { return strings.Compare(a.ID, b.ID) })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := s.raft.Apply(ctx, &fsm.TouchAPIKeys{Keys: uses})
-		cancel()
+		err := u.propose(s, uses)
 		u.mu.Lock()
 		for _, use := range uses {
 			delete(u.sent, use.ID)

@@ -160,7 +160,7 @@ func TestDisabledUserKeysStop(t *testing.T) {
 func TestNoEscalation(t *testing.T) {
 	t.Parallel()
 	e := setup(t, envOpts{})
-	if _, err := e.node.Apply(context.Background(), &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "other", Name: "Other", CreatedAt: time.Now()}}); err != nil {
+	if _, err := e.node.Apply(context.Background(), &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "other", Name: "other", CreatedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	ta := e.mkUser(e.token, "", "ta@example.com", fsm.RoleTenantAdmin)
