@@ -32,6 +32,9 @@ const (
 	WorkerDownType     MessageType = 15
 	DrainWorkerType    MessageType = 16
 
+	CreateWorkerTokenType MessageType = 27
+	RevokeWorkerTokenType MessageType = 28
+
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
 )
@@ -182,6 +185,19 @@ type DrainWorker struct {
 	At       time.Time `json:"at"`
 }
 
+// CreateWorkerToken stores a worker token (its hash only).
+type CreateWorkerToken struct {
+	Token WorkerToken `json:"token"`
+}
+
+// RevokeWorkerToken revokes a worker token. The worker bound to it is
+// marked down at once (its jobs go back to the queue) and can register
+// again only with another token.
+type RevokeWorkerToken struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
 // MessageType implementations.
 func (*CreateTenant) MessageType() MessageType   { return CreateTenantType }
 func (*CreateAPIKey) MessageType() MessageType   { return CreateAPIKeyType }
@@ -199,6 +215,12 @@ func (*RequeueJob) MessageType() MessageType     { return RequeueJobType }
 func (*ExpireJob) MessageType() MessageType      { return ExpireJobType }
 func (*MarkWorkerDown) MessageType() MessageType { return WorkerDownType }
 func (*DrainWorker) MessageType() MessageType    { return DrainWorkerType }
+func (*CreateWorkerToken) MessageType() MessageType {
+	return CreateWorkerTokenType
+}
+func (*RevokeWorkerToken) MessageType() MessageType {
+	return RevokeWorkerTokenType
+}
 
 // Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
 func Backoff(n int) time.Duration {
@@ -249,4 +271,7 @@ var commandTypes = map[MessageType]commandType{
 	ExpireJobType:      command((*FSM).applyExpireJob),
 	WorkerDownType:     command((*FSM).applyWorkerDown),
 	DrainWorkerType:    command((*FSM).applyDrainWorker),
+
+	CreateWorkerTokenType: command((*FSM).applyCreateWorkerToken),
+	RevokeWorkerTokenType: command((*FSM).applyRevokeWorkerToken),
 }

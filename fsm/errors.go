@@ -26,6 +26,10 @@ const (
 	CodeFFmpeg            Code = "ffmpeg_error"
 	CodeResourceExceeded  Code = "resource_exceeded"
 	CodeInternal          Code = "internal"
+	// CodeTokenRefused refuses a worker's registration that its worker
+	// token does not allow: revoked, bound to another worker, or for
+	// another tenant.
+	CodeTokenRefused Code = "token_refused"
 	// CodeUnknownCommand refuses a log entry of a type this node does
 	// not know and may not skip.
 	CodeUnknownCommand Code = "unknown_command"

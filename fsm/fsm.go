@@ -44,10 +44,12 @@ type FSM struct {
 	index   uint64
 	tenants map[string]*Tenant
 	keys    map[string]*APIKey
-	workers map[string]*Worker
-	jobs    map[string]*Job // non-terminal jobs only
-	idx     *indexes
-	watch   chan struct{} // closed and replaced after every batch
+	// workerTokens holds every worker token, revoked ones included.
+	workerTokens map[string]*WorkerToken
+	workers      map[string]*Worker
+	jobs         map[string]*Job // non-terminal jobs only
+	idx          *indexes
+	watch        chan struct{} // closed and replaced after every batch
 	// pending holds the jobs of the batch being committed, so that a job
 	// that finished in it stays readable until the store has it.
 	pending map[string]Object
@@ -88,6 +90,7 @@ func (f *FSM) load(ctx context.Context) error {
 	f.index = st.Index
 	f.tenants = make(map[string]*Tenant, len(st.Tenants))
 	f.keys = make(map[string]*APIKey, len(st.Keys))
+	f.workerTokens = make(map[string]*WorkerToken, len(st.WorkerTokens))
 	f.workers = make(map[string]*Worker, len(st.Workers))
 	f.jobs = make(map[string]*Job, len(st.Jobs))
 	f.idx = newIndexes()
@@ -96,6 +99,9 @@ func (f *FSM) load(ctx context.Context) error {
 	}
 	for _, k := range st.Keys {
 		f.keys[k.ID] = k
+	}
+	for _, t := range st.WorkerTokens {
+		f.workerTokens[t.ID] = t
 	}
 	for _, w := range st.Workers {
 		f.workers[w.ID] = w
@@ -307,6 +313,29 @@ func (f *FSM) KeyCount() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return len(f.keys)
+}
+
+// WorkerToken returns a worker token by ID.
+func (f *FSM) WorkerToken(id string) (*WorkerToken, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.workerTokens[id]
+	return t, ok
+}
+
+// WorkerTokens returns the worker tokens of a tenant, or of the shared
+// pool for "", or every token with all set; sorted by ID.
+func (f *FSM) WorkerTokens(tenantID string, all bool) []*WorkerToken {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := []*WorkerToken{}
+	for _, t := range f.workerTokens {
+		if all || t.TenantID == tenantID {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *WorkerToken) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // Worker returns a worker by ID.

@@ -48,6 +48,9 @@ func (t *Tenant) ObjectID() string { return t.ID }
 func (k *APIKey) ObjectID() string { return k.ID }
 
 // ObjectID implements Object.
+func (t *WorkerToken) ObjectID() string { return t.ID }
+
+// ObjectID implements Object.
 func (w *Worker) ObjectID() string { return w.ID }
 
 // ObjectID implements Object.
@@ -78,7 +81,7 @@ type Kind struct {
 // Kinds lists every kind in foreign key order: an object refers only to
 // objects of kinds before its own (tenants first). Stores write a batch's
 // kinds in this order.
-var Kinds = []*Kind{TenantKind, APIKeyKind, WorkerKind, JobKind}
+var Kinds = []*Kind{TenantKind, APIKeyKind, WorkerTokenKind, WorkerKind, JobKind}
 
 // The registered kinds. Bucket and table names are on-disk names: never
 // change them.
@@ -87,6 +90,8 @@ var (
 		func(b *Batch) *[]*Tenant { return &b.Tenants }, func(s *State) *[]*Tenant { return &s.Tenants }, nil)
 	APIKeyKind = define(Kind{Name: "api_key", Bucket: "keys", Table: "api_keys"},
 		func(b *Batch) *[]*APIKey { return &b.Keys }, func(s *State) *[]*APIKey { return &s.Keys }, nil)
+	WorkerTokenKind = define(Kind{Name: "worker_token", Bucket: "worker_tokens", Table: "worker_tokens"},
+		func(b *Batch) *[]*WorkerToken { return &b.WorkerTokens }, func(s *State) *[]*WorkerToken { return &s.WorkerTokens }, nil)
 	WorkerKind = define(Kind{Name: "worker", Bucket: "workers", Table: "workers"},
 		func(b *Batch) *[]*Worker { return &b.Workers }, func(s *State) *[]*Worker { return &s.Workers }, nil)
 	// JobKind's resident objects are the non-terminal jobs: finished ones

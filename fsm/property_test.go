@@ -67,6 +67,8 @@ func TestFSMProperty(t *testing.T) {
 		"PauseJob ok", "ResumeJob ok", "RequeueJob ok", "ExpireJob ok", "ExpireJob invalid_transition",
 		"state succeeded", "state failed", "state canceled", "error worker_lost", "error acquire_timeout",
 		"error no_capable_worker", "error ffmpeg_error", "requeued", "skipped entry",
+		"CreateWorkerToken ok", "CreateWorkerToken already_exists", "RevokeWorkerToken ok",
+		"RegisterWorker token_refused",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -295,7 +297,7 @@ func applySplit(t *testing.T, f *fsm.FSM, entries []*raft.Log, r *rand.Rand) []a
 }
 
 var knownCodes = []fsm.Code{fsm.CodeInvalidArgument, fsm.CodeNotFound, fsm.CodeAlreadyExists,
-	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt}
+	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeTokenRefused}
 
 // checkResponses checks that every entry got a response of the right kind:
 // nil for a skipped entry, else the changed object or a typed refusal.
@@ -317,7 +319,7 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 				t.Fatalf("entry %d (%s): refused with unexpected code %q: %v", l.Index, name, v.Code, v)
 			}
 			cov.add(name + " " + string(v.Code))
-		case *fsm.Tenant, *fsm.APIKey, *fsm.Worker, *fsm.Job:
+		case *fsm.Tenant, *fsm.APIKey, *fsm.WorkerToken, *fsm.Worker, *fsm.Job:
 			cov.add(name + " ok")
 		default:
 			t.Fatalf("entry %d (%s): response %T %v", l.Index, name, resp, resp)
@@ -332,6 +334,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.StartJobType: "StartJob", fsm.ProgressJobType: "ProgressJob", fsm.FinishJobType: "FinishJob",
 		fsm.CancelJobType: "CancelJob", fsm.PauseJobType: "PauseJob", fsm.ResumeJobType: "ResumeJob",
 		fsm.RequeueJobType: "RequeueJob", fsm.ExpireJobType: "ExpireJob",
+		fsm.CreateWorkerTokenType: "CreateWorkerToken", fsm.RevokeWorkerTokenType: "RevokeWorkerToken",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -345,6 +348,7 @@ type fsmState struct {
 	Tenants    map[string]*fsm.Tenant
 	Keys       map[string]*fsm.APIKey
 	KeyCount   int
+	Tokens     []*fsm.WorkerToken
 	Workers    []*fsm.Worker
 	WorkerJobs map[string][]*fsm.Job
 	WorkerLoad map[string]int
@@ -365,6 +369,7 @@ func captureState(t *testing.T, f *fsm.FSM, g *gen, now time.Time) string {
 		Tenants:    map[string]*fsm.Tenant{},
 		Keys:       map[string]*fsm.APIKey{},
 		KeyCount:   f.KeyCount(),
+		Tokens:     f.WorkerTokens("", true),
 		Workers:    f.Workers(""),
 		WorkerJobs: map[string][]*fsm.Job{},
 		WorkerLoad: map[string]int{},
@@ -793,6 +798,13 @@ func (g *gen) register(w fsm.Worker) fsm.Command {
 		g.incarn[w.ID] = inc
 	}
 	w.Name = "host-" + w.ID
+	if g.r.IntN(2) == 0 {
+		// A remote worker: its token, or now and then another's.
+		w.TokenID = "wt" + strings.TrimPrefix(w.ID, "w")
+		if g.r.IntN(5) == 0 {
+			w.TokenID = pick(g.r, "wt1", "wt2", "wt3", "wt4", "wt5", "wt-missing")
+		}
+	}
 	w.Incarnation = fmt.Sprintf("%s-%d", w.ID, inc)
 	w.RegisteredAt = g.now
 	return &fsm.RegisterWorker{Worker: w, At: g.now}
@@ -872,6 +884,18 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 		}},
 		{1, func() []fsm.Command { return one(&fsm.RevokeAPIKey{ID: pick(r, g.keyIDs()...), At: g.now}) }},
 		{3, func() []fsm.Command { return one(g.register(pick(r, g.workers...))) }},
+		{1, func() []fsm.Command {
+			id := pick(r, "wt1", "wt2", "wt3", "wt4", "wt5")
+			h := sha256.Sum256([]byte(id))
+			// wt3 is the dedicated worker w3's (tenant t2); wt5's tenant
+			// never exists.
+			tenant := map[string]string{"wt3": "t2", "wt5": "t9"}[id]
+			return one(&fsm.CreateWorkerToken{Token: fsm.WorkerToken{ID: id, TenantID: tenant, Name: "token " + id,
+				Hash: h[:], CreatedAt: g.now, CreatedBy: "k1"}})
+		}},
+		{1, func() []fsm.Command {
+			return one(&fsm.RevokeWorkerToken{ID: pick(r, "wt1", "wt2", "wt3", "wt4", "wt-missing"), At: g.now})
+		}},
 		{14, func() []fsm.Command {
 			g.nextJob++
 			id := fmt.Sprintf("j%04d", g.nextJob)

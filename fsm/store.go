@@ -75,19 +75,22 @@ type State struct {
 	Index   uint64
 	Tenants []*Tenant
 	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job // non-terminal only
+	// WorkerTokens are every worker token, revoked ones included.
+	WorkerTokens []*WorkerToken
+	Workers      []*Worker
+	Jobs         []*Job // non-terminal only
 }
 
 // Batch is the set of objects changed by one applied batch of log entries,
 // each in its final version, sorted by ID: a field per kind of Kinds,
 // which a Kind reaches with Objects and Add.
 type Batch struct {
-	Index   uint64
-	Tenants []*Tenant
-	Keys    []*APIKey
-	Workers []*Worker
-	Jobs    []*Job
+	Index        uint64
+	Tenants      []*Tenant
+	Keys         []*APIKey
+	WorkerTokens []*WorkerToken
+	Workers      []*Worker
+	Jobs         []*Job
 }
 
 // ListJobsParams selects a page of jobs.

@@ -107,7 +107,7 @@ func TestLayoutV1(t *testing.T) {
 		if err := tx.ForEach(func(name []byte, _ *bbolt.Bucket) error { buckets = append(buckets, string(name)); return nil }); err != nil {
 			return err
 		}
-		if want := []string{"active_jobs", "jobs", "keys", "meta", "tenant_jobs", "tenants", "workers"}; !slices.Equal(buckets, want) {
+		if want := []string{"active_jobs", "jobs", "keys", "meta", "tenant_jobs", "tenants", "worker_tokens", "workers"}; !slices.Equal(buckets, want) {
 			t.Errorf("buckets after Open and Commit = %v, want %v", buckets, want)
 		}
 		if k, _ := tx.Bucket([]byte("active_jobs")).Cursor().First(); k != nil {

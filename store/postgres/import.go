@@ -28,17 +28,19 @@ type Count struct {
 
 // Counts are a batch's Count per table.
 type Counts struct {
-	Tenants, Keys, Workers, Jobs Count
+	Tenants, Keys, WorkerTokens, Workers, Jobs Count
 }
 
 // Table returns the count of a table by name ("tenants", "api_keys",
-// "workers" or "jobs").
+// "worker_tokens", "workers" or "jobs").
 func (c *Counts) Table(name string) *Count {
 	switch name {
 	case "tenants":
 		return &c.Tenants
 	case "api_keys":
 		return &c.Keys
+	case "worker_tokens":
+		return &c.WorkerTokens
 	case "workers":
 		return &c.Workers
 	case "jobs":

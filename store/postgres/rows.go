@@ -43,6 +43,9 @@ var tables = map[*fsm.Kind]table{
 		{"tenant_id", "text[]"}, {"user_name", "text[]"}, {"role", "text[]"},
 		{"revoked", "boolean[]"}, {"created_at", "timestamptz[]"}, {"expires_at", "timestamptz[]"},
 	}, keyRows, ""},
+	fsm.WorkerTokenKind: {[]column{
+		{"tenant_id", "text[]"}, {"name", "text[]"}, {"revoked", "boolean[]"}, {"created_at", "timestamptz[]"},
+	}, workerTokenRows, ""},
 	fsm.WorkerKind: {[]column{
 		{"tenant_id", "text[]"}, {"name", "text[]"}, {"state", "text[]"}, {"registered_at", "timestamptz[]"},
 	}, workerRows, ""},
@@ -197,6 +200,17 @@ func keyRows(objs []fsm.Object) []any {
 		revoked[i], created[i], expires[i] = k.Revoked, k.CreatedAt, optTime(k.ExpiresAt)
 	}
 	return []any{tenant, user, role, revoked, created, expires}
+}
+
+func workerTokenRows(objs []fsm.Object) []any {
+	ts := objectsOf[*fsm.WorkerToken](objs)
+	n := len(ts)
+	tenant, name := make([]*string, n), make([]string, n)
+	revoked, created := make([]bool, n), make([]time.Time, n)
+	for i, t := range ts {
+		tenant[i], name[i], revoked[i], created[i] = optText(t.TenantID), t.Name, t.Revoked, t.CreatedAt
+	}
+	return []any{tenant, name, revoked, created}
 }
 
 func workerRows(objs []fsm.Object) []any {

@@ -44,6 +44,19 @@ func newKey(id, tenantID string, index uint64) *fsm.APIKey {
 	}
 }
 
+func newWorkerToken(id, tenantID string, index uint64) *fsm.WorkerToken {
+	return &fsm.WorkerToken{
+		ID:        id,
+		TenantID:  tenantID,
+		Name:      "rack 4",
+		Hash:      []byte("0123456789abcdef0123456789abcdef"),
+		CreatedAt: t0,
+		CreatedBy: "k1",
+		WorkerID:  "w1",
+		Meta:      fsm.Meta{CreateIndex: index, ModifyIndex: index},
+	}
+}
+
 func newWorker(id string, index uint64) *fsm.Worker {
 	return &fsm.Worker{
 		ID:           id,
@@ -71,6 +84,8 @@ func sample(t *testing.T, k *fsm.Kind, index uint64) fsm.Object {
 		return newTenant("acme", index)
 	case fsm.APIKeyKind:
 		return newKey("k1", "acme", index)
+	case fsm.WorkerTokenKind:
+		return newWorkerToken("wt1", "acme", index)
 	case fsm.WorkerKind:
 		return newWorker("w1", index)
 	case fsm.JobKind:
@@ -173,6 +188,7 @@ func commit(t *testing.T, st fsm.Store, b *fsm.Batch) {
 	t.Helper()
 	slices.SortFunc(b.Tenants, func(x, y *fsm.Tenant) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Keys, func(x, y *fsm.APIKey) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(b.WorkerTokens, func(x, y *fsm.WorkerToken) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Workers, func(x, y *fsm.Worker) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Jobs, func(x, y *fsm.Job) int { return cmp.Compare(x.ID, y.ID) })
 	if err := st.Commit(context.Background(), b); err != nil {
@@ -209,12 +225,18 @@ func normalState(s *fsm.State) *fsm.State {
 	for _, x := range s.Keys {
 		out.Keys = append(out.Keys, normKey(x))
 	}
+	for _, x := range s.WorkerTokens {
+		c := *x
+		utc(&c.CreatedAt)
+		out.WorkerTokens = append(out.WorkerTokens, &c)
+	}
 	for _, x := range s.Workers {
 		out.Workers = append(out.Workers, normWorker(x))
 	}
 	out.Jobs = normJobs(s.Jobs)
 	slices.SortFunc(out.Tenants, func(x, y *fsm.Tenant) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Keys, func(x, y *fsm.APIKey) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(out.WorkerTokens, func(x, y *fsm.WorkerToken) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Workers, func(x, y *fsm.Worker) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Jobs, func(x, y *fsm.Job) int { return cmp.Compare(x.ID, y.ID) })
 	return out
