@@ -20,24 +20,24 @@ func TestWorkerClientFailsOverOn503(t *testing.T) {
 	cut := clustertest.Start(t, clustertest.Options{ID: "cut", Bootstrap: true})
 	good := clustertest.Start(t, clustertest.Options{ID: "good", Bootstrap: true})
 	var asked503, askedGood atomic.Int32
-	cut.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cut.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		asked503.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte(`{"error":{"code":"unavailable","message":"the cluster has no leader right now; retry"}}`))
 	}))
-	good.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	good.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		askedGood.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"lease_ms":9000}`))
 	}))
-	good.Node.HandleRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	good.Node.HandleWorkerRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusConflict)
 		w.Write([]byte(`{"error":{"code":"stale_attempt","message":"job j: report for attempt 1"}}`))
 	}))
 
-	c := cluster.NewWorkerClient(clustertest.PeerTLS(t), func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
+	c := cluster.NewWorkerClient(clustertest.WorkerTLS(t), "ffw_test", func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lease, err := c.Heartbeat(ctx, "w1")

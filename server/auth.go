@@ -58,9 +58,8 @@ func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Dur
 // the caller is told no more than before (an unknown key and a wrong
 // secret are both "invalid API key").
 func (s *Server) authenticate(r *http.Request) (*Principal, error) {
-	h := r.Header.Get("Authorization")
-	bearer, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || bearer == "" {
+	bearer, ok := bearerOf(r)
+	if !ok {
 		s.authFailed(r, authMissing, "")
 		return nil, fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
 	}
@@ -100,6 +99,12 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		return nil, fsm.Errorf(CodeUnauthenticated, "API key expired at %s", k.ExpiresAt.Format(time.RFC3339))
 	}
 	return &Principal{KeyID: k.ID, User: k.User, TenantID: k.TenantID, Role: k.Role, ExpiresAt: k.ExpiresAt}, nil
+}
+
+// bearerOf returns the request's bearer token.
+func bearerOf(r *http.Request) (string, bool) {
+	b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return b, ok && b != ""
 }
 
 // authReason is why a request failed authentication: a label of

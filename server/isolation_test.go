@@ -48,6 +48,9 @@ var (
 	objectRead   = expect{{ok, ok}, {ok, d44}, {ok, d44}, {ok, d44}}
 	objectWrite  = expect{{ok, ok}, {ok, d44}, {ok, d44}, {d40, d40}}
 	objectManage = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
+	// tenantManage: a list or create of the tenant the request names,
+	// for its admins.
+	tenantManage = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -71,6 +74,9 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/workers/{id}":                 objectRead,
 	"POST /v1/workers/{id}/drain":          objectManage,
 	"POST /v1/workers/{id}/undrain":        objectManage,
+	"POST /v1/workers/tokens":              tenantManage,
+	"GET /v1/workers/tokens":               tenantManage,
+	"DELETE /v1/workers/tokens/{id}":       objectManage,
 	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
 	"GET /v1/cluster/members":              onlySuperAdmin,
 	"GET /v1/cluster/status":               onlySuperAdmin,
@@ -87,6 +93,7 @@ var isolationMatrix = map[string]expect{
 // a snapshot), so that an allowed probe does not take the node down.
 var matrixBodies = map[string]string{
 	"POST /v1/jobs":                        queuedSpec,
+	"POST /v1/workers/tokens":              `{"name":"probe"}`,
 	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
 	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
 	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
@@ -96,10 +103,11 @@ var matrixBodies = map[string]string{
 // tenantFixture is one tenant of the matrix: its keys by role, a job and
 // a dedicated worker.
 type tenantFixture struct {
-	id     string
-	keys   map[fsm.Role]string
-	job    string
-	worker string
+	id          string
+	keys        map[fsm.Role]string
+	job         string
+	worker      string
+	workerToken string
 }
 
 // TestIsolationMatrix runs every route × every role × own and other
@@ -123,6 +131,11 @@ func TestIsolationMatrix(t *testing.T) {
 			}
 			f.keys[r] = tok
 		}
+		_, wt := server.NewWorkerToken(id, "rack "+id, "test", now)
+		if _, err := e.node.Apply(ctx, &fsm.CreateWorkerToken{Token: wt}); err != nil {
+			t.Fatal(err)
+		}
+		f.workerToken = wt.ID
 		w := fsm.Worker{ID: f.worker, TenantID: id, Name: f.worker, State: fsm.WorkerUp, Incarnation: "1"}
 		if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: w, At: now}); err != nil {
 			t.Fatal(err)
@@ -163,6 +176,9 @@ func TestIsolationMatrix(t *testing.T) {
 				if strings.HasPrefix(pattern, "/v1/workers/{id}") {
 					path = strings.ReplaceAll(pattern, "{id}", tf.worker)
 				}
+				if strings.HasPrefix(pattern, "/v1/workers/tokens/{id}") {
+					path = strings.ReplaceAll(pattern, "{id}", tf.workerToken)
+				}
 				if !strings.Contains(pattern, "{id}") && tf == other {
 					path += "?tenant=" + other.id
 				}
@@ -184,7 +200,7 @@ func TestIsolationMatrix(t *testing.T) {
 				// Nothing a tenant's key is answered shows the other
 				// tenant: not its name, its jobs or its workers, except
 				// the ID the request itself named.
-				for _, secret := range []string{other.id, other.job, other.worker} {
+				for _, secret := range []string{other.id, other.job, other.worker, other.workerToken} {
 					if secret != "" && strings.Contains(body, secret) && !strings.Contains(path, secret) {
 						t.Errorf("%s: the answer shows %q of tenant %s: %s", name, secret, other.id, body)
 					}
@@ -243,6 +259,26 @@ func TestIsolationMatrix(t *testing.T) {
 	var wk fsm.Worker
 	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/"+own.worker+"/drain", nil, &wk); resp.StatusCode != 200 || !wk.Draining {
 		t.Errorf("tenant admin drains its own worker: %d draining %v", resp.StatusCode, wk.Draining)
+	}
+
+	// Worker tokens: a tenant admin lists and makes its own tenant's; a
+	// super-admin's default is the shared pool, which only it may make.
+	var tokens struct{ Tokens []server.WorkerTokenView }
+	e.doKey(own.keys[fsm.RoleTenantAdmin], "GET", "/v1/workers/tokens", nil, &tokens)
+	for _, tv := range tokens.Tokens {
+		if tv.TenantID != own.id {
+			t.Errorf("tenant admin lists worker token %s of %q", tv.ID, tv.TenantID)
+		}
+	}
+	var created server.CreatedWorkerToken
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != own.id || !strings.HasPrefix(created.Token, "ffw_") {
+		t.Errorf("tenant admin creates a worker token: %d %+v", resp.StatusCode, created.WorkerToken)
+	}
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{"tenant_id": other.id}, &ae); resp.StatusCode != 403 {
+		t.Errorf("tenant admin creates a worker token for the other tenant: %d %+v, want 403", resp.StatusCode, ae)
+	}
+	if resp := e.doKey(own.keys[fsm.RoleSuperAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != "" {
+		t.Errorf("super-admin creates a worker token: %d %+v, want the shared pool", resp.StatusCode, created.WorkerToken)
 	}
 }
 
