@@ -121,7 +121,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		rn.gossip = g
 		rn.gossipRef.Store(g)
 		node.SetGossip(g)
-		cfg.Logger.Info("workers join the gossip pool here", "gossip", g.Addr())
+		cfg.Logger.Info("gossip pool of servers and workers", "gossip", g.Addr())
 	}
 	return rn, nil
 }
