@@ -34,7 +34,8 @@ const handshakeTimeout = 10 * time.Second
 // first byte.
 type mux struct {
 	ln        net.Listener
-	tls       *tls.Config
+	tls       *tls.Config // a server's: to dial other servers
+	listen    *tls.Config // the node port's: servers and workers (nodePortTLS)
 	advertise net.Addr
 	log       *slog.Logger
 	raft      *chanListener
@@ -62,7 +63,7 @@ func newMux(bind, advertise string, conf *tls.Config, log *slog.Logger) (*mux, e
 		ln.Close()
 		return nil, fmt.Errorf("address %s is not reachable by other nodes; set --advertise", adv)
 	}
-	m := &mux{ln: ln, tls: conf, advertise: adv, log: log, done: make(chan struct{})}
+	m := &mux{ln: ln, tls: conf, listen: nodePortTLS(conf), advertise: adv, log: log, done: make(chan struct{})}
 	m.raft = newChanListener(adv, m.done)
 	m.rpc = newChanListener(adv, m.done)
 	m.workerRPC = newChanListener(adv, m.done)
@@ -90,7 +91,7 @@ func (m *mux) serve() {
 // route completes the TLS handshake, tells a server from a worker and
 // hands the connection on.
 func (m *mux) route(c net.Conn) {
-	tc := tls.Server(c, nodePortTLS(m.tls))
+	tc := tls.Server(c, m.listen)
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	b := make([]byte, 1)
 	if _, err := tc.Read(b); err != nil {
