@@ -146,6 +146,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		return cfg.Join
 	}
 	control := cluster.NewWorkerClient(conf, cfg.Token, servers)
+	// A token the servers refuse (revoked) ends the worker: it could
+	// only retry, fenced, for ever.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	control.OnTokenRefused(func(err error) { stop(fmt.Errorf("%w: %w", errTokenRefused, err)) })
 	hello, err := helloUntilAnswered(ctx, log, control)
 	if err != nil {
 		return err
@@ -175,8 +180,15 @@ func RunWorker(ctx context.Context, cfg WorkerConfig) error {
 		Net: &worker.NetGuard{Cluster: func() []string { return append(append(g.ServerEndpoints(), cfg.Join...), g.Addr()) }},
 	})
 	log.Info("worker starting", "id", id, "tenant", poolName(hello.TenantID), "token", hello.TokenID, "gossip", g.Addr(), "media_root", cfg.MediaRoot)
-	return w.Run(ctx)
+	err = w.Run(ctx)
+	if cause := context.Cause(ctx); errors.Is(cause, errTokenRefused) {
+		return cause
+	}
+	return err
 }
+
+// errTokenRefused ends a worker whose token the servers refuse.
+var errTokenRefused = errors.New("the servers refused the worker token (revoked?); make a new one with `ffrtmp workers token create`")
 
 // helloUntilAnswered shows the worker token to the servers until one
 // answers (retrying with backoff while none can be reached); a refusal
@@ -190,7 +202,7 @@ func helloUntilAnswered(ctx context.Context, log *slog.Logger, c *cluster.Worker
 		}
 		var refused *fsm.Error
 		if errors.As(err, &refused) {
-			return nil, fmt.Errorf("the servers refused the worker token: %w", err)
+			return nil, fmt.Errorf("%w: %w", errTokenRefused, err)
 		}
 		log.Warn("no server answered yet", "error", err, "retry_in", delay)
 		select {

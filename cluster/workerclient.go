@@ -26,7 +26,14 @@ type WorkerClient struct {
 	token   string
 	servers func() []string
 	next    atomic.Uint32
+	// refused, if set, is told when a server refuses the token (401).
+	refused func(error)
 }
+
+// OnTokenRefused registers fn to be called, with the server's refusal,
+// whenever a server refuses the worker's token (revoked, unknown): the
+// worker cannot go on with it. Call it before the client is used.
+func (c *WorkerClient) OnTokenRefused(fn func(error)) { c.refused = fn }
 
 // NewWorkerClient returns a client that calls the servers listed by
 // servers (node port addresses) with token, moving on when one cannot be
@@ -124,6 +131,9 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 			Error *fsm.Error `json:"error"`
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && resp.StatusCode < 500 {
+			if resp.StatusCode == http.StatusUnauthorized && c.refused != nil {
+				c.refused(eb.Error)
+			}
 			return eb.Error // a refusal: final
 		}
 		lastErr = fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))
