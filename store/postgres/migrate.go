@@ -17,8 +17,10 @@ import (
 //go:embed migrations/*.up.sql
 var migrationFiles embed.FS
 
-// migrationName is the file name of a migration: a number (versions run
-// 1, 2, 3… without gaps), a name, and ".up.sql". There are no down
+// migrationName is the file name of a migration: a number (versions are
+// unique and ascending; a gap is allowed, since numbers are reserved for
+// changes developed side by side and Migrate applies every version the
+// database lacks, whatever its place), a name, and ".up.sql". There are no down
 // migrations: a schema change that must be undone is undone by a new one.
 var migrationName = regexp.MustCompile(`^(\d{3,})_([a-z0-9_]+)\.up\.sql$`)
 
@@ -65,8 +67,8 @@ func Migrations() ([]Migration, error) {
 	}
 	slices.SortFunc(out, func(a, b Migration) int { return a.Version - b.Version })
 	for i, m := range out {
-		if m.Version != i+1 {
-			return nil, fmt.Errorf("migration versions must run 1, 2, 3… without gaps; found %d at position %d", m.Version, i+1)
+		if m.Version < 1 || (i > 0 && m.Version == out[i-1].Version) {
+			return nil, fmt.Errorf("migration versions must be unique and start at 1; found %d twice or below 1", m.Version)
 		}
 	}
 	return out, nil
@@ -193,8 +195,8 @@ func appliedVersions(ctx context.Context, conn *pgx.Conn) (map[int]appliedVersio
 
 func checkKnown(applied map[int]appliedVersion, all []Migration) error {
 	for v := range applied {
-		if v > len(all) {
-			return fmt.Errorf("%w: it has migration %d, this binary knows up to %d", ErrSchemaTooNew, v, len(all))
+		if !slices.ContainsFunc(all, func(m Migration) bool { return m.Version == v }) {
+			return fmt.Errorf("%w: it has migration %d, which this binary does not know (it knows up to %d)", ErrSchemaTooNew, v, all[len(all)-1].Version)
 		}
 	}
 	return nil
