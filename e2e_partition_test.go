@@ -218,15 +218,19 @@ func startNSWorker(t *testing.T, c *testCluster, cut, media *link, rtmpAddr stri
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
 	w.sock = sock
-	var join []string
-	for _, s := range c.nodes {
-		join = append(join, s.gossipAddr)
+	tok := c.workerToken("")
+	if err := os.MkdirAll(w.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(w.dir, "worker.token")
+	if err := os.WriteFile(tokenFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	gossip := "127.0.1.1:" + c.gossipPort
 	args := []string{"--net", "--", "sh", "-c", `ip link set lo up && exec "$0" "$@"`, binary(t), "worker",
-		"--join", strings.Join(join, ","), "--gossip-addr", gossip, "--data-dir", w.dir,
-		"--media-root", filepath.Join(c.dir, "media"), "--slots", "2",
-		"--cluster-key-file", c.keyFile, "--log-level", "info"}
+		"--join", strings.Join(tok.Join, ","), "--token-file", tokenFile, "--ca-hash", tok.CAHash,
+		"--gossip-addr", gossip, "--data-dir", w.dir,
+		"--media-root", filepath.Join(c.dir, "media"), "--slots", "2", "--log-level", "info"}
 	w.cmd = exec.Command("unshare", args...)
 	w.cmd.Env = c.env
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log

@@ -26,9 +26,10 @@ func peerTLSEnv(t *testing.T, env []string, ca *clustertest.CA, dir, name string
 
 // TestWorkerOperatorCertificates runs a server and a worker process that
 // use certificates from the operator's CA for the node port: the worker
-// registers and runs a job, and refuses one that would read the server's
-// API. A worker whose certificate comes from another CA, or who derives
-// TLS from the cluster key, is refused by the node.
+// registers (with its worker token, pinning the operator's CA) and runs a
+// job, and refuses one that would read the server's API. A caller whose
+// certificate comes from another CA, or who derives TLS from the cluster
+// key, is refused by the node.
 func TestWorkerOperatorCertificates(t *testing.T) {
 	c := newTestCluster(t, 1)
 	certs := filepath.Join(c.dir, "certs")
@@ -91,7 +92,7 @@ func TestWorkerOperatorCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, conf := range map[string]*tls.Config{"another CA": foreign, "the cluster key": derived} {
-		wc := cluster.NewWorkerClient(conf, func() []string { return []string{c.nodes[0].raftAddr} })
+		wc := cluster.NewWorkerClient(conf, "", func() []string { return []string{c.nodes[0].raftAddr} })
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := wc.Register(ctx, &fsm.Worker{ID: "intruder", Name: "intruder", Incarnation: "1", Slots: 1, Encoders: []string{"libx264"}})
 		cancel()

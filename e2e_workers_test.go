@@ -28,18 +28,43 @@ type workerProc struct {
 	dir  string
 }
 
+// workerToken creates a worker token for tenant ("" for the shared pool)
+// with the cluster's admin key, as an operator does.
+func (c *testCluster) workerToken(tenant string) server.CreatedWorkerToken {
+	c.t.Helper()
+	args := []string{"--addr", c.addrs(c.nodes...), "workers", "token", "create", "--name", "e2e", "-o", "json"}
+	if tenant != "" {
+		args = append(args, "--tenant", tenant)
+	}
+	var created server.CreatedWorkerToken
+	if err := json.Unmarshal([]byte(c.mustCLI(args...)), &created); err != nil {
+		c.t.Fatal(err)
+	}
+	return created
+}
+
+// addWorker starts worker i of the shared pool, with a token of its own.
 func (c *testCluster) addWorker(i int) *workerProc {
 	c.t.Helper()
-	var join []string
-	for _, s := range c.nodes {
-		join = append(join, s.gossipAddr)
-	}
+	return c.addWorkerWith(i, c.workerToken(""))
+}
+
+// addWorkerWith starts worker i with a token, as docs/deployment.md does:
+// the token in a file, the servers' node addresses, the CA hash.
+func (c *testCluster) addWorkerWith(i int, tok server.CreatedWorkerToken) *workerProc {
+	c.t.Helper()
 	dir := filepath.Join(c.dir, fmt.Sprintf("w%d", i))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "worker.token")
+	if err := os.WriteFile(tokenFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
 	w := &workerProc{t: c.t, log: &syncBuffer{}, dir: dir}
-	w.args = []string{"worker", "--join", strings.Join(join, ","),
+	w.args = []string{"worker", "--join", strings.Join(tok.Join, ","), "--token-file", tokenFile, "--ca-hash", tok.CAHash,
 		"--gossip-addr", fmt.Sprintf("127.0.1.%d:%s", i, c.gossipPort),
-		"--data-dir", dir, "--media-root", filepath.Join(c.dir, "media"), "--slots", "2",
-		"--cluster-key-file", c.keyFile, "--log-level", "warn"}
+		"--data-dir", dir, "--media-root", filepath.Join(c.dir, "media"), "--slots", "2", "--log-level", "warn"}
 	w.cmd = exec.Command(binary(c.t), w.args...)
 	w.cmd.Env = c.env
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log

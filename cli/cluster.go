@@ -21,7 +21,7 @@ import (
 func keygenCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "keygen",
-		Usage: "print a new random cluster key (the join token and gossip key of a cluster)",
+		Usage: "print a new random cluster key (the servers' shared secret: join token, node TLS and gossip key root)",
 		Action: func(c *cli.Context) error {
 			_, err := fmt.Fprintln(envOf(c).Stdout, cluster.GenerateKey())
 			return err

@@ -169,7 +169,11 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "") }()
 	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
 	if n.gossip != nil {
-		fmt.Fprintf(cfg.Out, "remote workers: ffrtmp worker --join %s --cluster-key-file %s\n", n.gossip.Addr(), filepath.Join(cfg.DataDir, "cluster.key"))
+		tokenFile, err := devWorkerToken(ctx, n, cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.Out, "remote worker: ffrtmp worker --join %s --token-file %s --ca-hash %s\n", n.node.Addr(), tokenFile, n.node.CAHash())
 	}
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)
@@ -195,6 +199,24 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 		<-workerDone
 	}
 	return runErr
+}
+
+// devWorkerToken returns the file of the shared-pool worker token that
+// dev mode makes, on first start, for one remote worker (the in-process
+// worker needs none: it is not on the network).
+func devWorkerToken(ctx context.Context, n *runningNode, dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "worker.token")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	created, err := n.srv.CreateWorkerToken(ctx, "", "dev remote worker", "dev")
+	if err != nil {
+		return "", fmt.Errorf("create the dev worker token: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(created.Token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the dev worker token: %w", err)
+	}
+	return path, nil
 }
 
 // offToEmpty maps the flag value "off" to "" (no gossip).

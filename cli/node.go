@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,9 @@ type runningNode struct {
 	srv    *server.Server
 	logs   *logRouter
 	gossip *cluster.Gossip
+	// gossipRef is gossip for the worker protocol's handlers, which may
+	// run before gossip is set.
+	gossipRef atomic.Pointer[cluster.Gossip]
 }
 
 // startNode opens the store, loads the FSM, starts Raft with the
@@ -92,21 +96,22 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		return nil, err
 	}
 	logs := &logRouter{}
+	rn := &runningNode{store: st, fsm: f, node: node, logs: logs}
 	srv, err := server.New(server.Config{
 		FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs,
-		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave,
+		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave, CAHash: node.CAHash(), WorkerGossip: rn.workerGossip(cfg.ClusterKey),
 	})
 	if err != nil {
 		node.Shutdown()
 		st.Close()
 		return nil, err
 	}
-	srv.MountWorkerRPC(node.HandleRPC)
+	srv.MountWorkerRPC(node.HandleWorkerRPC)
 	srv.MountClusterRPC(node.HandleRPC)
-	rn := &runningNode{store: st, fsm: f, node: node, srv: srv, logs: logs}
+	rn.srv = srv
 	if cfg.GossipAddr != "" {
 		g, err := cluster.NewGossip(cluster.GossipConfig{
-			Name: id, BindAddr: cfg.GossipAddr, Advertise: cfg.GossipAdvertise, ClusterKey: cfg.ClusterKey,
+			Name: id, BindAddr: cfg.GossipAddr, Advertise: cfg.GossipAdvertise, Key: cluster.WorkerGossipKey(cfg.ClusterKey),
 			Meta: cluster.GossipMeta{Role: cluster.RoleServer, NodeAddr: node.Addr(), APIAddr: urlHost(cfg.APIAddr)}, Logger: cfg.Logger,
 		})
 		if err != nil {
@@ -114,10 +119,27 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 			return nil, err
 		}
 		rn.gossip = g
+		rn.gossipRef.Store(g)
 		node.SetGossip(g)
-		cfg.Logger.Info("workers join the gossip pool here", "gossip", g.Addr())
+		cfg.Logger.Info("gossip pool of servers and workers", "gossip", g.Addr())
 	}
 	return rn, nil
+}
+
+// workerGossip returns what a worker gets once its token is checked: the
+// worker gossip key and the servers' gossip addresses (none without a
+// gossip member).
+func (n *runningNode) workerGossip(clusterKey []byte) func() ([]byte, []string) {
+	key := cluster.WorkerGossipKey(clusterKey)
+	return func() ([]byte, []string) {
+		g := n.gossipRef.Load()
+		if g == nil {
+			return key, []string{}
+		}
+		addrs := append([]string{g.Addr()}, g.ServerGossipAddrs()...)
+		slices.Sort(addrs)
+		return key, slices.Compact(addrs)
+	}
 }
 
 func (n *runningNode) close() {

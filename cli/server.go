@@ -209,7 +209,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		gossipAt = n.gossip.Addr()
 	}
 	log.Info("node started", "id", n.node.ID(), "raft", n.node.Addr(), "api", apiURL, "gossip", gossipAt)
-	fmt.Fprintf(cfg.Out, "ffrtmp server %s: API %s, Raft %s, gossip (workers join here) %s, data in %s\n",
+	fmt.Fprintf(cfg.Out, "ffrtmp server %s: API %s, Raft and workers (--join) %s, gossip %s, data in %s\n",
 		n.node.ID(), apiURL, n.node.Addr(), gossipAt, cfg.DataDir)
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)

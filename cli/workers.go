@@ -15,7 +15,7 @@ import (
 func workersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
-		Usage: "inspect workers",
+		Usage: "inspect workers and manage their tokens",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "list",
@@ -31,6 +31,7 @@ func workersCommand() *cli.Command {
 			workerAction("get", "show a worker", "GET", ""),
 			workerAction("drain", "let a worker finish what it runs and give it nothing new", "POST", "/drain"),
 			workerAction("undrain", "let a drained worker take jobs again", "POST", "/undrain"),
+			workerTokenCommand(),
 		},
 	}
 }

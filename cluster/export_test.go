@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 
 	"github.com/hashicorp/raft"
 )
@@ -27,3 +29,27 @@ func (n *Node) LogForTest(index uint64) (*raft.Log, error) {
 func (n *Node) ForwardForTest(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	return n.forward(ctx, leader, data)
 }
+
+// Node port protocols, for tests that speak them by hand.
+const (
+	ProtoRaft = protoRaft
+	ProtoRPC  = protoRPC
+)
+
+// DialNodeForTest opens a connection to a node port for proto.
+func DialNodeForTest(ctx context.Context, conf *tls.Config, addr string, proto byte) (net.Conn, error) {
+	return dialNode(ctx, conf, addr, proto)
+}
+
+// NodePortCallerForTest classifies a connection state as the node port
+// does: "server" or "worker".
+func NodePortCallerForTest(st tls.ConnectionState) string {
+	if callerOf(st) == callerServer {
+		return "server"
+	}
+	return "worker"
+}
+
+// NodePortTLSForTest returns the node port's listening configuration for
+// a server's conf.
+func NodePortTLSForTest(conf *tls.Config) *tls.Config { return nodePortTLS(conf) }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,9 +17,15 @@ import (
 )
 
 // Gossip is a member of the cluster's memberlist pool: server nodes and
-// workers find each other through it, and the leader learns from it that
-// a worker is gone. Gossip is encrypted and authenticated with a key
-// derived from the cluster key.
+// workers find each other through it. Gossip is encrypted and
+// authenticated with the worker gossip key (WorkerGossipKey), which every
+// worker holds once a server has checked its worker token. So a worker,
+// or whoever takes over a worker host, can say anything in gossip, and
+// nothing said there is trusted: servers take no decision from it (a
+// member leaving only makes the leader check worker leases, which are
+// renewed by token-authenticated heartbeats), and a worker dials a server
+// it learned of only over TLS pinned to the cluster CA (WorkerTLS), so a
+// forged server address costs it one failed dial.
 type Gossip struct {
 	ml   *memberlist.Memberlist
 	log  *slog.Logger
@@ -55,10 +62,11 @@ type GossipConfig struct {
 	BindAddr string
 	// Advertise is host:port other members reach this one at; defaults
 	// to BindAddr.
-	Advertise  string
-	ClusterKey []byte
-	Meta       GossipMeta
-	Logger     *slog.Logger
+	Advertise string
+	// Key is the worker gossip key (WorkerGossipKey): 32 bytes.
+	Key    []byte
+	Meta   GossipMeta
+	Logger *slog.Logger
 }
 
 // NewGossip starts a gossip member (it joins nobody yet; see Join).
@@ -82,7 +90,10 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 			return nil, fmt.Errorf("gossip advertise address %q: %w", cfg.Advertise, err)
 		}
 	}
-	mc.SecretKey = derive(cfg.ClusterKey, "gossip v1", 32)
+	if len(cfg.Key) != 32 {
+		return nil, errors.New("gossip key must be 32 bytes")
+	}
+	mc.SecretKey = cfg.Key
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Delegate = &gossipDelegate{g: g}
 	mc.Events = &gossipEvents{g: g}
@@ -118,11 +129,22 @@ func (g *Gossip) Addr() string {
 
 // Servers returns the node ports of the alive server members, sorted.
 func (g *Gossip) Servers() []string {
+	return g.serverAddrs(func(m serverMember) string { return m.nodeAddr })
+}
+
+// ServerGossipAddrs returns the gossip addresses of the alive server
+// members, sorted.
+func (g *Gossip) ServerGossipAddrs() []string {
+	return g.serverAddrs(func(m serverMember) string { return m.gossipAddr })
+}
+
+// serverAddrs returns one address of each alive server member, sorted.
+func (g *Gossip) serverAddrs(addr func(serverMember) string) []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]string, 0, len(g.servers))
 	for _, m := range g.servers {
-		out = append(out, m.nodeAddr)
+		out = append(out, addr(m))
 	}
 	slices.Sort(out)
 	return out
@@ -130,8 +152,9 @@ func (g *Gossip) Servers() []string {
 
 // serverMember is what an alive server member advertises.
 type serverMember struct {
-	nodeAddr  string   // its node port
-	endpoints []string // see ServerEndpoints
+	gossipAddr string   // its gossip address
+	nodeAddr   string   // its node port
+	endpoints  []string // see ServerEndpoints
 }
 
 // endpoints returns each host of a server member (gossip, node port and
@@ -159,7 +182,7 @@ func (g *Gossip) noteMember(n *memberlist.Node) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if json.Unmarshal(n.Meta, &meta) == nil && meta.Role == RoleServer && meta.NodeAddr != "" {
-		g.servers[n.Name] = serverMember{nodeAddr: meta.NodeAddr, endpoints: endpoints(n, meta)}
+		g.servers[n.Name] = serverMember{gossipAddr: n.Address(), nodeAddr: meta.NodeAddr, endpoints: endpoints(n, meta)}
 	} else {
 		delete(g.servers, n.Name)
 	}

@@ -36,13 +36,13 @@ func TestGossipServerEndpoints(t *testing.T) {
 	key := make([]byte, cluster.KeySize)
 	log := clustertest.Logger(t)
 	srvAddr := gossipAddr(t)
-	srv, err := cluster.NewGossip(cluster.GossipConfig{Name: "n1", BindAddr: srvAddr, ClusterKey: key, Logger: log,
+	srv, err := cluster.NewGossip(cluster.GossipConfig{Name: "n1", BindAddr: srvAddr, Key: key, Logger: log,
 		Meta: cluster.GossipMeta{Role: cluster.RoleServer, NodeAddr: "127.0.0.5:7071", APIAddr: "127.0.0.5:7070"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Leave)
-	w, err := cluster.NewGossip(cluster.GossipConfig{Name: "w1", BindAddr: gossipAddr(t), ClusterKey: key, Logger: log,
+	w, err := cluster.NewGossip(cluster.GossipConfig{Name: "w1", BindAddr: gossipAddr(t), Key: key, Logger: log,
 		Meta: cluster.GossipMeta{Role: cluster.RoleWorker}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,9 +13,14 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Node-to-node traffic uses one TCP port. Every connection is TLS
-// (mutual, see PeerTLSFromKey); its first byte after the handshake says
-// what it carries.
+// Node-to-node traffic and workers use one TCP port. Every connection is
+// TLS; its first byte after the handshake says what it carries. A caller
+// that presents a certificate of the cluster CA is a server (mutual TLS,
+// see PeerTLSFromKey) and may speak Raft and node RPC. A caller that
+// presents none is a worker: it may speak only HTTP, and only to the
+// worker protocol's handler (workerRPC), where each request must carry a
+// worker token. A worker's connection never reaches Raft, /rpc/apply,
+// /rpc/join or any other server call: those handlers are not on its mux.
 const (
 	protoRaft byte = 'R' // hashicorp/raft's transport
 	protoRPC  byte = 'H' // HTTP/1.1 node RPC (join, forwarding, status)
@@ -29,11 +34,13 @@ const handshakeTimeout = 10 * time.Second
 // first byte.
 type mux struct {
 	ln        net.Listener
-	tls       *tls.Config
+	tls       *tls.Config // a server's: to dial other servers
+	listen    *tls.Config // the node port's: servers and workers (nodePortTLS)
 	advertise net.Addr
 	log       *slog.Logger
 	raft      *chanListener
 	rpc       *chanListener
+	workerRPC *chanListener // HTTP from workers: the worker protocol only
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -56,9 +63,10 @@ func newMux(bind, advertise string, conf *tls.Config, log *slog.Logger) (*mux, e
 		ln.Close()
 		return nil, fmt.Errorf("address %s is not reachable by other nodes; set --advertise", adv)
 	}
-	m := &mux{ln: ln, tls: conf, advertise: adv, log: log, done: make(chan struct{})}
+	m := &mux{ln: ln, tls: conf, listen: nodePortTLS(conf), advertise: adv, log: log, done: make(chan struct{})}
 	m.raft = newChanListener(adv, m.done)
 	m.rpc = newChanListener(adv, m.done)
+	m.workerRPC = newChanListener(adv, m.done)
 	go m.serve()
 	return m, nil
 }
@@ -80,9 +88,10 @@ func (m *mux) serve() {
 	}
 }
 
-// route completes the TLS handshake and hands the connection on.
+// route completes the TLS handshake, tells a server from a worker and
+// hands the connection on.
 func (m *mux) route(c net.Conn) {
-	tc := tls.Server(c, m.tls)
+	tc := tls.Server(c, m.listen)
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	b := make([]byte, 1)
 	if _, err := tc.Read(b); err != nil {
@@ -91,14 +100,10 @@ func (m *mux) route(c net.Conn) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	var l *chanListener
-	switch b[0] {
-	case protoRaft:
-		l = m.raft
-	case protoRPC:
-		l = m.rpc
-	default:
-		m.log.Warn("node port: unknown protocol", "remote", c.RemoteAddr(), "byte", b[0])
+	l := m.listenerFor(callerOf(tc.ConnectionState()), b[0])
+	if l == nil {
+		m.log.Warn("node port: protocol refused", "remote", c.RemoteAddr(), "byte", b[0],
+			"caller", map[caller]string{callerServer: "server", callerWorker: "worker"}[callerOf(tc.ConnectionState())])
 		tc.Close()
 		return
 	}
@@ -109,6 +114,20 @@ func (m *mux) route(c net.Conn) {
 	case <-l.closed:
 		tc.Close()
 	}
+}
+
+// listenerFor returns where a connection of caller that speaks proto
+// goes, or nil if the caller may not speak it.
+func (m *mux) listenerFor(who caller, proto byte) *chanListener {
+	switch {
+	case who == callerServer && proto == protoRaft:
+		return m.raft
+	case who == callerServer && proto == protoRPC:
+		return m.rpc
+	case who == callerWorker && proto == protoRPC:
+		return m.workerRPC
+	}
+	return nil
 }
 
 // dial opens a TLS connection to a node's port for protocol proto.

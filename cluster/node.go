@@ -114,8 +114,12 @@ type Node struct {
 	peers   map[string]string // announced by notify, for bootstrap-expect
 
 	rpcMux *http.ServeMux
-	leases leases
-	gossip atomic.Pointer[Gossip]
+	// workerMux serves the node port's worker connections: only what
+	// HandleWorkerRPC adds (the worker protocol).
+	workerMux    *http.ServeMux
+	workerServer *http.Server
+	leases       leases
+	gossip       atomic.Pointer[Gossip]
 
 	ident           identity    // cluster ID (see join.go)
 	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
@@ -226,6 +230,9 @@ func New(cfg Config) (*Node, error) {
 	n.rpcMux = n.rpcHandler()
 	n.rpcServer = &http.Server{Handler: n.rpcMux, ReadHeaderTimeout: 10 * time.Second}
 	go n.rpcServer.Serve(m.rpc)
+	n.workerMux = http.NewServeMux()
+	n.workerServer = &http.Server{Handler: n.workerMux, ReadHeaderTimeout: 10 * time.Second}
+	go n.workerServer.Serve(m.workerRPC)
 	n.metrics.init(n)
 	n.wg.Add(1)
 	go n.monitorLeadership()
@@ -279,8 +286,24 @@ func (n *Node) joinServerGossip(g *Gossip) {
 }
 
 // HandleRPC adds a handler to node RPC (reached over the node port's
-// mutual TLS, so only holders of the cluster key can call it).
+// mutual TLS, so only servers, holders of the cluster key or of a peer
+// certificate, can call it).
 func (n *Node) HandleRPC(pattern string, h http.Handler) { n.rpcMux.Handle(pattern, h) }
+
+// HandleWorkerRPC adds a handler for workers: node port callers without a
+// server certificate reach only the handlers added here, and h must
+// authenticate each request itself (a worker token).
+func (n *Node) HandleWorkerRPC(pattern string, h http.Handler) { n.workerMux.Handle(pattern, h) }
+
+// CAHash returns the hash of the cluster CA that workers pin this node's
+// certificate by (see CAHash).
+func (n *Node) CAHash() string {
+	h, err := CAHash(n.cfg.TLS)
+	if err != nil {
+		n.log.Error("cluster CA hash", "error", err)
+	}
+	return h
+}
 
 // Addr returns the address other nodes reach this one at.
 func (n *Node) Addr() string { return n.mux.advertise.String() }
@@ -662,6 +685,7 @@ func (n *Node) Shutdown() error {
 			err = fmt.Errorf("shutdown raft: %w", e)
 		}
 		n.rpcServer.Close()
+		n.workerServer.Close()
 		n.trans.Close()
 		n.mux.close()
 		if e := n.logStore.Close(); e != nil && err == nil {

@@ -15,19 +15,56 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// WorkerClient is a remote worker's side of the worker protocol: node RPC
-// calls over the node port's mutual TLS to any server the worker knows of
-// (from the gossip pool). It implements worker.Control.
+// WorkerClient is a remote worker's side of the worker protocol: HTTP
+// calls over TLS to the node port of any server the worker knows of (from
+// the gossip pool), each with the worker's token as bearer. The TLS
+// configuration (WorkerTLS) presents no certificate, so the node port
+// takes the caller for a worker and lets it reach the worker protocol
+// only. It implements worker.Control.
 type WorkerClient struct {
 	http    *http.Client
+	token   string
 	servers func() []string
 	next    atomic.Uint32
+	// refused, if set, is told when a server refuses the token (401).
+	refused func(error)
 }
 
+// OnTokenRefused registers fn to be called, with the server's refusal,
+// whenever a server refuses the worker's token (revoked, unknown): the
+// worker cannot go on with it. Call it before the client is used.
+func (c *WorkerClient) OnTokenRefused(fn func(error)) { c.refused = fn }
+
 // NewWorkerClient returns a client that calls the servers listed by
-// servers (node port addresses), moving on when one cannot be reached.
-func NewWorkerClient(conf *tls.Config, servers func() []string) *WorkerClient {
-	return &WorkerClient{http: newRPCClient(conf), servers: servers}
+// servers (node port addresses) with token, moving on when one cannot be
+// reached.
+func NewWorkerClient(conf *tls.Config, token string, servers func() []string) *WorkerClient {
+	return &WorkerClient{http: newRPCClient(conf), token: token, servers: servers}
+}
+
+// WorkerHello is the answer to POST /rpc/worker/hello: what the worker's
+// token is, and what the worker needs to join the gossip pool.
+type WorkerHello struct {
+	// TokenID is the token's ID; TenantID its tenant ("" for the shared
+	// pool), which is the worker's.
+	TokenID  string `json:"token_id"`
+	TenantID string `json:"tenant_id,omitempty"`
+	// WorkerID is the worker the token is bound to, "" if none yet.
+	WorkerID string `json:"worker_id,omitempty"`
+	// GossipKey is the worker gossip key (WorkerGossipKey).
+	GossipKey []byte `json:"gossip_key"`
+	// GossipAddrs are the servers' gossip addresses.
+	GossipAddrs []string `json:"gossip_addrs"`
+}
+
+// Hello checks the worker's token with a server and returns what the
+// worker needs to join the gossip pool.
+func (c *WorkerClient) Hello(ctx context.Context) (*WorkerHello, error) {
+	var out WorkerHello
+	if err := c.call(ctx, "/rpc/worker/hello", struct{}{}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // AssignmentsRequest is the body of POST /rpc/worker/assignments.
@@ -49,7 +86,7 @@ type ProgressRequest struct {
 }
 
 // ErrNoServer is returned while the worker knows no server.
-var ErrNoServer = errors.New("no server known yet (check --join and the cluster key)")
+var ErrNoServer = errors.New("no server known yet (check --join)")
 
 // call posts in to path on a server and decodes the answer into out,
 // moving on to the next server when one cannot be reached or answers 503
@@ -72,6 +109,7 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 		if err != nil {
 			return err
 		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
 		resp, err := c.http.Do(req)
 		if err != nil {
 			lastErr = err
@@ -93,6 +131,9 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 			Error *fsm.Error `json:"error"`
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && resp.StatusCode < 500 {
+			if resp.StatusCode == http.StatusUnauthorized && c.refused != nil {
+				c.refused(eb.Error)
+			}
 			return eb.Error // a refusal: final
 		}
 		lastErr = fmt.Errorf("%s on %s: %d %s", path, addr, resp.StatusCode, bytes.TrimSpace(data))

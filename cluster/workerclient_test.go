@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -20,24 +21,24 @@ func TestWorkerClientFailsOverOn503(t *testing.T) {
 	cut := clustertest.Start(t, clustertest.Options{ID: "cut", Bootstrap: true})
 	good := clustertest.Start(t, clustertest.Options{ID: "good", Bootstrap: true})
 	var asked503, askedGood atomic.Int32
-	cut.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cut.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		asked503.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte(`{"error":{"code":"unavailable","message":"the cluster has no leader right now; retry"}}`))
 	}))
-	good.Node.HandleRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	good.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		askedGood.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"lease_ms":9000}`))
 	}))
-	good.Node.HandleRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	good.Node.HandleWorkerRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusConflict)
 		w.Write([]byte(`{"error":{"code":"stale_attempt","message":"job j: report for attempt 1"}}`))
 	}))
 
-	c := cluster.NewWorkerClient(clustertest.PeerTLS(t), func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
+	c := cluster.NewWorkerClient(clustertest.WorkerTLS(t), "ffw_test", func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lease, err := c.Heartbeat(ctx, "w1")
@@ -56,5 +57,35 @@ func TestWorkerClientFailsOverOn503(t *testing.T) {
 	before := asked503.Load()
 	if err := c.Start(ctx, fsm.Report{JobID: "j", WorkerID: "w1", Attempt: 1}); err == nil || asked503.Load() != before {
 		t.Fatalf("start refused as stale: got %v, 503 server asked again: %v", err, asked503.Load() != before)
+	}
+}
+
+// TestWorkerClientTokenRefused: a server's 401 is final and reaches the
+// OnTokenRefused hook, which ends a worker whose token was revoked; other
+// refusals do not.
+func TestWorkerClientTokenRefused(t *testing.T) {
+	t.Parallel()
+	n := clustertest.Start(t, clustertest.Options{ID: "n1", Bootstrap: true})
+	n.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":{"code":"unauthenticated","message":"worker token t1 has been revoked"}}`))
+	}))
+	n.Node.HandleWorkerRPC("POST /rpc/worker/start", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":{"code":"stale_attempt","message":"job j: report for attempt 1"}}`))
+	}))
+	c := cluster.NewWorkerClient(clustertest.WorkerTLS(t), "ffw_test", func() []string { return []string{n.Node.Addr()} })
+	var refused atomic.Int32
+	c.OnTokenRefused(func(error) { refused.Add(1) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Start(ctx, fsm.Report{JobID: "j", WorkerID: "w1", Attempt: 1}); err == nil || refused.Load() != 0 {
+		t.Fatalf("a stale report: %v, hook called %d times; want a refusal and no call", err, refused.Load())
+	}
+	var fe *fsm.Error
+	if _, err := c.Heartbeat(ctx, "w1"); !errors.As(err, &fe) || fe.Code != "unauthenticated" || refused.Load() != 1 {
+		t.Fatalf("a refused token: %v, hook called %d times; want unauthenticated and one call", err, refused.Load())
 	}
 }

@@ -82,6 +82,9 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 	if ok && old.ModifyIndex >= index {
 		return old
 	}
+	if err := f.checkWorkerToken(&w, old); err != nil {
+		return err
+	}
 	if w.TenantID != "" {
 		t, err := f.liveTenant(w.TenantID, true)
 		if err != nil {
@@ -90,6 +93,15 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 		if err := f.checkWorkerQuota(t, &w); err != nil {
 			return err
 		}
+	}
+	// Bound only once every check passed: a refused registration leaves
+	// the token free.
+	if t := f.workerTokens[w.TokenID]; t != nil && t.WorkerID == "" {
+		bound := *t
+		bound.WorkerID = w.ID
+		bound.ModifyIndex = index
+		f.workerTokens[t.ID] = &bound
+		b.put(WorkerTokenKind, &bound)
 	}
 	w.State = WorkerUp
 	w.RegisteredAt = f.at(w.RegisteredAt)
@@ -438,4 +450,85 @@ func (f *FSM) applyDrainWorker(index uint64, c *DrainWorker, b *batchBuilder) an
 	f.workers[w.ID] = &w
 	b.put(WorkerKind, &w)
 	return &w
+}
+
+// checkWorkerToken checks that w's token lets it register: the token
+// exists, is not revoked, is for w's tenant (or the shared pool) and is
+// bound to no other worker; and that a worker registered with another
+// token keeps it until that token is revoked. A worker without a token
+// is an in-process one (dev mode), which no remote caller can propose.
+func (f *FSM) checkWorkerToken(w, old *Worker) *Error {
+	if w.TokenID == "" {
+		return nil
+	}
+	t, ok := f.workerTokens[w.TokenID]
+	switch {
+	case !ok:
+		return Errorf(CodeTokenRefused, "worker token %s does not exist", w.TokenID)
+	case t.Revoked:
+		return Errorf(CodeTokenRefused, "worker token %s is revoked", t.ID)
+	case t.TenantID != w.TenantID:
+		return Errorf(CodeTokenRefused, "worker token %s is for %s, not %s", t.ID, poolName(t.TenantID), poolName(w.TenantID))
+	case t.WorkerID != "" && t.WorkerID != w.ID:
+		return Errorf(CodeTokenRefused, "worker token %s belongs to worker %s", t.ID, t.WorkerID)
+	}
+	if old != nil && old.TokenID != "" && old.TokenID != w.TokenID {
+		if prev, ok := f.workerTokens[old.TokenID]; ok && !prev.Revoked {
+			return Errorf(CodeTokenRefused, "worker %s is registered with worker token %s", w.ID, prev.ID)
+		}
+	}
+	return nil
+}
+
+// poolName names a tenant, or the shared pool for "".
+func poolName(tenantID string) string {
+	if tenantID == "" {
+		return "the shared pool"
+	}
+	return "tenant " + tenantID
+}
+
+func (f *FSM) applyCreateWorkerToken(index uint64, c *CreateWorkerToken, b *batchBuilder) any {
+	if old, ok := f.workerTokens[c.Token.ID]; ok {
+		if old.ModifyIndex >= index {
+			return old
+		}
+		return Errorf(CodeAlreadyExists, "worker token %q already exists", c.Token.ID)
+	}
+	if c.Token.TenantID != "" {
+		if _, ok := f.tenants[c.Token.TenantID]; !ok {
+			return Errorf(CodeNotFound, "tenant %q does not exist", c.Token.TenantID)
+		}
+	}
+	t := c.Token
+	t.CreatedAt = f.at(t.CreatedAt)
+	t.Meta = Meta{CreateIndex: index, ModifyIndex: index}
+	f.workerTokens[t.ID] = &t
+	b.put(WorkerTokenKind, &t)
+	return &t
+}
+
+func (f *FSM) applyRevokeWorkerToken(index uint64, c *RevokeWorkerToken, b *batchBuilder) any {
+	old, ok := f.workerTokens[c.ID]
+	if !ok {
+		return Errorf(CodeNotFound, "worker token %q does not exist", c.ID)
+	}
+	if old.ModifyIndex >= index || old.Revoked {
+		return old
+	}
+	t := *old
+	t.Revoked = true
+	t.ModifyIndex = index
+	f.workerTokens[t.ID] = &t
+	b.put(WorkerTokenKind, &t)
+	// Its worker takes nothing more: down now, its jobs requeued.
+	if w, ok := f.workers[t.WorkerID]; ok && w.TokenID == t.ID && w.State == WorkerUp && w.ModifyIndex < index {
+		d := *w
+		d.State = WorkerDown
+		d.ModifyIndex = index
+		f.workers[d.ID] = &d
+		b.put(WorkerKind, &d)
+		f.requeueWorker(index, d.ID, f.at(c.At), "the worker token of worker "+d.ID+" was revoked", b)
+	}
+	return &t
 }

@@ -43,6 +43,9 @@ const (
 	DeleteTenantType MessageType = 18
 	AdoptOrphansType MessageType = 19
 
+	CreateWorkerTokenType MessageType = 27
+	RevokeWorkerTokenType MessageType = 28
+
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
 )
@@ -228,26 +231,41 @@ type AdoptOrphans struct {
 	At       time.Time `json:"at"`
 }
 
+// CreateWorkerToken stores a worker token (its hash only).
+type CreateWorkerToken struct {
+	Token WorkerToken `json:"token"`
+}
+
+// RevokeWorkerToken revokes a worker token. The worker bound to it is
+// marked down at once (its jobs go back to the queue) and can register
+// again only with another token.
+type RevokeWorkerToken struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+}
+
 // MessageType implementations.
-func (*CreateTenant) MessageType() MessageType   { return CreateTenantType }
-func (*CreateAPIKey) MessageType() MessageType   { return CreateAPIKeyType }
-func (*RevokeAPIKey) MessageType() MessageType   { return RevokeAPIKeyType }
-func (*RegisterWorker) MessageType() MessageType { return RegisterWorkerType }
-func (*SubmitJob) MessageType() MessageType      { return SubmitJobType }
-func (*AssignJob) MessageType() MessageType      { return AssignJobType }
-func (*StartJob) MessageType() MessageType       { return StartJobType }
-func (*ProgressJob) MessageType() MessageType    { return ProgressJobType }
-func (*FinishJob) MessageType() MessageType      { return FinishJobType }
-func (*CancelJob) MessageType() MessageType      { return CancelJobType }
-func (*PauseJob) MessageType() MessageType       { return PauseJobType }
-func (*ResumeJob) MessageType() MessageType      { return ResumeJobType }
-func (*RequeueJob) MessageType() MessageType     { return RequeueJobType }
-func (*ExpireJob) MessageType() MessageType      { return ExpireJobType }
-func (*MarkWorkerDown) MessageType() MessageType { return WorkerDownType }
-func (*DrainWorker) MessageType() MessageType    { return DrainWorkerType }
-func (*UpdateTenant) MessageType() MessageType   { return UpdateTenantType }
-func (*DeleteTenant) MessageType() MessageType   { return DeleteTenantType }
-func (*AdoptOrphans) MessageType() MessageType   { return AdoptOrphansType }
+func (*CreateTenant) MessageType() MessageType      { return CreateTenantType }
+func (*CreateAPIKey) MessageType() MessageType      { return CreateAPIKeyType }
+func (*RevokeAPIKey) MessageType() MessageType      { return RevokeAPIKeyType }
+func (*RegisterWorker) MessageType() MessageType    { return RegisterWorkerType }
+func (*SubmitJob) MessageType() MessageType         { return SubmitJobType }
+func (*AssignJob) MessageType() MessageType         { return AssignJobType }
+func (*StartJob) MessageType() MessageType          { return StartJobType }
+func (*ProgressJob) MessageType() MessageType       { return ProgressJobType }
+func (*FinishJob) MessageType() MessageType         { return FinishJobType }
+func (*CancelJob) MessageType() MessageType         { return CancelJobType }
+func (*PauseJob) MessageType() MessageType          { return PauseJobType }
+func (*ResumeJob) MessageType() MessageType         { return ResumeJobType }
+func (*RequeueJob) MessageType() MessageType        { return RequeueJobType }
+func (*ExpireJob) MessageType() MessageType         { return ExpireJobType }
+func (*MarkWorkerDown) MessageType() MessageType    { return WorkerDownType }
+func (*DrainWorker) MessageType() MessageType       { return DrainWorkerType }
+func (*UpdateTenant) MessageType() MessageType      { return UpdateTenantType }
+func (*DeleteTenant) MessageType() MessageType      { return DeleteTenantType }
+func (*AdoptOrphans) MessageType() MessageType      { return AdoptOrphansType }
+func (*CreateWorkerToken) MessageType() MessageType { return CreateWorkerTokenType }
+func (*RevokeWorkerToken) MessageType() MessageType { return RevokeWorkerTokenType }
 
 // Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
 func Backoff(n int) time.Duration {
@@ -310,4 +328,7 @@ var commandTypes = map[MessageType]commandType{
 	RevokeInvitationType: command((*FSM).applyRevokeInvitation),
 	RotateAPIKeyType:     command((*FSM).applyRotateAPIKey),
 	TouchAPIKeysType:     command((*FSM).applyTouchAPIKeys),
+
+	CreateWorkerTokenType: command((*FSM).applyCreateWorkerToken),
+	RevokeWorkerTokenType: command((*FSM).applyRevokeWorkerToken),
 }

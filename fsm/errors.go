@@ -33,6 +33,10 @@ const (
 	CodeTenantDisabled Code = "tenant_disabled"
 	// CodeTenantBusy refuses to delete a tenant that has active jobs.
 	CodeTenantBusy Code = "tenant_has_active_jobs"
+	// CodeTokenRefused refuses a worker's registration that its worker
+	// token does not allow: revoked, bound to another worker, or for
+	// another tenant.
+	CodeTokenRefused Code = "token_refused"
 	// CodeUnknownCommand refuses a log entry of a type this node does
 	// not know and may not skip.
 	CodeUnknownCommand Code = "unknown_command"

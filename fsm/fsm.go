@@ -47,10 +47,12 @@ type FSM struct {
 	users   map[string]*User
 	emails  map[string]string // EmailKey(email) -> user ID
 	invites map[string]*Invitation
-	workers map[string]*Worker
-	jobs    map[string]*Job // non-terminal jobs only
-	idx     *indexes
-	watch   chan struct{} // closed and replaced after every batch
+	// workerTokens holds every worker token, revoked ones included.
+	workerTokens map[string]*WorkerToken
+	workers      map[string]*Worker
+	jobs         map[string]*Job // non-terminal jobs only
+	idx          *indexes
+	watch        chan struct{} // closed and replaced after every batch
 	// pending holds the jobs of the batch being committed, so that a job
 	// that finished in it stays readable until the store has it.
 	pending map[string]Object
@@ -102,6 +104,7 @@ func (f *FSM) load(ctx context.Context) error {
 	f.auditHead, f.auditCommitted = st.AuditHead, st.AuditHead
 	f.tenants = make(map[string]*Tenant, len(st.Tenants))
 	f.keys = make(map[string]*APIKey, len(st.Keys))
+	f.workerTokens = make(map[string]*WorkerToken, len(st.WorkerTokens))
 	f.workers = make(map[string]*Worker, len(st.Workers))
 	f.jobs = make(map[string]*Job, len(st.Jobs))
 	f.idx = newIndexes()
@@ -112,6 +115,9 @@ func (f *FSM) load(ctx context.Context) error {
 		f.keys[k.ID] = k
 	}
 	f.loadUsers(st)
+	for _, t := range st.WorkerTokens {
+		f.workerTokens[t.ID] = t
+	}
 	for _, w := range st.Workers {
 		f.workers[w.ID] = w
 	}
@@ -335,6 +341,29 @@ func (f *FSM) KeyCount() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return len(f.keys)
+}
+
+// WorkerToken returns a worker token by ID.
+func (f *FSM) WorkerToken(id string) (*WorkerToken, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.workerTokens[id]
+	return t, ok
+}
+
+// WorkerTokens returns the worker tokens of a tenant, or of the shared
+// pool for "", or every token with all set; sorted by ID.
+func (f *FSM) WorkerTokens(tenantID string, all bool) []*WorkerToken {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := []*WorkerToken{}
+	for _, t := range f.workerTokens {
+		if all || t.TenantID == tenantID {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b *WorkerToken) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // Worker returns a worker by ID.

@@ -48,6 +48,9 @@ func (t *Tenant) ObjectID() string { return t.ID }
 func (k *APIKey) ObjectID() string { return k.ID }
 
 // ObjectID implements Object.
+func (t *WorkerToken) ObjectID() string { return t.ID }
+
+// ObjectID implements Object.
 func (w *Worker) ObjectID() string { return w.ID }
 
 // ObjectID implements Object.
@@ -81,7 +84,7 @@ type Kind struct {
 // Kinds lists every kind in foreign key order: an object refers only to
 // objects of kinds before its own (tenants first). Stores write a batch's
 // kinds in this order.
-var Kinds = []*Kind{TenantKind, UserKind, APIKeyKind, InvitationKind, WorkerKind, JobKind, AuditKind}
+var Kinds = []*Kind{TenantKind, UserKind, APIKeyKind, InvitationKind, WorkerTokenKind, WorkerKind, JobKind, AuditKind}
 
 // The registered kinds. Bucket and table names are on-disk names: never
 // change them.
@@ -94,6 +97,8 @@ var (
 		func(b *Batch) *[]*APIKey { return &b.Keys }, func(s *State) *[]*APIKey { return &s.Keys }, nil)
 	InvitationKind = define(Kind{Name: "invitation", Bucket: "invitations", Table: "invitations"},
 		func(b *Batch) *[]*Invitation { return &b.Invitations }, func(s *State) *[]*Invitation { return &s.Invitations }, nil)
+	WorkerTokenKind = define(Kind{Name: "worker_token", Bucket: "worker_tokens", Table: "worker_tokens"},
+		func(b *Batch) *[]*WorkerToken { return &b.WorkerTokens }, func(s *State) *[]*WorkerToken { return &s.WorkerTokens }, nil)
 	WorkerKind = define(Kind{Name: "worker", Bucket: "workers", Table: "workers"},
 		func(b *Batch) *[]*Worker { return &b.Workers }, func(s *State) *[]*Worker { return &s.Workers }, nil)
 	// JobKind's resident objects are the non-terminal jobs: finished ones

@@ -75,6 +75,8 @@ func TestFSMProperty(t *testing.T) {
 		"CreateUser ok", "CreateUser already_exists", "UpdateUser ok", "CreateInvitation ok", "AcceptInvitation ok",
 		"AcceptInvitation invitation_used", "AcceptInvitation invitation_expired", "AcceptInvitation invitation_revoked",
 		"RevokeInvitation ok", "RotateAPIKey ok", "RotateAPIKey invalid_transition", "TouchAPIKeys ok",
+		"CreateWorkerToken ok", "CreateWorkerToken already_exists", "RevokeWorkerToken ok",
+		"RegisterWorker token_refused",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -304,7 +306,7 @@ func applySplit(t *testing.T, f *fsm.FSM, entries []*raft.Log, r *rand.Rand) []a
 
 var knownCodes = []fsm.Code{fsm.CodeInvalidArgument, fsm.CodeNotFound, fsm.CodeAlreadyExists,
 	fsm.CodeInvalidTransition, fsm.CodeStaleAttempt, fsm.CodeQuotaExceeded, fsm.CodeTenantDisabled, fsm.CodeTenantBusy,
-	fsm.CodeInvitationUsed, fsm.CodeInvitationExpired, fsm.CodeInvitationRevoked}
+	fsm.CodeInvitationUsed, fsm.CodeInvitationExpired, fsm.CodeInvitationRevoked, fsm.CodeTokenRefused}
 
 // checkResponses checks that every entry got a response of the right kind:
 // nil for a skipped entry, else the changed object or a typed refusal.
@@ -343,7 +345,7 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 				t.Fatalf("entry %d (%s): refused with unexpected code %q: %v", l.Index, name, v.Code, v)
 			}
 			cov.add(name + " " + string(v.Code))
-		case *fsm.Tenant, *fsm.APIKey, *fsm.Worker, *fsm.Job, *fsm.User, *fsm.Invitation:
+		case *fsm.Tenant, *fsm.APIKey, *fsm.WorkerToken, *fsm.Worker, *fsm.Job, *fsm.User, *fsm.Invitation:
 			cov.add(name + " ok")
 		case nil:
 			if fsm.MessageType(l.Data[0]) != fsm.TouchAPIKeysType {
@@ -367,6 +369,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.CreateUserType: "CreateUser", fsm.UpdateUserType: "UpdateUser", fsm.CreateInvitationType: "CreateInvitation",
 		fsm.AcceptInvitationType: "AcceptInvitation", fsm.RevokeInvitationType: "RevokeInvitation",
 		fsm.RotateAPIKeyType: "RotateAPIKey", fsm.TouchAPIKeysType: "TouchAPIKeys",
+		fsm.CreateWorkerTokenType: "CreateWorkerToken", fsm.RevokeWorkerTokenType: "RevokeWorkerToken",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -383,6 +386,7 @@ type fsmState struct {
 	Invites    []*fsm.Invitation
 	Keys       map[string]*fsm.APIKey
 	KeyCount   int
+	Tokens     []*fsm.WorkerToken
 	Workers    []*fsm.Worker
 	WorkerJobs map[string][]*fsm.Job
 	WorkerLoad map[string]int
@@ -409,6 +413,7 @@ func captureState(t *testing.T, f *fsm.FSM, g *gen, now time.Time) string {
 		Invites:    f.Invitations(""),
 		Keys:       map[string]*fsm.APIKey{},
 		KeyCount:   f.KeyCount(),
+		Tokens:     f.WorkerTokens("", true),
 		Workers:    f.Workers(""),
 		WorkerJobs: map[string][]*fsm.Job{},
 		WorkerLoad: map[string]int{},
@@ -915,6 +920,13 @@ func (g *gen) register(w fsm.Worker) fsm.Command {
 		g.incarn[w.ID] = inc
 	}
 	w.Name = "host-" + w.ID
+	if g.r.IntN(2) == 0 {
+		// A remote worker: its token, or now and then another's.
+		w.TokenID = "wt" + strings.TrimPrefix(w.ID, "w")
+		if g.r.IntN(5) == 0 {
+			w.TokenID = pick(g.r, "wt1", "wt2", "wt3", "wt4", "wt5", "wt-missing")
+		}
+	}
 	w.Incarnation = fmt.Sprintf("%s-%d", w.ID, inc)
 	w.RegisteredAt = g.now
 	return &fsm.RegisterWorker{Worker: w, At: g.now}
@@ -1080,6 +1092,18 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 				return one(g.register(w))
 			}
 			return nil
+		}},
+		{1, func() []fsm.Command {
+			id := pick(r, "wt1", "wt2", "wt3", "wt4", "wt5")
+			h := sha256.Sum256([]byte(id))
+			// wt3 is the dedicated worker w3's (tenant t2); wt5's tenant
+			// never exists.
+			tenant := map[string]string{"wt3": "t2", "wt5": "t9"}[id]
+			return one(&fsm.CreateWorkerToken{Token: fsm.WorkerToken{ID: id, TenantID: tenant, Name: "token " + id,
+				Hash: h[:], CreatedAt: g.now, CreatedBy: "k1"}})
+		}},
+		{1, func() []fsm.Command {
+			return one(&fsm.RevokeWorkerToken{ID: pick(r, "wt1", "wt2", "wt3", "wt4", "wt-missing"), At: g.now})
 		}},
 		{14, func() []fsm.Command {
 			g.nextJob++

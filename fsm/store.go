@@ -87,8 +87,10 @@ type State struct {
 	Users       []*User
 	Keys        []*APIKey
 	Invitations []*Invitation
-	Workers     []*Worker
-	Jobs        []*Job // non-terminal only
+	// WorkerTokens are every worker token, revoked ones included.
+	WorkerTokens []*WorkerToken
+	Workers      []*Worker
+	Jobs         []*Job // non-terminal only
 	// AuditHead is the newest audit record's Seq and Hash (AuditKind is
 	// history: State holds no record).
 	AuditHead AuditHead
@@ -98,14 +100,15 @@ type State struct {
 // each in its final version, sorted by ID: a field per kind of Kinds,
 // which a Kind reaches with Objects and Add.
 type Batch struct {
-	Index       uint64
-	Tenants     []*Tenant
-	Users       []*User
-	Keys        []*APIKey
-	Invitations []*Invitation
-	Workers     []*Worker
-	Jobs        []*Job
-	Audit       []*AuditRecord
+	Index        uint64
+	Tenants      []*Tenant
+	Users        []*User
+	Keys         []*APIKey
+	Invitations  []*Invitation
+	WorkerTokens []*WorkerToken
+	Workers      []*Worker
+	Jobs         []*Job
+	Audit        []*AuditRecord
 }
 
 // ListJobsParams selects a page of jobs.

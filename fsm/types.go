@@ -100,6 +100,26 @@ type APIKey struct {
 	Meta
 }
 
+// WorkerToken is a worker's credential: a remote worker authenticates
+// with it on the node port, where it may call only the worker protocol.
+// Only the SHA-256 of its secret is stored; the secret is shown once,
+// when the token is created. TenantID "" makes the worker a member of the
+// shared pool, otherwise a dedicated worker of that tenant: the worker's
+// tenant always comes from its token. The first worker that registers
+// with the token binds it (WorkerID); the token then speaks for that
+// worker only.
+type WorkerToken struct {
+	ID        string    `json:"id"`
+	TenantID  string    `json:"tenant_id,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Hash      []byte    `json:"hash"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	Revoked   bool      `json:"revoked,omitempty"`
+	WorkerID  string    `json:"worker_id,omitempty"`
+	Meta
+}
+
 // JobState is where a job is in its life.
 type JobState string
 
@@ -201,11 +221,14 @@ const (
 // Worker is a machine (or process) that runs ffmpeg. TenantID "" means the
 // shared pool; otherwise the worker runs only that tenant's jobs.
 type Worker struct {
-	ID       string      `json:"id"`
-	TenantID string      `json:"tenant_id,omitempty"`
-	Name     string      `json:"name"`
-	Addr     string      `json:"addr,omitempty"`
-	State    WorkerState `json:"state"`
+	ID       string `json:"id"`
+	TenantID string `json:"tenant_id,omitempty"`
+	// TokenID is the worker token the worker registered with; "" for an
+	// in-process worker (dev mode).
+	TokenID string      `json:"token_id,omitempty"`
+	Name    string      `json:"name"`
+	Addr    string      `json:"addr,omitempty"`
+	State   WorkerState `json:"state"`
 	// Incarnation changes every time the worker process starts; a new
 	// incarnation means the jobs of the previous one are lost.
 	Incarnation string `json:"incarnation"`

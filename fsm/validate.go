@@ -368,11 +368,14 @@ func (c *RegisterWorker) Validate() error {
 			counts = invalid("worker.encoder_sessions[%s] must not be negative", k)
 		}
 	}
-	var tenant error
+	var tenant, token error
 	if w.TenantID != "" {
 		tenant = checkID("worker.tenant_id", w.TenantID)
 	}
-	return checkAll(c, checkID("worker.id", w.ID), tenant, validText("worker.name", w.Name, MaxNameLen, ""),
+	if w.TokenID != "" {
+		token = checkID("worker.token_id", w.TokenID)
+	}
+	return checkAll(c, checkID("worker.id", w.ID), tenant, token, validText("worker.name", w.Name, MaxNameLen, ""),
 		counts)
 }
 
@@ -571,4 +574,26 @@ func (c *MarkWorkerDown) Validate() error {
 // Validate implements Validator.
 func (c *DrainWorker) Validate() error {
 	return checkAll(c, checkID("worker_id", c.WorkerID))
+}
+
+// Validate implements Validator.
+func (c *CreateWorkerToken) Validate() error {
+	t := c.Token
+	var tenant, hash, bound error
+	if t.TenantID != "" {
+		tenant = checkID("token.tenant_id", t.TenantID)
+	}
+	if len(t.Hash) != 32 {
+		hash = invalid("token.hash must be a SHA-256 (32 bytes)")
+	}
+	if t.WorkerID != "" || t.Revoked {
+		bound = invalid("a new worker token is neither bound nor revoked")
+	}
+	return checkAll(c, checkID("token.id", t.ID), tenant, validText("token.name", t.Name, MaxNameLen, ""),
+		validText("token.created_by", t.CreatedBy, MaxNameLen, ""), hash, bound)
+}
+
+// Validate implements Validator.
+func (c *RevokeWorkerToken) Validate() error {
+	return checkAll(c, checkID("id", c.ID))
 }

@@ -122,6 +122,17 @@ func setup(t *testing.T, opts envOpts) *env {
 	return e
 }
 
+// workerToken creates a worker token for tenant ("" for the shared pool)
+// and returns its text.
+func (e *env) workerToken(tenant string) string {
+	e.t.Helper()
+	text, wt := server.NewWorkerToken(tenant, "test", "test", time.Now().UTC())
+	if _, err := e.node.Apply(context.Background(), &fsm.CreateWorkerToken{Token: wt}); err != nil {
+		e.t.Fatal(err)
+	}
+	return text
+}
+
 // logRouter serves live logs from the worker created after the server.
 type logRouter struct{ w atomic.Pointer[worker.Worker] }
 

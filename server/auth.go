@@ -2,13 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
-	"hash/crc32"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +10,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/token"
 )
 
 // Principal is the authenticated caller of a request.
@@ -42,100 +37,24 @@ func PrincipalFrom(ctx context.Context) (*Principal, bool) {
 	return p, ok
 }
 
-// keyPrefix starts every API key, so that leaked keys are easy to find.
-const keyPrefix = "ffk_"
-
-// An API key is keyPrefix, a 16-hex-digit ID, "_", the secret (32 random
-// bytes in unpadded base64url, 43 characters) and a checksum: CRC-32 (IEEE)
-// of everything before it in base62, 6 digits, as GitHub's tokens carry
-// one. The checksum lets a node refuse a mistyped key before any lookup
-// or read barrier; it is no secret and not part of the stored hash. Keys
-// made before it existed end at the secret and keep working.
-const (
-	keyIDLen     = 16
-	keySecretLen = 43
-	keySumLen    = 6
-)
-
-// keyChecksum returns the checksum of a key's text before the checksum.
-func keyChecksum(body string) string {
-	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	n := crc32.ChecksumIEEE([]byte(body))
-	var b [keySumLen]byte
-	for i := keySumLen - 1; i >= 0; i-- {
-		b[i] = digits[n%62]
-		n /= 62
-	}
-	return string(b[:])
-}
+// apiKeys is the format of API keys: "ffk_", an ID, the secret and a
+// checksum (see package token). Keys made before keys had a checksum end
+// at the secret and keep working.
+var apiKeys = token.Format{Prefix: "ffk_", Unsummed: true}
 
 // parseKey splits an API key into its ID and secret, checking its shape
 // and, where it has one, its checksum.
-func parseKey(token string) (id, secret string, ok bool) { return parseToken(keyPrefix, token) }
-
-// parseToken splits a token of the API key's format with the given
-// prefix (API keys, invitation tokens) into its ID and secret, checking
-// its shape and, where it has one, its checksum.
-func parseToken(prefix, token string) (id, secret string, ok bool) {
-	rest, ok := strings.CutPrefix(token, prefix)
-	if !ok || len(rest) < keyIDLen+1 || rest[keyIDLen] != '_' {
-		return "", "", false
-	}
-	id, secret = rest[:keyIDLen], rest[keyIDLen+1:]
-	if _, err := hex.DecodeString(id); err != nil {
-		return "", "", false
-	}
-	switch len(secret) {
-	case keySecretLen: // made before keys had a checksum
-	case keySecretLen + keySumLen:
-		secret, sum := secret[:keySecretLen], secret[keySecretLen:]
-		if keyChecksum(prefix+id+"_"+secret) != sum {
-			return "", "", false
-		}
-		return id, secret, true
-	default:
-		return "", "", false
-	}
-	return id, secret, true
-}
-
-// newToken returns a new token of the API key's format with the given
-// prefix: its ID, the whole token (to show once) and the SHA-256 of its
-// secret (to store).
-func newToken(prefix string) (id, token string, hash []byte) {
-	idb := make([]byte, 8)
-	secret := make([]byte, 32)
-	rand.Read(idb)
-	rand.Read(secret)
-	id = hex.EncodeToString(idb)
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	sum := sha256.Sum256([]byte(s))
-	body := prefix + id + "_" + s
-	return id, body + keyChecksum(body), sum[:]
-}
-
-// secretMatches reports, in constant time, whether secret hashes to hash.
-func secretMatches(secret string, hash []byte) bool {
-	sum := sha256.Sum256([]byte(secret))
-	return subtle.ConstantTimeCompare(sum[:], hash) == 1
-}
+func parseKey(text string) (id, secret string, ok bool) { return apiKeys.Parse(text) }
 
 // NewAPIKey creates a key for user in tenant with role: the secret token
 // to give to the user once, and the record to store (hash only).
-func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Duration) (token string, key fsm.APIKey) {
-	id, token, hash := newToken(keyPrefix)
-	key = fsm.APIKey{
-		ID:        id,
-		TenantID:  tenantID,
-		User:      user,
-		Role:      role,
-		Hash:      hash,
-		CreatedAt: now,
-	}
+func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Duration) (text string, key fsm.APIKey) {
+	text, id, hash := apiKeys.New()
+	key = fsm.APIKey{ID: id, TenantID: tenantID, User: user, Role: role, Hash: hash, CreatedAt: now}
 	if ttl > 0 {
 		key.ExpiresAt = now.Add(ttl)
 	}
-	return token, key
+	return text, key
 }
 
 // authenticate resolves the request's bearer token to a principal. Keys
@@ -145,13 +64,12 @@ func NewAPIKey(tenantID, user string, role fsm.Role, now time.Time, ttl time.Dur
 // the caller is told no more than before (an unknown key and a wrong
 // secret are both "invalid API key").
 func (s *Server) authenticate(r *http.Request) (*Principal, error) {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
+	bearer, ok := bearerOf(r)
+	if !ok {
 		s.authFailed(r, authMissing, "")
 		return nil, fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
 	}
-	id, secret, ok := parseKey(token)
+	id, secret, ok := parseKey(bearer)
 	if !ok {
 		s.authFailed(r, authMalformed, "")
 		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key: check that it was copied whole")
@@ -174,7 +92,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		s.authFailed(r, authUnknownKey, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
-	if !secretMatches(secret, k.Hash) {
+	if !token.Matches(secret, k.Hash) {
 		s.authFailed(r, authWrongSecret, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
@@ -211,6 +129,12 @@ func (s *Server) tenantAdmits(r *http.Request, p *Principal) error {
 	}
 	s.authFailed(r, authTenantDisabled, p.KeyID)
 	return fsm.Errorf(CodeUnauthenticated, "API key's tenant is disabled")
+}
+
+// bearerOf returns the request's bearer token.
+func bearerOf(r *http.Request) (string, bool) {
+	b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return b, ok && b != ""
 }
 
 // authReason is why a request failed authentication: a label of

@@ -41,7 +41,7 @@ func statusOf(c fsm.Code) int {
 	switch c {
 	case fsm.CodeInvalidArgument, fsm.CodeUnknownScenario, fsm.CodeInvalidURL, fsm.CodeUnknownCommand, CodeMalformedJSON, CodeUnknownField, CodeInvalidSnapshot:
 		return http.StatusBadRequest
-	case fsm.CodeURLNotAllowed, CodePermissionDenied, fsm.CodeTenantDisabled:
+	case fsm.CodeURLNotAllowed, CodePermissionDenied, fsm.CodeTenantDisabled, fsm.CodeTokenRefused:
 		return http.StatusForbidden
 	case fsm.CodeQuotaExceeded:
 		return http.StatusTooManyRequests

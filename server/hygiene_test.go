@@ -240,19 +240,31 @@ func TestWorkerProtocolRefusesPoisonBeforeTheLog(t *testing.T) {
 	e.srv.MountWorkerRPC(func(pattern string, h http.Handler) { mux.Handle(pattern, h) })
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	last := func() string { return e.node.Stats()["last_log_index"] }
-	before := last()
-	for _, tc := range []struct{ path, body string }{
-		{"/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"log":"a\u0000b"}`},
-		{"/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"error":{"code":"ffmpeg_error","message":"\u001b[2J"}}`},
-		{"/rpc/worker/start", `{"job_id":"j1","worker_id":"w1","attempt":0}`},
-		{"/rpc/worker/register", `{"id":"w9","name":"evil\u009b","slots":1}`},
-		{"/rpc/worker/register", `{"id":"","slots":1}`},
-	} {
-		resp, err := http.Post(hs.URL+tc.path, "application/json", strings.NewReader(tc.body))
+	post := func(token, path, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", hs.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return resp
+	}
+	// w1's token (bound by w1's registration) and a fresh one.
+	bound, fresh := e.workerToken(""), e.workerToken("")
+	if resp := post(bound, "/rpc/worker/register", `{"id":"w1","name":"w1","slots":1,"incarnation":"1"}`); resp.StatusCode != 200 {
+		t.Fatalf("register w1: %d", resp.StatusCode)
+	}
+	last := func() string { return e.node.Stats()["last_log_index"] }
+	before := last()
+	for _, tc := range []struct{ token, path, body string }{
+		{bound, "/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"log":"a\u0000b"}`},
+		{bound, "/rpc/worker/finish", `{"job_id":"j1","worker_id":"w1","attempt":1,"error":{"code":"ffmpeg_error","message":"\u001b[2J"}}`},
+		{bound, "/rpc/worker/start", `{"job_id":"j1","worker_id":"w1","attempt":0}`},
+		{fresh, "/rpc/worker/register", `{"id":"w9","name":"evil\u009b","slots":1}`},
+		{fresh, "/rpc/worker/register", `{"id":"","slots":1}`},
+	} {
+		resp := post(tc.token, tc.path, tc.body)
 		var ae apiError
 		json.NewDecoder(resp.Body).Decode(&ae)
 		resp.Body.Close()

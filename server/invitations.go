@@ -5,15 +5,16 @@ import (
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/token"
 )
 
 // This file is invitations: a tenant admin invites an email with a role;
 // whoever holds the one-time token becomes that user, with a first key.
 
-// invitePrefix starts every invitation token. A token has the API key's
-// format (ID, secret, checksum) with this prefix; only the SHA-256 of its
-// secret is stored.
-const invitePrefix = "ffi_"
+// inviteTokens is the format of invitation tokens: the API key's format
+// (package token: ID, secret, checksum) with the prefix "ffi_"; only the
+// SHA-256 of the secret is stored.
+var inviteTokens = token.Format{Prefix: "ffi_"}
 
 // defaultInviteTTL is how long an invitation can be accepted by default.
 const defaultInviteTTL = 72 * time.Hour
@@ -92,7 +93,7 @@ func (s *Server) createInvitation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	id, token, hash := newToken(invitePrefix)
+	text, id, hash := inviteTokens.New()
 	now := s.now()
 	inv := fsm.Invitation{ID: id, TenantID: namedTenant(r, p), Email: req.Email, Role: role, Hash: hash,
 		CreatedAt: now, CreatedBy: actorName(p), ExpiresAt: now.Add(ttl)}
@@ -103,7 +104,7 @@ func (s *Server) createInvitation(w http.ResponseWriter, r *http.Request) {
 	}
 	ni := resp.(*fsm.Invitation)
 	setIndex(w, ni.ModifyIndex)
-	writeJSON(w, http.StatusCreated, NewInvitation{Invitation: invitationView(ni, now), Token: token})
+	writeJSON(w, http.StatusCreated, NewInvitation{Invitation: invitationView(ni, now), Token: text})
 }
 
 // listInvitations answers GET /v1/invitations.
@@ -172,7 +173,7 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	id, secret, ok := parseToken(invitePrefix, req.Token)
+	id, secret, ok := inviteTokens.Parse(req.Token)
 	if !ok {
 		s.authFailed(r, authMalformed, "")
 		s.writeError(w, r, fsm.Errorf(CodeUnauthenticated, "malformed invitation token: check that it was copied whole"))
@@ -183,7 +184,7 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if !found || !secretMatches(secret, inv.Hash) {
+	if !found || !token.Matches(secret, inv.Hash) {
 		s.authFailed(r, authUnknownKey, id)
 		s.writeError(w, r, fsm.Errorf(CodeUnauthenticated, "invalid invitation token"))
 		return
@@ -208,7 +209,7 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		name = "first key"
 	}
 	uid := newID()
-	token, key := NewAPIKey(inv.TenantID, inv.Email, inv.Role, now, 0)
+	keyText, key := NewAPIKey(inv.TenantID, inv.Email, inv.Role, now, 0)
 	key.UserID, key.Name = uid, name
 	// Apply decides used, revoked and expired at the leader's time.
 	resp, err := s.raft.Apply(r.Context(), &fsm.AcceptInvitation{InvitationID: id,
@@ -223,5 +224,5 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		k = stored
 	}
 	setIndex(w, u.ModifyIndex)
-	writeJSON(w, http.StatusCreated, Accepted{User: userView(u), Key: s.keyView(k, now), APIKey: token})
+	writeJSON(w, http.StatusCreated, Accepted{User: userView(u), Key: s.keyView(k, now), APIKey: keyText})
 }

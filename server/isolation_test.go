@@ -59,6 +59,9 @@ var (
 	othersKeys = expect{{ok, ok}, {ok, d44}, {d44, d44}, {d44, d44}}
 	// d41: a credential of the route's own that the probe does not have.
 	d41 = outcome{http.StatusUnauthorized, "unauthenticated"}
+	// tenantManage: a list or create of the tenant the request names,
+	// for its admins.
+	tenantManage = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -103,6 +106,9 @@ var isolationMatrix = map[string]expect{
 	"PATCH /v1/tenants/{id}":               onlySuperAdmin,
 	"DELETE /v1/tenants/{id}":              expect{{d44, d44}, {d40, d40}, {d40, d40}, {d40, d40}}, // probed on a tenant that does not exist, so that no probe deletes one
 	"GET /v1/tenants/{id}/usage":           tenantObject,
+	"POST /v1/workers/tokens":              tenantManage,
+	"GET /v1/workers/tokens":               tenantManage,
+	"DELETE /v1/workers/tokens/{id}":       objectManage,
 	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
 	"GET /v1/cluster/members":              onlySuperAdmin,
 	"GET /v1/cluster/status":               onlySuperAdmin,
@@ -126,6 +132,7 @@ var matrixBodies = map[string]string{
 	"POST /v1/users/{id}/keys":             `{"name":"matrix"}`,
 	"POST /v1/invitations":                 `{"email":"invited@matrix.example","role":"viewer"}`,
 	"POST /v1/invitations/accept":          `{"token":"ffi_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`,
+	"POST /v1/workers/tokens":              `{"name":"probe"}`,
 	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
 	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
 	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
@@ -136,18 +143,21 @@ var matrixBodies = map[string]string{
 // dedicated worker, an operator user with a key of its own, and an
 // invitation.
 type tenantFixture struct {
-	id     string
-	keys   map[fsm.Role]string
-	job    string
-	worker string
-	user   string
-	key    string
-	invite string
+	id          string
+	keys        map[fsm.Role]string
+	job         string
+	worker      string
+	workerToken string
+	user        string
+	key         string
+	invite      string
 }
 
 // objectOf returns the object of tf that a route pattern's {id} names.
 func (tf *tenantFixture) objectOf(pattern string) string {
 	switch {
+	case strings.HasPrefix(pattern, "/v1/workers/tokens/{id}"):
+		return tf.workerToken
 	case strings.HasPrefix(pattern, "/v1/workers/{id}"):
 		return tf.worker
 	case strings.HasPrefix(pattern, "/v1/users/{id}"):
@@ -183,6 +193,11 @@ func TestIsolationMatrix(t *testing.T) {
 			}
 			f.keys[r] = tok
 		}
+		_, wt := server.NewWorkerToken(id, "rack "+id, "test", now)
+		if _, err := e.node.Apply(ctx, &fsm.CreateWorkerToken{Token: wt}); err != nil {
+			t.Fatal(err)
+		}
+		f.workerToken = wt.ID
 		w := fsm.Worker{ID: f.worker, TenantID: id, Name: f.worker, State: fsm.WorkerUp, Incarnation: "1"}
 		if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: w, At: now}); err != nil {
 			t.Fatal(err)
@@ -279,7 +294,7 @@ func TestIsolationMatrix(t *testing.T) {
 				// Nothing a tenant's key is answered shows the other
 				// tenant: not its name, its jobs or its workers, except
 				// the ID the request itself named.
-				for _, secret := range []string{other.id, other.job, other.worker, other.user, other.key, other.invite} {
+				for _, secret := range []string{other.id, other.job, other.worker, other.workerToken, other.user, other.key, other.invite} {
 					if secret != "" && strings.Contains(body, secret) && !strings.Contains(path, secret) {
 						t.Errorf("%s: the answer shows %q of tenant %s: %s", name, secret, other.id, body)
 					}
@@ -338,6 +353,26 @@ func TestIsolationMatrix(t *testing.T) {
 	var wk fsm.Worker
 	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/"+own.worker+"/drain", nil, &wk); resp.StatusCode != 200 || !wk.Draining {
 		t.Errorf("tenant admin drains its own worker: %d draining %v", resp.StatusCode, wk.Draining)
+	}
+
+	// Worker tokens: a tenant admin lists and makes its own tenant's; a
+	// super-admin's default is the shared pool, which only it may make.
+	var tokens struct{ Tokens []server.WorkerTokenView }
+	e.doKey(own.keys[fsm.RoleTenantAdmin], "GET", "/v1/workers/tokens", nil, &tokens)
+	for _, tv := range tokens.Tokens {
+		if tv.TenantID != own.id {
+			t.Errorf("tenant admin lists worker token %s of %q", tv.ID, tv.TenantID)
+		}
+	}
+	var created server.CreatedWorkerToken
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != own.id || !strings.HasPrefix(created.Token, "ffw_") {
+		t.Errorf("tenant admin creates a worker token: %d %+v", resp.StatusCode, created.WorkerToken)
+	}
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{"tenant_id": other.id}, &ae); resp.StatusCode != 403 {
+		t.Errorf("tenant admin creates a worker token for the other tenant: %d %+v, want 403", resp.StatusCode, ae)
+	}
+	if resp := e.doKey(own.keys[fsm.RoleSuperAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != "" {
+		t.Errorf("super-admin creates a worker token: %d %+v, want the shared pool", resp.StatusCode, created.WorkerToken)
 	}
 }
 

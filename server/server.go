@@ -81,6 +81,13 @@ type Config struct {
 	// OnLeave, if set, is called after this node left the cluster, to
 	// stop the process.
 	OnLeave func()
+	// CAHash is the hash of the cluster CA that workers pin (see
+	// cluster.CAHash), shown with every new worker token.
+	CAHash string
+	// WorkerGossip, if set, returns the worker gossip key and the gossip
+	// addresses of the servers, which a worker gets once its token is
+	// checked (POST /rpc/worker/hello).
+	WorkerGossip func() (key []byte, addrs []string)
 }
 
 // Server is the HTTP API of one node. Every node serves it; reads come
@@ -95,8 +102,10 @@ type Server struct {
 	now     func() time.Time
 	mux     *http.ServeMux
 
-	clusterKey []byte
-	onLeave    func()
+	clusterKey   []byte
+	onLeave      func()
+	caHash       string
+	workerGossip func() (key []byte, addrs []string)
 	// authLog rate-limits the warning lines of failed authentications.
 	authLog rateLimiter
 	// keyUse batches the last-used times of keys (TouchAPIKeys).
@@ -112,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 		fsm: cfg.FSM, raft: auditedRaft{cfg.Raft}, policy: cfg.Policy, metrics: cfg.Metrics,
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
 		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave, authLog: rateLimiter{window: authLogWindow},
+		caHash: cfg.CAHash, workerGossip: cfg.WorkerGossip,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -130,10 +140,9 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}
-	paths := s.methodNotAllowed(routes)
+	notAllowed := s.methodNotAllowed(routes)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if h, pattern := paths.Handler(r); pattern != "" {
-			h.ServeHTTP(w, r)
+		if notAllowed(w, r) {
 			return
 		}
 		s.writeError(w, r, fsm.Errorf(fsm.CodeNotFound, "no route for %s %s", echo(r.Method), echo(r.URL.Path)))
@@ -141,11 +150,14 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// methodNotAllowed returns a mux of the route table's paths, method
+// methodNotAllowed returns a handler of the route table's paths, method
 // left out, that answers 405 with an Allow header listing the path's
-// methods (HEAD with GET, as the mux serves it). The catch-all handler
-// asks it before answering 404.
-func (s *Server) methodNotAllowed(routes []route) *http.ServeMux {
+// methods (HEAD with GET, as the mux serves it), and reports whether a
+// path matched. The catch-all handler asks it before answering 404. Each
+// path has a mux of its own: without their methods, two patterns may
+// overlap (/v1/workers/tokens/{id} and /v1/workers/{id}/drain), which one
+// mux refuses.
+func (s *Server) methodNotAllowed(routes []route) func(w http.ResponseWriter, r *http.Request) bool {
 	allow := map[string][]string{}
 	var order []string
 	for _, rt := range routes {
@@ -157,15 +169,25 @@ func (s *Server) methodNotAllowed(routes []route) *http.ServeMux {
 			allow[rt.pattern] = append(allow[rt.pattern], http.MethodHead)
 		}
 	}
-	mux := http.NewServeMux()
+	muxes := make([]*http.ServeMux, 0, len(order))
 	for _, pattern := range order {
 		methods := strings.Join(allow[pattern], ", ")
+		mux := http.NewServeMux()
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", methods)
 			s.writeError(w, r, fsm.Errorf(CodeMethodNotAllowed, "%s is not allowed on %s (allowed: %s)", echo(r.Method), pattern, methods))
 		})
+		muxes = append(muxes, mux)
 	}
-	return mux
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		for _, mux := range muxes {
+			if h, pattern := mux.Handler(r); pattern != "" {
+				h.ServeHTTP(w, r)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -245,6 +267,9 @@ func (s *Server) routes() []route {
 		selfChecked("POST", "/v1/invitations/accept", "an invitation token", s.acceptInvitation),
 		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
+		needs("POST", "/v1/workers/tokens", PermWorkersManage, s.createWorkerToken),
+		needs("GET", "/v1/workers/tokens", PermWorkersManage, s.listWorkerTokens),
+		needs("DELETE", "/v1/workers/tokens/{id}", PermWorkersManage, s.revokeWorkerToken),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
 		needs("POST", "/v1/workers/{id}/undrain", PermWorkersManage, s.drainWorker(false)),
 		needs("POST", "/v1/tenants", PermTenantsManage, s.createTenant),

@@ -173,6 +173,21 @@ func PeerTLS(t testing.TB) *tls.Config {
 	return c
 }
 
+// WorkerTLS returns a worker's node port TLS that trusts the servers of
+// test clusters (made from Key).
+func WorkerTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	hash, err := cluster.CAHash(PeerTLS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.WorkerTLS(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // WaitLeader waits until this node is the leader.
 func (n *Node) WaitLeader() {
 	n.t.Helper()

@@ -108,7 +108,7 @@ func TestLayoutV1(t *testing.T) {
 			return err
 		}
 		// Version 1 plus the buckets of kinds registered since.
-		if want := []string{"active_jobs", "audit", "invitations", "jobs", "keys", "meta", "tenant_audit", "tenant_jobs", "tenants", "users", "workers"}; !slices.Equal(buckets, want) {
+		if want := []string{"active_jobs", "audit", "invitations", "jobs", "keys", "meta", "tenant_audit", "tenant_jobs", "tenants", "users", "worker_tokens", "workers"}; !slices.Equal(buckets, want) {
 			t.Errorf("buckets after Open and Commit = %v, want %v", buckets, want)
 		}
 		if k, _ := tx.Bucket([]byte("active_jobs")).Cursor().First(); k != nil {

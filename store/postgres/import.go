@@ -28,11 +28,12 @@ type Count struct {
 
 // Counts are a batch's Count per table.
 type Counts struct {
-	Tenants, Users, Keys, Invitations, Workers, Jobs, Audit Count
+	Tenants, Users, Keys, Invitations, WorkerTokens, Workers, Jobs, Audit Count
 }
 
 // Table returns the count of a table by name ("tenants", "users",
-// "api_keys", "invitations", "workers", "jobs" or "audit_records").
+// "api_keys", "invitations", "worker_tokens", "workers", "jobs" or
+// "audit_records").
 func (c *Counts) Table(name string) *Count {
 	switch name {
 	case "tenants":
@@ -43,6 +44,8 @@ func (c *Counts) Table(name string) *Count {
 		return &c.Keys
 	case "invitations":
 		return &c.Invitations
+	case "worker_tokens":
+		return &c.WorkerTokens
 	case "workers":
 		return &c.Workers
 	case "jobs":

@@ -51,6 +51,9 @@ var tables = map[*fsm.Kind]table{
 		{"tenant_id", "text[]"}, {"email", "text[]"}, {"role", "text[]"}, {"revoked", "boolean[]"},
 		{"created_at", "timestamptz[]"}, {"expires_at", "timestamptz[]"}, {"accepted_at", "timestamptz[]"}, {"user_id", "text[]"},
 	}, invitationRows, ""},
+	fsm.WorkerTokenKind: {[]column{
+		{"tenant_id", "text[]"}, {"name", "text[]"}, {"revoked", "boolean[]"}, {"created_at", "timestamptz[]"},
+	}, workerTokenRows, ""},
 	fsm.WorkerKind: {[]column{
 		{"tenant_id", "text[]"}, {"name", "text[]"}, {"state", "text[]"}, {"registered_at", "timestamptz[]"},
 	}, workerRows, ""},
@@ -236,6 +239,17 @@ func invitationRows(objs []fsm.Object) []any {
 		created[i], expires[i], accepted[i], userID[i] = v.CreatedAt, v.ExpiresAt, optTime(v.AcceptedAt), optText(v.UserID)
 	}
 	return []any{tenant, email, role, revoked, created, expires, accepted, userID}
+}
+
+func workerTokenRows(objs []fsm.Object) []any {
+	ts := objectsOf[*fsm.WorkerToken](objs)
+	n := len(ts)
+	tenant, name := make([]*string, n), make([]string, n)
+	revoked, created := make([]bool, n), make([]time.Time, n)
+	for i, t := range ts {
+		tenant[i], name[i], revoked[i], created[i] = optText(t.TenantID), t.Name, t.Revoked, t.CreatedAt
+	}
+	return []any{tenant, name, revoked, created}
 }
 
 func workerRows(objs []fsm.Object) []any {

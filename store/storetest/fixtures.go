@@ -62,6 +62,19 @@ func newAudit(seq uint64, tenantID string, index uint64) *fsm.AuditRecord {
 	}
 }
 
+func newWorkerToken(id, tenantID string, index uint64) *fsm.WorkerToken {
+	return &fsm.WorkerToken{
+		ID:        id,
+		TenantID:  tenantID,
+		Name:      "rack 4",
+		Hash:      []byte("0123456789abcdef0123456789abcdef"),
+		CreatedAt: t0,
+		CreatedBy: "k1",
+		WorkerID:  "w1",
+		Meta:      fsm.Meta{CreateIndex: index, ModifyIndex: index},
+	}
+}
+
 func newWorker(id string, index uint64) *fsm.Worker {
 	return &fsm.Worker{
 		ID:           id,
@@ -99,6 +112,8 @@ func sample(t *testing.T, k *fsm.Kind, index uint64) fsm.Object {
 			Hash: []byte("0123456789abcdef0123456789abcdef"), CreatedAt: t0, CreatedBy: "alice@acme.example",
 			ExpiresAt: t0.Add(72 * time.Hour), AcceptedAt: t0.Add(time.Hour), UserID: "u1",
 			Meta: fsm.Meta{CreateIndex: index, ModifyIndex: index}}
+	case fsm.WorkerTokenKind:
+		return newWorkerToken("wt1", "acme", index)
 	case fsm.WorkerKind:
 		return newWorker("w1", index)
 	case fsm.JobKind:
@@ -210,6 +225,7 @@ func commit(t *testing.T, st fsm.Store, b *fsm.Batch) {
 	t.Helper()
 	slices.SortFunc(b.Tenants, func(x, y *fsm.Tenant) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Keys, func(x, y *fsm.APIKey) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(b.WorkerTokens, func(x, y *fsm.WorkerToken) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Workers, func(x, y *fsm.Worker) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(b.Jobs, func(x, y *fsm.Job) int { return cmp.Compare(x.ID, y.ID) })
 	if err := st.Commit(context.Background(), b); err != nil {
@@ -246,12 +262,18 @@ func normalState(s *fsm.State) *fsm.State {
 	for _, x := range s.Keys {
 		out.Keys = append(out.Keys, normKey(x))
 	}
+	for _, x := range s.WorkerTokens {
+		c := *x
+		utc(&c.CreatedAt)
+		out.WorkerTokens = append(out.WorkerTokens, &c)
+	}
 	for _, x := range s.Workers {
 		out.Workers = append(out.Workers, normWorker(x))
 	}
 	out.Jobs = normJobs(s.Jobs)
 	slices.SortFunc(out.Tenants, func(x, y *fsm.Tenant) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Keys, func(x, y *fsm.APIKey) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(out.WorkerTokens, func(x, y *fsm.WorkerToken) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Workers, func(x, y *fsm.Worker) int { return cmp.Compare(x.ID, y.ID) })
 	slices.SortFunc(out.Jobs, func(x, y *fsm.Job) int { return cmp.Compare(x.ID, y.ID) })
 	return out
