@@ -67,7 +67,7 @@ func TestEnvelope(t *testing.T) {
 			t.Errorf("%s: DecodeEntry error %v, want invalid_argument", name, err)
 		}
 	}
-	unknown := env(map[string]any{"actor": a, "type": 27, "command": map[string]any{}})
+	unknown := env(map[string]any{"actor": a, "type": 99, "command": map[string]any{}})
 	if _, _, err := fsm.DecodeEntry(unknown); fsm.ErrorCode(err) != fsm.CodeUnknownCommand {
 		t.Errorf("envelope of an unknown type: error %v, want unknown_command", err)
 	}

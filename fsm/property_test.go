@@ -783,6 +783,7 @@ type gen struct {
 	fair     *fsm.Fairness
 	nextJob  int
 	nextKey  int
+	nextUser int
 	jobs     []string     // every job ID submitted
 	paused   []string     // every job ID a PauseJob was proposed for
 	attempts []fsm.Report // every assignment proposed
@@ -1062,6 +1063,32 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			u := fsm.User{ID: pick(r, "u7", "u8", "u9", "u1"), CreatedAt: g.now}
 			k.UserID = u.ID
 			return one(&fsm.AcceptInvitation{InvitationID: pick(r, "i1", "i2", "i3", "i4", "i-missing"), User: u, Key: k, At: g.now})
+		}},
+		// An invitation accepted a second time (or, if none was accepted
+		// yet, a pending one accepted by a new user): invitation_used.
+		{1, func() []fsm.Command {
+			accept := func(id string) []fsm.Command {
+				g.nextUser++
+				u := fsm.User{ID: fmt.Sprintf("ua%d", g.nextUser), CreatedAt: g.now}
+				k := g.newKey()
+				k.UserID = u.ID
+				return one(&fsm.AcceptInvitation{InvitationID: id, User: u, Key: k, At: g.now})
+			}
+			pending := ""
+			for _, id := range []string{"i1", "i2", "i3", "i4"} {
+				inv, ok := f.Invitation(id)
+				switch {
+				case !ok || inv.Revoked:
+				case !inv.AcceptedAt.IsZero():
+					return accept(id)
+				case pending == "" && inv.ExpiresAt.After(g.now):
+					pending = id
+				}
+			}
+			if pending == "" {
+				return nil
+			}
+			return accept(pending)
 		}},
 		{1, func() []fsm.Command {
 			return one(&fsm.RevokeInvitation{ID: pick(r, "i1", "i2", "i3", "i4", "i-missing"), At: g.now})

@@ -365,7 +365,9 @@ func (u *keyUse) seen(s *Server, k *fsm.APIKey) {
 	if u.pending == nil {
 		u.pending, u.sent = map[string]time.Time{}, map[string]bool{}
 	}
-	if _, ok := u.pending[k.ID]; !ok {
+	// A use seen while an older one is being proposed replaces it in
+	// pending, so that flush can tell whether it was recorded.
+	if _, ok := u.pending[k.ID]; !ok || u.sent[k.ID] {
 		u.pending[k.ID] = now
 	}
 	if !u.flushing {
@@ -417,7 +419,9 @@ func (u *keyUse) flush(s *Server) {
 		u.mu.Lock()
 		for _, use := range uses {
 			delete(u.sent, use.ID)
-			if err == nil {
+			// Recorded, unless a use a minute or more later came in
+			// meanwhile: that one stays pending for the next round.
+			if err == nil && u.pending[use.ID].Sub(use.At) < keyUseInterval {
 				delete(u.pending, use.ID)
 			}
 		}
