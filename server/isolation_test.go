@@ -1,10 +1,8 @@
 package server_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -250,32 +248,6 @@ func TestIsolationMatrix(t *testing.T) {
 // and body (for an event stream, its first event only).
 func probe(t *testing.T, base, key, method, path, body string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	ctype := resp.Header.Get("Content-Type")
-	if strings.HasPrefix(ctype, "text/event-stream") {
-		var ev strings.Builder
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() && sc.Text() != "" {
-			ev.WriteString(sc.Text() + "\n")
-		}
-		return resp.StatusCode, ctype, ev.String()
-	}
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return resp.StatusCode, ctype, string(data)
+	status, ctype, b := probeEvents(t, base, key, method, path, body, 1)
+	return status, ctype, string(b)
 }
