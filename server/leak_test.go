@@ -220,3 +220,174 @@ func sseData(stream []byte) [][]byte {
 	}
 	return out
 }
+
+// answerPayloads returns what of an answer is checked for leaks: an event
+// stream's data payloads, else the whole body.
+func answerPayloads(ctype, body string) [][]byte {
+	if strings.HasPrefix(ctype, "text/event-stream") {
+		return sseData([]byte(body))
+	}
+	return [][]byte{[]byte(body)}
+}
+
+// heartbeat keeps workers' leases fresh until the test ends, as running
+// workers do, so that none goes down while a test compares answers.
+func heartbeat(t *testing.T, e *env, ids ...string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	beat := func() {
+		for _, id := range ids {
+			e.node.Heartbeat(ctx, id)
+		}
+	}
+	beat()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				beat()
+			}
+		}
+	}()
+}
+
+// readViews are the routes whose answers describe the whole installation
+// (its applied index, its metrics), which checkCrossTenantLeaks does not
+// compare; GET /metrics is checked for labels instead.
+var readViews = map[string]bool{"GET /ready": true, "GET /metrics": true}
+
+// checkCrossTenantLeaks checks what the matrix's look at single answers
+// cannot see. Nothing a tenant reads through any GET route (lists,
+// counts, pages, streams, long polls) changes when another tenant acts;
+// a shared worker's load counts only the caller's tenant's jobs; and no
+// metric names a tenant, a job, a worker, a user or a key.
+func checkCrossTenantLeaks(t *testing.T, e *env, roles []fsm.Role, routes []string, own, other *tenantFixture) {
+	ctx := context.Background()
+	// A shared worker that only the other tenant's H.265 job can use.
+	if _, err := e.srv.Workers().Register(ctx, &fsm.Worker{ID: "w-pool", Name: "w-pool", Incarnation: "1",
+		Slots: 2, CPUs: 4, MemoryMB: 4096, Encoders: []string{"libx265"}}); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat(t, e, "w-pool")
+
+	view := func() map[string]string {
+		out := map[string]string{}
+		for _, role := range roles {
+			if role == fsm.RoleSuperAdmin {
+				continue
+			}
+			for _, rk := range routes {
+				method, pattern, _ := strings.Cut(rk, " ")
+				if method != "GET" || readViews[rk] {
+					continue
+				}
+				path := matrixPath(pattern, own, other)
+				status, _, body := probe(t, e.url, own.keys[role], method, path, "")
+				out[string(role)+" GET "+path] = fmt.Sprintf("%d %s", status, body)
+			}
+		}
+		return out
+	}
+	before := view()
+	ownJob, err := e.fsm.GetJob(ctx, own.job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long poll on the own job, open while the other tenant acts.
+	polled := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/jobs/%s?index=%d&wait=2s", e.url, own.job, ownJob.ModifyIndex), nil)
+		req.Header.Set("Authorization", "Bearer "+own.keys[fsm.RoleViewer])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			polled <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		polled <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+
+	// The other tenant acts: a job on the shared worker, a job submitted
+	// and canceled, its worker drained, a new dedicated worker.
+	act := func(role fsm.Role, method, path, body string, want int) server.Job {
+		t.Helper()
+		var j server.Job
+		if resp := e.doKey(other.keys[role], method, path, body, &j); resp.StatusCode != want {
+			t.Fatalf("%s of %s: %s %s: status %d, want %d", role, other.id, method, path, resp.StatusCode, want)
+		}
+		return j
+	}
+	h := act(fsm.RoleOperator, "POST", "/v1/jobs", `{"scenario":"240p30-h265","input":{"url":"testsrc://?duration=5"},"outputs":[{"url":"file:///h.mp4"}]}`, http.StatusCreated)
+	if j := e.waitState(h.ID, fsm.JobAssigned); j.WorkerID != "w-pool" {
+		t.Fatalf("the other tenant's job went to %s, want w-pool", j.WorkerID)
+	}
+	q := act(fsm.RoleOperator, "POST", "/v1/jobs", queuedSpec, http.StatusCreated)
+	act(fsm.RoleOperator, "POST", "/v1/jobs/"+q.ID+"/cancel", "", http.StatusOK)
+	act(fsm.RoleTenantAdmin, "POST", "/v1/workers/"+other.worker+"/drain", "", http.StatusOK)
+	w2 := fsm.Worker{ID: other.worker + "-2", TenantID: other.id, Name: other.worker + "-2", State: fsm.WorkerUp, Incarnation: "1"}
+	if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: w2, At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat(t, e, w2.ID)
+	secrets := append(other.secrets(), h.ID, q.ID, w2.ID)
+
+	after := view()
+	for k, b := range before {
+		if after[k] != b {
+			t.Errorf("%s changed when tenant %s acted:\nbefore %s\nafter  %s", k, other.id, b, after[k])
+		}
+	}
+	select {
+	case got := <-polled:
+		var j server.Job
+		json.Unmarshal([]byte(strings.TrimPrefix(got, "200 ")), &j)
+		if !strings.HasPrefix(got, "200 ") || j.ID != own.job || j.ModifyIndex != ownJob.ModifyIndex {
+			t.Errorf("the long poll on the own job answered %s, want the unchanged job", got)
+		}
+		for _, s := range secrets {
+			if strings.Contains(got, s) {
+				t.Errorf("the long poll on the own job shows %q of %s: %s", s, other.id, got)
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the long poll did not answer")
+	}
+
+	// The shared worker's load: each tenant counts its own jobs there.
+	for _, c := range []struct {
+		key  string
+		want int
+	}{{own.keys[fsm.RoleViewer], 0}, {other.keys[fsm.RoleViewer], 1}, {own.keys[fsm.RoleSuperAdmin], 1}} {
+		var w server.Worker
+		e.doKey(c.key, "GET", "/v1/workers/w-pool", nil, &w)
+		var l server.WorkerList
+		e.doKey(c.key, "GET", "/v1/workers", nil, &l)
+		for _, lw := range l.Workers {
+			if lw.ID == w.ID && lw.ActiveJobs != w.ActiveJobs {
+				t.Errorf("w-pool's active_jobs: %d in the list, %d alone", lw.ActiveJobs, w.ActiveJobs)
+			}
+		}
+		if w.ActiveJobs != c.want {
+			t.Errorf("key %s sees w-pool with %d active jobs, want %d", keyID(c.key), w.ActiveJobs, c.want)
+		}
+	}
+
+	// Metrics are installation-wide: no label names a tenant or its
+	// objects (routes are labeled by pattern, not by path).
+	_, _, metrics := probe(t, e.url, "", "GET", "/metrics", "")
+	if !strings.Contains(metrics, `route="GET /v1/jobs/{id}"`) {
+		t.Errorf("metrics lack the route label of GET /v1/jobs/{id}")
+	}
+	for _, s := range append(append(secrets, own.secrets()...), "w-pool", "w-shared") {
+		if s != "" && strings.Contains(metrics, s) {
+			t.Errorf("GET /metrics shows %q", s)
+		}
+	}
+}
