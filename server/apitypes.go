@@ -3,6 +3,7 @@ package server
 import (
 	"time"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
@@ -145,6 +146,63 @@ type Worker struct {
 // WorkerList is the answer of GET /v1/workers.
 type WorkerList struct {
 	Workers []Worker `json:"workers"`
+}
+
+// ClusterStatus is the answer of the /v1/cluster routes that show the
+// membership (members, status, join, remove, transfer-leadership).
+type ClusterStatus struct {
+	ClusterID string          `json:"cluster_id,omitempty"`
+	Node      string          `json:"node"`
+	Leader    string          `json:"leader"`
+	Members   []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one server of the Raft configuration; Healthy, Status
+// and Error are set by /v1/cluster/status only, which asks each server.
+type ClusterMember struct {
+	ID       string        `json:"id"`
+	Addr     string        `json:"addr"`
+	Voter    bool          `json:"voter"`
+	Leader   bool          `json:"leader"`
+	Healthy  *bool         `json:"healthy,omitempty"`
+	Status   *ServerStatus `json:"status,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Suffrage string        `json:"suffrage"`
+}
+
+// ServerStatus is what a server reports of itself: its addresses and its
+// Raft state. Raft's indexes are part of this super-admin view.
+type ServerStatus struct {
+	ID           string    `json:"id"`
+	Addr         string    `json:"addr"`
+	APIAddr      string    `json:"api_addr,omitempty"`
+	GossipAddr   string    `json:"gossip_addr,omitempty"`
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	LastLogIndex uint64    `json:"last_log_index"`
+	CommitIndex  uint64    `json:"commit_index"`
+	AppliedIndex uint64    `json:"applied_index"`
+	FSMIndex     uint64    `json:"fsm_index"`
+	LastContact  string    `json:"last_contact,omitempty"`
+	Leader       string    `json:"leader,omitempty"`
+	LeaderID     string    `json:"leader_id,omitempty"`
+	Time         time.Time `json:"time"`
+	ClusterID    string    `json:"cluster_id,omitempty"`
+	Waiting      bool      `json:"waiting,omitempty"`
+}
+
+// apiMembers converts the cluster's members for a response.
+func apiMembers(ms []cluster.Member) []ClusterMember {
+	out := make([]ClusterMember, len(ms))
+	for i, m := range ms {
+		out[i] = ClusterMember{ID: m.ID, Addr: m.Addr, Voter: m.Voter, Leader: m.Leader, Healthy: m.Healthy, Error: m.Error, Suffrage: m.Suffrage}
+		if s := m.Status; s != nil {
+			out[i].Status = &ServerStatus{ID: s.ID, Addr: s.Addr, APIAddr: s.APIAddr, GossipAddr: s.GossipAddr, State: s.State,
+				Term: s.Term, LastLogIndex: s.LastLogIndex, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, FSMIndex: s.FSMIndex,
+				LastContact: s.LastContact, Leader: s.Leader, LeaderID: s.LeaderID, Time: s.Time, ClusterID: s.ClusterID, Waiting: s.Waiting}
+		}
+	}
+	return out
 }
 
 // apiJob converts a job for a response.

@@ -169,6 +169,9 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		{"Worker", props("Worker"), Worker{}},
 		{"WorkerList", props("WorkerList"), WorkerList{}},
 		{"Whoami", props("Whoami"), Whoami{}},
+		{"ClusterStatus", props("ClusterStatus"), ClusterStatus{}},
+		{"ClusterMember", props("ClusterMember"), ClusterMember{}},
+		{"ServerStatus", props("ServerStatus"), ServerStatus{}},
 	} {
 		got, want := jsonNames(reflect.TypeOf(tc.typ)), tc.schema
 		slices.Sort(got)
