@@ -20,6 +20,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 // serverProc is one real `ffrtmp server` process on its own loopback
@@ -207,9 +208,9 @@ func (c *testCluster) mustCLI(args ...string) string {
 	return out
 }
 
-func (c *testCluster) status(via *serverProc) cli.ClusterStatus {
+func (c *testCluster) status(via *serverProc) server.ClusterStatus {
 	c.t.Helper()
-	var st cli.ClusterStatus
+	var st server.ClusterStatus
 	if err := json.Unmarshal([]byte(c.mustCLI("--addr", "http://"+via.httpAddr, "cluster", "status", "-o", "json")), &st); err != nil {
 		c.t.Fatal(err)
 	}

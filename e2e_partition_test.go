@@ -18,6 +18,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 // link carries TCP connections across a network namespace boundary over
@@ -138,7 +139,7 @@ func countedRTMP(ctx context.Context, t *testing.T) (recvAddr, proxyAddr string,
 // startLive submits a live job that streams to the receiver at recvAddr
 // through proxyAddr, once the receiver listens, and returns the job once
 // it streams.
-func startLive(ctx context.Context, t *testing.T, client *cli.Client, recvAddr, proxyAddr string) *fsm.Job {
+func startLive(ctx context.Context, t *testing.T, client *cli.Client, recvAddr, proxyAddr string) *server.Job {
 	t.Helper()
 	_, recvPort, _ := strings.Cut(recvAddr, ":")
 	waitListening(t, recvPort)
@@ -150,7 +151,7 @@ func startLive(ctx context.Context, t *testing.T, client *cli.Client, recvAddr, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return waitJob(t, client, live.ID, func(j *fsm.Job) bool {
+	return waitJob(t, client, live.ID, func(j *server.Job) bool {
 		return j.State == fsm.JobRunning && j.Progress != nil && j.Progress.Frame > 30
 	})
 }
@@ -379,7 +380,7 @@ func TestPartitionedWorkerFencesItself(t *testing.T) {
 		ids = append(ids, j.ID)
 	}
 	seen := watchOutputs(ctx, t, client, filepath.Join(c.dir, "media"), ids)
-	waitJob(t, client, ids[0], func(j *fsm.Job) bool {
+	waitJob(t, client, ids[0], func(j *server.Job) bool {
 		return j.WorkerID == nsID && (j.State == fsm.JobRunning || j.State == fsm.JobSucceeded)
 	})
 	other := c.addWorker(2)
@@ -390,7 +391,7 @@ func TestPartitionedWorkerFencesItself(t *testing.T) {
 	cut.setCut(true)
 	t.Log("partitioned", nsID)
 	waitWorkerState(t, client, nsID, fsm.WorkerDown)
-	second := waitJob(t, client, live.ID, func(j *fsm.Job) bool {
+	second := waitJob(t, client, live.ID, func(j *server.Job) bool {
 		return j.State == fsm.JobRunning && j.Attempt > first.Attempt && j.Progress != nil && j.Progress.Frame > 30
 	})
 	if second.WorkerID != otherID {
@@ -404,7 +405,7 @@ func TestPartitionedWorkerFencesItself(t *testing.T) {
 		if j := waitJobDone(t, client, id); j.State != fsm.JobSucceeded {
 			t.Errorf("job %s: %s %+v", id, j.State, j.Error)
 		} else {
-			paths[id] = j.Result.Outputs[0].Path
+			paths[id] = outputFile(filepath.Join(c.dir, "media"), j.TenantID, j.Result.Outputs[0].URL)
 		}
 	}
 	// The worker that was partitioned runs jobs again.
@@ -496,7 +497,7 @@ func watchOutputs(ctx context.Context, t *testing.T, client *cli.Client, media s
 						break
 					}
 					for _, j := range page.Jobs {
-						if j.ID == id && (j.State != fsm.JobSucceeded || j.Result.Outputs[0].Path != p) {
+						if j.ID == id && (j.State != fsm.JobSucceeded || outputFile(media, j.TenantID, j.Result.Outputs[0].URL) != p) {
 							w.add(fmt.Sprintf("output %s appeared while job %s was %s (attempt %d)", p, id, j.State, j.Attempt))
 						}
 					}

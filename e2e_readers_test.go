@@ -12,6 +12,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
 )
 
@@ -120,7 +121,7 @@ func TestPostgresOutageReaders(t *testing.T) {
 	stuck := time.Now().Add(30 * time.Second)
 	for n := 0; n < len(c.nodes); {
 		status, _, b, err := getWithin(10*time.Second, c.nodes[0].httpAddr, "/v1/cluster/status", key)
-		var st cli.ClusterStatus
+		var st server.ClusterStatus
 		json.Unmarshal(b, &st)
 		n = 0
 		for _, m := range st.Members {

@@ -60,7 +60,7 @@ func TestWorkerOperatorCertificates(t *testing.T) {
 	if got.State != fsm.JobSucceeded || got.Result == nil || len(got.Result.Outputs) != 1 {
 		t.Fatalf("job through a worker with an operator certificate: %s %+v %+v", got.State, got.Error, got.Result)
 	}
-	if _, err := os.Stat(got.Result.Outputs[0].Path); err != nil {
+	if err := waitFile(outputFile(filepath.Join(c.dir, "media"), got.TenantID, got.Result.Outputs[0].URL)); err != nil {
 		t.Fatalf("output: %v", err)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 // TestStoppedWorkerCannotPublishTwice freezes (SIGSTOP) the worker that
@@ -42,7 +43,7 @@ func TestStoppedWorkerCannotPublishTwice(t *testing.T) {
 	t.Log("stopped", first.WorkerID)
 	waitWorkerState(t, client, first.WorkerID, fsm.WorkerDown)
 	// The new attempt streams, unless it is a second publisher.
-	second := waitJob(t, client, live.ID, func(j *fsm.Job) bool {
+	second := waitJob(t, client, live.ID, func(j *server.Job) bool {
 		return pubs.most() > 1 || j.State == fsm.JobRunning && j.Attempt > first.Attempt && j.Progress != nil && j.Progress.Frame > 30
 	})
 	if n := pubs.most(); n != 1 {

@@ -102,7 +102,7 @@ func startInitialized(t testing.TB, n int, args ...string) (*testCluster, *cli.C
 }
 
 // waitWorkers waits until n workers are up and returns them.
-func waitWorkers(t testing.TB, client *cli.Client, n int) []server.WorkerView {
+func waitWorkers(t testing.TB, client *cli.Client, n int) []server.Worker {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -168,7 +168,7 @@ func TestWorkersAcrossHosts(t *testing.T) {
 	var victim *workerProc
 	for victim == nil {
 		for _, w := range ws {
-			var v server.WorkerView
+			var v server.Worker
 			out := c.mustCLI("--addr", c.addrs(c.nodes...), "workers", "get", w.ID, "-o", "json")
 			json.Unmarshal([]byte(out), &v)
 			if v.ActiveJobs > 0 {
@@ -199,7 +199,7 @@ func TestWorkersAcrossHosts(t *testing.T) {
 		if o.Codec != "h264" || o.Height != 240 {
 			t.Errorf("job %s output %+v", id, o)
 		}
-		if err := waitFile(o.Path); err != nil {
+		if err := waitFile(outputFile(filepath.Join(c.dir, "media"), j.TenantID, o.URL)); err != nil {
 			t.Errorf("job %s: %v", id, err)
 		}
 	}
@@ -234,6 +234,13 @@ func TestWorkersAcrossHosts(t *testing.T) {
 	}
 }
 
+// outputFile returns where a worker with media root media writes a
+// file:// output of tenant: the API names outputs by URL, never by their
+// path on the worker host.
+func outputFile(media, tenant, fileURL string) string {
+	return filepath.Join(media, tenant, filepath.FromSlash(strings.TrimPrefix(fileURL, "file://")))
+}
+
 // waitFile waits for a job's output file, which its worker renames into
 // place a moment after the job turned succeeded.
 func waitFile(path string) error {
@@ -245,9 +252,9 @@ func waitFile(path string) error {
 	}
 }
 
-func waitJobDone(t testing.TB, client *cli.Client, id string) *fsm.Job {
+func waitJobDone(t testing.TB, client *cli.Client, id string) *server.Job {
 	t.Helper()
-	return waitJob(t, client, id, func(j *fsm.Job) bool { return j.State.Terminal() })
+	return waitJob(t, client, id, func(j *server.Job) bool { return j.State.Terminal() })
 }
 
 // TestStaleWorkerCannotOverwrite freezes (SIGSTOP) the worker running a
@@ -265,7 +272,7 @@ func TestStaleWorkerCannotOverwrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := waitJob(t, client, j.ID, func(j *fsm.Job) bool { return j.State == fsm.JobRunning })
+	first := waitJob(t, client, j.ID, func(j *server.Job) bool { return j.State == fsm.JobRunning })
 	var frozen *workerProc
 	for _, w := range workers {
 		id, _ := os.ReadFile(filepath.Join(w.dir, "worker-id"))
@@ -274,7 +281,7 @@ func TestStaleWorkerCannotOverwrite(t *testing.T) {
 		}
 	}
 	frozen.cmd.Process.Signal(syscall.SIGSTOP)
-	second := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+	second := waitJob(t, client, j.ID, func(j *server.Job) bool {
 		return j.Attempt > first.Attempt && j.State == fsm.JobRunning
 	})
 	if second.WorkerID == first.WorkerID {
@@ -309,7 +316,7 @@ func TestStaleWorkerCannotOverwrite(t *testing.T) {
 	}
 }
 
-func waitJob(t testing.TB, client *cli.Client, id string, cond func(*fsm.Job) bool) *fsm.Job {
+func waitJob(t testing.TB, client *cli.Client, id string, cond func(*server.Job) bool) *server.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -363,7 +370,7 @@ func TestLiveJobMovesToAnotherWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+	first := waitJob(t, client, j.ID, func(j *server.Job) bool {
 		return j.State == fsm.JobRunning && j.Progress != nil && j.Progress.Frame > 30
 	})
 	for _, w := range workers {
@@ -379,7 +386,7 @@ func TestLiveJobMovesToAnotherWorker(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the receiver got nothing from the first worker")
 	}
-	second := waitJob(t, client, j.ID, func(j *fsm.Job) bool {
+	second := waitJob(t, client, j.ID, func(j *server.Job) bool {
 		return j.State == fsm.JobRunning && j.Attempt > first.Attempt && j.Progress != nil && j.Progress.Frame > 30
 	})
 	if second.WorkerID == first.WorkerID || second.Retries != first.Retries {

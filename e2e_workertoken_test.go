@@ -99,7 +99,7 @@ func TestWorkerTokenTrustBoundary(t *testing.T) {
 		return &fsm.JobSpec{Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=1"},
 			Outputs: []fsm.Output{{URL: "file:///wt/" + name + ".mp4"}}}
 	}
-	var jobB *fsm.Job
+	var jobB *server.Job
 	if haveB {
 		var err error
 		if jobB, err = client.ForTenant(tenantB).SubmitJob(ctx, spec("b")); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 // The bench commands are the load generator behind docs/BENCHMARKS.md.
@@ -179,7 +180,7 @@ func BenchLatency(ctx context.Context, c *Client, w io.Writer, n int) error {
 		Name: "latency", Scenario: "144p30-h264", Queue: fsm.QueueLive, Priority: fsm.PriorityHigh,
 		Input: fsm.Input{URL: "testsrc://?duration=0.2"}, Outputs: []fsm.Output{{URL: "file:///bench/latency.mp4"}},
 	}
-	var submit, client, server []time.Duration
+	var submit, client, started []time.Duration
 	start := time.Now()
 	for range n {
 		t0 := time.Now()
@@ -189,7 +190,7 @@ func BenchLatency(ctx context.Context, c *Client, w io.Writer, n int) error {
 		}
 		submit = append(submit, time.Since(t0))
 		for j.State == fsm.JobQueued || j.State == fsm.JobAssigned {
-			var next fsm.Job
+			var next server.Job
 			q := url.Values{"index": {fmt.Sprint(j.ModifyIndex)}, "wait": {"10s"}}
 			if err := c.do(ctx, "GET", "/v1/jobs/"+j.ID, q, nil, &next); err != nil {
 				return err
@@ -198,10 +199,10 @@ func BenchLatency(ctx context.Context, c *Client, w io.Writer, n int) error {
 		}
 		client = append(client, time.Since(t0))
 		if !j.StartedAt.IsZero() {
-			server = append(server, j.StartedAt.Sub(j.SubmittedAt))
+			started = append(started, j.StartedAt.Sub(j.SubmittedAt))
 		}
 		// Let the job finish so that the next one finds an idle worker.
-		if _, err := c.WatchJob(ctx, j.ID, func(*fsm.Job) {}); err != nil {
+		if _, err := c.WatchJob(ctx, j.ID, func(*server.Job) {}); err != nil {
 			return err
 		}
 	}
@@ -211,7 +212,7 @@ func BenchLatency(ctx context.Context, c *Client, w io.Writer, n int) error {
 	for _, r := range []struct {
 		name string
 		lat  []time.Duration
-	}{{"submit request (baseline)", submit}, {"submit → running seen by client", client}, {"submitted_at → started_at", server}} {
+	}{{"submit request (baseline)", submit}, {"submit → running seen by client", client}, {"submitted_at → started_at", started}} {
 		s := summarize(r.lat, elapsed)
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.name, s.N, s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Max.Round(time.Microsecond))
 	}

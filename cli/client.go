@@ -242,7 +242,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 // SubmitJob submits a job spec. It sends a fresh Idempotency-Key, so that
 // the retries of one call never create two jobs.
-func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*fsm.Job, error) {
+func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*server.Job, error) {
 	key, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
@@ -252,25 +252,25 @@ func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*fsm.Job, er
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var j fsm.Job
+	var j server.Job
 	return &j, decodeJSON(resp.Body, &j)
 }
 
 // GetJob returns a job.
-func (c *Client) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
-	var j fsm.Job
+func (c *Client) GetJob(ctx context.Context, id string) (*server.Job, error) {
+	var j server.Job
 	return &j, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(id), nil, nil, &j)
 }
 
 // ListJobs returns a page of jobs.
-func (c *Client) ListJobs(ctx context.Context, q url.Values) (*fsm.JobPage, error) {
-	var p fsm.JobPage
+func (c *Client) ListJobs(ctx context.Context, q url.Values) (*server.JobPage, error) {
+	var p server.JobPage
 	return &p, c.do(ctx, "GET", "/v1/jobs", q, nil, &p)
 }
 
 // JobAction posts an action (cancel, pause, resume, retry) on a job.
-func (c *Client) JobAction(ctx context.Context, id, action string) (*fsm.Job, error) {
-	var j fsm.Job
+func (c *Client) JobAction(ctx context.Context, id, action string) (*server.Job, error) {
+	var j server.Job
 	return &j, c.do(ctx, "POST", "/v1/jobs/"+url.PathEscape(id)+"/"+action, nil, nil, &j)
 }
 
@@ -288,14 +288,14 @@ func (c *Client) JobLogs(ctx context.Context, id string) (string, error) {
 // WatchJob follows a job's event stream, calling fn for every version of
 // the job, until the job finishes or ctx ends. A dropped stream is
 // reopened.
-func (c *Client) WatchJob(ctx context.Context, id string, fn func(*fsm.Job)) (*fsm.Job, error) {
-	var last *fsm.Job
+func (c *Client) WatchJob(ctx context.Context, id string, fn func(*server.Job)) (*server.Job, error) {
+	var last *server.Job
 	for {
 		resp, err := c.request(ctx, "GET", "/v1/jobs/"+url.PathEscape(id)+"/events", nil, nil)
 		if err != nil {
 			return last, err
 		}
-		done, err := readEvents(resp.Body, func(j *fsm.Job) { last = j; fn(j) })
+		done, err := readEvents(resp.Body, func(j *server.Job) { last = j; fn(j) })
 		resp.Body.Close()
 		if done {
 			return last, nil
@@ -314,7 +314,7 @@ func (c *Client) WatchJob(ctx context.Context, id string, fn func(*fsm.Job)) (*f
 
 // readEvents parses a text/event-stream body; done is true at the "end"
 // event.
-func readEvents(r io.Reader, fn func(*fsm.Job)) (done bool, err error) {
+func readEvents(r io.Reader, fn func(*server.Job)) (done bool, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	var event, data string
@@ -326,7 +326,7 @@ func readEvents(r io.Reader, fn func(*fsm.Job)) (done bool, err error) {
 				return true, nil
 			}
 			if event == "job" && data != "" {
-				var j fsm.Job
+				var j server.Job
 				if err := json.Unmarshal([]byte(data), &j); err != nil {
 					return false, fmt.Errorf("decode event: %w", err)
 				}
@@ -343,10 +343,8 @@ func readEvents(r io.Reader, fn func(*fsm.Job)) (done bool, err error) {
 }
 
 // ListWorkers lists workers.
-func (c *Client) ListWorkers(ctx context.Context) ([]server.WorkerView, error) {
-	var r struct {
-		Workers []server.WorkerView `json:"workers"`
-	}
+func (c *Client) ListWorkers(ctx context.Context) ([]server.Worker, error) {
+	var r server.WorkerList
 	return r.Workers, c.do(ctx, "GET", "/v1/workers", nil, nil, &r)
 }
 

@@ -29,14 +29,6 @@ func keygenCommand() *cli.Command {
 	}
 }
 
-// ClusterStatus is the body of GET /v1/cluster/status and /members.
-type ClusterStatus struct {
-	ClusterID string           `json:"cluster_id,omitempty"`
-	Node      string           `json:"node"`
-	Leader    string           `json:"leader"`
-	Members   []cluster.Member `json:"members"`
-}
-
 func clusterCommand() *cli.Command {
 	nodeArg := func(name, usage string, optional bool, path string) *cli.Command {
 		return &cli.Command{
@@ -218,7 +210,7 @@ func ClusterJoin(ctx context.Context, c *Client, out Output, key []byte, addrs [
 		return err
 	}
 	defer resp.Body.Close()
-	var st ClusterStatus
+	var st server.ClusterStatus
 	if err := decodeJSON(resp.Body, &st); err != nil {
 		return err
 	}
@@ -227,7 +219,7 @@ func ClusterJoin(ctx context.Context, c *Client, out Output, key []byte, addrs [
 
 // ClusterOp posts a membership operation and prints the members after it.
 func ClusterOp(ctx context.Context, c *Client, out Output, path string, body any) error {
-	var st ClusterStatus
+	var st server.ClusterStatus
 	if err := c.do(ctx, "POST", path, nil, body, &st); err != nil {
 		return err
 	}
@@ -238,14 +230,14 @@ func ClusterOp(ctx context.Context, c *Client, out Output, path string, body any
 // server's state, term, indexes and health; without, the configuration
 // with each server's last contact and applied index.
 func ClusterStatusCmd(ctx context.Context, c *Client, out Output, status bool) error {
-	var st ClusterStatus
+	var st server.ClusterStatus
 	if err := c.do(ctx, "GET", "/v1/cluster/status", nil, nil, &st); err != nil {
 		return err
 	}
 	return printMembers(out, &st, status)
 }
 
-func printMembers(out Output, st *ClusterStatus, status bool) error {
+func printMembers(out Output, st *server.ClusterStatus, status bool) error {
 	if out.JSON {
 		return printJSON(out.W, st)
 	}

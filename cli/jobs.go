@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 func jobsCommand() *cli.Command {
@@ -228,7 +229,7 @@ func ListJobs(ctx context.Context, c *Client, out Output, q url.Values) error {
 	fmt.Fprintln(tw, "ID\tSTATE\tQUEUE\tPRIORITY\tSCENARIO\tPROGRESS\tSUBMITTED\tNAME")
 	for _, j := range page.Jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(j.ID), cell(string(j.State)), cell(string(j.Spec.Queue)), cell(string(j.Spec.Priority)),
-			dash(j.Spec.Scenario), percent(j), j.SubmittedAt.Local().Format(time.DateTime), dash(j.Spec.Name))
+			dash(j.Spec.Scenario), percent(&j), j.SubmittedAt.Local().Format(time.DateTime), dash(j.Spec.Name))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -276,7 +277,7 @@ func unprintable(r rune) bool {
 		(r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069')
 }
 
-func percent(j *fsm.Job) string {
+func percent(j *server.Job) string {
 	switch {
 	case j.State == fsm.JobSucceeded:
 		return "100%"
@@ -328,7 +329,7 @@ func GetJob(ctx context.Context, c *Client, out Output, id string) error {
 	}
 	if j.Result != nil {
 		for _, o := range j.Result.Outputs {
-			row("Output", fmt.Sprintf("%s → %s (%s %dx%d %.2f fps, %.2fs, %d bytes)", o.URL, o.Path, o.Codec, o.Width, o.Height, o.FPS, o.DurationSec, o.SizeBytes))
+			row("Output", fmt.Sprintf("%s (%s %dx%d %.2f fps, %.2fs, %d bytes)", o.URL, o.Codec, o.Width, o.Height, o.FPS, o.DurationSec, o.SizeBytes))
 		}
 	} else {
 		for _, o := range j.Spec.Outputs {
@@ -364,7 +365,7 @@ var ErrJobNotSucceeded = errors.New("job did not succeed")
 // terminal and printing a line per change otherwise.
 func WatchJob(ctx context.Context, c *Client, out Output, id string) error {
 	lastLine := ""
-	j, err := c.WatchJob(ctx, id, func(j *fsm.Job) {
+	j, err := c.WatchJob(ctx, id, func(j *server.Job) {
 		if out.JSON {
 			b, _ := json.Marshal(j)
 			fmt.Fprintf(out.W, "%s\n", b)
@@ -395,13 +396,13 @@ func WatchJob(ctx context.Context, c *Client, out Output, id string) error {
 	}
 	if !out.JSON && j.Result != nil {
 		for _, o := range j.Result.Outputs {
-			fmt.Fprintf(out.W, "output %s\n", o.Path)
+			fmt.Fprintf(out.W, "output %s\n", cell(o.URL))
 		}
 	}
 	return nil
 }
 
-func progressLine(j *fsm.Job) string {
+func progressLine(j *server.Job) string {
 	const width = 30
 	pct := 0.0
 	extra := ""

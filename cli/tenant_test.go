@@ -152,12 +152,12 @@ func TestCLITenantFlag(t *testing.T) {
 	if len(all.Jobs) != 2 {
 		t.Errorf("a super-admin naming no tenant lists %d jobs, want both tenants' 2", len(all.Jobs))
 	}
-	var ws []server.WorkerView
+	var ws []server.Worker
 	e.mustJSON(e.admin, nil, &ws, "workers", "list", "--tenant", "t-b", "-o", "json")
 	if len(ws) != 1 || ws[0].ID != "w-t-b" {
 		t.Errorf("workers list --tenant t-b: %+v, want only w-t-b", ws)
 	}
-	var wk server.WorkerView
+	var wk server.Worker
 	e.mustJSON(e.admin, nil, &wk, "workers", "drain", "w-t-b", "--tenant", "t-b", "-o", "json")
 	if !wk.Draining {
 		t.Errorf("workers drain --tenant t-b: %+v, want draining", wk)

@@ -69,7 +69,7 @@ func workerAction(name, usage, method, suffix string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			var w server.WorkerView
+			var w server.Worker
 			var body any
 			if method == "POST" {
 				body = struct{}{}
@@ -81,8 +81,8 @@ func workerAction(name, usage, method, suffix string) *cli.Command {
 				return printJSON(out.W, w)
 			}
 			tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "ID:\t%s\nName:\t%s\nState:\t%s\nDraining:\t%v\nTenant:\t%s\nAddress:\t%s\nSlots:\t%d (%d active)\nCPUs:\t%d\nMemory:\t%d MiB\nEncoders:\t%s\nRegistered:\t%s\n",
-				w.ID, w.Name, w.State, w.Draining, dash(w.TenantID), dash(w.Addr), w.Slots, w.ActiveJobs, w.CPUs, w.MemoryMB,
+			fmt.Fprintf(tw, "ID:\t%s\nName:\t%s\nState:\t%s\nDraining:\t%v\nTenant:\t%s\nSlots:\t%d (%d active)\nCPUs:\t%d\nMemory:\t%d MiB\nEncoders:\t%s\nRegistered:\t%s\n",
+				w.ID, w.Name, w.State, w.Draining, dash(w.TenantID), w.Slots, w.ActiveJobs, w.CPUs, w.MemoryMB,
 				strings.Join(w.Encoders, ","), w.RegisteredAt.Local().Format(time.RFC3339))
 			for k, v := range w.Labels {
 				fmt.Fprintf(tw, "Label:\t%s=%s\n", k, v)

@@ -23,13 +23,6 @@ import (
 // super-admin key. Any node answers: operations that need the leader are
 // forwarded to it by the cluster package.
 
-type clusterStatus struct {
-	ClusterID string           `json:"cluster_id,omitempty"`
-	Node      string           `json:"node"`
-	Leader    string           `json:"leader"`
-	Members   []cluster.Member `json:"members"`
-}
-
 func (s *Server) clusterMembers(w http.ResponseWriter, r *http.Request) {
 	s.writeMembers(w, r, false)
 }
@@ -45,7 +38,7 @@ func (s *Server) writeMembers(w http.ResponseWriter, r *http.Request, status boo
 		return
 	}
 	_, leader := s.raft.Leader()
-	writeJSON(w, http.StatusOK, clusterStatus{ClusterID: s.raft.ClusterID(), Node: s.raft.ID(), Leader: leader, Members: ms})
+	writeJSON(w, http.StatusOK, ClusterStatus{ClusterID: s.raft.ClusterID(), Node: s.raft.ID(), Leader: leader, Members: apiMembers(ms)})
 }
 
 type nodeRequest struct {

@@ -1,10 +1,8 @@
 package server_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -172,6 +170,58 @@ func (tf *tenantFixture) objectOf(pattern string) string {
 	return tf.job
 }
 
+// secrets returns what no answer to another tenant's key may show: the
+// tenant's ID, its job's and worker's, its users and its keys' IDs.
+func (f *tenantFixture) secrets() []string {
+	out := []string{f.id, f.job, f.worker, f.workerToken, f.user, f.key, f.invite}
+	for r, tok := range f.keys {
+		out = append(out, string(r)+"@"+f.id, keyID(tok))
+	}
+	return out
+}
+
+// keyID returns the ID of an API key (ffk_<id>_<secret>).
+func keyID(tok string) string {
+	parts := strings.SplitN(tok, "_", 3)
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[1]
+}
+
+// matrixPath returns the path a matrix probe of pattern uses on tenant
+// fixture tf: its object for {id}, and ?tenant= naming the other tenant
+// on a route without one.
+func matrixPath(pattern string, tf, other *tenantFixture) string {
+	path := strings.ReplaceAll(pattern, "{id}", tf.objectOf(pattern))
+	if !strings.Contains(pattern, "{id}") && tf == other {
+		path += "?tenant=" + other.id
+	}
+	return path
+}
+
+// ghostID returns an ID of the same form as id that names nothing: its
+// last letter or digit changed. A refusal to see another tenant's object
+// must read exactly as the answer for a ghost, so that it tells nothing
+// about the object, not even that it exists.
+func ghostID(id string) string {
+	b := []byte(id)
+	for i := len(b) - 1; i >= 0; i-- {
+		switch c := b[i]; {
+		case c >= '0' && c <= '9':
+			b[i] = '0' + (c-'0'+1)%10
+		case c >= 'a' && c <= 'f':
+			b[i] = 'a' + (c-'a'+1)%6
+		case c >= 'g' && c <= 'z':
+			b[i] = 'g' + (c-'g'+1)%20
+		default:
+			continue
+		}
+		return string(b)
+	}
+	return id + "0"
+}
+
 // TestIsolationMatrix runs every route × every role × own and other
 // tenant against a real single-node cluster, and checks that no answer
 // to a tenant's key shows another tenant's data.
@@ -226,6 +276,7 @@ func TestIsolationMatrix(t *testing.T) {
 	if _, err := e.node.Apply(ctx, &fsm.RegisterWorker{Worker: shared, At: now}); err != nil {
 		t.Fatal(err)
 	}
+	heartbeat(t, e, own.worker, other.worker, shared.ID)
 
 	routes := e.srv.RouteKeys()
 	for _, rk := range routes {
@@ -246,12 +297,9 @@ func TestIsolationMatrix(t *testing.T) {
 			for side, tf := range []*tenantFixture{own, other} {
 				want := isolationMatrix[rk][ri][side]
 				method, pattern, _ := strings.Cut(rk, " ")
-				path := strings.ReplaceAll(pattern, "{id}", tf.objectOf(pattern))
+				path := matrixPath(pattern, tf, other)
 				if rk == "DELETE /v1/tenants/{id}" {
 					path = "/v1/tenants/no-such-tenant"
-				}
-				if !strings.Contains(pattern, "{id}") && tf == other {
-					path += "?tenant=" + other.id
 				}
 				status, ctype, body := probe(t, e.url, own.keys[role], method, path, matrixBodies[rk])
 				name := string(role) + " " + method + " " + path
@@ -265,7 +313,28 @@ func TestIsolationMatrix(t *testing.T) {
 						t.Errorf("%s: status %d %q, want %d %s", name, status, body, want.status, want.code)
 					}
 				}
-				if role == fsm.RoleSuperAdmin || strings.HasPrefix(ctype, "application/vnd.oai") || rk == "GET /v1/openapi.json" {
+				if rk == "GET /v1/openapi.json" {
+					continue
+				}
+				// No answer, to any role, shows a hash, a host path, a
+				// create_index or an incarnation.
+				for _, payload := range answerPayloads(ctype, body) {
+					for _, v := range server.FindInternals(payload, documentedInternals[rk], e.dataDir) {
+						t.Errorf("%s: %s", name, v)
+					}
+				}
+				// A refusal to see the other tenant's object is the
+				// answer for an object that does not exist.
+				if side == 1 && want.status == http.StatusNotFound && strings.Contains(pattern, "{id}") {
+					real := strings.TrimPrefix(path, strings.Split(pattern, "{id}")[0])
+					real, _, _ = strings.Cut(real, "/")
+					ghost := ghostID(real)
+					gs, _, gbody := probe(t, e.url, own.keys[role], method, strings.Replace(path, real, ghost, 1), matrixBodies[rk])
+					if gs != status || strings.ReplaceAll(gbody, ghost, real) != body {
+						t.Errorf("%s: the refusal %d %s differs from the answer for an object that does not exist: %d %s", name, status, body, gs, gbody)
+					}
+				}
+				if role == fsm.RoleSuperAdmin || strings.HasPrefix(ctype, "application/vnd.oai") {
 					continue
 				}
 				if rk == "GET /v1/audit" && want == ok {
@@ -292,9 +361,9 @@ func TestIsolationMatrix(t *testing.T) {
 					continue
 				}
 				// Nothing a tenant's key is answered shows the other
-				// tenant: not its name, its jobs or its workers, except
-				// the ID the request itself named.
-				for _, secret := range []string{other.id, other.job, other.worker, other.workerToken, other.user, other.key, other.invite} {
+				// tenant: not its name, its jobs, its workers, its users or
+				// its keys, except the ID the request itself named.
+				for _, secret := range other.secrets() {
 					if secret != "" && strings.Contains(body, secret) && !strings.Contains(path, secret) {
 						t.Errorf("%s: the answer shows %q of tenant %s: %s", name, secret, other.id, body)
 					}
@@ -374,38 +443,13 @@ func TestIsolationMatrix(t *testing.T) {
 	if resp := e.doKey(own.keys[fsm.RoleSuperAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != "" {
 		t.Errorf("super-admin creates a worker token: %d %+v, want the shared pool", resp.StatusCode, created.WorkerToken)
 	}
+	checkCrossTenantLeaks(t, e, roles, routes, own, other)
 }
 
 // probe sends one request with key and returns its status, content type
 // and body (for an event stream, its first event only).
 func probe(t *testing.T, base, key, method, path, body string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	ctype := resp.Header.Get("Content-Type")
-	if strings.HasPrefix(ctype, "text/event-stream") {
-		var ev strings.Builder
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() && sc.Text() != "" {
-			ev.WriteString(sc.Text() + "\n")
-		}
-		return resp.StatusCode, ctype, ev.String()
-	}
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return resp.StatusCode, ctype, string(data)
+	status, ctype, b := probeEvents(t, base, key, method, path, body, 1)
+	return status, ctype, string(b)
 }

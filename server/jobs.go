@@ -78,7 +78,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	setIndex(w, j.ModifyIndex)
-	writeJSON(w, http.StatusCreated, j)
+	writeJSON(w, http.StatusCreated, apiJob(j))
 }
 
 // refuseZeroFPS refuses a spec that sets a frame rate of 0 (job-wide or
@@ -157,7 +157,7 @@ func (s *Server) answerReplay(w http.ResponseWriter, r *http.Request, j *fsm.Job
 	}
 	w.Header().Set("Location", "/v1/jobs/"+j.ID)
 	setIndex(w, j.ModifyIndex)
-	writeJSON(w, http.StatusOK, j)
+	writeJSON(w, http.StatusOK, apiJob(j))
 }
 
 // submit compiles spec and proposes it as a new job of tenant, with the
@@ -252,14 +252,14 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		}
 		if j.ModifyIndex > after || after == 0 {
 			setIndex(w, index)
-			writeJSON(w, http.StatusOK, j)
+			writeJSON(w, http.StatusOK, apiJob(j))
 			return
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			setIndex(w, index)
-			writeJSON(w, http.StatusOK, j)
+			writeJSON(w, http.StatusOK, apiJob(j))
 			return
 		}
 	}
@@ -317,7 +317,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setIndex(w, index)
-	writeJSON(w, http.StatusOK, page)
+	writeJSON(w, http.StatusOK, apiJobPage(page))
 }
 
 // storeRead makes a read of the store for r, consistent if r asks, bounded
@@ -366,7 +366,7 @@ func (s *Server) jobCommand(mk func(id string, at time.Time) fsm.Command) http.H
 		}
 		j = resp.(*fsm.Job)
 		setIndex(w, j.ModifyIndex)
-		writeJSON(w, http.StatusOK, j)
+		writeJSON(w, http.StatusOK, apiJob(j))
 	}
 }
 
@@ -401,7 +401,7 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/jobs/"+nj.ID)
 	setIndex(w, nj.ModifyIndex)
-	writeJSON(w, http.StatusCreated, nj)
+	writeJSON(w, http.StatusCreated, apiJob(nj))
 }
 
 // jobLogs returns ffmpeg's stderr tail: live from the worker while the
@@ -426,7 +426,8 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 // jobEvents streams the job as Server-Sent Events: a "job" event with the
-// whole job every time it changes (state or progress), until it finishes.
+// whole job (as GET /v1/jobs/{id} answers it) every time it changes (state
+// or progress), until it finishes.
 func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	j, err := s.scopedJob(r)
 	if err != nil {
@@ -443,7 +444,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	send := func(j *fsm.Job) error {
-		b, err := json.Marshal(j)
+		b, err := json.Marshal(apiJob(j))
 		if err != nil {
 			return err
 		}

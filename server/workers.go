@@ -8,12 +8,6 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// WorkerView is a worker as the API shows it, with its current load.
-type WorkerView struct {
-	*fsm.Worker
-	ActiveJobs int `json:"active_jobs"`
-}
-
 // listWorkers returns the workers of the tenant the request acts on and
 // the shared pool (every worker for a super-admin who names none), each
 // one that the authorizer lets the caller see.
@@ -24,15 +18,15 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	index := s.fsm.Index()
-	out := []WorkerView{}
+	out := WorkerList{Workers: []Worker{}}
 	for _, wk := range s.fsm.Workers(tenant) {
 		if !visibleWorker(p, wk) {
 			continue
 		}
-		out = append(out, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+		out.Workers = append(out.Workers, s.apiWorker(p, wk))
 	}
 	setIndex(w, index)
-	writeJSON(w, http.StatusOK, map[string]any{"workers": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
@@ -50,7 +44,24 @@ func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setIndex(w, wk.ModifyIndex)
-	writeJSON(w, http.StatusOK, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+	writeJSON(w, http.StatusOK, s.apiWorker(principalOf(r), wk))
+}
+
+// apiWorker converts a worker for p. A worker of the shared pool runs
+// every tenant's jobs: its load, for anyone but a super-admin, counts
+// only the jobs of p's own tenant, so that no tenant learns how busy
+// another is.
+func (s *Server) apiWorker(p *Principal, wk *fsm.Worker) Worker {
+	if wk.TenantID != "" || p == nil || p.Role == fsm.RoleSuperAdmin {
+		return apiWorker(wk, s.fsm.WorkerLoad(wk.ID))
+	}
+	n := 0
+	for _, j := range s.fsm.WorkerJobs(wk.ID) {
+		if j.TenantID == p.TenantID {
+			n++
+		}
+	}
+	return apiWorker(wk, n)
 }
 
 // WorkerService is the node's side of the worker protocol: a worker
@@ -174,6 +185,6 @@ func (s *Server) drainWorker(drain bool) http.HandlerFunc {
 		}
 		wk = resp.(*fsm.Worker)
 		setIndex(w, wk.ModifyIndex)
-		writeJSON(w, http.StatusOK, WorkerView{Worker: wk, ActiveJobs: s.fsm.WorkerLoad(wk.ID)})
+		writeJSON(w, http.StatusOK, s.apiWorker(principalOf(r), wk))
 	}
 }

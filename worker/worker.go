@@ -662,18 +662,23 @@ func (w *Worker) endFenced(wctx context.Context, a *attempt, run *Run, cause err
 // (nil) or refuses it for good (an *fsm.Error), or ctx ends. The log and
 // the error message are made printable and free of host paths first.
 func (w *Worker) finish(ctx context.Context, c *fsm.FinishJob) error {
-	c.Log = printable(c.Log, true, fsm.MaxLogLen)
+	c.Log = printable(w.noHostPaths(c.Log), true, fsm.MaxLogLen)
 	if c.Error != nil {
 		e := *c.Error
-		// No host paths: the media root, as configured and as resolved
-		// (the files' real parents), reads as <media>.
-		for _, root := range mediaRoots(w.cfg.MediaRoot) {
-			e.Message = strings.ReplaceAll(e.Message, root, "<media>")
-		}
-		e.Message = printable(e.Message, false, fsm.MaxTextLen)
+		e.Message = printable(w.noHostPaths(e.Message), false, fsm.MaxTextLen)
 		c.Error = &e
 	}
 	return retry(ctx, w.log, "finish report", func(ctx context.Context) error { return w.cfg.Control.Finish(ctx, c) })
+}
+
+// noHostPaths returns s with the media root, as configured and as
+// resolved (the files' real parents), written as <media>: ffmpeg names
+// the files it opens, and the cluster must not learn this host's paths.
+func (w *Worker) noHostPaths(s string) string {
+	for _, root := range mediaRoots(w.cfg.MediaRoot) {
+		s = strings.ReplaceAll(s, root, "<media>")
+	}
+	return s
 }
 
 // mediaRoots returns the absolute and the symlink-resolved form of a
@@ -785,7 +790,7 @@ func (w *Worker) JobLog(ctx context.Context, workerID, jobID string) (string, er
 	if a.run == nil {
 		return "", nil
 	}
-	return a.run.Log(), nil
+	return w.noHostPaths(a.run.Log()), nil
 }
 
 // stopAll stops every attempt and waits for them.
