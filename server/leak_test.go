@@ -17,9 +17,15 @@ import (
 
 // documentedInternals lists, by route, the JSON keys that server.FindInternals
 // would refuse but that the route documents on purpose (in openapi.json and
-// docs/api.md). Empty: no route shows a hash, a host path, a create_index or
-// a worker's incarnation.
-var documentedInternals = map[string][]string{}
+// docs/api.md). The audit routes show each record's chain hash (an HMAC,
+// not a secret's hash): it is what an operator keeps to check the chain
+// later (`ffrtmp audit verify --head`). A new worker token comes with the
+// cluster CA's fingerprint, which a worker pins (public, not a secret).
+var documentedInternals = map[string][]string{
+	"POST /v1/workers/tokens": {"ca_hash"},
+	"GET /v1/audit":           {"hash", "prev_hash"},
+	"GET /v1/audit/verify":    {"hash"},
+}
 
 // notProbedForInternals are the routes TestResponsesCarryNoInternals does
 // not call, and why. Every other route is called; the isolation matrix
