@@ -60,3 +60,65 @@ func TestLegacyImportKeepsIDs(t *testing.T) {
 		t.Errorf("jobs get of a malformed ID = %v, want it refused as malformed", err)
 	}
 }
+
+// TestUpgradePath runs the upgrade path of docs/migration.md verbatim: a
+// legacy master.db imported into PostgreSQL with no --tenant (its jobs go
+// to tenant default), three servers started on the database, cluster
+// init, then `tenants create --name default --migrate-existing` (twice:
+// it is idempotent), `users create --email admin@example.com --role
+// admin` and `users create-key --user admin@example.com`, each through
+// another node. The new tenant admin's key then lists every imported job.
+func TestUpgradePath(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	master, legacy := importertest.LegacyDB(t, "v2", 12)
+	c := newTestCluster(t, 3)
+	c.mustCLI("migrate", "--from", "sqlite://"+master, "--to", dbURL)
+	for _, s := range c.nodes {
+		s.args = append(s.args, "--store", dbURL)
+	}
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", c.addrs(c.nodes[0]), "--cluster-key-file", c.keyFile)
+
+	via := func(i int, args ...string) string {
+		t.Helper()
+		out, err := c.cliEnv([]string{"FFRTMP_ADDR=" + c.addrs(c.nodes[i%3])}, args...)
+		if err != nil {
+			t.Fatalf("ffrtmp %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	for i := range 2 {
+		via(i, "tenants", "create", "--name", "default", "--migrate-existing")
+	}
+	out := via(1, "users", "create", "--email", "admin@example.com", "--role", "admin")
+	if !strings.Contains(out, "tenant_admin") || !strings.Contains(out, "default") {
+		t.Fatalf("users create printed %q", out)
+	}
+	key := secretLine(t, via(2, "users", "create-key", "--user", "admin@example.com"), "ffk_")
+
+	var page struct {
+		Jobs []struct {
+			ID       string `json:"id"`
+			TenantID string `json:"tenant_id"`
+		} `json:"jobs"`
+	}
+	out, err := c.cliEnv([]string{"FFRTMP_ADDR=" + c.addrs(c.nodes[2]), "FFRTMP_API_KEY=" + key}, "jobs", "list", "--limit", "100", "-o", "json")
+	if err != nil {
+		t.Fatalf("jobs list with the new admin's key: %v", err)
+	}
+	if err := json.Unmarshal([]byte(out), &page); err != nil {
+		t.Fatalf("jobs list: %v\n%s", err, out)
+	}
+	got := map[string]bool{}
+	for _, j := range page.Jobs {
+		if j.TenantID != "default" {
+			t.Errorf("job %s of tenant %q, want default", j.ID, j.TenantID)
+		}
+		got[j.ID] = true
+	}
+	for _, l := range legacy {
+		if !got[l.ID] {
+			t.Errorf("the new admin does not see imported job %s", l.ID)
+		}
+	}
+}

@@ -31,11 +31,11 @@ func migrateCommand() *cli.Command {
 		Usage: "apply PostgreSQL schema migrations, or import a bolt store or a legacy ffmpeg-rtmp master.db into PostgreSQL",
 		UsageText: "ffrtmp migrate up|status --store postgres://…\n" +
 			"ffrtmp migrate --from bolt:///path/state.db --to postgres://… [--dry-run]\n" +
-			"ffrtmp migrate --from sqlite:///path/master.db --to postgres://… --tenant T [--dry-run]",
+			"ffrtmp migrate --from sqlite:///path/master.db --to postgres://… [--tenant T] [--dry-run]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Usage: "source: bolt:///path/state.db (a stopped node's state file) or sqlite:///path/master.db (ffmpeg-rtmp)"},
 			&cli.StringFlag{Name: "to", Usage: "target PostgreSQL URL (default $FFRTMP_STORE, else the file named by $FFRTMP_STORE_FILE)"},
-			&cli.StringFlag{Name: "tenant", Usage: "tenant that receives a master.db's jobs (created if missing)"},
+			&cli.StringFlag{Name: "tenant", Usage: "tenant that receives a master.db's jobs (created if missing; default \"default\")"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "read both sides and print what would be done, failing as the import would; write nothing"},
 		},
 		Action: func(c *cli.Context) error {

@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ type Config struct {
 	From string
 	// To is the target postgres:// URL.
 	To string
-	// Tenant receives a master.db's jobs; it is created if missing.
+	// Tenant receives a master.db's jobs (DefaultTenant if empty); it is
+	// created if missing.
 	Tenant string
 	// DryRun reads both sides and writes nothing; it fails as the real
 	// run would.
@@ -319,24 +321,27 @@ func readSource(ctx context.Context, cfg Config) (*source, error) {
 		}
 		return readBolt(ctx, path, cfg.Now())
 	case strings.HasPrefix(cfg.From, "sqlite://"):
-		if err := validTenant(cfg.Tenant); err != nil {
+		tenant := cmp.Or(cfg.Tenant, DefaultTenant)
+		if err := validTenant(tenant); err != nil {
 			return nil, err
 		}
 		path := strings.TrimPrefix(cfg.From, "sqlite://")
 		if path == "" {
 			return nil, errors.New("want --from sqlite:///path/to/master.db")
 		}
-		return readLegacy(ctx, path, cfg.Tenant, cfg.Now())
+		return readLegacy(ctx, path, tenant, cfg.Now())
 	}
 	return nil, fmt.Errorf("--from %q: want bolt:///path/state.db or sqlite:///path/master.db", cfg.From)
 }
 
 var tenantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
+// DefaultTenant receives a master.db's jobs when no --tenant is named:
+// the tenant every installation starts with (cluster init and dev mode
+// make it), so that the upgrade path's first step finds them there.
+const DefaultTenant = "default"
+
 func validTenant(t string) error {
-	if t == "" {
-		return errors.New("--tenant is required for a sqlite:// source: the tenant that receives its jobs")
-	}
 	if !tenantRE.MatchString(t) {
 		return fmt.Errorf("--tenant %q: use lower-case letters, digits, '-' and '_' (at most 63)", t)
 	}
