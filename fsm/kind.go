@@ -6,15 +6,16 @@ import (
 	"reflect"
 )
 
-// The kind registry. Every kind of replicated object (tenant, API key,
-// worker, job) is described once, by a Kind in Kinds, and everything that
+// The kind registry. Every kind of replicated object (tenant, user, API
+// key, invitation, worker token, worker, job, audit record) is described
+// once, by a Kind in Kinds, and everything that
 // handles objects without caring what they are goes through it: the FSM's
 // batch of changed objects, both stores' Commit, Load, snapshot checks and
 // import, and the forwarding of apply responses between nodes. Adding a
 // kind is its type (embedding Meta, with an ObjectID method), a
 // field in State and Batch, one define call here, its commands (see
-// commandTypes), and for PostgreSQL its table's migration and a field in
-// postgres.Counts; bolt creates the bucket itself.
+// commandTypes), and for PostgreSQL its table's migration and typed
+// columns (store/postgres/rows.go); bolt creates the bucket itself.
 //
 // State and Batch keep a typed field per kind rather than a map of
 // untyped objects: the FSM, the importer and the tests read them as

@@ -363,8 +363,8 @@ func TestLegacyWALIsRead(t *testing.T) {
 	}
 	before := stateOf(t, crashed)
 	rep, _ := runImport(t, Config{From: "sqlite://" + crashed, To: url, Tenant: "acme"})
-	if rep.Counts.Jobs.Total != len(legacy)+1 {
-		t.Errorf("imported %d jobs, want %d: the row in the WAL is missing", rep.Counts.Jobs.Total, len(legacy)+1)
+	if rep.Counts.Table("jobs").Total != len(legacy)+1 {
+		t.Errorf("imported %d jobs, want %d: the row in the WAL is missing", rep.Counts.Table("jobs").Total, len(legacy)+1)
 	}
 	if _, err := pgtest.OpenURL(t, url, postgres.Options{}).GetJob(mctx, "in-the-wal"); err != nil {
 		t.Errorf("the job in the WAL: %v", err)

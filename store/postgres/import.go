@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,34 +27,22 @@ type Count struct {
 	Existing int
 }
 
-// Counts are a batch's Count per table.
-type Counts struct {
-	Tenants, Users, Keys, Invitations, WorkerTokens, Workers, Jobs, Audit Count
-}
+// Counts are a batch's Count per table, by table name (one of Tables):
+// a new kind needs nothing here. The zero value is empty.
+type Counts struct{ tables map[string]*Count }
 
-// Table returns the count of a table by name ("tenants", "users",
-// "api_keys", "invitations", "worker_tokens", "workers", "jobs" or
-// "audit_records").
+// Table returns the count of table name, one of Tables.
 func (c *Counts) Table(name string) *Count {
-	switch name {
-	case "tenants":
-		return &c.Tenants
-	case "users":
-		return &c.Users
-	case "api_keys":
-		return &c.Keys
-	case "invitations":
-		return &c.Invitations
-	case "worker_tokens":
-		return &c.WorkerTokens
-	case "workers":
-		return &c.Workers
-	case "jobs":
-		return &c.Jobs
-	case "audit_records":
-		return &c.Audit
+	if !slices.Contains(Tables, name) {
+		panic("postgres: unknown table " + name)
 	}
-	panic("postgres: unknown table " + name)
+	if c.tables[name] == nil {
+		if c.tables == nil {
+			c.tables = map[string]*Count{}
+		}
+		c.tables[name] = &Count{}
+	}
+	return c.tables[name]
 }
 
 // Tables lists the tables in the order Import writes them: those of

@@ -42,14 +42,14 @@ func TestImportAllOrNothing(t *testing.T) {
 	}
 
 	c, err := st.Import(ctx, importBatches(fsm.JobQueued), postgres.ImportOptions{DryRun: true})
-	if err != nil || c.Tenants.Total != 1 || c.Jobs.Total != 4 || c.Jobs.Existing != 0 {
+	if err != nil || c.Table("tenants").Total != 1 || c.Table("jobs").Total != 4 || c.Table("jobs").Existing != 0 {
 		t.Fatalf("dry run = %+v, %v; want 1 tenant and 4 jobs to insert", c, err)
 	}
 	if s, err := st.Load(ctx); err != nil || len(s.Tenants) != 0 || len(s.Jobs) != 0 {
 		t.Fatalf("after a dry run: %d tenants, %d jobs (%v); want none", len(s.Tenants), len(s.Jobs), err)
 	}
 
-	if c, err = st.Import(ctx, importBatches(fsm.JobQueued), postgres.ImportOptions{}); err != nil || c.Jobs.Total != 4 || c.Jobs.Existing != 0 {
+	if c, err = st.Import(ctx, importBatches(fsm.JobQueued), postgres.ImportOptions{}); err != nil || c.Table("jobs").Total != 4 || c.Table("jobs").Existing != 0 {
 		t.Fatalf("Import = %+v, %v", c, err)
 	}
 	if s, err := st.Load(ctx); err != nil || len(s.Tenants) != 1 || len(s.Jobs) != 4 {
