@@ -54,6 +54,52 @@ func usersCommand() *cli.Command {
 			userAction("disable", "disable a user: all its keys stop working at once", ptr(true)),
 			userAction("enable", "enable a disabled user", ptr(false)),
 			{
+				Name:      "set-role",
+				Usage:     "change a user's role (within your own; never your own role)",
+				ArgsUsage: "ID-or-EMAIL ROLE",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return fmt.Errorf("set-role takes a user ID or email and a role")
+					}
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					return SetRole(c.Context, client, out, c.Args().Get(0), c.Args().Get(1))
+				},
+			},
+			{
+				Name:  "invitations",
+				Usage: "list the tenant's invitations and their state",
+				Action: func(c *cli.Context) error {
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					return ListInvitations(c.Context, client, out)
+				},
+			},
+			{
+				Name:      "revoke-invite",
+				Usage:     "revoke an invitation that was not used yet",
+				ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return fmt.Errorf("revoke-invite takes one invitation ID")
+					}
+					client, _, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					id := c.Args().First()
+					if err := client.do(c.Context, "DELETE", "/v1/invitations/"+url.PathEscape(id), nil, nil, nil); err != nil {
+						return err
+					}
+					fmt.Fprintf(envOf(c).Stderr, "invitation %s revoked\n", cell(id))
+					return nil
+				},
+			},
+			{
 				Name:  "create-key",
 				Usage: "create an API key for a user and print it once",
 				Flags: []cli.Flag{
@@ -172,6 +218,35 @@ func UserAction(ctx context.Context, c *Client, out Output, ref string, disabled
 		return err
 	}
 	return printUser(out, &u)
+}
+
+// SetRole changes the role of the user ref names.
+func SetRole(ctx context.Context, c *Client, out Output, ref, role string) error {
+	var u server.UserView
+	if err := c.do(ctx, "PATCH", userPath(ref), nil, server.UpdateUserRequest{Role: role}, &u); err != nil {
+		return err
+	}
+	return printUser(out, &u)
+}
+
+// ListInvitations prints the invitations the caller may see.
+func ListInvitations(ctx context.Context, c *Client, out Output) error {
+	var r struct {
+		Invitations []server.InvitationView `json:"invitations"`
+	}
+	if err := c.do(ctx, "GET", "/v1/invitations", nil, nil, &r); err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, r.Invitations)
+	}
+	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEMAIL\tTENANT\tROLE\tSTATE\tEXPIRES")
+	for _, inv := range r.Invitations {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(inv.ID), cell(inv.Email), cell(inv.TenantID), cell(string(inv.Role)),
+			cell(inv.State), inv.ExpiresAt.Local().Format(time.RFC3339))
+	}
+	return tw.Flush()
 }
 
 func printUser(out Output, u *server.UserView) error {

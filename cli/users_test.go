@@ -163,3 +163,41 @@ func TestCLIInvitationAndKeys(t *testing.T) {
 		t.Errorf("key after enable: %v", err)
 	}
 }
+
+// TestCLIInvitationRevokeAndRole lists invitations, revokes one so that
+// accepting it fails, and changes a user's role.
+func TestCLIInvitationRevokeAndRole(t *testing.T) {
+	e := startAPINode(t)
+	out, err := e.run(e.admin, nil, "users", "invite", "--email", "pia@example.com", "--role", "viewer")
+	if err != nil {
+		t.Fatalf("invite: %v", err)
+	}
+	token := firstLine(t, out)
+	var invs []server.InvitationView
+	e.mustJSON(e.admin, nil, &invs, "users", "invitations", "-o", "json")
+	if len(invs) != 1 || invs[0].Email != "pia@example.com" || invs[0].State != "pending" {
+		t.Fatalf("invitations = %+v, want pia's, pending", invs)
+	}
+	if _, err := e.run(e.admin, nil, "users", "revoke-invite", invs[0].ID); err != nil {
+		t.Fatalf("revoke-invite: %v", err)
+	}
+	e.mustJSON(e.admin, nil, &invs, "users", "invitations", "-o", "json")
+	if len(invs) != 1 || invs[0].State != "revoked" {
+		t.Errorf("after revoke-invite: %+v, want revoked", invs)
+	}
+	if _, err := e.run("", nil, "users", "accept-invite", token); err == nil || !strings.Contains(err.Error(), "invitation_revoked") {
+		t.Errorf("accepting a revoked invitation: %v, want invitation_revoked", err)
+	}
+
+	if _, err := e.run(e.admin, nil, "users", "create", "--email", "raj@example.com", "--role", "viewer"); err != nil {
+		t.Fatal(err)
+	}
+	var u server.UserView
+	e.mustJSON(e.admin, nil, &u, "users", "set-role", "raj@example.com", "operator", "-o", "json")
+	if u.Role != fsm.RoleOperator {
+		t.Errorf("set-role: role %s, want operator", u.Role)
+	}
+	if _, err := e.run(e.admin, nil, "users", "set-role", "raj@example.com", "emperor"); err == nil || !strings.Contains(err.Error(), "invalid_argument") {
+		t.Errorf("set-role to an unknown role: %v, want invalid_argument", err)
+	}
+}
