@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -33,7 +34,8 @@ func BenchmarkClusterSubmit(b *testing.B) {
 			for _, conc := range []int{1, 16, 64} {
 				b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 					var out bytes.Buffer
-					if err := cli.BenchSubmit(context.Background(), client, &out, 2000, conc, true); err != nil {
+					cfg := cli.SubmitBench{Jobs: 2000, Concurrency: conc, Keep: true, Baseline: true}
+					if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
 						b.Fatal(err)
 					}
 					b.Log("\n" + out.String())
