@@ -58,6 +58,7 @@ type Sim struct {
 	mu       sync.Mutex
 	attempts map[string]*simAttempt // by job ID
 	ran      map[string]int         // last attempt run or reported here, by job ID
+	latest   []*fsm.Job             // the last assignment list
 	wg       sync.WaitGroup
 	rejoined atomic.Bool
 }
@@ -192,6 +193,12 @@ func (s *Sim) heartbeat(ctx context.Context) error {
 func (s *Sim) reconcile(ctx context.Context, jobs []*fsm.Job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.latest = jobs
+	s.reconcileLocked(ctx)
+}
+
+func (s *Sim) reconcileLocked(ctx context.Context) {
+	jobs := s.latest
 	want := make(map[string]*fsm.Job, len(jobs))
 	for _, j := range jobs {
 		want[j.ID] = j
@@ -237,10 +244,14 @@ func (s *Sim) start(ctx context.Context, j *fsm.Job) {
 		defer cancel()
 		s.runAttempt(actx, ctx, j)
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		if s.attempts[j.ID] == a {
 			delete(s.attempts, j.ID)
 		}
-		s.mu.Unlock()
+		// A newer attempt of this job may be waiting for this one to end.
+		if ctx.Err() == nil {
+			s.reconcileLocked(ctx)
+		}
 	}()
 }
 
