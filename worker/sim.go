@@ -217,6 +217,9 @@ func (s *Sim) reconcileLocked(ctx context.Context) {
 		_, running := s.attempts[j.ID]
 		switch {
 		case running, j.Attempt <= s.ran[j.ID]:
+			// Runs here, or already ran (its report is on its way), or
+			// an older attempt is stopping and this one starts when it
+			// has (see start).
 		case j.State == fsm.JobAssigned:
 			s.start(ctx, j)
 		default:
