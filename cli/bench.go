@@ -221,6 +221,9 @@ func BenchSubmit(ctx context.Context, clients []*Client, cfg SubmitBench, out Ou
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if progress == nil {
+		progress = io.Discard
+	}
 	if cfg.Spec == nil {
 		cfg.Spec = DefaultBenchSpec()
 	}

@@ -179,6 +179,9 @@ func BenchWorkers(ctx context.Context, cfg WorkersBench, out Output, progress io
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if progress == nil {
+		progress = io.Discard
+	}
 	conf, err := cluster.WorkerTLS(cfg.CAHash)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
