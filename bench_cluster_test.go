@@ -4,12 +4,20 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 )
 
 // These benchmarks run real server processes on 127.0.0.N and report
@@ -25,15 +33,12 @@ import (
 func BenchmarkClusterSubmit(b *testing.B) {
 	for _, size := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
-			c := newBenchCluster(b, size)
-			client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-			if err != nil {
-				b.Fatal(err)
-			}
+			_, client := newBenchCluster(b, size)
 			for _, conc := range []int{1, 16, 64} {
 				b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 					var out bytes.Buffer
-					if err := cli.BenchSubmit(context.Background(), client, &out, 2000, conc, true); err != nil {
+					cfg := cli.SubmitBench{Jobs: 2000, Concurrency: conc, Keep: true, Baseline: true}
+					if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
 						b.Fatal(err)
 					}
 					b.Log("\n" + out.String())
@@ -48,11 +53,7 @@ func BenchmarkClusterSubmit(b *testing.B) {
 // (retried by the client across the surviving nodes) succeeds again; the
 // killed node is restarted and caught up between rounds.
 func BenchmarkClusterFailover(b *testing.B) {
-	c := newBenchCluster(b, 3)
-	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
-	if err != nil {
-		b.Fatal(err)
-	}
+	c, client := newBenchCluster(b, 3)
 	spec := &fsm.JobSpec{Scenario: "240p30-h264", Queue: fsm.QueueBatch,
 		Input: fsm.Input{URL: "testsrc://?duration=1"}, Outputs: []fsm.Output{{URL: "file:///failover.mp4"}}}
 	var times []time.Duration
@@ -74,12 +75,139 @@ func BenchmarkClusterFailover(b *testing.B) {
 	b.Logf("failover times: %v", times)
 }
 
-// newBenchCluster starts size servers and initializes the cluster.
-func newBenchCluster(b *testing.B, size int) *testCluster {
+// newBenchCluster starts size servers, initializes the cluster and
+// returns it with a client that knows every node.
+func newBenchCluster(b *testing.B, size int) (*testCluster, *cli.Client) {
 	b.Helper()
 	raceBinary = false // measure the binary users run
 	c := newTestCluster(b, size)
 	c.startAll()
 	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
-	return c
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, client
+}
+
+// BenchmarkClusterWorkers is the plan's first load test (jobs through
+// many workers) at the size this machine allows: FFRTMP_BENCH_JOBS jobs
+// (default 10,000) of one second each through FFRTMP_BENCH_WORKERS
+// simulated workers (default 100, 2 slots each), run by `ffrtmp bench
+// workers` in a process of its own with a worker token each, while
+// `ffrtmp bench submit`'s load generator submits every job from 64
+// clients round robin over the nodes. It runs on one node (the same-run
+// baseline) and on three, and reports the wall time from the first
+// submit until the last job finished, placements per second (jobs over
+// the time from the first to the last assignment), and submit → running
+// p50/p99 (submitted_at to started_at, as the servers stamped them).
+func BenchmarkClusterWorkers(b *testing.B) {
+	jobs, workers := benchEnvInt(b, "FFRTMP_BENCH_JOBS", 10000), benchEnvInt(b, "FFRTMP_BENCH_WORKERS", 100)
+	for _, size := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
+			c, client := newBenchCluster(b, size)
+			wlog, wout := &syncBuffer{}, &syncBuffer{}
+			sim := exec.Command(binary(b), "--addr", c.addrs(c.nodes...), "bench", "workers", "--count", fmt.Sprint(workers),
+				"--slots", "2", "--tokens-create", "-o", "json")
+			sim.Env, sim.Stdout, sim.Stderr = c.env, wout, wlog
+			if err := sim.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				if sim.ProcessState == nil {
+					sim.Process.Signal(syscall.SIGTERM)
+					sim.Wait()
+				}
+				b.Logf("bench workers:\n%s\n%s", lastLines(wlog.String(), 3), wout.String())
+			})
+			waitWorkers(b, client, workers)
+			var out bytes.Buffer
+			cfg := cli.SubmitBench{Jobs: jobs, Concurrency: 64, Keep: true}
+			if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
+				b.Fatal(err)
+			}
+			b.Log("\n" + out.String())
+			ctx := context.Background()
+			deadline := time.Now().Add(30 * time.Minute)
+			for {
+				page, err := client.ListJobs(ctx, url.Values{"state": {"queued,assigned,running"}, "limit": {"1"}, "consistent": {"true"}})
+				if err == nil && len(page.Jobs) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("jobs still active after 30 minutes (%v)", err)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			var all []server.Job
+			q := url.Values{"limit": {"1000"}, "consistent": {"true"}}
+			for {
+				page, err := client.ListJobs(ctx, q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				all = append(all, page.Jobs...)
+				if page.Next == "" {
+					break
+				}
+				q.Set("after", page.Next)
+			}
+			var firstSubmit, firstAssign, lastAssign, lastFinish time.Time
+			var wait []time.Duration
+			succeeded := 0
+			for _, j := range all {
+				if j.State == fsm.JobSucceeded {
+					succeeded++
+				}
+				wait = append(wait, j.StartedAt.Sub(j.SubmittedAt))
+				if firstSubmit.IsZero() || j.SubmittedAt.Before(firstSubmit) {
+					firstSubmit = j.SubmittedAt
+				}
+				if firstAssign.IsZero() || j.AssignedAt.Before(firstAssign) {
+					firstAssign = j.AssignedAt
+				}
+				if j.AssignedAt.After(lastAssign) {
+					lastAssign = j.AssignedAt
+				}
+				if j.FinishedAt.After(lastFinish) {
+					lastFinish = j.FinishedAt
+				}
+			}
+			if len(all) != jobs || succeeded != jobs {
+				b.Fatalf("%d jobs, %d succeeded; want %d", len(all), succeeded, jobs)
+			}
+			slices.Sort(wait)
+			wall := lastFinish.Sub(firstSubmit)
+			placements := float64(jobs) / lastAssign.Sub(firstAssign).Seconds()
+			p50, p99 := wait[(len(wait)-1)/2], wait[(len(wait)*99+99)/100-1]
+			b.ReportMetric(wall.Seconds(), "wall-s")
+			b.ReportMetric(placements, "placements/s")
+			b.ReportMetric(p50.Seconds(), "run-p50-s")
+			b.ReportMetric(p99.Seconds(), "run-p99-s")
+			// The floor: every slot busy from the start, no scheduling cost.
+			ideal := time.Duration(jobs) * time.Second / time.Duration(2*workers)
+			b.Logf("%d jobs, %d workers × 2 slots, %d node(s): wall %v (slot-bound floor %v), placements %.0f/s, submit→running p50 %v p99 %v",
+				jobs, workers, size, wall.Round(time.Millisecond), ideal, placements, p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+		})
+	}
+}
+
+// benchEnvInt returns the positive integer in the environment variable,
+// or def if it is unset.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -250,32 +250,47 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer w.wg.Done()
 		w.heartbeat(ctx)
 	}()
+	watchAssignments(ctx, w.log, w.cfg.Control, w.cfg.ID, &w.rejoined, nil, func(jobs []*fsm.Job) { w.reconcile(ctx, jobs) })
+	return nil
+}
+
+// watchAssignments long-polls the assignments of worker id until ctx
+// ends, and hands each list to reconcile unless it is older than the last
+// one (a server behind the one that answered before). Failed calls are
+// retried with backoff, unless final (if set) says a failure is final,
+// which is then returned. rejoined tells it to forget its index: the
+// worker registered again, perhaps with a rebuilt cluster.
+func watchAssignments(ctx context.Context, log *slog.Logger, c Control, id string, rejoined *atomic.Bool,
+	final func(error) bool, reconcile func([]*fsm.Job)) error {
 	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		jobs, idx, err := w.cfg.Control.Assignments(cctx, w.cfg.ID, index)
+		jobs, idx, err := c.Assignments(cctx, id, index)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			w.log.Warn("watch assignments", "error", err, "retry_in", backoff)
+			if final != nil && final(err) {
+				return err
+			}
+			log.Warn("watch assignments", "error", err, "retry_in", backoff)
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if w.rejoined.Swap(false) {
+		if rejoined.Swap(false) {
 			index = 0
 		}
 		if idx < index {
 			// A server behind the one that answered before (a failover):
 			// its list is older than what this worker already acts on.
-			w.log.Debug("ignoring assignments older than the last seen", "index", idx, "seen", index)
+			log.Debug("ignoring assignments older than the last seen", "index", idx, "seen", index)
 			continue
 		}
-		w.reconcile(ctx, jobs)
+		reconcile(jobs)
 		index = idx
 	}
 	return nil
@@ -518,14 +533,19 @@ func (a *attempt) setPaused(paused bool, log *slog.Logger) {
 // lost reports an attempt this process does not run as failed, so that
 // the job is retried within its budget. w.mu is held.
 func (w *Worker) lost(ctx context.Context, j *fsm.Job) {
-	r := fsm.Report{JobID: j.ID, WorkerID: w.cfg.ID, Attempt: j.Attempt}
 	w.ran[j.ID] = j.Attempt
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		w.finish(ctx, &fsm.FinishJob{Report: r, Retryable: true,
-			Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s does not run attempt %d", w.cfg.ID, j.Attempt)})
+		w.finish(ctx, lostFinish(w.cfg.ID, j))
 	}()
+}
+
+// lostFinish is the finish report of an attempt of j that worker id was
+// assigned but does not run: failed, and retryable.
+func lostFinish(id string, j *fsm.Job) *fsm.FinishJob {
+	return &fsm.FinishJob{Report: fsm.Report{JobID: j.ID, WorkerID: id, Attempt: j.Attempt}, Retryable: true,
+		Error: fsm.Errorf(fsm.CodeWorkerLost, "worker %s does not run attempt %d", id, j.Attempt)}
 }
 
 // start runs an attempt in its own goroutine. w.mu is held.
