@@ -16,9 +16,11 @@ import (
 const deleteSQL = `DELETE FROM %s AS t USING unnest($1::text[], $2::bigint[]) AS d(id, idx)
 WHERE t.id = d.id AND t.modify_index < d.idx`
 
-// tombstoneSQL records the tombstones of a kind's deletions.
+// tombstoneSQL records the tombstones of a kind's deletions, after
+// deleteSQL: a row still there is newer than its deletion and gets none.
 const tombstoneSQL = `INSERT INTO tombstones (kind, id, create_index, delete_index)
-SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[])
+SELECT $1, d.* FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS d(id, create_index, delete_index)
+WHERE NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.id = d.id)
 ON CONFLICT (kind, id) DO UPDATE SET delete_index = greatest(tombstones.delete_index, excluded.delete_index)`
 
 // queueDeletes queues a batch's deletions in reverse fsm.Kinds order
@@ -38,7 +40,7 @@ func queueDeletes(pb *pgx.Batch, b *fsm.Batch) error {
 			ids[i], creates[i], idxs[i] = d.ID, int64(d.CreateIndex), int64(d.Index)
 		}
 		pb.Queue(fmt.Sprintf(deleteSQL, k.Table), ids, idxs)
-		pb.Queue(tombstoneSQL, k.Table, ids, creates, idxs)
+		pb.Queue(fmt.Sprintf(tombstoneSQL, k.Table), k.Table, ids, creates, idxs)
 	}
 	return nil
 }
