@@ -95,6 +95,12 @@ func (r *Retention) pass(ctx context.Context, n *Node, pause time.Duration) (mor
 		now = func() time.Time { return time.Now().UTC() }
 	}
 	size := cmp.Or(r.BatchSize, DefaultPurgeBatch)
+	proposed := 0
+	defer func() {
+		if proposed > 0 {
+			log.Info("retention pass", "proposed", proposed, "more", more)
+		}
+	}()
 	// Bookkeeping: no API caller, so no audit record.
 	ctx = fsm.WithActor(ctx, nil)
 	for _, t := range r.FSM.RetentionTenants() {
@@ -127,7 +133,8 @@ func (r *Retention) pass(ctx context.Context, n *Node, pause time.Duration) (mor
 				log.Warn("retention: purge", "tenant", t.ID, "jobs", len(ids), "error", err)
 				return false
 			}
-			log.Debug("retention: purged", "tenant", t.ID, "jobs", len(ids), "retention", ret)
+			log.Debug("retention: purge proposed", "tenant", t.ID, "jobs", len(ids), "retention", ret)
+			proposed += len(ids)
 			last = ids
 		}
 	}

@@ -213,3 +213,17 @@ func TestPurgeJobsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeJobsType: PurgeJobs is number 35 with the skip bit, so that a
+// node of an older release skips it instead of stopping; the value is in
+// logs from now on and never changes.
+func TestPurgeJobsType(t *testing.T) {
+	t.Parallel()
+	b, err := fsm.Encode(&fsm.PurgeJobs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b[0]; got != 35|128 || fsm.PurgeJobsType&fsm.IgnoreUnknownTypeFlag == 0 {
+		t.Errorf("PurgeJobs encodes with type byte %d, want 35 with the skip bit (163)", got)
+	}
+}
