@@ -126,8 +126,8 @@ func (r *Retention) pass(ctx context.Context, n *Node, pause time.Duration) (mor
 				more = true
 				break
 			}
-			if i > 0 && !sleepCtx(ctx, pause) {
-				return false
+			if proposed > 0 && !sleepCtx(ctx, pause) {
+				return false // one entry each pause, across tenants too
 			}
 			if _, err := n.Apply(ctx, &fsm.PurgeJobs{TenantID: t.ID, IDs: ids, Retention: fsm.Duration(ret), At: at}); err != nil {
 				log.Warn("retention: purge", "tenant", t.ID, "jobs", len(ids), "error", err)
