@@ -11,6 +11,15 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
+// purgeSetup returns a node with tenant t1 and worker w1.
+func purgeSetup(t *testing.T) *node {
+	t.Helper()
+	n := newNode(t)
+	n.tenant("t1")
+	n.worker(fsm.Worker{ID: "w1", Slots: 8, Encoders: x264})
+	return n
+}
+
 // finishedJob submits a job of tenant and ends it at end: succeeded,
 // failed (not retryable) or canceled.
 func (n *node) finishedJob(id, tenant string, state fsm.JobState, end time.Time) *fsm.Job {
@@ -41,10 +50,8 @@ func (n *node) gone(id string) {
 // reused.
 func TestPurgeJobs(t *testing.T) {
 	t.Parallel()
-	n := newNode(t)
-	n.tenant("t1")
+	n := purgeSetup(t)
 	n.tenant("t2")
-	n.worker(fsm.Worker{ID: "w1", Slots: 8, Encoders: x264})
 	day := 24 * time.Hour
 	n.finishedJob("old-ok", "t1", fsm.JobSucceeded, at(time.Hour))
 	n.finishedJob("old-failed", "t1", fsm.JobFailed, at(2*time.Hour))
@@ -107,9 +114,7 @@ func TestPurgeJobs(t *testing.T) {
 // and dropping it brings the default back.
 func TestPurgeJobsTenantRetention(t *testing.T) {
 	t.Parallel()
-	n := newNode(t)
-	n.tenant("t1")
-	n.worker(fsm.Worker{ID: "w1", Slots: 8, Encoders: x264})
+	n := purgeSetup(t)
 	n.finishedJob("j1", "t1", fsm.JobSucceeded, at(time.Hour))
 	purge := &fsm.PurgeJobs{TenantID: "t1", IDs: []string{"j1"}, Retention: fsm.Duration(time.Hour), At: at(10 * time.Hour)}
 
@@ -135,9 +140,7 @@ func TestPurgeJobsTenantRetention(t *testing.T) {
 // submit of the purged ID later in the batch is refused.
 func TestPurgeJobsInOneBatch(t *testing.T) {
 	t.Parallel()
-	n := newNode(t)
-	n.tenant("t1")
-	n.worker(fsm.Worker{ID: "w1", Slots: 8, Encoders: x264})
+	n := purgeSetup(t)
 	n.submit("j1", "t1", spec("720p30-h264"), at(0))
 	n.run("j1", "w1", at(time.Minute))
 	j, _ := n.f.ActiveJob("j1")
@@ -157,9 +160,7 @@ func TestPurgeJobsInOneBatch(t *testing.T) {
 // again changes nothing, and the job it does not name stays.
 func TestPurgeJobsReplay(t *testing.T) {
 	t.Parallel()
-	n := newNode(t)
-	n.tenant("t1")
-	n.worker(fsm.Worker{ID: "w1", Slots: 8, Encoders: x264})
+	n := purgeSetup(t)
 	n.finishedJob("j1", "t1", fsm.JobSucceeded, at(time.Hour))
 	n.finishedJob("j2", "t1", fsm.JobSucceeded, at(time.Hour))
 	purge := entry(t, n.last+1, &fsm.PurgeJobs{TenantID: "t1", IDs: []string{"j1"}, Retention: fsm.Duration(time.Hour), At: at(5 * time.Hour)})
