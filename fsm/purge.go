@@ -102,8 +102,8 @@ func (f *FSM) applyPurgeJobs(index uint64, c *PurgeJobs, b *batchBuilder) any {
 // unreachable, as storedSubmits does. A bolt store holds exactly the state
 // as of start. A shared PostgreSQL store may already hold a later state
 // (another node committed past start): a job purged there is absent, so
-// this node deletes nothing for it, and commits nothing either, because
-// the shared watermark is past this batch.
+// this node records no deletion for it and needs none, since the row is
+// gone and its tombstone written, and memory holds no finished job.
 func (f *FSM) storedPurges(logs []*raft.Log, start uint64) map[string]*Job {
 	var ids []string
 	f.mu.RLock()
