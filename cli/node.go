@@ -39,6 +39,7 @@ type nodeConfig struct {
 	Policy            fsm.Policy
 	DeadServerTimeout time.Duration
 	WorkerLease       time.Duration
+	Retention         time.Duration // 0: keep finished jobs forever
 	Logger            *slog.Logger
 	OnLeave           func()
 }
@@ -57,7 +58,7 @@ type runningNode struct {
 }
 
 // startNode opens the store, loads the FSM, starts Raft with the
-// scheduler as leader loop, and builds the API server.
+// scheduler and retention as leader loops, and builds the API server.
 func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 	id, err := cluster.LoadOrCreateNodeID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
@@ -85,10 +86,11 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		return nil, err
 	}
 	sched := &cluster.Scheduler{FSM: f, Logger: cfg.Logger}
+	retention := &cluster.Retention{FSM: f, Logger: cfg.Logger, Default: cfg.Retention}
 	node, err := cluster.New(cluster.Config{
 		NodeID: id, DataDir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr,
 		Advertise: cfg.Advertise, APIAddr: cfg.APIAddr, TLS: peerTLS, Bootstrap: cfg.Bootstrap,
-		FSM: f, Logger: cfg.Logger, LeaderLoop: sched.Run, Metrics: metrics.Registry(),
+		FSM: f, Logger: cfg.Logger, LeaderLoop: cluster.LeaderLoops(sched.Run, retention.Run), Metrics: metrics.Registry(),
 		DeadServerTimeout: cfg.DeadServerTimeout, WorkerLease: cfg.WorkerLease,
 	})
 	if err != nil {

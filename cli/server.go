@@ -83,6 +83,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
 			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
 			&cli.DurationFlag{Name: "worker-lease", EnvVars: envs("WORKER_LEASE"), Value: cluster.DefaultWorkerLease, Usage: "how long a worker stays up without a heartbeat; workers stop their jobs after two thirds of it (at least 1s)"},
+			&cli.DurationFlag{Name: "retention", EnvVars: envs("RETENTION"), Value: cluster.DefaultRetention, Usage: "keep a tenant's finished jobs this long, unless the tenant sets its own; the leader's value counts (0: forever)"},
 			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
 		}, append(clusterKeyFlags, peerTLSFlags...)...),
@@ -116,6 +117,10 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
 		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
+		Retention: c.Duration("retention"),
+	}
+	if cfg.Retention < 0 {
+		return cfg, fmt.Errorf("--retention %s: want 0 (forever) or more", cfg.Retention)
 	}
 	if cfg.WorkerLease < time.Second {
 		return cfg, fmt.Errorf("--worker-lease %s: want at least 1s", cfg.WorkerLease)
@@ -165,8 +170,12 @@ type ServerConfig struct {
 	AllowHosts        []string
 	DeadServerTimeout time.Duration
 	WorkerLease       time.Duration // 0: cluster.DefaultWorkerLease
-	Logger            *slog.Logger
-	Out               io.Writer
+	// Retention is how long tenants without their own retention keep
+	// finished jobs; 0 keeps them forever (the --retention flag's default
+	// is cluster.DefaultRetention).
+	Retention time.Duration
+	Logger    *slog.Logger
+	Out       io.Writer
 	// OnReady, if set, is called with the API URL once the node serves.
 	OnReady func(apiURL string)
 }
@@ -195,7 +204,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
 		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.GossipAdvertise,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
-		WorkerLease: cfg.WorkerLease, Logger: log, OnLeave: cancel,
+		WorkerLease: cfg.WorkerLease, Retention: cfg.Retention, Logger: log, OnLeave: cancel,
 	})
 	if err != nil {
 		return err

@@ -36,13 +36,14 @@ func tenantsCommand() *cli.Command {
 					&cli.StringFlag{Name: "name", Required: true, Usage: "the tenant's name and ID: lower-case letters, digits, '-' and '_'"},
 					&cli.StringFlag{Name: "plan", Usage: "a plan name, for the operator's records"},
 					&cli.BoolFlag{Name: "migrate-existing", Usage: "give the tenant every job and dedicated worker without one; an existing tenant is then fine"},
+					&cli.StringFlag{Name: "retention", Usage: "keep finished jobs this long, e.g. 2160h (0s: forever; default: the installation's --retention)"},
 				}, limitFlags...),
 				Action: func(c *cli.Context) error {
 					client, out, err := clientAndOutput(c)
 					if err != nil {
 						return err
 					}
-					req := server.CreateTenantRequest{Name: c.String("name"), Plan: c.String("plan"), MigrateExisting: c.Bool("migrate-existing"),
+					req := server.CreateTenantRequest{Name: c.String("name"), Plan: c.String("plan"), MigrateExisting: c.Bool("migrate-existing"), Retention: c.String("retention"),
 						Limits: server.TenantLimits{MaxJobs: c.Int("max-jobs"), MaxConcurrentJobs: c.Int("max-concurrent-jobs"),
 							MaxWorkers: c.Int("max-workers"), MaxCPU: c.Float64("max-cpu")}}
 					return CreateTenant(c.Context, client, out, envOf(c).Stderr, req)
@@ -81,6 +82,7 @@ func tenantsCommand() *cli.Command {
 					&cli.StringFlag{Name: "plan", Usage: "a plan name"},
 					&cli.BoolFlag{Name: "disable", Usage: "stop the tenant's keys and new jobs"},
 					&cli.BoolFlag{Name: "enable", Usage: "undo --disable"},
+					&cli.StringFlag{Name: "retention", Usage: "keep finished jobs this long, e.g. 2160h (0s: forever; \"default\": the installation's --retention)"},
 				}, limitFlags...),
 				Action: func(c *cli.Context) error {
 					req, err := updateRequest(c)
@@ -147,8 +149,11 @@ func updateRequest(c *cli.Context) (server.UpdateTenantRequest, error) {
 	if l != (server.TenantLimitsPatch{}) {
 		req.Limits = &l
 	}
-	if req.Plan == nil && req.Disabled == nil && req.Limits == nil {
-		return req, fmt.Errorf("nothing to update: give --plan, a limit, --disable or --enable")
+	if c.IsSet("retention") {
+		req.Retention = new(c.String("retention"))
+	}
+	if req.Plan == nil && req.Disabled == nil && req.Limits == nil && req.Retention == nil {
+		return req, fmt.Errorf("nothing to update: give --plan, a limit, --retention, --disable or --enable")
 	}
 	return req, nil
 }
@@ -240,10 +245,21 @@ func printTenant(out Output, t server.Tenant) error {
 	}
 	l := t.Limits
 	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Name:\t%s\nPlan:\t%s\nState:\t%s\nMax jobs:\t%s\nMax concurrent jobs:\t%s\nMax workers:\t%s\nMax CPU:\t%s\nCreated:\t%s\nCreated by:\t%s\n",
+	fmt.Fprintf(tw, "Name:\t%s\nPlan:\t%s\nState:\t%s\nMax jobs:\t%s\nMax concurrent jobs:\t%s\nMax workers:\t%s\nMax CPU:\t%s\nRetention:\t%s\nCreated:\t%s\nCreated by:\t%s\n",
 		cell(t.ID), dash(t.Plan), tenantState(t), limit(float64(l.MaxJobs)), limit(float64(l.MaxConcurrentJobs)),
-		limit(float64(l.MaxWorkers)), limit(l.MaxCPU), t.CreatedAt.Local().Format(time.RFC3339), dash(t.CreatedBy))
+		limit(float64(l.MaxWorkers)), limit(l.MaxCPU), retentionCell(t.Retention), t.CreatedAt.Local().Format(time.RFC3339), dash(t.CreatedBy))
 	return tw.Flush()
+}
+
+// retentionCell formats a tenant's retention.
+func retentionCell(r string) string {
+	switch r {
+	case "":
+		return "installation default"
+	case "0s":
+		return "forever"
+	}
+	return r
 }
 
 func tenantState(t server.Tenant) string {

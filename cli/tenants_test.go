@@ -40,6 +40,18 @@ func TestCLITenants(t *testing.T) {
 	if tn.Limits != (server.TenantLimits{MaxJobs: 1, MaxConcurrentJobs: 2}) || tn.Plan != "gold" {
 		t.Errorf("updated %+v", tn)
 	}
+	e.mustJSON(e.admin, nil, &tn, "tenants", "update", "acme", "--retention", "2160h", "-o", "json")
+	if tn.Retention != "2160h0m0s" || tn.Limits.MaxConcurrentJobs != 2 {
+		t.Errorf("after --retention 2160h: %+v", tn)
+	}
+	if out, err := e.run(e.admin, nil, "tenants", "get", "acme"); err != nil || !strings.Contains(out, "2160h0m0s") {
+		t.Errorf("tenants get after --retention: %v\n%s", err, out)
+	}
+	tn = server.Tenant{}
+	e.mustJSON(e.admin, nil, &tn, "tenants", "update", "acme", "--retention", "default", "-o", "json")
+	if tn.Retention != "" {
+		t.Errorf("after --retention default: %+v", tn)
+	}
 	out, err := e.run(e.admin, nil, "tenants", "list")
 	if err != nil || !strings.Contains(out, "acme") || !strings.Contains(out, "gold") || !strings.Contains(out, "unlimited") {
 		t.Errorf("tenants list: %v\n%s", err, out)

@@ -132,6 +132,10 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	if _, ok := b.objs[JobKind][c.Job.ID]; ok {
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
 	}
+	if _, ok := b.deleted[JobKind][c.Job.ID]; ok {
+		// Purged in this batch: its tombstone keeps the ID.
+		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
+	}
 	if create, ok := b.stored[c.Job.ID]; ok && create != index {
 		// (A stored job created at this very index is this entry, already
 		// committed to a shared store by another node.)

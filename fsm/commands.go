@@ -197,18 +197,23 @@ type DrainWorker struct {
 	At       time.Time `json:"at"`
 }
 
-// UpdateTenant changes a tenant's plan, limits or disabled flag; a nil
+// UpdateTenant changes a tenant's plan, limits, retention or disabled flag; a nil
 // field is left as it is. Lowering a limit below the tenant's usage is
 // allowed: nothing running stops, nothing new is accepted past it.
 type UpdateTenant struct {
-	ID                string    `json:"id"`
-	Plan              *string   `json:"plan,omitempty"`
-	MaxJobs           *int      `json:"max_jobs,omitempty"`
-	MaxConcurrentJobs *int      `json:"max_concurrent_jobs,omitempty"`
-	MaxWorkers        *int      `json:"max_workers,omitempty"`
-	MaxCPU            *float64  `json:"max_cpu,omitempty"`
-	Disabled          *bool     `json:"disabled,omitempty"`
-	At                time.Time `json:"at"`
+	ID                string   `json:"id"`
+	Plan              *string  `json:"plan,omitempty"`
+	MaxJobs           *int     `json:"max_jobs,omitempty"`
+	MaxConcurrentJobs *int     `json:"max_concurrent_jobs,omitempty"`
+	MaxWorkers        *int     `json:"max_workers,omitempty"`
+	MaxCPU            *float64 `json:"max_cpu,omitempty"`
+	Disabled          *bool    `json:"disabled,omitempty"`
+	// Retention, if set, becomes the tenant's own retention (0 keeps
+	// finished jobs forever); DefaultRetention instead drops it, so that
+	// the installation default applies. At most one of them is set.
+	Retention        *Duration `json:"retention,omitempty"`
+	DefaultRetention bool      `json:"default_retention,omitempty"`
+	At               time.Time `json:"at"`
 }
 
 // DeleteTenant tombstones a tenant (Tenant.DeletedAt). It is refused with
@@ -331,4 +336,6 @@ var commandTypes = map[MessageType]commandType{
 
 	CreateWorkerTokenType: command((*FSM).applyCreateWorkerToken),
 	RevokeWorkerTokenType: command((*FSM).applyRevokeWorkerToken),
+
+	PurgeJobsType: command((*FSM).applyPurgeJobs),
 }

@@ -152,6 +152,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	b := newBatchBuilder()
 	start := f.Index() // only this goroutine changes f.index
 	b.stored = f.storedSubmits(logs, start)
+	b.purgeable = f.storedPurges(logs, start)
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Index <= start || l.Type != raft.LogCommand {
@@ -202,14 +203,7 @@ func (f *FSM) at(proposed time.Time) time.Time {
 func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
 	var ids []string
 	f.mu.RLock()
-	for _, l := range logs {
-		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 {
-			continue
-		}
-		t, body, _, err := unwrap(l.Data)
-		if err != nil || t != SubmitJobType {
-			continue // Apply refuses or stops on a bad envelope
-		}
+	for _, body := range bodiesOf(logs, start, SubmitJobType) {
 		var c struct {
 			Job struct {
 				ID string `json:"id"`
@@ -232,6 +226,22 @@ func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
 		return err
 	})
 	return m
+}
+
+// bodiesOf returns the bodies of the commands of type t among the
+// entries of logs after index start, whether in an envelope or not. An
+// entry that does not unwrap is left out: Apply refuses it or stops.
+func bodiesOf(logs []*raft.Log, start uint64, t MessageType) [][]byte {
+	var out [][]byte
+	for _, l := range logs {
+		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		if typ, body, _, err := unwrap(l.Data); err == nil && typ == t {
+			out = append(out, body)
+		}
+	}
+	return out
 }
 
 // commit writes a batch, retrying with backoff until the store takes it:
@@ -499,24 +509,39 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) Release() { s.s.Release() }
 
 // batchBuilder collects the final version of every object a batch
-// changes, by kind and ID.
+// changes, and every object it deletes, by kind and ID.
 type batchBuilder struct {
-	objs map[*Kind]map[string]Object
+	objs    map[*Kind]map[string]Object
+	deleted map[*Kind]map[string]Deletion
 	// stored is the create index of each finished job the batch's
 	// submits collide with (storedSubmits).
 	stored map[string]uint64
+	// purgeable are the stored jobs the batch's PurgeJobs name
+	// (storedPurges).
+	purgeable map[string]*Job
 }
 
 func newBatchBuilder() *batchBuilder {
-	b := &batchBuilder{objs: make(map[*Kind]map[string]Object, len(Kinds))}
+	b := &batchBuilder{objs: make(map[*Kind]map[string]Object, len(Kinds)), deleted: make(map[*Kind]map[string]Deletion, len(Kinds))}
 	for _, k := range Kinds {
 		b.objs[k] = map[string]Object{}
+		b.deleted[k] = map[string]Deletion{}
 	}
 	return b
 }
 
 // put records o, an object of kind k, as changed.
-func (b *batchBuilder) put(k *Kind, o Object) { b.objs[k][o.ObjectID()] = o }
+func (b *batchBuilder) put(k *Kind, o Object) {
+	delete(b.deleted[k], o.ObjectID())
+	b.objs[k][o.ObjectID()] = o
+}
+
+// del records o, an object of kind k, as deleted by the entry at index.
+func (b *batchBuilder) del(k *Kind, o Object, index uint64) {
+	id := o.ObjectID()
+	delete(b.objs[k], id)
+	b.deleted[k][id] = Deletion{Kind: k, ID: id, CreateIndex: o.ObjectMeta().CreateIndex, Index: index}
+}
 
 func (b *batchBuilder) build(index uint64) *Batch {
 	batch := &Batch{Index: index}
@@ -524,6 +549,7 @@ func (b *batchBuilder) build(index uint64) *Batch {
 		for _, o := range sortedValues(b.objs[k]) {
 			k.Add(batch, o)
 		}
+		batch.Deleted = append(batch.Deleted, sortedValues(b.deleted[k])...)
 	}
 	return batch
 }

@@ -172,6 +172,18 @@ func (k *Kind) Objects(b *Batch) []Object { return k.batch(b) }
 // Loaded returns the objects of the kind in st.
 func (k *Kind) Loaded(st *State) []Object { return k.state(st) }
 
+// Deletions returns the deletions of objects of the kind in b, in b's
+// order.
+func (k *Kind) Deletions(b *Batch) []Deletion {
+	var out []Deletion
+	for _, d := range b.Deleted {
+		if d.Kind == k {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // Add appends o, an object of the kind, to b.
 func (k *Kind) Add(b *Batch, o Object) { k.add(b, o) }
 

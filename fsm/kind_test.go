@@ -48,6 +48,9 @@ func TestKindsCoverBatchAndState(t *testing.T) {
 		}
 		for i := range rv.NumField() {
 			name := rv.Type().Field(i).Name
+			if rv.Field(i).Type() == reflect.TypeFor[[]fsm.Deletion]() {
+				continue // Batch.Deleted: the deletions of every kind
+			}
 			if rv.Field(i).Kind() == reflect.Slice && len(owners[name]) != 1 {
 				t.Errorf("%T.%s is the field of kinds %v; want exactly one registered kind", v, name, owners[name])
 			}

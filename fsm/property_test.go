@@ -76,7 +76,7 @@ func TestFSMProperty(t *testing.T) {
 		"AcceptInvitation invitation_used", "AcceptInvitation invitation_expired", "AcceptInvitation invitation_revoked",
 		"RevokeInvitation ok", "RotateAPIKey ok", "RotateAPIKey invalid_transition", "TouchAPIKeys ok",
 		"CreateWorkerToken ok", "CreateWorkerToken already_exists", "RevokeWorkerToken ok",
-		"RegisterWorker token_refused",
+		"RegisterWorker token_refused", "PurgeJobs ok", "purged",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -151,7 +151,9 @@ func runProperty(t *testing.T, seed uint64, ncmds int, cov *coverage) {
 		if got, want := a.Index(), logs[len(logs)-1].Index; got != want {
 			t.Fatalf("after batch ending at %d: Index() = %d", want, got)
 		}
-		checkInvariants(t, a, g, terminal, history, chunk%8 == 0 || len(entries) >= ncmds)
+		for range checkInvariants(t, a, g, terminal, history, chunk%8 == 0 || len(entries) >= ncmds) {
+			cov.add("purged")
+		}
 
 		// Once, mid-run, take a snapshot and persist it while A goes on
 		// applying: Persist must write the state as of Snapshot.
@@ -348,7 +350,7 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 		case *fsm.Tenant, *fsm.APIKey, *fsm.WorkerToken, *fsm.Worker, *fsm.Job, *fsm.User, *fsm.Invitation:
 			cov.add(name + " ok")
 		case nil:
-			if fsm.MessageType(l.Data[0]) != fsm.TouchAPIKeysType {
+			if typ := fsm.MessageType(l.Data[0]); typ != fsm.TouchAPIKeysType && typ != fsm.PurgeJobsType {
 				t.Fatalf("entry %d (%s): nil response", l.Index, name)
 			}
 			cov.add(name + " ok")
@@ -370,6 +372,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.AcceptInvitationType: "AcceptInvitation", fsm.RevokeInvitationType: "RevokeInvitation",
 		fsm.RotateAPIKeyType: "RotateAPIKey", fsm.TouchAPIKeysType: "TouchAPIKeys",
 		fsm.CreateWorkerTokenType: "CreateWorkerToken", fsm.RevokeWorkerTokenType: "RevokeWorkerToken",
+		fsm.PurgeJobsType: "PurgeJobs",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -487,10 +490,11 @@ func storeDump(t *testing.T, st *bolt.Store) string {
 	}{s, listAllJobs(t, st, "", 100)})
 }
 
-// checkInvariants checks the domain invariants of f after a batch.
+// checkInvariants checks the domain invariants of f after a batch and
+// returns how many finished jobs were purged since the last check.
 // terminal and history carry what earlier checks saw.
 // With full set it also checks the per-tenant listings.
-func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.Job, history map[string]fsm.Job, full bool) {
+func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.Job, history map[string]fsm.Job, full bool) (purged int) {
 	t.Helper()
 	ctx := context.Background()
 	jobs := listAllJobs(t, f.Store(), "", 100)
@@ -638,7 +642,12 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 	}
 	for id := range terminal {
 		if !listed[id] {
-			t.Fatalf("terminal job %s is no longer listed", id)
+			// Only a purge removes a finished job; it is gone for good.
+			if _, err := f.GetJob(ctx, id); !errors.Is(err, fsm.ErrNotFound) {
+				t.Fatalf("terminal job %s is no longer listed, but GetJob = %v", id, err)
+			}
+			delete(terminal, id)
+			purged++
 		}
 	}
 	byState, byQueue := f.Counts()
@@ -688,6 +697,7 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 			t.Fatalf("jobs %v are on unknown worker %s", uses[id].jobs, id)
 		}
 	}
+	return purged
 }
 
 // checkTenantListings checks that listing each tenant's jobs partitions
@@ -1131,6 +1141,37 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 		}},
 		{1, func() []fsm.Command {
 			return one(&fsm.RevokeWorkerToken{ID: pick(r, "wt1", "wt2", "wt3", "wt4", "wt-missing"), At: g.now})
+		}},
+		// The leader's retention: a tenant's jobs that finished before a
+		// cutoff, as the store lists them, maybe with an active job, a
+		// job of another tenant or an unknown ID, which Apply keeps.
+		{2, func() []fsm.Command {
+			tenant := pick(r, "t1", "t2", "t3", "t4")
+			ret := pick(r, 30*time.Second, time.Minute, 5*time.Minute)
+			ids, err := f.Store().FinishedJobs(context.Background(), &fsm.FinishedJobsParams{TenantID: tenant, Before: g.now.Add(-ret), Limit: 1 + r.IntN(6)})
+			if err != nil {
+				g.t.Fatalf("finished jobs: %v", err)
+			}
+			if id, ok := g.jobID(); ok && r.IntN(2) == 0 {
+				ids = append(ids, id)
+			}
+			if r.IntN(8) == 0 {
+				ids = append(ids, "j-missing")
+			}
+			if len(ids) == 0 {
+				return nil
+			}
+			return one(&fsm.PurgeJobs{TenantID: tenant, IDs: ids, Retention: fsm.Duration(ret), At: g.now})
+		}},
+		{1, func() []fsm.Command {
+			c := &fsm.UpdateTenant{ID: pick(r, "t1", "t2", "t3"), At: g.now}
+			switch r.IntN(3) {
+			case 0:
+				c.DefaultRetention = true
+			default:
+				c.Retention = new(pick(r, fsm.Duration(0), fsm.Duration(time.Minute), fsm.Duration(time.Hour)))
+			}
+			return one(c)
 		}},
 		{14, func() []fsm.Command {
 			g.nextJob++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 )
 
 // Store errors. Implementations map their driver errors to these.
@@ -33,16 +34,28 @@ type Store interface {
 	// the head of the audit chain (the record with the highest Seq),
 	// read without reading the other records.
 	Load(ctx context.Context) (*State, error)
-	// Commit durably writes a batch of changed objects and the index of
-	// the batch's last log entry, atomically.
+	// Commit durably writes a batch of changed objects, deletes its
+	// deleted objects (keeping a tombstone of each: see Deletion), and
+	// writes the index of the batch's last log entry, atomically.
 	Commit(ctx context.Context, b *Batch) error
 	// GetJob returns a job by ID, active or finished, or ErrNotFound.
 	GetJob(ctx context.Context, id string) (*Job, error)
 	// JobsExist returns, for each of ids that the store holds, the job's
-	// create index; ids it does not hold are absent from the map. Apply
-	// asks it once per batch, outside the FSM's lock, to refuse a
-	// SubmitJob whose ID a finished job already has.
+	// create index; ids it does not hold are absent from the map. A purged
+	// job's tombstone counts as held, with the purged job's create index:
+	// a purged ID is never reused. Apply asks it once per batch, outside
+	// the FSM's lock, to refuse a SubmitJob whose ID a finished (or
+	// purged) job already has.
 	JobsExist(ctx context.Context, ids []string) (map[string]uint64, error)
+	// GetJobs returns the jobs of ids that the store holds (not
+	// tombstones), by ID, in one read. Apply asks it once per batch that
+	// holds a PurgeJobs, outside the FSM's lock.
+	GetJobs(ctx context.Context, ids []string) (map[string]*Job, error)
+	// FinishedJobs returns the IDs of at most p.Limit of p.TenantID's
+	// finished jobs (succeeded, failed, canceled) whose FinishedAt is
+	// before p.Before, oldest FinishedAt first, along an index: it reads
+	// no other job.
+	FinishedJobs(ctx context.Context, p *FinishedJobsParams) ([]string, error)
 	// ListJobs returns one page of jobs, newest first.
 	ListJobs(ctx context.Context, p *ListJobsParams) (*JobPage, error)
 	// ListAudit returns one page of audit records that pass p's
@@ -109,6 +122,30 @@ type Batch struct {
 	Workers      []*Worker
 	Jobs         []*Job
 	Audit        []*AuditRecord
+	// Deleted are the objects the batch deleted, in Kinds order, then by
+	// ID; an object is never both in Deleted and in its kind's field.
+	Deleted []Deletion
+}
+
+// Deletion is an object deleted by the log entry at Index. A store
+// removes the object unless its stored version is as new as Index or
+// newer (modify index at or above it), so that deleting is idempotent,
+// and keeps a tombstone of its ID and create index that JobsExist
+// reports (a deleted ID is never reused) and that snapshots carry.
+type Deletion struct {
+	Kind        *Kind
+	ID          string
+	CreateIndex uint64
+	Index       uint64
+}
+
+// FinishedJobsParams selects the finished jobs retention may purge.
+type FinishedJobsParams struct {
+	TenantID string
+	// Before is the cutoff: only jobs that finished strictly before it.
+	Before time.Time
+	// Limit is the most IDs returned (1..1000).
+	Limit int
 }
 
 // ListJobsParams selects a page of jobs.

@@ -110,6 +110,13 @@ func (f *FSM) applyUpdateTenant(index uint64, c *UpdateTenant, b *batchBuilder) 
 	if c.Disabled != nil {
 		t.Disabled = *c.Disabled
 	}
+	switch {
+	case c.Retention != nil && (old.Retention == nil || *old.Retention != *c.Retention):
+		r := *c.Retention
+		t.Retention = &r
+	case c.DefaultRetention:
+		t.Retention = nil
+	}
 	if t == *old {
 		return old
 	}

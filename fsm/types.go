@@ -35,6 +35,10 @@ type Tenant struct {
 	// their jobs are neither accepted nor placed.
 	Disabled  bool      `json:"disabled,omitempty"`
 	DeletedAt time.Time `json:"deleted_at,omitzero"`
+	// Retention is how long the tenant's finished jobs are kept before
+	// the leader purges them (PurgeJobs); 0 keeps them forever, nil
+	// means the installation default (ffrtmp server --retention).
+	Retention *Duration `json:"retention,omitempty"`
 	Meta
 }
 

@@ -281,6 +281,14 @@ func checkLimit(field string, v int) error {
 	return nil
 }
 
+// checkRetention checks a retention: 0 (forever) or at least a minute.
+func checkRetention(field string, d Duration) error {
+	if d < 0 || (d > 0 && time.Duration(d) < time.Minute) {
+		return invalid("%s must be 0 (keep forever) or at least 1m", field)
+	}
+	return nil
+}
+
 func checkCPULimit(field string, v float64) error {
 	if math.IsNaN(v) || v < 0 || v > maxLimitCPU {
 		return invalid("%s must be between 0 (unlimited) and %d", field, maxLimitCPU)
@@ -296,7 +304,10 @@ func (l *Limits) validate() error {
 // Validate implements Validator. A new tenant's name is its ID.
 func (c *CreateTenant) Validate() error {
 	t := &c.Tenant
-	var name, deleted error
+	var name, deleted, ret error
+	if t.Retention != nil {
+		ret = checkRetention("tenant.retention", *t.Retention)
+	}
 	if t.Name != t.ID {
 		name = invalid("tenant.name %q must equal tenant.id %q: a tenant's name is its ID", t.Name, t.ID)
 	}
@@ -305,7 +316,7 @@ func (c *CreateTenant) Validate() error {
 	}
 	return checkAll(c, CheckTenantName(t.ID), name, deleted,
 		validText("tenant.plan", t.Plan, MaxNameLen, ""), validText("tenant.created_by", t.CreatedBy, MaxTextLen, ""),
-		t.Limits.validate())
+		t.Limits.validate(), ret)
 }
 
 // Validate implements Validator.
@@ -326,7 +337,14 @@ func (c *UpdateTenant) Validate() error {
 	if c.MaxCPU != nil {
 		cpu = checkCPULimit("max_cpu", *c.MaxCPU)
 	}
-	return checkAll(c, checkID("id", c.ID), plan, jobs, conc, workers, cpu)
+	var ret error
+	switch {
+	case c.Retention != nil && c.DefaultRetention:
+		ret = invalid("retention and default_retention exclude each other")
+	case c.Retention != nil:
+		ret = checkRetention("retention", *c.Retention)
+	}
+	return checkAll(c, checkID("id", c.ID), plan, jobs, conc, workers, cpu, ret)
 }
 
 // Validate implements Validator.

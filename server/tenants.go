@@ -10,13 +10,17 @@ import (
 // Tenant is a tenant as the API shows it.
 type Tenant struct {
 	// ID is the tenant's name, a slug: the one name it is known by.
-	ID        string       `json:"id"`
-	Name      string       `json:"name"`
-	Plan      string       `json:"plan"`
-	Limits    TenantLimits `json:"limits"`
-	Disabled  bool         `json:"disabled"`
-	CreatedAt time.Time    `json:"created_at"`
-	CreatedBy string       `json:"created_by,omitempty"`
+	ID     string       `json:"id"`
+	Name   string       `json:"name"`
+	Plan   string       `json:"plan"`
+	Limits TenantLimits `json:"limits"`
+	// Retention is how long the tenant's finished jobs are kept, a
+	// duration such as "720h0m0s" ("0s": forever); absent, the
+	// installation default (ffrtmp server --retention) applies.
+	Retention string    `json:"retention,omitempty"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by,omitempty"`
 	// Adopted is set by a create with migrate_existing: what it gave the
 	// tenant.
 	Adopted *Adopted `json:"adopted,omitempty"`
@@ -42,6 +46,8 @@ type CreateTenantRequest struct {
 	Name   string       `json:"name"`
 	Plan   string       `json:"plan,omitempty"`
 	Limits TenantLimits `json:"limits"`
+	// Retention, if set, is the tenant's own retention (see Tenant).
+	Retention string `json:"retention,omitempty"`
 	// MigrateExisting gives the tenant every object without one (see
 	// fsm.AdoptOrphans); with it, an existing tenant is not an error.
 	MigrateExisting bool `json:"migrate_existing,omitempty"`
@@ -53,6 +59,10 @@ type UpdateTenantRequest struct {
 	Plan     *string            `json:"plan,omitempty"`
 	Limits   *TenantLimitsPatch `json:"limits,omitempty"`
 	Disabled *bool              `json:"disabled,omitempty"`
+	// Retention sets the tenant's own retention, a duration such as
+	// "720h" ("0s" keeps finished jobs forever); "default" drops it, so
+	// that the installation default applies.
+	Retention *string `json:"retention,omitempty"`
 }
 
 // TenantLimitsPatch names the limits an update changes.
@@ -85,10 +95,25 @@ type Quota struct {
 
 func tenantView(t *fsm.Tenant) Tenant {
 	l := t.Limits
-	return Tenant{
+	v := Tenant{
 		ID: t.ID, Name: t.Name, Plan: t.Plan, Disabled: t.Disabled, CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy,
 		Limits: TenantLimits{MaxJobs: l.MaxJobs, MaxConcurrentJobs: l.MaxConcurrentJobs, MaxWorkers: l.MaxWorkers, MaxCPU: l.MaxCPU},
 	}
+	if t.Retention != nil {
+		v.Retention = time.Duration(*t.Retention).String()
+	}
+	return v
+}
+
+// parseRetention reads a retention of the tenants API: a Go duration,
+// 0 or at least a minute (fsm validates the range).
+func parseRetention(s string) (*fsm.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "retention %s: want a duration such as \"720h\" (\"0s\": forever) or \"default\"", echo(s))
+	}
+	r := fsm.Duration(d)
+	return &r, nil
 }
 
 // principalName is how a tenant's created_by names the principal of a
@@ -111,6 +136,14 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) {
 	t := fsm.Tenant{
 		ID: req.Name, Name: req.Name, Plan: req.Plan, CreatedAt: s.now(), CreatedBy: principalName(principalOf(r)),
 		Limits: fsm.Limits{MaxJobs: l.MaxJobs, MaxConcurrentJobs: l.MaxConcurrentJobs, MaxWorkers: l.MaxWorkers, MaxCPU: l.MaxCPU},
+	}
+	if req.Retention != "" {
+		ret, err := parseRetention(req.Retention)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		t.Retention = ret
 	}
 	status := http.StatusCreated
 	resp, err := s.raft.Apply(r.Context(), &fsm.CreateTenant{Tenant: t})
@@ -216,6 +249,18 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 	c := &fsm.UpdateTenant{ID: r.PathValue("id"), Plan: req.Plan, Disabled: req.Disabled, At: s.now()}
 	if l := req.Limits; l != nil {
 		c.MaxJobs, c.MaxConcurrentJobs, c.MaxWorkers, c.MaxCPU = l.MaxJobs, l.MaxConcurrentJobs, l.MaxWorkers, l.MaxCPU
+	}
+	switch {
+	case req.Retention == nil:
+	case *req.Retention == "default":
+		c.DefaultRetention = true
+	default:
+		ret, err := parseRetention(*req.Retention)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		c.Retention = ret
 	}
 	resp, err := s.raft.Apply(r.Context(), c)
 	if err != nil {

@@ -91,6 +91,29 @@ func TestTenantsAPI(t *testing.T) {
 		t.Errorf("tenant admin updates its tenant: %d, want 403", resp.StatusCode)
 	}
 
+	// Retention: the tenant's own, forever, back to the installation's.
+	if tn.Retention != "" {
+		t.Errorf("a new tenant's retention = %q, want none (the installation default)", tn.Retention)
+	}
+	for body, want := range map[string]string{`{"retention":"2160h"}`: "2160h0m0s", `{"retention":"0s"}`: "0s", `{"retention":"default"}`: ""} {
+		tn = server.Tenant{}
+		if resp := e.do("PATCH", "/v1/tenants/acme", body, &tn); resp.StatusCode != 200 || tn.Retention != want || tn.Limits.MaxConcurrentJobs != 3 {
+			t.Errorf("update %s: %d, retention %q; want 200, %q and the limits kept", body, resp.StatusCode, tn.Retention, want)
+		}
+	}
+	for _, body := range []string{`{"retention":"soon"}`, `{"retention":"10s"}`, `{"retention":"-1h"}`, `{"retention":720}`} {
+		if resp := e.do("PATCH", "/v1/tenants/acme", body, &ae); resp.StatusCode != 400 {
+			t.Errorf("update %s: %d %s, want 400", body, resp.StatusCode, ae.Error.Code)
+		}
+	}
+	if resp := e.doKey(adminTok, "PATCH", "/v1/tenants/acme", `{"retention":"1h"}`, &ae); resp.StatusCode != 403 {
+		t.Errorf("tenant admin sets its retention: %d, want 403", resp.StatusCode)
+	}
+	var withRet server.Tenant
+	if resp := e.do("POST", "/v1/tenants", `{"name":"kept","retention":"8760h"}`, &withRet); resp.StatusCode != http.StatusCreated || withRet.Retention != "8760h0m0s" {
+		t.Errorf("create with a retention: %d %+v", resp.StatusCode, withRet)
+	}
+
 	// Disable: the tenant's keys stop; a super-admin still reads its jobs.
 	e.do("PATCH", "/v1/tenants/acme", `{"disabled":true}`, &tn)
 	if resp := e.doKey(opTok, "GET", "/v1/jobs", nil, &ae); resp.StatusCode != 401 || ae.Error.Code != "unauthenticated" {

@@ -59,7 +59,7 @@ func bucketNames(names ...string) [][]byte {
 }
 
 func allBucketNames() [][]byte {
-	out := [][]byte{bucketMeta, bucketByTen, bucketAuditByTen}
+	out := [][]byte{bucketMeta, bucketByTen, bucketAuditByTen, bucketTombstones}
 	for _, k := range fsm.Kinds {
 		out = append(out, []byte(k.Bucket))
 		if k.Partial() {
@@ -162,6 +162,14 @@ func openDB(path string) (*bbolt.DB, error) {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
+			}
+		}
+		if tx.Bucket(bucketFinished) == nil {
+			if _, err := tx.CreateBucket(bucketFinished); err != nil {
+				return err
+			}
+			if err := backfillFinished(tx); err != nil {
+				return fmt.Errorf("index finished jobs: %w", err)
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -306,6 +314,9 @@ func (s *Store) Commit(ctx context.Context, batch *fsm.Batch) error {
 				return err
 			}
 		}
+		if err := deleteObjects(tx, batch.Deleted); err != nil {
+			return err
+		}
 		return meta.Put(keyIndex, u64(batch.Index))
 	})
 	if err != nil {
@@ -334,6 +345,9 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 		switch v := o.(type) {
 		case *fsm.Job:
 			err = tx.Bucket(bucketByTen).Put(tenantJobKey(v.TenantID, v.ID), nil)
+			if err == nil {
+				err = indexFinished(tx, v)
+			}
 		case *fsm.AuditRecord:
 			err = tx.Bucket(bucketAuditByTen).Put(tenantAuditKey(v.Tenant, v.Seq), nil)
 		}
@@ -381,6 +395,9 @@ func (s *Store) JobsExist(ctx context.Context, ids []string) (map[string]uint64,
 		for _, id := range ids {
 			v := b.Get([]byte(id))
 			if v == nil {
+				if create, ok := tombstoneCreate(tx, fsm.JobKind, id); ok {
+					out[id] = create
+				}
 				continue
 			}
 			m, err := decode[fsm.Meta](v)

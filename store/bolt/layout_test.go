@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -87,6 +88,13 @@ func TestLayoutV1(t *testing.T) {
 		t.Fatalf("ListJobs(acme) = %+v, %v; want both jobs", page, err)
 	}
 
+	// Open indexed the finished job of the file by finish time (it has
+	// none: it sorts first).
+	ids, err := st.FinishedJobs(ctx, &fsm.FinishedJobsParams{TenantID: "acme", Before: time.Now(), Limit: 10})
+	if err != nil || !slices.Equal(ids, []string{done}) {
+		t.Fatalf("FinishedJobs(acme) of a v1 file = %v, %v; want [%s]", ids, err, done)
+	}
+
 	// Finish the active job and add a tenant: the file keeps the layout.
 	finished := *s.Jobs[0]
 	finished.State, finished.ModifyIndex = fsm.JobFailed, 6
@@ -108,7 +116,7 @@ func TestLayoutV1(t *testing.T) {
 			return err
 		}
 		// Version 1 plus the buckets of kinds registered since.
-		if want := []string{"active_jobs", "audit", "invitations", "jobs", "keys", "meta", "tenant_audit", "tenant_jobs", "tenants", "users", "worker_tokens", "workers"}; !slices.Equal(buckets, want) {
+		if want := []string{"active_jobs", "audit", "invitations", "jobs", "keys", "meta", "tenant_audit", "tenant_finished", "tenant_jobs", "tenants", "tombstones", "users", "worker_tokens", "workers"}; !slices.Equal(buckets, want) {
 			t.Errorf("buckets after Open and Commit = %v, want %v", buckets, want)
 		}
 		if k, _ := tx.Bucket([]byte("active_jobs")).Cursor().First(); k != nil {

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -58,8 +59,8 @@ func worker(id, incarnation string, at time.Time) *fsm.RegisterWorker {
 
 // newScript generates n log entries from seed: tenants, a key, workers,
 // and jobs driven through every transition, including refused commands
-// (a resubmitted finished job, stale reports) and a worker restart that
-// requeues its jobs. Each command is chosen by looking at the reference
+// (a resubmitted finished or purged job, stale reports), a worker restart
+// that requeues its jobs, and purges of finished jobs. Each command is chosen by looking at the reference
 // FSM, so most of them apply.
 func newScript(t testing.TB, seed uint64, n int) *script {
 	t.Helper()
@@ -104,7 +105,7 @@ func newScript(t testing.TB, seed uint64, n int) *script {
 			return c[r.IntN(len(c))]
 		}
 		rep := func(j *fsm.Job) fsm.Report { return fsm.Report{JobID: j.ID, WorkerID: j.WorkerID, Attempt: j.Attempt} }
-		switch k := r.IntN(20); {
+		switch k := r.IntN(22); {
 		case k < 6:
 			num := len(s.ids.jobs) + 1
 			s.ids.jobs = append(s.ids.jobs, jobID(num))
@@ -153,8 +154,22 @@ func newScript(t testing.TB, seed uint64, n int) *script {
 		case k < 19:
 			incarnation++
 			add(worker(s.ids.workers[r.IntN(2)], fmt.Sprintf("i%d", incarnation), at()))
-		default:
+		case k < 20:
 			add(&fsm.RevokeAPIKey{ID: "k1", At: at()})
+		default:
+			// The leader's retention: the jobs a tenant finished more
+			// than a minute ago, and maybe one that is active.
+			tenant := s.ids.tenants[r.IntN(2)]
+			ids, err := bs.FinishedJobs(ctx, &fsm.FinishedJobsParams{TenantID: tenant, Before: at().Add(-time.Minute), Limit: 1 + r.IntN(5)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j := active(fsm.JobQueued, fsm.JobRunning); j != nil {
+				ids = append(ids, j.ID)
+			}
+			if len(ids) > 0 {
+				add(&fsm.PurgeJobs{TenantID: tenant, IDs: ids, Retention: fsm.Duration(time.Minute), At: at()})
+			}
 		}
 	}
 	return s
@@ -243,6 +258,7 @@ func rows(t testing.TB, url string) string {
 		`SELECT id, concat_ws(' ', tenant_id, revoked, modify_index, doc::text) FROM api_keys ORDER BY id`,
 		`SELECT id, concat_ws(' ', tenant_id, state, modify_index, doc::text) FROM workers ORDER BY id`,
 		`SELECT id, concat_ws(' ', tenant_id, state, queue, priority, attempt, retries, worker_id, submitted_at, finished_at, create_index, modify_index, doc::text) FROM jobs ORDER BY id`,
+		`SELECT kind || ' ' || id, concat_ws(' ', create_index, delete_index) FROM tombstones ORDER BY kind, id`,
 	} {
 		rs, err := conn.Query(ctx, q)
 		if err != nil {
@@ -277,10 +293,32 @@ func assertEqual(t testing.TB, what, got, want string) {
 	}
 }
 
+// purged counts the jobs of the script that its reference purged: held
+// as a tombstone, not as a job.
+func purged(t testing.TB, s *script) int {
+	t.Helper()
+	exist, err := s.ref.Store().JobsExist(ctx, s.ids.jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for id := range exist {
+		if _, err := s.ref.Store().GetJob(ctx, id); errors.Is(err, fsm.ErrNotFound) {
+			n++
+		}
+	}
+	return n
+}
+
 func TestTwoNodesOneDatabase(t *testing.T) {
 	t.Parallel()
 	pgtest.BaseURL(t)
 	s := newScript(t, 1, 400)
+	if n := purged(t, s); n == 0 {
+		t.Fatal("the script purges no job")
+	} else {
+		t.Logf("the script purges %d jobs", n)
+	}
 	want := memory(s.ref, s.ids)
 	wantStore := contents(t, s.ref.Store())
 	var refRows string

@@ -217,8 +217,9 @@ func decode[T any](doc []byte) (*T, error) {
 }
 
 // Commit implements fsm.Store: one transaction that advances the shared
-// applied index and upserts every object of the batch, each guarded by its
-// modify index. A batch at or below the applied index (this node's replay
+// applied index, upserts every object of the batch, each guarded by its
+// modify index, and deletes its deleted objects, each only if the row is
+// older than the deletion, leaving a tombstone. A batch at or below the applied index (this node's replay
 // after a restart, or a batch another node committed first) changes
 // nothing. Commit is idempotent, so retrying after an error whose outcome
 // is unknown (a connection lost during COMMIT) is safe.
@@ -233,7 +234,11 @@ func (s *Store) Commit(ctx context.Context, b *fsm.Batch) error {
 		if tag.RowsAffected() == 0 {
 			return nil // committed already; BeginFunc commits an empty transaction
 		}
-		return tx.SendBatch(ctx, upserts(b, onConflictUpdate)).Close()
+		pb := upserts(b, onConflictUpdate)
+		if err := queueDeletes(pb, b); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, pb).Close()
 	})
 	if err != nil {
 		return fmt.Errorf("commit batch %d: %w", b.Index, interpretError(err))
@@ -253,7 +258,8 @@ func (s *Store) GetJob(ctx context.Context, id string) (*fsm.Job, error) {
 	return decode[fsm.Job](doc)
 }
 
-// JobsExist implements fsm.Store, in one query.
+// JobsExist implements fsm.Store, in one query: a job's row, or its
+// tombstone if it has none.
 func (s *Store) JobsExist(ctx context.Context, ids []string) (map[string]uint64, error) {
 	out := make(map[string]uint64)
 	if len(ids) == 0 {
@@ -261,7 +267,10 @@ func (s *Store) JobsExist(ctx context.Context, ids []string) (map[string]uint64,
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT id, create_index FROM jobs WHERE id = ANY($1)`, ids)
+	rows, err := s.pool.Query(ctx, `SELECT id, create_index FROM jobs WHERE id = ANY($1)
+UNION ALL
+SELECT id, create_index FROM tombstones t WHERE kind = 'jobs' AND id = ANY($1)
+	AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.id)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("jobs exist: %w", interpretError(err))
 	}

@@ -107,6 +107,7 @@ func Exercise(t *testing.T, caps Capabilities, newStore func(t *testing.T) fsm.S
 	})
 
 	exerciseAudit(t, caps, newStore)
+	exerciseRetention(t, caps, newStore)
 
 	t.Run("AwkwardRunes", func(t *testing.T) {
 		t.Parallel()
