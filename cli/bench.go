@@ -58,6 +58,7 @@ func benchCommand() *cli.Command {
 					return BenchLatency(c.Context, client, out.W, c.Int("samples"))
 				},
 			},
+			benchGetCommand(),
 		},
 	}
 }
