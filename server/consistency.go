@@ -96,9 +96,12 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) (fresh bool
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readHold)
 	defer cancel()
-	if err := s.raft.ReadIndex(ctx); err != nil {
+	if err := s.readIndex(ctx); err != nil {
 		if r.Context().Err() != nil {
 			return false, r.Context().Err()
+		}
+		if errors.Is(err, errStoreUnavailable) {
+			return false, err
 		}
 		return false, fmt.Errorf("%w: %w", errNoReadIndex, err)
 	}
@@ -110,6 +113,34 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) (fresh bool
 // eventsCatchUp bounds how long an event stream that resumes from a
 // Last-Event-ID waits for a lagging node (stale=true) to apply it.
 const eventsCatchUp = 30 * time.Second
+
+// storeDownPoll is how often a read that waits for its read index checks
+// whether applying waits for the store.
+const storeDownPoll = 50 * time.Millisecond
+
+// readIndex runs the node's read barrier, but gives up as soon as this
+// node's FSM is seen waiting for the store (a PostgreSQL outage): it
+// cannot apply up to the read index until the store answers, and a
+// reader does not wait on the store (a stale read answers from memory).
+// A node whose memory already holds the read index answers at once.
+func (s *Server) readIndex(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.raft.ReadIndex(ctx) }()
+	t := time.NewTicker(storeDownPoll)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+			if s.fsm.StoreDown() {
+				return storeError(errors.New("applying waits for the store; a stale read answers from memory"))
+			}
+		}
+	}
+}
 
 // awaitSeen is awaitIndex for a stale read; a linearizable read has
 // applied every index a client can have seen (a larger one was never
