@@ -47,7 +47,10 @@ func BenchmarkClusterSubmit(b *testing.B) {
 // followers of a three-node cluster, linearizable (the default) against
 // stale, in the same run, with the load generator of `ffrtmp bench get`.
 func BenchmarkClusterGet(b *testing.B) {
-	c := newBenchCluster(b, 3)
+	raceBinary = false // measure the binary users run
+	c := newTestCluster(b, 3)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
 	l := c.leader()
 	var followers []*serverProc
 	for _, s := range c.nodes {
