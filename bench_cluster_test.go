@@ -48,6 +48,32 @@ func BenchmarkClusterSubmit(b *testing.B) {
 	}
 }
 
+// BenchmarkClusterGet measures GET /v1/jobs/{id} through the two
+// followers of a three-node cluster, linearizable (the default) against
+// stale, in the same run, with the load generator of `ffrtmp bench get`.
+func BenchmarkClusterGet(b *testing.B) {
+	raceBinary = false // measure the binary users run
+	c := newTestCluster(b, 3)
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
+	l := c.leader()
+	var followers []*serverProc
+	for _, s := range c.nodes {
+		if s != l {
+			followers = append(followers, s)
+		}
+	}
+	client, err := cli.NewClient(c.addrs(followers...), c.key())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := cli.BenchGet(context.Background(), client, &out, 10000, 64, 3); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("through followers %s and %s (leader %s):\n%s", followers[0].id, followers[1].id, l.id, out.String())
+}
+
 // BenchmarkClusterFailover kills the leader of a three-node cluster with
 // SIGKILL ten times and measures the time from the kill until a write
 // (retried by the client across the surviving nodes) succeeds again; the

@@ -89,6 +89,7 @@ func benchCommand() *cli.Command {
 				},
 			},
 			benchWorkersCommand(),
+			benchGetCommand(),
 		},
 	}
 }

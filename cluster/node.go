@@ -122,6 +122,7 @@ type Node struct {
 	gossip       atomic.Pointer[Gossip]
 
 	ident           identity    // cluster ID (see join.go)
+	reads           readIndexes // batched read barriers (see readindex.go)
 	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
 }
 
@@ -547,48 +548,6 @@ func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, ui
 		cancel()
 	}
 	return v, resp.Index, err
-}
-
-// ReadIndex makes this node's state at least as new as everything the
-// cluster had committed when it was called (a linearizable read barrier):
-// the leader confirms its leadership and reports its commit index, and
-// this node waits until it has applied that far. During an election it
-// waits for a leader, as writes do, until ctx ends.
-func (n *Node) ReadIndex(ctx context.Context) error {
-	for {
-		err := n.readIndex(ctx)
-		if err == nil || (!errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrNotLeader)) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (n *Node) readIndex(ctx context.Context) error {
-	var index uint64
-	if n.IsLeader() {
-		index = n.raft.CommitIndex()
-		if err := n.raft.VerifyLeader().Error(); err != nil {
-			return fmt.Errorf("read index: %w: %w", ErrNotLeader, err)
-		}
-	} else {
-		addr, _ := n.Leader()
-		if addr == "" {
-			return fmt.Errorf("read index: %w", ErrNoLeader)
-		}
-		var r struct {
-			Index uint64 `json:"index"`
-		}
-		if err := n.rpcCall(ctx, addr, "GET", "/rpc/readindex", nil, &r); err != nil {
-			return fmt.Errorf("read index: %w: %w", ErrNoLeader, err)
-		}
-		index = r.Index
-	}
-	return n.waitApplied(ctx, index)
 }
 
 // waitApplied waits until the FSM on this node has applied everything up

@@ -248,8 +248,9 @@ func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 	if n.notLeader(w) {
 		return
 	}
-	index := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	// Followers' read barriers join this node's own in one batch.
+	index, err := n.reads.leader.do(r.Context(), n.leaderReadIndex)
+	if err != nil {
 		rpcError(w, http.StatusServiceUnavailable, err)
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,12 +31,7 @@ func TestAPIKeyChecksum(t *testing.T) {
 	t.Parallel()
 	e := setup(t, envOpts{})
 	raft := &countingRaft{Raft: e.node}
-	srv, err := server.New(server.Config{FSM: e.fsm, Raft: raft, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
+	_, hs := serveWith(t, e, raft)
 	get := func(key string) (int, apiError) {
 		t.Helper()
 		var ae apiError

@@ -302,10 +302,6 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		expect = append(expect, *h)
 	}
-	if err := s.consistentRead(r); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), verifyAuditTimeout)
 	defer cancel()
 	v, err := s.fsm.VerifyAudit(ctx, expect...)

@@ -75,7 +75,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		return nil, fsm.Errorf(CodeUnauthenticated, "malformed API key: check that it was copied whole")
 	}
 	k, found := s.fsm.APIKey(id)
-	if !found {
+	if !found && !readFresh(r.Context()) {
 		// The key may be newer than this node's state (created through
 		// another node a moment ago): catch up with the leader once. If
 		// that is impossible now (an election), the key cannot be judged:

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -359,17 +358,4 @@ func (s *Server) clusterInit(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("cluster initialized; first super-admin key created", "user", BootstrapEmail)
 	writeJSON(w, http.StatusCreated, map[string]string{"api_key": token, "user": BootstrapEmail, "tenant": DefaultTenant})
-}
-
-// consistentRead makes a ?consistent=true read go through the leader.
-func (s *Server) consistentRead(r *http.Request) error {
-	if r.URL.Query().Get("consistent") != "true" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	if err := s.raft.ReadIndex(ctx); err != nil {
-		return fmt.Errorf("%w: %w", cluster.ErrNoLeader, err)
-	}
-	return nil
 }

@@ -83,6 +83,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &e):
 	case errors.Is(err, fsm.ErrNotFound):
 		e = fsm.Errorf(fsm.CodeNotFound, "not found")
+	case errors.Is(err, errNoReadIndex):
+		w.Header().Set("Retry-After", "2")
+		e = fsm.Errorf(CodeUnavailable, "no leader confirmed this read within %s (an election?); retry, or add stale=true to read this node's state as it is", readHold)
+	case errors.Is(err, errNotCaughtUp):
+		w.Header().Set("Retry-After", "1")
+		e = fsm.Errorf(CodeUnavailable, "%s", err.Error())
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
 		w.Header().Set("Retry-After", "2")
 		e = fsm.Errorf(CodeUnavailable, "the cluster has no leader right now; retry")

@@ -194,9 +194,10 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %s", echo(id))
 	}
 	j, err := s.loadJob(r.Context(), id)
-	if errors.Is(err, fsm.ErrNotFound) {
+	if errors.Is(err, fsm.ErrNotFound) && !readFresh(r.Context()) {
 		// It may have been created through another node a moment ago:
-		// catch up with the leader once before saying it does not exist.
+		// catch up with the leader once before saying it does not exist
+		// (a read whose barrier passed has).
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		if s.raft.ReadIndex(ctx) == nil {
 			j, err = s.loadJob(r.Context(), id)
@@ -237,7 +238,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
-	if err := s.consistentRead(r); err != nil {
+	if err := s.awaitSeen(r, after, wait); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -320,14 +321,10 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiJobPage(page))
 }
 
-// storeRead makes a read of the store for r, consistent if r asks, bounded
-// by storeReadTimeout, and returns the FSM index it reflects. On an error
+// storeRead makes a read of the store for r (after the route's read
+// barrier, see consistency.go), bounded by storeReadTimeout, and returns the FSM index it reflects. On an error
 // it answers r itself and returns false.
 func (s *Server) storeRead(w http.ResponseWriter, r *http.Request, read func(ctx context.Context) error) (uint64, bool) {
-	if err := s.consistentRead(r); err != nil {
-		s.writeError(w, r, err)
-		return 0, false
-	}
 	index := s.fsm.Index()
 	ctx, cancel := context.WithTimeout(r.Context(), storeReadTimeout)
 	defer cancel()
@@ -427,8 +424,23 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) {
 
 // jobEvents streams the job as Server-Sent Events: a "job" event with the
 // whole job (as GET /v1/jobs/{id} answers it) every time it changes (state
-// or progress), until it finishes.
+// or progress), until it finishes. An event's id is the job's
+// modify_index; a client that reconnects with Last-Event-ID (to any node)
+// gets only newer states, never an older one.
 func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
+	var last uint64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "Last-Event-ID must be an event id this stream sent (a non-negative integer)"))
+			return
+		}
+		last = n
+	}
+	if err := s.awaitSeen(r, last, eventsCatchUp); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	j, err := s.scopedJob(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -454,7 +466,6 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	ka := time.NewTicker(keepAlive)
 	defer ka.Stop()
-	last := uint64(0)
 	for {
 		_, changed := s.fsm.Watch()
 		if j.ModifyIndex > last {

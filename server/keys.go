@@ -100,8 +100,11 @@ func (s *Server) keyPrincipal(k *fsm.APIKey) (*Principal, authReason, error) {
 
 // catchUp waits until this node has applied what the leader had
 // committed, so that an object created through another node a moment ago
-// can be found.
+// can be found. A read whose barrier has passed (readFresh) has done so.
 func (s *Server) catchUp(ctx context.Context) error {
+	if readFresh(ctx) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.raft.ReadIndex(ctx); err != nil {

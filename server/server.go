@@ -91,7 +91,8 @@ type Config struct {
 }
 
 // Server is the HTTP API of one node. Every node serves it; reads come
-// from local state, writes go through Raft.
+// from local state after a read barrier (linearizable unless the caller
+// asks for a stale read), writes go through Raft.
 type Server struct {
 	fsm     *fsm.FSM
 	raft    Raft
@@ -204,6 +205,10 @@ type route struct {
 	// checks is, for a public route that checks a credential itself,
 	// what it checks.
 	checks string
+	// local marks a GET route that answers from this node alone (health,
+	// readiness, metrics, the OpenAPI document). Every other GET route is
+	// a read: wrap puts it behind a read barrier (see consistency.go).
+	local  bool
 	handle func(w http.ResponseWriter, r *http.Request)
 }
 
@@ -213,9 +218,9 @@ func needs(method, pattern string, perm Permission, h http.HandlerFunc) route {
 }
 
 // public is a route that needs no API key: it serves nothing a tenant
-// owns.
+// owns, from this node's own state.
 func public(method, pattern string, h http.HandlerFunc) route {
-	return route{method: method, pattern: pattern, perm: permPublic, handle: h}
+	return route{method: method, pattern: pattern, perm: permPublic, local: true, handle: h}
 }
 
 // selfChecked is a public route whose handler checks a credential
@@ -318,9 +323,11 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// wrap adds a request ID, panic recovery, authentication, the permission
-// check, the actor of audit records (see audit.go) and metrics around a
-// route's handler.
+// wrap adds a request ID, panic recovery, the read barrier of a read
+// (before authentication, so that a key revoked before the read began is
+// refused too; a request without a well-formed key is refused without
+// one), authentication, the permission check, the actor of audit
+// records (see audit.go) and metrics around a route's handler.
 func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.pattern
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -338,6 +345,14 @@ func (s *Server) wrap(rt route) http.Handler {
 			}
 			s.metrics.observeRequest(name, sw.status, time.Since(start))
 		}()
+		if rt.isRead() && (rt.perm == permPublic || keyShaped(r)) {
+			fresh, err := s.readBarrier(sw, r)
+			if err != nil {
+				s.writeError(sw, r, err)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), readFreshKey{}, fresh))
+		}
 		if rt.perm == permPublic {
 			rt.handle(sw, r)
 			return
