@@ -331,4 +331,6 @@ var commandTypes = map[MessageType]commandType{
 
 	CreateWorkerTokenType: command((*FSM).applyCreateWorkerToken),
 	RevokeWorkerTokenType: command((*FSM).applyRevokeWorkerToken),
+
+	SubmitJobsType: command((*FSM).applySubmitJobs),
 }
