@@ -139,4 +139,3 @@ func batchMetric(t *testing.T, s *serverProc) (count, sum int) {
 	}
 	return count, sum
 }
-
