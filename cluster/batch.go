@@ -15,20 +15,24 @@ import (
 )
 
 // Group commit of submits. Every submit of a node goes through its
-// batcher: while one batch is in flight (proposed on the leader, or
-// forwarded to it by a follower), arriving submits queue; when it returns,
-// everything queued goes as the next batch, one fsm.SubmitJobs entry,
-// bounded by maxBatchItems and maxBatchBytes. An idle node adds no wait:
-// the first submit is flushed at once. A follower's batch goes to the
+// batcher: while batchesInFlight batches are in flight (proposed on the
+// leader, or forwarded to it by a follower), arriving submits queue; when
+// one returns, everything queued goes as the next batch, one
+// fsm.SubmitJobs entry, bounded by maxBatchItems and maxBatchBytes. An
+// idle node adds no wait: the first submit is flushed at once. Two
+// batches in flight rather than one let the leader append and replicate
+// the next batch while the FSM applies and commits the previous one (a
+// proposal returns only once applied), as Raft overlaps its own batches. A follower's batch goes to the
 // leader's /rpc/apply-batch in one call over a kept-alive connection,
 // where it joins the leader's own batcher, so that the submits of every
 // node share entries. Each item gets its own result: its queued job, its
 // own typed refusal, or the batch's failure to commit.
 
-// Bounds of one batch entry.
+// Bounds of one batch entry, and how many batches a node keeps in flight.
 const (
-	maxBatchItems = fsm.MaxSubmitBatch
-	maxBatchBytes = 4 << 20
+	maxBatchItems   = fsm.MaxSubmitBatch
+	maxBatchBytes   = 4 << 20
+	batchesInFlight = 2
 )
 
 // batchResult is one item's outcome.
@@ -52,29 +56,33 @@ type batchItem struct {
 	done  *sync.WaitGroup
 }
 
-// batcher queues items and runs at most one flush at a time. Its zero
-// value is not usable: make it with newBatcher.
+// batcher queues items and runs at most inFlight flushes at a time. Its
+// zero value is not usable: make it with newBatcher.
 type batcher struct {
-	// flush commits one batch; it sets every item's res.
+	// flush commits one batch; it sets every item's res. It may be
+	// called concurrently, up to inFlight times.
 	flush              func(batch []*batchItem)
 	maxItems, maxBytes int
+	inFlight           int
 
 	mu      sync.Mutex
 	queue   []*batchItem
-	running bool
+	running int // flush loops
 }
 
-func newBatcher(flush func([]*batchItem), maxItems, maxBytes int) *batcher {
-	return &batcher{flush: flush, maxItems: maxItems, maxBytes: maxBytes}
+func newBatcher(flush func([]*batchItem), maxItems, maxBytes, inFlight int) *batcher {
+	return &batcher{flush: flush, maxItems: maxItems, maxBytes: maxBytes, inFlight: inFlight}
 }
 
-// enqueue adds items and starts a flush loop if none runs. Each item's
-// done is marked once its res is set.
+// enqueue adds items and starts a flush loop if fewer than inFlight run.
+// Each item's done is marked once its res is set.
 func (b *batcher) enqueue(items []*batchItem) {
 	b.mu.Lock()
 	b.queue = append(b.queue, items...)
-	start := !b.running
-	b.running = true
+	start := b.running < b.inFlight
+	if start {
+		b.running++
+	}
 	b.mu.Unlock()
 	if start {
 		go b.run()
@@ -87,7 +95,7 @@ func (b *batcher) run() {
 		b.mu.Lock()
 		batch := b.take()
 		if len(batch) == 0 {
-			b.running = false
+			b.running--
 			b.mu.Unlock()
 			return
 		}
@@ -376,11 +384,11 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 	var raws [][]byte
 	var todo []int
 	for i, c := range cmds {
-		raw, err := json.Marshal(fsm.SubmitItem{Job: c.Job, Actor: actor})
+		it := fsm.SubmitItem{Job: c.Job, Actor: actor}
+		err := it.Validate()
+		var raw []byte
 		if err == nil {
-			if e := validateItem(raw); e != nil {
-				err = e
-			}
+			raw, err = json.Marshal(&it)
 		}
 		if err != nil {
 			errs[i] = err

@@ -108,7 +108,7 @@ func TestBatcherCoalesces(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFakeFlush()
-	b := newBatcher(f.flush, 1000, 1<<20)
+	b := newBatcher(f.flush, 1000, 1<<20, 1)
 	first := submitConcurrently(ctx, b, []string{"first"})
 	<-f.started // in flight, holding the flush loop
 	raws := append(names("ok", 40), names("bad", 10)...)
@@ -153,7 +153,7 @@ func TestBatcherBounds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakeFlush()
-			b := newBatcher(f.flush, tc.maxItems, tc.maxBytes)
+			b := newBatcher(f.flush, tc.maxItems, tc.maxBytes, 1)
 			first := submitConcurrently(context.Background(), b, []string{"head"})
 			<-f.started
 			// Enqueue in a known order: one do call holding all items.
@@ -193,7 +193,7 @@ func TestBatcherBounds(t *testing.T) {
 func TestBatcherSkipsAbandonedItems(t *testing.T) {
 	t.Parallel()
 	f := newFakeFlush()
-	b := newBatcher(f.flush, 1000, 1<<20)
+	b := newBatcher(f.flush, 1000, 1<<20, 1)
 	first := submitConcurrently(context.Background(), b, []string{"head"})
 	<-f.started
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,5 +211,42 @@ func TestBatcherSkipsAbandonedItems(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(f.batches), "[[head] [kept]]"; got != want {
 		t.Errorf("batches %s, want %s", got, want)
+	}
+}
+
+// TestBatcherInFlight: with two batches in flight, a second arrival is
+// flushed at once beside the first; later ones queue until one returns,
+// and then go as one batch.
+func TestBatcherInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFakeFlush()
+	b := newBatcher(f.flush, 1000, 1<<20, 2)
+	first := submitConcurrently(ctx, b, []string{"a"})
+	<-f.started
+	second := submitConcurrently(ctx, b, []string{"b"})
+	<-f.started // a second flush runs while the first is in flight
+	rest := submitConcurrently(ctx, b, names("r", 10))
+	queued(t, b, 10)
+	close(f.release)
+	first()
+	second()
+	rest()
+	if got, want := fmt.Sprint(f.sizes()), "[1 1 10]"; got != want {
+		t.Fatalf("batch sizes %s, want %s", got, want)
+	}
+	// The loops end once they find the queue empty.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		running := b.running
+		b.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d flush loops still run with nothing queued", running)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

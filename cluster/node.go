@@ -139,7 +139,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
 		peers: make(map[string]string), gossipLeft: make(chan struct{}, 1)}
-	n.submits = newBatcher(n.flushSubmits, maxBatchItems, maxBatchBytes)
+	n.submits = newBatcher(n.flushSubmits, maxBatchItems, maxBatchBytes, batchesInFlight)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
