@@ -48,6 +48,18 @@ func BenchmarkClusterSubmit(b *testing.B) {
 	}
 }
 
+// BenchmarkClusterSubmitBatch measures POST /v1/jobs/batch on a
+// three-node cluster (100 specs per request, round robin over the nodes),
+// with single submits of as many jobs in the same run as the baseline.
+func BenchmarkClusterSubmitBatch(b *testing.B) {
+	_, client := newBenchCluster(b, 3)
+	var out bytes.Buffer
+	if err := cli.BenchSubmitBatch(context.Background(), client, &out, 20000, 16, 100); err != nil {
+		b.Fatal(err)
+	}
+	b.Log("\n" + out.String())
+}
+
 // BenchmarkClusterGet measures GET /v1/jobs/{id} through the two
 // followers of a three-node cluster, linearizable (the default) against
 // stale, in the same run, with the load generator of `ffrtmp bench get`.

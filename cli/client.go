@@ -119,6 +119,12 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 // headers; an error status becomes an *APIError. Unreachable nodes are
 // skipped; GETs and submits are retried on 503.
 func (c *Client) requestWith(ctx context.Context, method, path string, query url.Values, body any, header map[string]string) (*http.Response, error) {
+	return c.requestRetry(ctx, method, path, query, body, header, method == "GET" || header["Idempotency-Key"] != "")
+}
+
+// requestRetry is requestWith for a request that is, or is not,
+// repeatable: safe to send again when its outcome is unknown.
+func (c *Client) requestRetry(ctx context.Context, method, path string, query url.Values, body any, header map[string]string, repeatable bool) (*http.Response, error) {
 	var data []byte
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -127,7 +133,6 @@ func (c *Client) requestWith(ctx context.Context, method, path string, query url
 		}
 		data = b
 	}
-	repeatable := method == "GET" || header["Idempotency-Key"] != ""
 	deadline := time.Now().Add(c.retryFor)
 	delay := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -254,6 +259,82 @@ func (c *Client) SubmitJob(ctx context.Context, spec *fsm.JobSpec) (*server.Job,
 	defer resp.Body.Close()
 	var j server.Job
 	return &j, decodeJSON(resp.Body, &j)
+}
+
+// SubmitJobs submits specs with POST /v1/jobs/batch, at most
+// fsm.MaxSubmitBatch per request, and returns each one's result in order.
+// Every item carries a fresh idempotency key, so the request is retried
+// like a single submit, and items answered 503 are sent again with their
+// keys until the client's retry time runs out.
+func (c *Client) SubmitJobs(ctx context.Context, specs []*fsm.JobSpec) ([]server.BatchSubmitResult, error) {
+	out := make([]server.BatchSubmitResult, 0, len(specs))
+	for start := 0; start < len(specs); start += fsm.MaxSubmitBatch {
+		chunk := specs[start:min(len(specs), start+fsm.MaxSubmitBatch)]
+		res, err := c.submitChunk(ctx, chunk)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}
+
+func (c *Client) submitChunk(ctx context.Context, specs []*fsm.JobSpec) ([]server.BatchSubmitResult, error) {
+	type item struct {
+		IdempotencyKey string       `json:"idempotency_key"`
+		Spec           *fsm.JobSpec `json:"spec"`
+	}
+	items := make([]item, len(specs))
+	for i, s := range specs {
+		key, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		items[i] = item{key.String(), s}
+	}
+	results := make([]server.BatchSubmitResult, len(specs))
+	todo := make([]int, len(specs))
+	for i := range todo {
+		todo[i] = i
+	}
+	deadline := time.Now().Add(c.retryFor)
+	for {
+		body := struct {
+			Items []item `json:"items"`
+		}{}
+		for _, i := range todo {
+			body.Items = append(body.Items, items[i])
+		}
+		resp, err := c.requestRetry(ctx, "POST", "/v1/jobs/batch", nil, body, nil, true)
+		if err != nil {
+			return nil, err
+		}
+		var got server.BatchSubmitResponse
+		err = decodeJSON(resp.Body, &got)
+		resp.Body.Close()
+		if err == nil && len(got.Items) != len(todo) {
+			err = fmt.Errorf("batch submit: %d results for %d specs", len(got.Items), len(todo))
+		}
+		if err != nil {
+			return nil, err
+		}
+		var again []int
+		for k, i := range todo {
+			results[i] = got.Items[k]
+			if got.Items[k].Status == http.StatusServiceUnavailable {
+				again = append(again, i)
+			}
+		}
+		if len(again) == 0 || time.Now().After(deadline) {
+			return results, nil
+		}
+		select {
+		case <-ctx.Done():
+			return results, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		todo = again
+	}
 }
 
 // GetJob returns a job.

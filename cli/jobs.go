@@ -48,9 +48,9 @@ func jobsCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "submit",
-				Usage: "submit a job and print its ID",
+				Usage: "submit a job and print its ID (a JSON array in --spec: many jobs, one result each)",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "spec", Usage: "whole job spec as JSON from FILE, or - for stdin; other flags override its fields"},
+					&cli.StringFlag{Name: "spec", Usage: "whole job spec as JSON from FILE, or - for stdin; a JSON array of specs submits them all with POST /v1/jobs/batch; other flags override their fields"},
 					&cli.StringFlag{Name: "name", Usage: "job name"},
 					&cli.StringFlag{Name: "scenario", Usage: "preset <height>p<fps>-<codec>, e.g. 720p30-h264"},
 					&cli.StringFlag{Name: "input", Usage: "input URL: testsrc://?duration=5, file:///in.mp4, rtmp://…"},
@@ -65,11 +65,14 @@ func jobsCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					spec, err := specFromFlags(c)
+					specs, many, err := specsFromFlags(c)
 					if err != nil {
 						return err
 					}
-					return SubmitJob(c.Context, client, out, spec)
+					if many {
+						return SubmitJobs(c.Context, client, out, specs)
+					}
+					return SubmitJob(c.Context, client, out, specs[0])
 				},
 			},
 			{
@@ -148,9 +151,13 @@ func clientAndOutput(c *cli.Context) (*Client, Output, error) {
 	return client, out, nil
 }
 
-// specFromFlags builds a job spec from --spec and the field flags.
-func specFromFlags(c *cli.Context) (*fsm.JobSpec, error) {
-	spec := &fsm.JobSpec{}
+// maxSpecFile bounds a --spec file: a batch of specs.
+const maxSpecFile = 16 << 20
+
+// specsFromFlags builds the job specs of a submit from --spec and the
+// field flags, which override the fields of every spec. many is set when
+// --spec holds a JSON array (a batch, possibly of one).
+func specsFromFlags(c *cli.Context) (specs []*fsm.JobSpec, many bool, err error) {
 	if path := c.String("spec"); path != "" {
 		var r io.Reader
 		if path == "-" {
@@ -158,17 +165,53 @@ func specFromFlags(c *cli.Context) (*fsm.JobSpec, error) {
 		} else {
 			f, err := os.Open(path)
 			if err != nil {
-				return nil, fmt.Errorf("read spec: %w", err)
+				return nil, false, fmt.Errorf("read spec: %w", err)
 			}
 			defer f.Close()
 			r = f
 		}
-		dec := json.NewDecoder(io.LimitReader(r, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(spec); err != nil {
-			return nil, fmt.Errorf("parse spec %s: %w", path, err)
+		data, err := io.ReadAll(io.LimitReader(r, maxSpecFile))
+		if err != nil {
+			return nil, false, fmt.Errorf("read spec: %w", err)
+		}
+		var raws []json.RawMessage
+		if trimmed := strings.TrimLeftFunc(string(data), unicode.IsSpace); strings.HasPrefix(trimmed, "[") {
+			if err := json.Unmarshal(data, &raws); err != nil {
+				return nil, false, fmt.Errorf("parse spec %s: %w", path, err)
+			}
+			if len(raws) == 0 {
+				return nil, false, fmt.Errorf("spec %s is an empty array", path)
+			}
+			many = true
+		} else {
+			raws = []json.RawMessage{data}
+		}
+		for i, raw := range raws {
+			spec := &fsm.JobSpec{}
+			dec := json.NewDecoder(strings.NewReader(string(raw)))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(spec); err != nil {
+				if many {
+					return nil, false, fmt.Errorf("parse spec %s, item %d: %w", path, i, err)
+				}
+				return nil, false, fmt.Errorf("parse spec %s: %w", path, err)
+			}
+			specs = append(specs, spec)
+		}
+	} else {
+		specs = []*fsm.JobSpec{{}}
+	}
+	for _, spec := range specs {
+		if err := specFlags(c, spec); err != nil {
+			return nil, false, err
 		}
 	}
+	return specs, many, nil
+}
+
+// specFlags applies the field flags to spec and checks that it has an
+// input and an output.
+func specFlags(c *cli.Context, spec *fsm.JobSpec) error {
 	if c.IsSet("name") {
 		spec.Name = c.String("name")
 	}
@@ -198,9 +241,9 @@ func specFromFlags(c *cli.Context) (*fsm.JobSpec, error) {
 		spec.MaxRetries = &n
 	}
 	if spec.Input.URL == "" || len(spec.Outputs) == 0 {
-		return nil, errors.New("a job needs --input and at least one --output (or --spec)")
+		return errors.New("a job needs --input and at least one --output (or --spec)")
 	}
-	return spec, nil
+	return nil
 }
 
 // SubmitJob submits spec and prints the new job's ID (or the job as JSON).
@@ -214,6 +257,47 @@ func SubmitJob(ctx context.Context, c *Client, out Output, spec *fsm.JobSpec) er
 	}
 	_, err = fmt.Fprintln(out.W, j.ID)
 	return err
+}
+
+// SubmitJobs submits specs in batches and prints one row per spec: its
+// index, the status of its item and its job ID or error (or the results
+// as JSON). It fails if any spec was refused.
+func SubmitJobs(ctx context.Context, c *Client, out Output, specs []*fsm.JobSpec) error {
+	results, err := c.SubmitJobs(ctx, specs)
+	if err != nil {
+		return err
+	}
+	refused := 0
+	for _, r := range results {
+		if r.Error != nil {
+			refused++
+		}
+	}
+	if out.JSON {
+		if err := printJSON(out.W, results); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ITEM\tSTATUS\tJOB\tERROR")
+		for i, r := range results {
+			job, msg := "-", "-"
+			if r.Job != nil {
+				job = cell(r.Job.ID)
+			}
+			if r.Error != nil {
+				msg = cell(string(r.Error.Code) + ": " + r.Error.Message)
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", i, r.Status, job, msg)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if refused > 0 {
+		return fmt.Errorf("%d of %d specs were refused", refused, len(specs))
+	}
+	return nil
 }
 
 // ListJobs prints a page of jobs.

@@ -11,7 +11,10 @@ import (
 // nodeMetrics are the node's Raft metrics. Gauges are read from Raft at
 // scrape time; leader changes are counted from Raft's observations.
 type nodeMetrics struct {
-	apply         prometheus.Histogram
+	apply prometheus.Histogram
+	// batchItems observes the submits of each batch entry this node
+	// proposes (the group commit's batch size).
+	batchItems    prometheus.Histogram
 	leaderChanges atomic.Uint64
 }
 
@@ -33,6 +36,11 @@ func (m *nodeMetrics) init(n *Node) {
 		Help:    "Time to commit and apply a write proposed on this node (forwarding included).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	})
+	m.batchItems = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ffrtmp_raft_submit_batch_items",
+		Help:    "Submits per batch entry proposed by this node (group commit).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+	})
 	obs := make(chan raft.Observation, 16)
 	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -51,7 +59,7 @@ func (m *nodeMetrics) init(n *Node) {
 		}
 	}()
 	if n.cfg.Metrics != nil {
-		n.cfg.Metrics.MustRegister(m.apply, &raftCollector{n: n})
+		n.cfg.Metrics.MustRegister(m.apply, m.batchItems, &raftCollector{n: n})
 	}
 }
 

@@ -121,6 +121,9 @@ type Node struct {
 	leases       leases
 	gossip       atomic.Pointer[Gossip]
 
+	// submits is the group commit of submits (see batch.go).
+	submits *batcher
+
 	ident           identity    // cluster ID (see join.go)
 	reads           readIndexes // batched read barriers (see readindex.go)
 	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
@@ -137,6 +140,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
 		peers: make(map[string]string), gossipLeft: make(chan struct{}, 1)}
+	n.submits = newBatcher(n.flushSubmits, maxBatchItems, maxBatchBytes, batchesInFlight)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -429,6 +433,11 @@ const writeHold = 5 * time.Second
 // after it was sent) fails with ErrUnknownOutcome; retrying it is safe
 // only if the command is idempotent.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
+	if sj, ok := c.(*fsm.SubmitJob); ok {
+		// Submits share entries (group commit, see batch.go).
+		v, errs := n.SubmitAll(ctx, []*fsm.SubmitJob{sj})
+		return v[0], errs[0]
+	}
 	// The actor of an API request (fsm.WithActor) travels in the entry's
 	// envelope, so the FSM writes its audit record; forwarding sends the
 	// same bytes.

@@ -112,6 +112,7 @@ func (n *Node) rpcHandler() *http.ServeMux {
 	mux.HandleFunc("POST /rpc/join", n.handleJoin)
 	mux.HandleFunc("POST /rpc/notify", n.handleNotify)
 	mux.HandleFunc("POST /rpc/apply", n.handleApply)
+	mux.HandleFunc("POST /rpc/apply-batch", n.handleApplyBatch)
 	mux.HandleFunc("GET /rpc/readindex", n.handleReadIndex)
 	mux.HandleFunc("GET /rpc/status", n.handleStatus)
 	mux.HandleFunc("POST /rpc/remove", n.handleRemove)

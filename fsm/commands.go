@@ -337,5 +337,6 @@ var commandTypes = map[MessageType]commandType{
 	CreateWorkerTokenType: command((*FSM).applyCreateWorkerToken),
 	RevokeWorkerTokenType: command((*FSM).applyRevokeWorkerToken),
 
-	PurgeJobsType: command((*FSM).applyPurgeJobs),
+	PurgeJobsType:  command((*FSM).applyPurgeJobs),
+	SubmitJobsType: command((*FSM).applySubmitJobs),
 }

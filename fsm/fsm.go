@@ -195,7 +195,7 @@ func (f *FSM) at(proposed time.Time) time.Time {
 }
 
 // storedSubmits returns the create index of every job the store holds
-// whose ID a SubmitJob in logs (after index start) proposes and memory
+// whose ID a SubmitJob or a SubmitJobs item in logs (after index start) proposes and memory
 // does not hold: the finished jobs such a submit collides with. It reads
 // the store once, without f.mu, retrying with backoff while the store is
 // unreachable (Apply cannot give up on a committed entry). The store holds
@@ -203,17 +203,13 @@ func (f *FSM) at(proposed time.Time) time.Time {
 func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
 	var ids []string
 	f.mu.RLock()
-	for _, body := range bodiesOf(logs, start, SubmitJobType) {
-		var c struct {
-			Job struct {
-				ID string `json:"id"`
-			} `json:"job"`
-		}
-		if json.Unmarshal(body, &c) != nil {
-			continue // Apply refuses or stops on it
-		}
-		if _, ok := f.jobs[c.Job.ID]; !ok {
-			ids = append(ids, c.Job.ID)
+	for _, t := range []MessageType{SubmitJobType, SubmitJobsType} {
+		for _, body := range bodiesOf(logs, start, t) {
+			for _, id := range submittedIDs(t, body) {
+				if _, ok := f.jobs[id]; !ok {
+					ids = append(ids, id)
+				}
+			}
 		}
 	}
 	f.mu.RUnlock()
@@ -242,6 +238,38 @@ func bodiesOf(logs []*raft.Log, start uint64, t MessageType) [][]byte {
 		}
 	}
 	return out
+}
+
+// submittedIDs returns the job IDs a SubmitJob or SubmitJobs body
+// proposes, none for another type or a body that does not decode (Apply
+// refuses or stops on it).
+func submittedIDs(t MessageType, body []byte) []string {
+	type jobID struct {
+		ID string `json:"id"`
+	}
+	switch t {
+	case SubmitJobType:
+		var c struct {
+			Job jobID `json:"job"`
+		}
+		if json.Unmarshal(body, &c) == nil {
+			return []string{c.Job.ID}
+		}
+	case SubmitJobsType:
+		var c struct {
+			Items []struct {
+				Job jobID `json:"job"`
+			} `json:"items"`
+		}
+		if json.Unmarshal(body, &c) == nil {
+			ids := make([]string, len(c.Items))
+			for i, it := range c.Items {
+				ids[i] = it.Job.ID
+			}
+			return ids
+		}
+	}
+	return nil
 }
 
 // commit writes a batch, retrying with backoff until the store takes it:

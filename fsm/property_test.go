@@ -77,6 +77,7 @@ func TestFSMProperty(t *testing.T) {
 		"RevokeInvitation ok", "RotateAPIKey ok", "RotateAPIKey invalid_transition", "TouchAPIKeys ok",
 		"CreateWorkerToken ok", "CreateWorkerToken already_exists", "RevokeWorkerToken ok",
 		"RegisterWorker token_refused", "PurgeJobs ok", "purged",
+		"SubmitJobs item ok", "SubmitJobs item already_exists", "SubmitJobs item not_found", "audited SubmitJobs item",
 	} {
 		if cov.get(want) == 0 {
 			t.Errorf("no seed produced %q", want)
@@ -341,6 +342,10 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 			cov.add(name + " ok")
 			continue
 		}
+		if typ == fsm.SubmitJobsType {
+			checkSubmitJobs(t, l, resp, cov)
+			continue
+		}
 		switch v := resp.(type) {
 		case *fsm.Error:
 			if !slices.Contains(knownCodes, v.Code) {
@@ -360,6 +365,39 @@ func checkResponses(t *testing.T, logs []*raft.Log, resps []any, cov *coverage) 
 	}
 }
 
+// checkSubmitJobs checks a batch's response: one result per item, each
+// the queued job (with the item's ID) or a typed refusal.
+func checkSubmitJobs(t *testing.T, l *raft.Log, resp any, cov *coverage) {
+	t.Helper()
+	var c fsm.SubmitJobs
+	if err := json.Unmarshal(l.Data[1:], &c); err != nil {
+		t.Fatalf("entry %d: batch does not decode: %v", l.Index, err)
+	}
+	res, ok := resp.(*fsm.SubmitJobsResult)
+	if !ok || len(res.Results) != len(c.Items) {
+		t.Fatalf("entry %d (SubmitJobs of %d): response %T %v", l.Index, len(c.Items), resp, resp)
+	}
+	for i, r := range res.Results {
+		if c.Items[i].Actor != nil {
+			cov.add("audited SubmitJobs item")
+		}
+		switch v := r.(type) {
+		case *fsm.Error:
+			if !slices.Contains(knownCodes, v.Code) {
+				t.Fatalf("entry %d item %d: refused with unexpected code %q: %v", l.Index, i, v.Code, v)
+			}
+			cov.add("SubmitJobs item " + string(v.Code))
+		case *fsm.Job:
+			if v.ID != c.Items[i].Job.ID {
+				t.Fatalf("entry %d item %d: job %s, want %s", l.Index, i, v.ID, c.Items[i].Job.ID)
+			}
+			cov.add("SubmitJobs item ok")
+		default:
+			t.Fatalf("entry %d item %d: result %T %v", l.Index, i, r, r)
+		}
+	}
+}
+
 func commandName(m fsm.MessageType) string {
 	names := map[fsm.MessageType]string{
 		fsm.CreateTenantType: "CreateTenant", fsm.CreateAPIKeyType: "CreateAPIKey", fsm.RevokeAPIKeyType: "RevokeAPIKey",
@@ -372,7 +410,8 @@ func commandName(m fsm.MessageType) string {
 		fsm.AcceptInvitationType: "AcceptInvitation", fsm.RevokeInvitationType: "RevokeInvitation",
 		fsm.RotateAPIKeyType: "RotateAPIKey", fsm.TouchAPIKeysType: "TouchAPIKeys",
 		fsm.CreateWorkerTokenType: "CreateWorkerToken", fsm.RevokeWorkerTokenType: "RevokeWorkerToken",
-		fsm.PurgeJobsType: "PurgeJobs",
+		fsm.PurgeJobsType:  "PurgeJobs",
+		fsm.SubmitJobsType: "SubmitJobs",
 	}
 	if s, ok := names[m]; ok {
 		return s
@@ -903,6 +942,40 @@ func (g *gen) actor(c fsm.Command) *fsm.Actor {
 		Target: pick(g.r, "", "x1"), Tenant: tenant}
 }
 
+// submitBatch returns a SubmitJobs (the group commit's entry) that starts
+// with job and holds up to four more: new jobs, now and then an ID the
+// batch already holds or an older one, each item with an actor of its own
+// or none.
+func (g *gen) submitBatch(job fsm.Job) *fsm.SubmitJobs {
+	r := g.r
+	items := []fsm.SubmitItem{{Job: job, Actor: g.itemActor()}}
+	for range r.IntN(5) {
+		var j fsm.Job
+		switch r.IntN(6) {
+		case 0:
+			j = items[r.IntN(len(items))].Job // a client retry inside the batch
+		case 1:
+			old := g.jobs[r.IntN(len(g.jobs))]
+			j = newJob(g.t, old, job.TenantID, g.spec(old), g.now)
+		default:
+			g.nextJob++
+			id := fmt.Sprintf("j%04d", g.nextJob)
+			g.jobs = append(g.jobs, id)
+			j = newJob(g.t, id, pick(r, "t1", "t2", "t3", "t9"), g.spec(id), g.now)
+		}
+		items = append(items, fsm.SubmitItem{Job: j, Actor: g.itemActor()})
+	}
+	return &fsm.SubmitJobs{Items: items}
+}
+
+// itemActor returns the actor of one item of a batch, or nil.
+func (g *gen) itemActor() *fsm.Actor {
+	if g.r.IntN(3) == 0 {
+		return nil
+	}
+	return g.actor(&fsm.SubmitJob{})
+}
+
 // propEmails are the emails users and invitations are made with; some
 // differ only in case, which the FSM must treat as one.
 var propEmails = []string{"a@x.example", "A@X.example", "b@x.example", "c@x.example", "B@x.EXAMPLE"}
@@ -1187,6 +1260,8 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 				// must stay as it is.
 				old := g.jobs[r.IntN(len(g.jobs))]
 				return one(&fsm.SubmitJob{Job: newJob(g.t, old, job.TenantID, g.spec(old), g.now)})
+			case 2, 3, 4:
+				return one(g.submitBatch(job))
 			}
 			return one(&fsm.SubmitJob{Job: job})
 		}},

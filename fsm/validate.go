@@ -93,6 +93,9 @@ func DecodeEntry(data []byte) (Command, *Actor, error) {
 	if _, ok := c.(*RecordAudit); ok && actor == nil {
 		return nil, nil, invalid("an audit record needs an actor")
 	}
+	if _, ok := c.(*SubmitJobs); ok && actor != nil {
+		return nil, nil, invalid("a batch of submits carries an actor per item, not an envelope")
+	}
 	return c, actor, nil
 }
 

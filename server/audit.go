@@ -130,6 +130,14 @@ func (a auditedRaft) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	return a.Raft.Apply(ctx, c)
 }
 
+// SubmitAll implements Raft.
+func (a auditedRaft) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []error) {
+	if call, ok := ctx.Value(auditCallKey{}).(*auditCall); ok && len(cmds) > 0 {
+		call.applied.Store(true)
+	}
+	return a.Raft.SubmitAll(ctx, cmds)
+}
+
 // recordTimeout bounds the wrapper's own audit proposals.
 const recordTimeout = 5 * time.Second
 

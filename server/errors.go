@@ -78,33 +78,9 @@ type errorBody struct {
 // are not *fsm.Error are internal, except Raft unavailability (503 with
 // Retry-After) and canceled requests; their details are logged, not sent.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *fsm.Error
-	switch {
-	case errors.As(err, &e):
-	case errors.Is(err, fsm.ErrNotFound):
-		e = fsm.Errorf(fsm.CodeNotFound, "not found")
-	case errors.Is(err, errNoReadIndex):
-		w.Header().Set("Retry-After", "2")
-		e = fsm.Errorf(CodeUnavailable, "no leader confirmed this read within %s (an election?); retry, or add stale=true to read this node's state as it is", readHold)
-	case errors.Is(err, errNotCaughtUp):
-		w.Header().Set("Retry-After", "1")
-		e = fsm.Errorf(CodeUnavailable, "%s", err.Error())
-	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
-		w.Header().Set("Retry-After", "2")
-		e = fsm.Errorf(CodeUnavailable, "the cluster has no leader right now; retry")
-	case errors.Is(err, cluster.ErrUnknownOutcome):
-		w.Header().Set("Retry-After", "1")
-		e = fsm.Errorf(CodeUnavailable, "the leader changed while the write was in flight; it may or may not have been applied; retry (with the same Idempotency-Key for a submit)")
-	case errors.Is(err, errStoreUnavailable):
-		s.log.Warn("store read failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.Header().Set("Retry-After", "2")
-		e = fsm.Errorf(CodeUnavailable, "the state store is unavailable; retry")
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		w.Header().Set("Retry-After", "2")
-		e = fsm.Errorf(CodeUnavailable, "the request timed out; retry")
-	default:
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		e = fsm.Errorf(fsm.CodeInternal, "internal error")
+	e, retryAfter := s.apiError(r, err)
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	if e.Code == CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ffrtmp"`)
@@ -112,7 +88,42 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.code = e.Code // for auditUnapplied
 	}
-	writeJSON(w, statusOf(e.Code), errorBody{Error: &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message)), Details: e.Details}})
+	writeJSON(w, statusOf(e.Code), errorBody{Error: e})
+}
+
+// apiError turns err into the error a client sees, with the Retry-After
+// (seconds) to send, if any: see writeError.
+func (s *Server) apiError(r *http.Request, err error) (*fsm.Error, string) {
+	var e *fsm.Error
+	retryAfter := ""
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, fsm.ErrNotFound):
+		e = fsm.Errorf(fsm.CodeNotFound, "not found")
+	case errors.Is(err, errNoReadIndex):
+		retryAfter = "2"
+		e = fsm.Errorf(CodeUnavailable, "no leader confirmed this read within %s (an election?); retry, or add stale=true to read this node's state as it is", readHold)
+	case errors.Is(err, errNotCaughtUp):
+		retryAfter = "1"
+		e = fsm.Errorf(CodeUnavailable, "%s", err.Error())
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
+		retryAfter = "2"
+		e = fsm.Errorf(CodeUnavailable, "the cluster has no leader right now; retry")
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		retryAfter = "1"
+		e = fsm.Errorf(CodeUnavailable, "the leader changed while the write was in flight; it may or may not have been applied; retry (with the same Idempotency-Key for a submit)")
+	case errors.Is(err, errStoreUnavailable):
+		s.log.Warn("store read failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		retryAfter = "2"
+		e = fsm.Errorf(CodeUnavailable, "the state store is unavailable; retry")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		retryAfter = "2"
+		e = fsm.Errorf(CodeUnavailable, "the request timed out; retry")
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		e = fsm.Errorf(fsm.CodeInternal, "internal error")
+	}
+	return &fsm.Error{Code: e.Code, Message: cleanMessage(shortenQuoted(e.Message)), Details: e.Details}, retryAfter
 }
 
 // shortenQuoted cuts every Go-quoted value in a message (how fsm and this
@@ -196,7 +207,12 @@ const maxBodyBytes = 1 << 20
 // unknown fields, trailing data and oversize bodies. The Content-Type is
 // not checked: the body must be JSON whatever it claims.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	return decodeBodyLimit(w, r, v, maxBodyBytes)
+}
+
+// decodeBodyLimit is decodeBody with a body of up to limit bytes.
+func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -225,7 +241,9 @@ func jsonError(err error) error {
 	)
 	switch {
 	case tooLarge(err):
-		return fsm.Errorf(CodeBodyTooLarge, "request body is larger than %d bytes", maxBodyBytes)
+		var mb *http.MaxBytesError
+		errors.As(err, &mb)
+		return fsm.Errorf(CodeBodyTooLarge, "request body is larger than %d bytes", mb.Limit)
 	case errors.As(err, &syntax):
 		return fsm.Errorf(CodeMalformedJSON, "malformed JSON at byte %d: %s", syntax.Offset, strings.TrimPrefix(err.Error(), "json: "))
 	case errors.As(err, &typ):

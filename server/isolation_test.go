@@ -70,6 +70,7 @@ var isolationMatrix = map[string]expect{
 	"GET /metrics":                         everyone(ok),
 	"GET /v1/openapi.json":                 everyone(ok),
 	"POST /v1/jobs":                        tenantCreate,
+	"POST /v1/jobs/batch":                  tenantCreate,
 	"GET /v1/jobs":                         tenantRead,
 	"GET /v1/jobs/{id}":                    objectRead,
 	"POST /v1/jobs/{id}/cancel":            objectWrite,
@@ -123,6 +124,7 @@ var isolationMatrix = map[string]expect{
 // a snapshot), so that an allowed probe does not take the node down.
 var matrixBodies = map[string]string{
 	"POST /v1/jobs":                        queuedSpec,
+	"POST /v1/jobs/batch":                  `{"items":[{"spec":` + queuedSpec + `}]}`,
 	"POST /v1/tenants":                     `{"name":"matrix-new"}`,
 	"PATCH /v1/tenants/{id}":               `{"plan":"matrix"}`,
 	"POST /v1/users":                       `{"email":"new@matrix.example","role":"viewer"}`,

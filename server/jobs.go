@@ -114,17 +114,22 @@ func refuseZeroFPS(body []byte) error {
 const idempotencyKeyWindow = 24 * time.Hour
 
 func (s *Server) idempotencyKey(r *http.Request) (string, error) {
-	key := r.Header.Get("Idempotency-Key")
+	return s.parseIdempotencyKey(r.Header.Get("Idempotency-Key"), "Idempotency-Key")
+}
+
+// parseIdempotencyKey checks key, a UUIDv7 that becomes a job's ID ("" for
+// none); field names it in a refusal.
+func (s *Server) parseIdempotencyKey(key, field string) (string, error) {
 	if key == "" {
 		return "", nil
 	}
 	u, err := uuid.Parse(key)
 	if err != nil || u.Version() != 7 {
-		return "", fsm.Errorf(fsm.CodeInvalidArgument, "Idempotency-Key must be a UUIDv7 (it becomes the job ID)")
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "%s must be a UUIDv7 (it becomes the job ID)", field)
 	}
 	sec, nsec := u.Time().UnixTime()
 	if d := s.now().Sub(time.Unix(sec, nsec)); d > idempotencyKeyWindow || d < -idempotencyKeyWindow {
-		return "", fsm.Errorf(fsm.CodeInvalidArgument, "Idempotency-Key's time is more than %s from now", idempotencyKeyWindow)
+		return "", fsm.Errorf(fsm.CodeInvalidArgument, "%s's time is more than %s from now", field, idempotencyKeyWindow)
 	}
 	return u.String(), nil
 }
@@ -163,6 +168,20 @@ func (s *Server) answerReplay(w http.ResponseWriter, r *http.Request, j *fsm.Job
 // submit compiles spec and proposes it as a new job of tenant, with the
 // given ID or a new UUIDv7.
 func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
+	job, err := s.newJob(tenant, spec, retryOf, id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.raft.Apply(ctx, &fsm.SubmitJob{Job: *job})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*fsm.Job), nil
+}
+
+// newJob compiles spec into a new job of tenant, with the given ID or a
+// new UUIDv7, ready to propose.
+func (s *Server) newJob(tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
 	if _, ok := s.fsm.Tenant(tenant); !ok {
 		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %s does not exist", echo(tenant))
 	}
@@ -177,12 +196,7 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 		}
 		id = u.String()
 	}
-	job := fsm.Job{ID: id, TenantID: tenant, Spec: spec, Plan: *plan, SubmittedAt: s.now(), RetryOf: retryOf}
-	resp, err := s.raft.Apply(ctx, &fsm.SubmitJob{Job: job})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*fsm.Job), nil
+	return &fsm.Job{ID: id, TenantID: tenant, Spec: spec, Plan: *plan, SubmittedAt: s.now(), RetryOf: retryOf}, nil
 }
 
 // scopedJob returns the job named by the path if the principal holds the

@@ -22,6 +22,9 @@ type Raft interface {
 	// Apply proposes a command (forwarded to the leader if need be) and
 	// returns the FSM's response.
 	Apply(ctx context.Context, c fsm.Command) (any, error)
+	// SubmitAll submits jobs through the group commit and returns each
+	// one's result: its queued *fsm.Job or its own error.
+	SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []error)
 	// Leader returns the leader's address and ID, empty if none.
 	Leader() (addr, id string)
 	// CaughtUp reports whether this node has applied what the cluster
@@ -246,6 +249,7 @@ func (s *Server) routes() []route {
 		public("GET", "/metrics", s.metrics.handler().ServeHTTP),
 		public("GET", "/v1/openapi.json", handleOpenAPI),
 		needs("POST", "/v1/jobs", PermJobsCreate, s.submitJob),
+		needs("POST", "/v1/jobs/batch", PermJobsCreate, s.submitJobs),
 		needs("GET", "/v1/jobs", PermJobsView, s.listJobs),
 		needs("GET", "/v1/jobs/{id}", PermJobsView, s.getJob),
 		needs("POST", "/v1/jobs/{id}/cancel", PermJobsCancel, s.cancelJob),
