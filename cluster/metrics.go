@@ -3,6 +3,7 @@ package cluster
 import (
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 // scrape time; leader changes are counted from Raft's observations.
 type nodeMetrics struct {
 	apply         prometheus.Histogram
+	resent        prometheus.Counter
 	leaderChanges atomic.Uint64
 }
 
@@ -33,6 +35,10 @@ func (m *nodeMetrics) init(n *Node) {
 		Help:    "Time to commit and apply a write proposed on this node (forwarding included).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	})
+	m.resent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ffrtmp_raft_apply_resent_total",
+		Help: "Writes sent again to a new leader because leadership changed while they were in flight.",
+	})
 	obs := make(chan raft.Observation, 16)
 	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -45,13 +51,14 @@ func (m *nodeMetrics) init(n *Node) {
 			select {
 			case <-n.stop:
 				return
-			case <-obs:
+			case o := <-obs:
 				m.leaderChanges.Add(1)
+				n.noteLeader(o.Data.(raft.LeaderObservation).LeaderAddr != "", time.Now())
 			}
 		}
 	}()
 	if n.cfg.Metrics != nil {
-		n.cfg.Metrics.MustRegister(m.apply, &raftCollector{n: n})
+		n.cfg.Metrics.MustRegister(m.apply, m.resent, &raftCollector{n: n})
 	}
 }
 
