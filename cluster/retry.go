@@ -77,10 +77,11 @@ func (n *Node) noteResend(first, err error, hold *time.Timer) error {
 
 // heldError is Apply's answer when it stops waiting for a leader: if a
 // resent write's first try may have been applied, its outcome is still
-// unknown, whatever stopped the wait.
+// unknown, whatever stopped the wait, and only that is wrapped (a caller
+// must not read it as "nothing applied").
 func heldError(unknown, err error) error {
 	if unknown != nil {
-		return fmt.Errorf("apply: %w (then: %w)", unknown, err)
+		return fmt.Errorf("apply: %w (then: %v)", unknown, err)
 	}
 	return fmt.Errorf("apply: %w", err)
 }
