@@ -447,7 +447,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	var unknown error // the first unknown outcome of a resent write
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("apply: %w", err)
+			return nil, heldError(unknown, err)
 		}
 		var v any
 		if n.IsLeader() {
@@ -463,7 +463,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 		if resend(err, data) {
 			unknown = n.noteResend(unknown, err, hold)
 		} else if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
-			return nil, err
+			return nil, failedAfter(unknown, err)
 		}
 		// Nothing was applied, or it may be applied twice: wait for a
 		// leader and try again.

@@ -85,3 +85,12 @@ func heldError(unknown, err error) error {
 	}
 	return fmt.Errorf("apply: %w", err)
 }
+
+// failedAfter is Apply's answer when a try fails for good with err: after
+// an unknown outcome, the outcome is still unknown.
+func failedAfter(unknown, err error) error {
+	if unknown != nil {
+		return heldError(unknown, err)
+	}
+	return err
+}

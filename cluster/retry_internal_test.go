@@ -9,7 +9,8 @@ import (
 
 // TestHeldErrorStaysUnknown: once a resent write's first try may have been
 // applied, the error Apply gives up with is an unknown outcome, never "no
-// leader" or a timeout, which callers read as "nothing applied".
+// leader", a timeout or the last try's own error, which callers read as
+// "nothing applied".
 func TestHeldErrorStaysUnknown(t *testing.T) {
 	t.Parallel()
 	first := fmt.Errorf("forward: %w: EOF", ErrUnknownOutcome)
@@ -21,5 +22,12 @@ func TestHeldErrorStaysUnknown(t *testing.T) {
 	}
 	if err := heldError(nil, ErrNoLeader); !errors.Is(err, ErrNoLeader) || errors.Is(err, ErrUnknownOutcome) {
 		t.Errorf("heldError(nil, ErrNoLeader) = %v; want ErrNoLeader", err)
+	}
+	other := errors.New("raft: something else")
+	if err := failedAfter(first, other); !errors.Is(err, ErrUnknownOutcome) {
+		t.Errorf("failedAfter(unknown, %v) = %v; want ErrUnknownOutcome", other, err)
+	}
+	if err := failedAfter(nil, other); err != other {
+		t.Errorf("failedAfter(nil, %v) = %v; want it unchanged", other, err)
 	}
 }
