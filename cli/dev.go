@@ -166,7 +166,7 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	sctx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "") }()
+	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "", nil) }()
 	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
 	if n.gossip != nil {
 		tokenFile, err := devWorkerToken(ctx, n, cfg.DataDir)

@@ -42,6 +42,9 @@ type nodeConfig struct {
 	Retention         time.Duration // 0: keep finished jobs forever
 	Logger            *slog.Logger
 	OnLeave           func()
+	// ReadyGrace and Drain are server.Config's.
+	ReadyGrace time.Duration
+	Drain      time.Duration
 }
 
 // runningNode is a store, FSM, Raft node and API server wired together.
@@ -102,6 +105,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 	srv, err := server.New(server.Config{
 		FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs,
 		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave, CAHash: node.CAHash(), WorkerGossip: rn.workerGossip(cfg.ClusterKey),
+		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain,
 	})
 	if err != nil {
 		node.Shutdown()
@@ -156,9 +160,16 @@ func (n *runningNode) close() {
 	}
 }
 
+// shutdownTimeout bounds how long a stopping node waits for its requests
+// in flight (long polls and event streams end then).
+const shutdownTimeout = 10 * time.Second
+
 // serveAPI serves the node's API on ln (with TLS if certFile is set) until
-// ctx ends, then shuts the listener down gracefully.
-func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, keyFile string) error {
+// ctx ends, then calls drain, if set, while still serving, and shuts the
+// server down gracefully: it stops listening, closes idle keep-alive
+// connections and waits (up to shutdownTimeout) for requests in flight,
+// whose responses close their connections.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, keyFile string, drain func()) error {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() {
@@ -173,7 +184,10 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, ke
 		return fmt.Errorf("http: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if drain != nil {
+		drain()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	hs.Shutdown(sctx)
 	return nil

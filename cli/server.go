@@ -85,6 +85,8 @@ func serverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "worker-lease", EnvVars: envs("WORKER_LEASE"), Value: cluster.DefaultWorkerLease, Usage: "how long a worker stays up without a heartbeat; workers stop their jobs after two thirds of it (at least 1s)"},
 			&cli.DurationFlag{Name: "retention", EnvVars: envs("RETENTION"), Value: cluster.DefaultRetention, Usage: "keep a tenant's finished jobs this long, unless the tenant sets its own; the leader's value counts (0: forever)"},
 			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
+			&cli.DurationFlag{Name: "ready-grace", EnvVars: envs("READY_GRACE"), Value: DefaultReadyGrace, Usage: "how long /ready stays 200 after this node lost its leader, while it holds writes for the election (0: not ready at once)"},
+			&cli.DurationFlag{Name: "drain", EnvVars: envs("DRAIN"), Value: DefaultDrain, Usage: "on SIGTERM or cluster leave, how long /ready answers 503 (and leadership is handed over) before the node stops serving; longer than the load balancer's health check needs to mark it down"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
 		}, append(clusterKeyFlags, peerTLSFlags...)...),
 		Action: func(c *cli.Context) error {
@@ -117,10 +119,14 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
 		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
-		Retention: c.Duration("retention"),
+		Retention:  c.Duration("retention"),
+		ReadyGrace: c.Duration("ready-grace"), Drain: c.Duration("drain"),
 	}
 	if cfg.Retention < 0 {
 		return cfg, fmt.Errorf("--retention %s: want 0 (forever) or more", cfg.Retention)
+	}
+	if cfg.ReadyGrace < 0 || cfg.Drain < 0 {
+		return cfg, fmt.Errorf("--ready-grace %s, --drain %s: want 0 or more", cfg.ReadyGrace, cfg.Drain)
 	}
 	if cfg.WorkerLease < time.Second {
 		return cfg, fmt.Errorf("--worker-lease %s: want at least 1s", cfg.WorkerLease)
@@ -174,15 +180,33 @@ type ServerConfig struct {
 	// finished jobs; 0 keeps them forever (the --retention flag's default
 	// is cluster.DefaultRetention).
 	Retention time.Duration
-	Logger    *slog.Logger
-	Out       io.Writer
+	// ReadyGrace is how long /ready stays 200 without a leader.
+	ReadyGrace time.Duration
+	// Drain is how long a stopping node answers /ready 503 before it
+	// stops serving.
+	Drain  time.Duration
+	Logger *slog.Logger
+	Out    io.Writer
 	// OnReady, if set, is called with the API URL once the node serves.
 	OnReady func(apiURL string)
 }
 
+// Defaults of --ready-grace and --drain. The grace covers an election
+// (hashicorp/raft's default timeouts elect within about 1-3 s) and is as
+// long as a follower holds a write for a leader. The drain covers a load
+// balancer that checks every 500 ms and marks a server down after two
+// failed checks, with room to spare.
+const (
+	DefaultReadyGrace = 5 * time.Second
+	DefaultDrain      = 5 * time.Second
+)
+
 // RunServer runs a control-plane node until ctx ends or the node leaves
 // the cluster. The API answers from the start; /ready turns true once the
-// node has a leader and has caught up.
+// node has a leader and has caught up. When ctx ends the node stops
+// gracefully: it drains (server.Drain: /ready 503, leadership handed
+// over, cfg.Drain for load balancers to notice), finishes the requests in
+// flight, closing their connections, then stops Raft and the store.
 func RunServer(ctx context.Context, cfg ServerConfig) error {
 	log := cfg.Logger
 	ln, err := listenAPI(cfg.DataDir, cfg.HTTPAddr)
@@ -196,21 +220,26 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 	}
 	apiURL := scheme + "://" + ln.Addr().String()
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The node runs on until RunServer returns, past ctx: it serves the
+	// drain. stop ends serving: ctx ends, or the node left the cluster.
+	stop, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	nodeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	n, err := startNode(ctx, nodeConfig{
+	n, err := startNode(nodeCtx, nodeConfig{
 		DataDir: cfg.DataDir, StoreURL: cfg.StoreURL, StoreMaxConns: cfg.StoreMaxConns,
 		NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Advertise: cfg.Advertise,
 		APIAddr: apiURL, ClusterKey: cfg.ClusterKey, PeerTLS: cfg.PeerTLS,
 		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.GossipAdvertise,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
-		WorkerLease: cfg.WorkerLease, Retention: cfg.Retention, Logger: log, OnLeave: cancel,
+		WorkerLease: cfg.WorkerLease, Retention: cfg.Retention, Logger: log, OnLeave: stopServing,
+		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain,
 	})
 	if err != nil {
 		return err
 	}
 	defer n.close()
-	if err := n.node.Start(ctx, cluster.StartOptions{Join: cfg.Join, BootstrapExpect: cfg.BootstrapExpect}); err != nil {
+	if err := n.node.Start(stop, cluster.StartOptions{Join: cfg.Join, BootstrapExpect: cfg.BootstrapExpect}); err != nil {
 		return err
 	}
 	gossipAt := "off"
@@ -223,7 +252,12 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 	if cfg.OnReady != nil {
 		cfg.OnReady(apiURL)
 	}
-	err = serveAPI(ctx, ln, n.srv, cfg.TLSCert, cfg.TLSKey)
+	drain := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain+shutdownTimeout)
+		defer cancel()
+		n.srv.Drain(dctx)
+	}
+	err = serveAPI(stop, ln, n.srv, cfg.TLSCert, cfg.TLSKey, drain)
 	log.Info("shutting down")
 	return err
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -399,6 +400,10 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 	}
 	hold := time.NewTimer(writeHold)
 	defer hold.Stop()
+	// unknown holds each item's first unknown outcome: a submit is
+	// resendable (see resendable), so an item whose outcome a leader
+	// change lost is sent again, and answers as Apply's writes do.
+	unknown := make([]error, len(cmds))
 	var waitFor uint64
 	for len(todo) > 0 {
 		var retryRaws [][]byte
@@ -409,19 +414,35 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 			if res.forwarded && res.index > waitFor {
 				waitFor = res.index
 			}
-			if errors.Is(res.err, ErrNotLeader) || errors.Is(res.err, ErrNoLeader) {
+			switch {
+			case errors.Is(res.err, ErrUnknownOutcome):
+				if unknown[i] == nil {
+					unknown[i] = n.noteResend(nil, res.err, hold)
+				}
 				retryRaws, retry = append(retryRaws, raws[k]), append(retry, i)
+			case errors.Is(res.err, ErrNotLeader) || errors.Is(res.err, ErrNoLeader):
+				retryRaws, retry = append(retryRaws, raws[k]), append(retry, i)
+			case res.err != nil && !isDomainError(res.err):
+				errs[i] = failedAfter(unknown[i], res.err)
 			}
 		}
 		if len(retry) == 0 {
 			break
 		}
+		var stop error
+		held := false
 		select {
 		case <-ctx.Done():
-			return resps, errs
+			stop, held = ctx.Err(), true
 		case <-hold.C:
-			return resps, errs
+			held = true
 		case <-time.After(50 * time.Millisecond):
+		}
+		if held {
+			for _, i := range retry {
+				errs[i] = heldError(unknown[i], cmp.Or(stop, errs[i]))
+			}
+			return resps, errs
 		}
 		raws, todo = retryRaws, retry
 	}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ type nodeMetrics struct {
 	// batchItems observes the submits of each batch entry this node
 	// proposes (the group commit's batch size).
 	batchItems    prometheus.Histogram
+	resent        prometheus.Counter
 	leaderChanges atomic.Uint64
 }
 
@@ -41,6 +43,10 @@ func (m *nodeMetrics) init(n *Node) {
 		Help:    "Submits per batch entry proposed by this node (group commit).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 	})
+	m.resent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ffrtmp_raft_apply_resent_total",
+		Help: "Writes sent again to a new leader because leadership changed while they were in flight.",
+	})
 	obs := make(chan raft.Observation, 16)
 	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -53,13 +59,14 @@ func (m *nodeMetrics) init(n *Node) {
 			select {
 			case <-n.stop:
 				return
-			case <-obs:
+			case o := <-obs:
 				m.leaderChanges.Add(1)
+				n.noteLeader(o.Data.(raft.LeaderObservation).LeaderAddr != "", time.Now())
 			}
 		}
 	}()
 	if n.cfg.Metrics != nil {
-		n.cfg.Metrics.MustRegister(m.apply, m.batchItems, &raftCollector{n: n})
+		n.cfg.Metrics.MustRegister(m.apply, m.batchItems, m.resent, &raftCollector{n: n})
 	}
 }
 

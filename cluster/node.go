@@ -127,6 +127,9 @@ type Node struct {
 	ident           identity    // cluster ID (see join.go)
 	reads           readIndexes // batched read barriers (see readindex.go)
 	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
+	// leaderLost is when this node lost its leader (unix ns), or
+	// leaderHeld, or leaderNever (see LeaderlessFor).
+	leaderLost atomic.Int64
 }
 
 // New starts a Raft node. If the FSM's store is behind the newest
@@ -430,8 +433,10 @@ const writeHold = 5 * time.Second
 // applied it too, so a client reads its own write from any node. While
 // there is no leader the write is held for up to writeHold, then fails
 // with ErrNoLeader. A write whose outcome is unknown (leadership lost
-// after it was sent) fails with ErrUnknownOutcome; retrying it is safe
-// only if the command is idempotent.
+// after it was sent) is sent again, to the new leader, when applying it
+// twice is harmless (Resendable), and held for a leader as above: the
+// caller gets the new leader's answer. Any other such write fails with
+// ErrUnknownOutcome.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	if sj, ok := c.(*fsm.SubmitJob); ok {
 		// Submits share entries (group commit, see batch.go).
@@ -449,9 +454,10 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	defer func() { n.metrics.apply.Observe(time.Since(start).Seconds()) }()
 	hold := time.NewTimer(writeHold)
 	defer hold.Stop()
+	var unknown error // the first unknown outcome of a resent write
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("apply: %w", err)
+			return nil, heldError(unknown, err)
 		}
 		var v any
 		if n.IsLeader() {
@@ -464,15 +470,18 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 		if err == nil || isDomainError(err) {
 			return v, err
 		}
-		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
-			return nil, err
+		if resend(err, data) {
+			unknown = n.noteResend(unknown, err, hold)
+		} else if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
+			return nil, failedAfter(unknown, err)
 		}
-		// Nothing was applied: wait for a leader and try again.
+		// Nothing was applied, or it may be applied twice: wait for a
+		// leader and try again.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("apply: %w", ctx.Err())
+			return nil, heldError(unknown, ctx.Err())
 		case <-hold.C:
-			return nil, fmt.Errorf("apply: %w", err)
+			return nil, heldError(unknown, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -666,26 +675,6 @@ func (n *Node) Shutdown() error {
 // readyLag is how many entries a follower may trail the leader's commit
 // index and still count as caught up (entries in flight under load).
 const readyLag = 256
-
-// CaughtUp reports whether this node has applied what the cluster has
-// committed: for the leader, its own commit index; for a follower, the
-// leader's (asked over node RPC: right after a restart a follower's own
-// commit index is as stale as its log), less readyLag.
-func (n *Node) CaughtUp(ctx context.Context) bool {
-	applied := n.raft.AppliedIndex()
-	if n.IsLeader() {
-		return applied >= n.raft.CommitIndex()
-	}
-	addr, _ := n.Leader()
-	if addr == "" {
-		return false
-	}
-	var st Status
-	if err := n.rpcCall(ctx, addr, "GET", "/rpc/status", nil, &st); err != nil {
-		return false
-	}
-	return applied+readyLag >= st.CommitIndex
-}
 
 // LoadOrCreateNodeID returns the node ID stored in dataDir/node-id, or
 // stores and returns want (or a new random ID if want is "").

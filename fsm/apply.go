@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"bytes"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -121,7 +123,7 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 
 func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	if old, ok := f.jobs[c.Job.ID]; ok {
-		if old.ModifyIndex >= index {
+		if old.ModifyIndex >= index || sameSubmission(old, &c.Job) {
 			return old
 		}
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
@@ -155,6 +157,24 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	j.Meta = Meta{CreateIndex: index, ModifyIndex: index}
 	f.put(nil, &j, b)
 	return &j
+}
+
+// sameSubmission reports whether a SubmitJob for a job that exists is the
+// submission that created it, sent again: a follower resends a submit
+// whose first try's outcome it could not learn (a leader change), and a
+// client resends one with the same Idempotency-Key. Job IDs are stamped
+// by the edge (a fresh UUIDv7, or the client's key), so the same ID with
+// the same tenant, spec and origin is the same request: it answers with
+// the job it created, not already_exists.
+func sameSubmission(old, j *Job) bool {
+	if old.TenantID != j.TenantID || old.RetryOf != j.RetryOf {
+		return false
+	}
+	// Compared as JSON, the form the store keeps it in: a spec read back
+	// from the store may have nil where the command has empty.
+	a, errA := json.Marshal(old.Spec)
+	b, errB := json.Marshal(j.Spec)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
 }
 
 func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {

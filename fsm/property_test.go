@@ -1253,7 +1253,8 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			job := newJob(g.t, id, pick(r, "t1", "t1", "t2", "t2", "t3", "t3", "t4", "t9"), g.spec(id), g.now)
 			switch r.IntN(15) {
 			case 0:
-				// A client retry of the same submission: already_exists.
+				// The same submission applied twice (a follower resends it
+				// after a leader change): the job it created.
 				return []fsm.Command{&fsm.SubmitJob{Job: job}, &fsm.SubmitJob{Job: job}}
 			case 1:
 				// An older ID again, likely finished by now: a finished job

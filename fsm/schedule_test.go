@@ -771,6 +771,27 @@ func TestApplyTenantsKeysAndSubmit(t *testing.T) {
 	n.refused(&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("1080p30-h264"), at(time.Second))}, fsm.CodeAlreadyExists)
 }
 
+// TestSubmitSameSubmissionTwice: a SubmitJob applied again (a follower
+// resends it to a new leader when the first try's outcome was lost)
+// answers with the job the first created and changes nothing; the same ID
+// with another spec or tenant is another submission: already_exists.
+func TestSubmitSameSubmissionTwice(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.tenant("t1")
+	n.tenant("t2")
+	first := n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	again := n.applyOK(&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("720p30-h264"), at(time.Second))}).(*fsm.Job)
+	if again.CreateIndex != first.CreateIndex || again.ModifyIndex != first.ModifyIndex || !again.SubmittedAt.Equal(first.SubmittedAt) {
+		t.Errorf("second apply = %+v, want the first job %+v unchanged", again, first)
+	}
+	if byState, _ := n.f.Counts(); byState[fsm.JobQueued] != 1 {
+		t.Errorf("queued jobs = %d, want 1", byState[fsm.JobQueued])
+	}
+	n.refused(&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("1080p30-h264"), at(time.Second))}, fsm.CodeAlreadyExists)
+	n.refused(&fsm.SubmitJob{Job: newJob(t, "j1", "t2", spec("720p30-h264"), at(time.Second))}, fsm.CodeAlreadyExists)
+}
+
 // TestSubmitJobReusingFinishedID: terminal states never change, so a job ID
 // that already finished must not be queued again.
 func TestSubmitJobReusingFinishedID(t *testing.T) {

@@ -228,9 +228,14 @@ func (s *Server) clusterTransfer(w http.ResponseWriter, r *http.Request) {
 	s.writeMembers(w, r, false)
 }
 
-// clusterLeave removes this node from the cluster and then stops it.
+// clusterLeave drains this node (as a stop does: /ready 503, leadership
+// handed over, Config.Drain for load balancers to notice), removes it
+// from the cluster and then stops it. If the removal fails, the node is
+// ready again.
 func (s *Server) clusterLeave(w http.ResponseWriter, r *http.Request) {
+	s.Drain(r.Context())
 	if err := s.raft.Leave(r.Context()); err != nil {
+		s.undrain()
 		s.writeError(w, r, clusterOpError(err))
 		return
 	}

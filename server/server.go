@@ -27,9 +27,12 @@ type Raft interface {
 	SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []error)
 	// Leader returns the leader's address and ID, empty if none.
 	Leader() (addr, id string)
-	// CaughtUp reports whether this node has applied what the cluster
-	// has committed.
-	CaughtUp(ctx context.Context) bool
+	// AppliedAll reports whether this node has applied what the cluster
+	// has committed; it fails when it cannot tell (no leader to ask).
+	AppliedAll(ctx context.Context) (bool, error)
+	// LeaderlessFor is how long this node has been without a leader (0
+	// while it has one).
+	LeaderlessFor() time.Duration
 	// ReadIndex waits until this node has applied everything committed
 	// when it was called (a linearizable read barrier).
 	ReadIndex(ctx context.Context) error
@@ -91,6 +94,12 @@ type Config struct {
 	// addresses of the servers, which a worker gets once its token is
 	// checked (POST /rpc/worker/hello).
 	WorkerGossip func() (key []byte, addrs []string)
+	// ReadyGrace is how long /ready stays 200 while this node has lost
+	// its leader (and holds writes for the election); 0 means none.
+	ReadyGrace time.Duration
+	// Drain is how long Drain waits, /ready answering 503, for load
+	// balancers to stop sending requests here.
+	Drain time.Duration
 }
 
 // Server is the HTTP API of one node. Every node serves it; reads come
@@ -114,6 +123,8 @@ type Server struct {
 	authLog rateLimiter
 	// keyUse batches the last-used times of keys (TouchAPIKeys).
 	keyUse keyUse
+	// ready holds /ready's state between checks (see ready.go).
+	ready readiness
 }
 
 // New builds a Server.
@@ -126,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
 		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave, authLog: rateLimiter{window: authLogWindow},
 		caHash: cfg.CAHash, workerGossip: cfg.WorkerGossip,
+		ready: readiness{grace: cfg.ReadyGrace, drain: cfg.Drain},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -194,8 +206,15 @@ func (s *Server) methodNotAllowed(routes []route) func(w http.ResponseWriter, r 
 	}
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. While the node drains, every
+// response closes its connection, so that keep-alive clients open their
+// next one elsewhere (through the load balancer).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.ready.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // route is one API endpoint. The route table is the single source for the
 // mux, for the test that checks it against the OpenAPI document and for
@@ -386,44 +405,4 @@ func setIndex(w http.ResponseWriter, index uint64) {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyDeadline bounds /ready's checks, which run in parallel, so that it
-// answers within 2 s on every node during any outage (a store that does
-// not answer, a leader that cannot be reached).
-const readyDeadline = 1500 * time.Millisecond
-
-// handleReady reports whether this node can serve: a leader is known, the
-// store answers, and this node has applied what it knows is committed.
-// Nothing it calls waits on the FSM's apply or on the store beyond
-// readyDeadline.
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	checks := map[string]string{"leader": "ok", "store": "ok", "applied": "ok"}
-	ok := true
-	if hint, waiting := s.raft.Waiting(); waiting {
-		checks["cluster"], ok = hint, false
-	}
-	if addr, _ := s.raft.Leader(); addr == "" {
-		checks["leader"], ok = "no leader", false
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), readyDeadline)
-	defer cancel()
-	storeErr := make(chan error, 1)
-	go func() { storeErr <- s.fsm.Store().Ping(ctx) }()
-	if !s.raft.CaughtUp(ctx) {
-		checks["applied"], ok = "catching up", false
-	}
-	select {
-	case err := <-storeErr:
-		if err != nil {
-			checks["store"], ok = err.Error(), false
-		}
-	case <-ctx.Done():
-		checks["store"], ok = "no answer within "+readyDeadline.String(), false
-	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks, "index": s.fsm.Index()})
 }
