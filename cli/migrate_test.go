@@ -227,9 +227,13 @@ func TestImportBolt(t *testing.T) {
 	if _, ok := f.Tenant("initech"); !ok || f.Index() != 1 {
 		t.Errorf("the new cluster's first entry was not applied (index %d)", f.Index())
 	}
-	data, _ := fsm.Encode(importertest.DevSubmit(7, migrateNow))
+	// Another submission with an imported job's ID is refused (the same
+	// submission again would answer with the job: submits are resent).
+	other := importertest.DevSubmit(7, migrateNow)
+	other.Job.Spec.Name = "another job"
+	data, _ := fsm.Encode(other)
 	if r := f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: data}})[0]; fsm.ErrorCode(asError(r)) != fsm.CodeAlreadyExists {
-		t.Errorf("resubmitting an imported job ID = %v, want already_exists", r)
+		t.Errorf("another submission with an imported job ID = %v, want already_exists", r)
 	}
 	// The requeued job runs again once its worker registers, as attempt
 	// 2: the imported attempt count goes on fencing the old one.

@@ -14,8 +14,11 @@ import (
 // Retention defaults.
 const (
 	// DefaultRetention is the installation default of ffrtmp server
-	// --retention: finished jobs are kept 30 days.
-	DefaultRetention = 30 * 24 * time.Hour
+	// --retention: 0, finished jobs are kept until an operator chooses an
+	// age. Purging is opt-in, so that history nobody asked to lose (jobs
+	// imported from an older system with old finish times, for one) is
+	// never deleted by an upgrade.
+	DefaultRetention = 0
 	// DefaultPurgeBatch is how many jobs one PurgeJobs names.
 	DefaultPurgeBatch = 500
 	// DefaultPurgeInterval is the pause between two retention passes that
