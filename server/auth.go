@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/token"
 )
@@ -80,11 +79,8 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		// another node a moment ago): catch up with the leader once. If
 		// that is impossible now (an election), the key cannot be judged:
 		// unavailable, not unauthenticated.
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		err := s.raft.ReadIndex(ctx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("%w: verify API key: %w", cluster.ErrNoLeader, err)
+		if err := s.catchUp(r.Context()); err != nil {
+			return nil, fmt.Errorf("verify API key: %w", err)
 		}
 		k, found = s.fsm.APIKey(id)
 	}

@@ -46,20 +46,17 @@ var (
 	objectRead   = expect{{ok, ok}, {ok, d44}, {ok, d44}, {ok, d44}}
 	objectWrite  = expect{{ok, ok}, {ok, d44}, {ok, d44}, {d40, d40}}
 	objectManage = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
-	// tenantAdminRead / tenantObject: a tenant's own record, which a
-	// tenant admin reads and no one else but a super-admin.
-	tenantAdminRead = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
-	tenantObject    = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
-	// adminOnly: a tenant admin's list or create of the tenant it names.
-	adminOnly = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
+	// tenantAdmin: a list or create in the tenant the request names,
+	// which its tenant admins and a super-admin may make, no one else.
+	tenantAdmin = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
+	// tenantObject: a tenant's own record, which a tenant admin reads and
+	// no one else but a super-admin.
+	tenantObject = expect{{ok, ok}, {ok, d44}, {d40, d40}, {d40, d40}}
 	// othersKeys: a user or key that is not the caller's own, which only
 	// an admin of its tenant may see.
 	othersKeys = expect{{ok, ok}, {ok, d44}, {d44, d44}, {d44, d44}}
 	// d41: a credential of the route's own that the probe does not have.
 	d41 = outcome{http.StatusUnauthorized, "unauthenticated"}
-	// tenantManage: a list or create of the tenant the request names,
-	// for its admins.
-	tenantManage = expect{{ok, ok}, {ok, d40}, {d40, d40}, {d40, d40}}
 )
 
 // isolationMatrix is the expected outcome of every route for every role
@@ -80,10 +77,10 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/jobs/{id}/logs":               objectRead,
 	"GET /v1/jobs/{id}/events":             objectRead,
 	"GET /v1/whoami":                       tenantRead, // every role reads itself; naming another tenant is a super-admin's
-	"GET /v1/audit":                        tenantAdminRead,
+	"GET /v1/audit":                        tenantAdmin,
 	"GET /v1/audit/verify":                 onlySuperAdmin,
-	"GET /v1/users":                        adminOnly,
-	"POST /v1/users":                       adminOnly,
+	"GET /v1/users":                        tenantAdmin,
+	"POST /v1/users":                       tenantAdmin,
 	"GET /v1/users/{id}":                   objectManage,
 	"PATCH /v1/users/{id}":                 objectManage,
 	"GET /v1/users/{id}/keys":              othersKeys,
@@ -91,8 +88,8 @@ var isolationMatrix = map[string]expect{
 	"GET /v1/keys":                         tenantRead, // one's own keys; a tenant admin's lists the tenant's
 	"DELETE /v1/keys/{id}":                 othersKeys,
 	"POST /v1/keys/{id}/rotate":            othersKeys,
-	"POST /v1/invitations":                 adminOnly,
-	"GET /v1/invitations":                  adminOnly,
+	"POST /v1/invitations":                 tenantAdmin,
+	"GET /v1/invitations":                  tenantAdmin,
 	"DELETE /v1/invitations/{id}":          objectManage,
 	"POST /v1/invitations/accept":          everyone(d41), // takes an invitation token, never an API key; the probe's is wrong
 	"GET /v1/workers":                      tenantRead,
@@ -100,13 +97,13 @@ var isolationMatrix = map[string]expect{
 	"POST /v1/workers/{id}/drain":          objectManage,
 	"POST /v1/workers/{id}/undrain":        objectManage,
 	"POST /v1/tenants":                     onlySuperAdmin,
-	"GET /v1/tenants":                      tenantAdminRead,
+	"GET /v1/tenants":                      tenantAdmin,
 	"GET /v1/tenants/{id}":                 tenantObject,
 	"PATCH /v1/tenants/{id}":               onlySuperAdmin,
 	"DELETE /v1/tenants/{id}":              expect{{d44, d44}, {d40, d40}, {d40, d40}, {d40, d40}}, // probed on a tenant that does not exist, so that no probe deletes one
 	"GET /v1/tenants/{id}/usage":           tenantObject,
-	"POST /v1/workers/tokens":              tenantManage,
-	"GET /v1/workers/tokens":               tenantManage,
+	"POST /v1/workers/tokens":              tenantAdmin,
+	"GET /v1/workers/tokens":               tenantAdmin,
 	"DELETE /v1/workers/tokens/{id}":       objectManage,
 	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
 	"GET /v1/cluster/members":              onlySuperAdmin,
