@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,6 +73,17 @@ func TestDeprecatedRoute(t *testing.T) {
 		t.Fatalf("GET /jobs/%s: %d %s, want 200 %s", j.ID, resp.StatusCode, got, want)
 	}
 	checkDeprecationHeaders(t, resp.Header, "</v1/jobs/"+j.ID+`>; rel="successor-version"`)
+	// The example of docs/api-versioning.md shows these headers.
+	docs, err := os.ReadFile("../docs/api-versioning.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"API-Version", "Deprecation", "Sunset", "Link"} {
+		line := http.CanonicalHeaderKey(h) + ": " + strings.ReplaceAll(resp.Header.Get(h), j.ID, "ID") + "\n"
+		if !strings.Contains(string(docs), line) {
+			t.Errorf("docs/api-versioning.md does not show %q", line)
+		}
+	}
 	if got := metricValue(t, e, metric); got != 1 {
 		t.Errorf("deprecated calls after one (and one of the successor): %d, want 1", got)
 	}
