@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/ffrtmp/ffrtmp/server"
@@ -66,8 +67,8 @@ func operationIDs(ops []operation) (all, deprecated []string) {
 // Chromium with no other network: the page loads the live OpenAPI
 // document and lists every operation, the deprecated ones marked; then,
 // authorized with an API key, "Try it out" on submitJob submits a job,
-// which the API then serves. The page logs no error, and no
-// Content-Security-Policy violation.
+// which the API then serves. The page logs no error and no
+// Content-Security-Policy violation, and requests nothing but the node.
 func TestDocsPageInChromium(t *testing.T) {
 	t.Parallel()
 	bin := chromium(t)
@@ -104,11 +105,22 @@ func TestDocsPageInChromium(t *testing.T) {
 	}
 
 	// Everything the page writes to the console, and the browser's own
-	// log (a refused script or style, a failed request).
+	// log (a refused script or style, a failed request); every request it
+	// makes.
 	var (
 		mu       sync.Mutex
 		problems []string
+		requests []string
 	)
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if ev, ok := ev.(*network.EventRequestWillBeSent); ok {
+			mu.Lock()
+			requests = append(requests, ev.Request.Method+" "+ev.Request.URL)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	consoleCtx, stopConsole := context.WithCancel(ctx)
 	consoleDone := make(chan struct{})
 	messages := chromedp.Console(consoleCtx)
@@ -198,6 +210,18 @@ func TestDocsPageInChromium(t *testing.T) {
 	defer mu.Unlock()
 	for _, p := range problems {
 		t.Errorf("the page logged: %s", p)
+	}
+	// Nothing but the node: no CDN, no validator, no font service.
+	for _, r := range requests {
+		_, u, _ := strings.Cut(r, " ")
+		if !strings.HasPrefix(u, e.url+"/") && !strings.HasPrefix(u, "data:") {
+			t.Errorf("the page requested %s, which is not on the node", r)
+		}
+	}
+	for _, want := range []string{"GET " + e.url + "/v1/docs/swagger-ui-bundle.js", "GET " + e.url + "/v1/openapi.json", "POST " + e.url + "/v1/jobs"} {
+		if !slices.Contains(requests, want) {
+			t.Errorf("the page did not request %s; it requested %v", want, requests)
+		}
 	}
 }
 
