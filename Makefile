@@ -5,7 +5,12 @@ BIN     := bin/ffrtmp
 BINDIR  ?= $(shell d=$$($(GO) env GOBIN); [ -n "$$d" ] || d=$$($(GO) env GOPATH)/bin; echo $$d)
 DEVARGS ?=
 
-.PHONY: build run test bench lint clean
+.PHONY: build run test bench lint clean swagger-ui
+
+# The Swagger UI that the server embeds at /v1/docs: a pinned
+# swagger-ui-dist from npm, checked against its integrity string.
+SWAGGER_UI_VERSION   := 5.35.0
+SWAGGER_UI_INTEGRITY := sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ==
 
 build:
 	$(GO) build -o $(BIN) .
@@ -34,6 +39,10 @@ lint:
 
 clean:
 	rm -rf bin
+
+# Refresh server/swaggerui from the pinned swagger-ui-dist (needs npm).
+swagger-ui:
+	server/swaggerui/vendor.sh $(SWAGGER_UI_VERSION) $(SWAGGER_UI_INTEGRITY)
 
 # Debian package: dist/ffrtmp_<version>_<arch>.deb with the static binary,
 # the systemd units and example configuration (packaging/build-deb.sh).

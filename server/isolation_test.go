@@ -66,10 +66,13 @@ var isolationMatrix = map[string]expect{
 	"GET /ready":                           everyone(ok),
 	"GET /metrics":                         everyone(ok),
 	"GET /v1/openapi.json":                 everyone(ok),
+	"GET /v1/docs":                         everyone(ok),
+	"GET /v1/docs/{file}":                  everyone(ok),
 	"POST /v1/jobs":                        tenantCreate,
 	"POST /v1/jobs/batch":                  tenantCreate,
 	"GET /v1/jobs":                         tenantRead,
 	"GET /v1/jobs/{id}":                    objectRead,
+	"GET /jobs/{id}":                       objectRead, // the deprecated alias of GET /v1/jobs/{id}
 	"POST /v1/jobs/{id}/cancel":            objectWrite,
 	"POST /v1/jobs/{id}/pause":             objectWrite,
 	"POST /v1/jobs/{id}/resume":            objectWrite,
@@ -190,9 +193,10 @@ func keyID(tok string) string {
 
 // matrixPath returns the path a matrix probe of pattern uses on tenant
 // fixture tf: its object for {id}, and ?tenant= naming the other tenant
-// on a route without one.
+// on a route without one; a file of the documentation page for {file}.
 func matrixPath(pattern string, tf, other *tenantFixture) string {
 	path := strings.ReplaceAll(pattern, "{id}", tf.objectOf(pattern))
+	path = strings.ReplaceAll(path, "{file}", "init.js")
 	if !strings.Contains(pattern, "{id}") && tf == other {
 		path += "?tenant=" + other.id
 	}

@@ -29,6 +29,8 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	// authFailures counts refused API keys by authReason.
 	authFailures *prometheus.CounterVec
+	// deprecated counts calls of deprecated routes by route.
+	deprecated *prometheus.CounterVec
 
 	once sync.Once
 }
@@ -80,11 +82,15 @@ func NewMetrics() *Metrics {
 			Name: "ffrtmp_auth_failures_total",
 			Help: "API requests refused authentication by this node, by reason (missing, malformed, unknown_key, wrong_secret, revoked, expired).",
 		}, []string{"reason"}),
+		deprecated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ffrtmp_http_deprecated_requests_total",
+			Help: "Requests to deprecated routes (which answer with Deprecation and Sunset headers), by route.",
+		}, []string{"route"}),
 	}
 	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(string(r))
 	}
-	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures,
+	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures, m.deprecated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -113,6 +119,12 @@ func (m *Metrics) observeRequest(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
+
+// deprecatedRoute makes the deprecated-call count of route exist at 0.
+func (m *Metrics) deprecatedRoute(route string) { m.deprecated.WithLabelValues(route) }
+
+// deprecatedCall counts one call of the deprecated route.
+func (m *Metrics) deprecatedCall(route string) { m.deprecated.WithLabelValues(route).Inc() }
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -8,18 +8,41 @@ import (
 )
 
 // TestOpenAPIMatchesRoutes fails when a route and the OpenAPI document
-// disagree: every route is documented and every documented operation is
-// served.
+// disagree: every route is documented, every documented operation is
+// served, a route is deprecated in the table exactly when its operation
+// is, and the document's version is the API's.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var doc struct {
-		OpenAPI string                               `json:"openapi"`
-		Paths   map[string]map[string]map[string]any `json:"paths"`
+		OpenAPI string `json:"openapi"`
+		Info    struct {
+			Version string `json:"version"`
+		} `json:"info"`
+		Paths map[string]map[string]map[string]any `json:"paths"`
 	}
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		t.Fatalf("openapi.json: %v", err)
 	}
 	if !strings.HasPrefix(doc.OpenAPI, "3.") {
 		t.Fatalf("openapi version %q, want 3.x", doc.OpenAPI)
+	}
+	if v := doc.Info.Version; !strings.HasPrefix(v, APIVersion+".") || strings.Count(v, ".") != 2 {
+		t.Errorf("info.version %q, want %s.<patch> (APIVersion)", v, APIVersion)
+	}
+	deprecated := 0
+	for _, rt := range (&Server{metrics: NewMetrics()}).routes() {
+		op := doc.Paths[rt.pattern][strings.ToLower(rt.method)]
+		if op == nil {
+			continue // reported below
+		}
+		if inDoc := op["deprecated"] == true; inDoc != (rt.deprecated != nil) {
+			t.Errorf("%s %s: deprecated in the route table %v, in openapi.json %v", rt.method, rt.pattern, rt.deprecated != nil, inDoc)
+		}
+		if rt.deprecated != nil {
+			deprecated++
+		}
+	}
+	if deprecated == 0 {
+		t.Error("no route is deprecated: the check above checks nothing (drop it with the last deprecated route)")
 	}
 	var documented, served []string
 	for path, ops := range doc.Paths {

@@ -155,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	for _, rt := range routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		if rt.deprecated != nil {
+			s.metrics.deprecatedRoute(rt.method + " " + rt.pattern)
+		}
 	}
 	notAllowed := s.methodNotAllowed(routes)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -206,10 +209,12 @@ func (s *Server) methodNotAllowed(routes []route) func(w http.ResponseWriter, r 
 	}
 }
 
-// ServeHTTP implements http.Handler. While the node drains, every
-// response closes its connection, so that keep-alive clients open their
-// next one elsewhere (through the load balancer).
+// ServeHTTP implements http.Handler. Every response carries the API
+// version. While the node drains, every response closes its connection,
+// so that keep-alive clients open their next one elsewhere (through the
+// load balancer).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(apiVersionHeader, APIVersion)
 	if s.ready.draining.Load() {
 		w.Header().Set("Connection", "close")
 	}
@@ -230,8 +235,11 @@ type route struct {
 	// local marks a GET route that answers from this node alone (health,
 	// readiness, metrics, the OpenAPI document). Every other GET route is
 	// a read: wrap puts it behind a read barrier (see consistency.go).
-	local  bool
-	handle func(w http.ResponseWriter, r *http.Request)
+	local bool
+	// deprecated, if set, marks a route that has a successor (see
+	// legacyAlias).
+	deprecated *deprecation
+	handle     func(w http.ResponseWriter, r *http.Request)
 }
 
 // needs is a route that requires perm of the caller's API key.
@@ -261,16 +269,27 @@ func checkRoutes(routes []route) error {
 	return nil
 }
 
+// Deprecation of the legacy ffmpeg-rtmp master's GET /jobs/{id}, which
+// ffrtmp serves for migrating clients (imported jobs keep their IDs).
+var (
+	legacyJobsSince  = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	legacyJobsSunset = time.Date(2027, 6, 1, 0, 0, 0, 0, time.UTC)
+)
+
 func (s *Server) routes() []route {
+	getJob := needs("GET", "/v1/jobs/{id}", PermJobsView, s.getJob)
 	return []route{
 		public("GET", "/health", s.handleHealth),
 		public("GET", "/ready", s.handleReady),
 		public("GET", "/metrics", s.metrics.handler().ServeHTTP),
 		public("GET", "/v1/openapi.json", handleOpenAPI),
+		public("GET", "/v1/docs", s.handleDocs),
+		public("GET", "/v1/docs/{file}", s.handleDocsFile),
 		needs("POST", "/v1/jobs", PermJobsCreate, s.submitJob),
 		needs("POST", "/v1/jobs/batch", PermJobsCreate, s.submitJobs),
 		needs("GET", "/v1/jobs", PermJobsView, s.listJobs),
-		needs("GET", "/v1/jobs/{id}", PermJobsView, s.getJob),
+		getJob,
+		legacyAlias("/jobs/{id}", getJob, legacyJobsSince, legacyJobsSunset),
 		needs("POST", "/v1/jobs/{id}/cancel", PermJobsCancel, s.cancelJob),
 		needs("POST", "/v1/jobs/{id}/pause", PermJobsControl, s.pauseJob),
 		needs("POST", "/v1/jobs/{id}/resume", PermJobsControl, s.resumeJob),
@@ -359,6 +378,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		rid := requestID(r)
 		sw.Header().Set(requestIDHeader, rid)
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+		if rt.deprecated != nil {
+			rt.deprecated.setHeaders(sw.Header(), r)
+			s.metrics.deprecatedCall(name)
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				s.log.Error("handler panic", "route", name, "request_id", rid, "panic", v, "stack", string(debug.Stack()))
