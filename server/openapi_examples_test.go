@@ -50,11 +50,12 @@ type exampleRun struct {
 
 // fixtures are the objects the runs create, by name.
 type fixtures struct {
-	t    *testing.T
-	e    *env
-	ids  map[string]string
-	raw  map[string][]byte
-	bare map[string]string // a node that joined, by fixture name: its API URL
+	t   *testing.T
+	e   *env
+	ids map[string]string
+	raw map[string][]byte
+	// joining is the API URL of the node that joinCluster joins.
+	joining string
 }
 
 func (f *fixtures) get(name string) string {
@@ -91,9 +92,9 @@ func keepField(name string, path ...string) func(*fixtures, any, []byte) {
 	}
 }
 
-// joinBare starts a node without a cluster and makes it join the env's
-// node with the env's super-admin key; it returns the node's API URL.
-func (f *fixtures) joinBare() string {
+// joinBare starts a node without a cluster (ID "bare") and makes it join
+// the env's node with the env's super-admin key.
+func (f *fixtures) joinBare() {
 	f.t.Helper()
 	_, url := bareNode(f.t)
 	body := `{"addrs":["` + f.e.node.Addr() + `"]}`
@@ -107,7 +108,6 @@ func (f *fixtures) joinBare() string {
 	if resp.StatusCode != http.StatusOK {
 		f.t.Fatalf("join a second node: status %d", resp.StatusCode)
 	}
-	return url
 }
 
 // freshIdempotencyKeys replaces every idempotency_key of a batch with a
@@ -211,13 +211,13 @@ var exampleRuns = []exampleRun{
 		op: "joinCluster",
 		prepare: func(f *fixtures) {
 			f.e.srv.MountClusterRPC(f.e.node.HandleRPC)
-			_, f.bare["joining"] = bareNode(f.t)
+			_, f.joining = bareNode(f.t)
 		},
-		node: func(f *fixtures) string { return f.bare["joining"] },
+		node: func(f *fixtures) string { return f.joining },
 		edit: func(f *fixtures, body map[string]any) { body["addrs"] = []any{f.e.node.Addr()} },
 	},
 	// The node that joined leaves; it is a follower, so it asks the leader.
-	{op: "leaveCluster", node: func(f *fixtures) string { return f.bare["joining"] }},
+	{op: "leaveCluster", node: func(f *fixtures) string { return f.joining }},
 	{
 		op:      "removeClusterMember",
 		prepare: func(f *fixtures) { f.joinBare() },
@@ -311,7 +311,7 @@ func loadServedDocument(t *testing.T, e *env) (*openapi3.T, map[string]docOperat
 func TestOpenAPIExamplesRun(t *testing.T) {
 	e := setup(t, envOpts{worker: true})
 	_, ops := loadServedDocument(t, e)
-	f := &fixtures{t: t, e: e, ids: map[string]string{"worker": "w1"}, raw: map[string][]byte{}, bare: map[string]string{}}
+	f := &fixtures{t: t, e: e, ids: map[string]string{"worker": "w1"}, raw: map[string][]byte{}}
 
 	seen := map[string]bool{}
 	for _, run := range exampleRuns {
