@@ -113,7 +113,7 @@ func TestOpenAPIOperationIDs(t *testing.T) {
 // where it takes a body, an example on its success response, and its 4xx
 // responses with the error schema.
 func TestOpenAPIOperationsComplete(t *testing.T) {
-	doc, err := openapi3.NewLoader().LoadFromData(openAPI)
+	doc, err := openapi3.NewLoader().LoadFromData(servedOpenAPI(t))
 	if err != nil {
 		t.Fatal(err)
 	}
