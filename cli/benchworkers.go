@@ -105,7 +105,7 @@ func createBenchTokens(ctx context.Context, c *Client, n int, tenant string) ([]
 	rec := newRecorder()
 	closedLoop(ctx, rec, n, min(16, n), func(ctx context.Context, i int) error {
 		req := server.CreateWorkerTokenRequest{TenantID: tenant, Name: fmt.Sprintf("bench simulated worker %d", i+1)}
-		return c.do(ctx, "POST", "/v1/workers/tokens", nil, req, &out[i])
+		return c.do(ctx, "POST", "/v1/worker-tokens", nil, req, &out[i])
 	})
 	var made []server.CreatedWorkerToken
 	for _, t := range out {
@@ -126,7 +126,7 @@ func revokeBenchTokens(ctx context.Context, c *Client, tokens []server.CreatedWo
 	}
 	rec := newRecorder()
 	closedLoop(ctx, rec, len(tokens), min(16, len(tokens)), func(ctx context.Context, i int) error {
-		return c.do(ctx, "DELETE", "/v1/workers/tokens/"+url.PathEscape(tokens[i].WorkerToken.ID), nil, nil, nil)
+		return c.do(ctx, "DELETE", "/v1/worker-tokens/"+url.PathEscape(tokens[i].WorkerToken.ID), nil, nil, nil)
 	})
 	if res := rec.result("revoke", 0); len(res.Errors) > 0 {
 		fmt.Fprintf(w, "revoke the worker tokens: errors %s\n", errorCounts(res.Errors))

@@ -58,7 +58,7 @@ func workerTokenCommand() *cli.Command {
 						return err
 					}
 					var t server.WorkerTokenView
-					if err := client.do(c.Context, "DELETE", "/v1/workers/tokens/"+url.PathEscape(c.Args().First()), nil, nil, &t); err != nil {
+					if err := client.do(c.Context, "DELETE", "/v1/worker-tokens/"+url.PathEscape(c.Args().First()), nil, nil, &t); err != nil {
 						return err
 					}
 					if out.JSON {
@@ -77,7 +77,7 @@ func workerTokenCommand() *cli.Command {
 func CreateWorkerToken(ctx context.Context, c *Client, out Output, info io.Writer, tenant, name string) error {
 	var created server.CreatedWorkerToken
 	req := server.CreateWorkerTokenRequest{TenantID: tenant, Name: name}
-	if err := c.do(ctx, "POST", "/v1/workers/tokens", nil, req, &created); err != nil {
+	if err := c.do(ctx, "POST", "/v1/worker-tokens", nil, req, &created); err != nil {
 		return err
 	}
 	if out.JSON {
@@ -94,7 +94,7 @@ func ListWorkerTokens(ctx context.Context, c *Client, out Output) error {
 	var list struct {
 		Tokens []server.WorkerTokenView `json:"tokens"`
 	}
-	if err := c.do(ctx, "GET", "/v1/workers/tokens", nil, nil, &list); err != nil {
+	if err := c.do(ctx, "GET", "/v1/worker-tokens", nil, nil, &list); err != nil {
 		return err
 	}
 	if out.JSON {

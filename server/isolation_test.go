@@ -105,9 +105,9 @@ var isolationMatrix = map[string]expect{
 	"PATCH /v1/tenants/{id}":               onlySuperAdmin,
 	"DELETE /v1/tenants/{id}":              expect{{d44, d44}, {d40, d40}, {d40, d40}, {d40, d40}}, // probed on a tenant that does not exist, so that no probe deletes one
 	"GET /v1/tenants/{id}/usage":           tenantObject,
-	"POST /v1/workers/tokens":              tenantAdmin,
-	"GET /v1/workers/tokens":               tenantAdmin,
-	"DELETE /v1/workers/tokens/{id}":       objectManage,
+	"POST /v1/worker-tokens":               tenantAdmin,
+	"GET /v1/worker-tokens":                tenantAdmin,
+	"DELETE /v1/worker-tokens/{id}":        objectManage,
 	"POST /v1/cluster/init":                everyone(d40), // takes a cluster-key proof, never an API key; this node has no cluster key
 	"GET /v1/cluster/members":              onlySuperAdmin,
 	"GET /v1/cluster/status":               onlySuperAdmin,
@@ -132,7 +132,7 @@ var matrixBodies = map[string]string{
 	"POST /v1/users/{id}/keys":             `{"name":"matrix"}`,
 	"POST /v1/invitations":                 `{"email":"invited@matrix.example","role":"viewer"}`,
 	"POST /v1/invitations/accept":          `{"token":"ffi_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`,
-	"POST /v1/workers/tokens":              `{"name":"probe"}`,
+	"POST /v1/worker-tokens":               `{"name":"probe"}`,
 	"POST /v1/cluster/join":                `{"addrs":["127.0.0.1:1"]}`,
 	"POST /v1/cluster/remove":              `{"node":"no-such-node"}`,
 	"POST /v1/cluster/transfer-leadership": `{"node":"no-such-node"}`,
@@ -156,7 +156,7 @@ type tenantFixture struct {
 // objectOf returns the object of tf that a route pattern's {id} names.
 func (tf *tenantFixture) objectOf(pattern string) string {
 	switch {
-	case strings.HasPrefix(pattern, "/v1/workers/tokens/{id}"):
+	case strings.HasPrefix(pattern, "/v1/worker-tokens/{id}"):
 		return tf.workerToken
 	case strings.HasPrefix(pattern, "/v1/workers/{id}"):
 		return tf.worker
@@ -430,20 +430,20 @@ func TestIsolationMatrix(t *testing.T) {
 	// Worker tokens: a tenant admin lists and makes its own tenant's; a
 	// super-admin's default is the shared pool, which only it may make.
 	var tokens struct{ Tokens []server.WorkerTokenView }
-	e.doKey(own.keys[fsm.RoleTenantAdmin], "GET", "/v1/workers/tokens", nil, &tokens)
+	e.doKey(own.keys[fsm.RoleTenantAdmin], "GET", "/v1/worker-tokens", nil, &tokens)
 	for _, tv := range tokens.Tokens {
 		if tv.TenantID != own.id {
 			t.Errorf("tenant admin lists worker token %s of %q", tv.ID, tv.TenantID)
 		}
 	}
 	var created server.CreatedWorkerToken
-	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != own.id || !strings.HasPrefix(created.Token, "ffw_") {
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/worker-tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != own.id || !strings.HasPrefix(created.Token, "ffw_") {
 		t.Errorf("tenant admin creates a worker token: %d %+v", resp.StatusCode, created.WorkerToken)
 	}
-	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/workers/tokens", map[string]string{"tenant_id": other.id}, &ae); resp.StatusCode != 403 {
+	if resp := e.doKey(own.keys[fsm.RoleTenantAdmin], "POST", "/v1/worker-tokens", map[string]string{"tenant_id": other.id}, &ae); resp.StatusCode != 403 {
 		t.Errorf("tenant admin creates a worker token for the other tenant: %d %+v, want 403", resp.StatusCode, ae)
 	}
-	if resp := e.doKey(own.keys[fsm.RoleSuperAdmin], "POST", "/v1/workers/tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != "" {
+	if resp := e.doKey(own.keys[fsm.RoleSuperAdmin], "POST", "/v1/worker-tokens", map[string]string{}, &created); resp.StatusCode != 201 || created.WorkerToken.TenantID != "" {
 		t.Errorf("super-admin creates a worker token: %d %+v, want the shared pool", resp.StatusCode, created.WorkerToken)
 	}
 	checkCrossTenantLeaks(t, e, roles, routes, own, other)

@@ -21,6 +21,13 @@ import (
 // bareNode is a node that belongs to no cluster yet, with its API.
 func bareNode(t *testing.T) (*cluster.Node, string) {
 	t.Helper()
+	return newTestNode(t, "bare", false)
+}
+
+// newTestNode is a node with the cluster key and its API, bootstrapped as
+// a cluster of one or belonging to none; no API key exists yet.
+func newTestNode(t *testing.T, id string, bootstrap bool) (*cluster.Node, string) {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := bolt.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -30,8 +37,8 @@ func bareNode(t *testing.T) (*cluster.Node, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := cluster.New(cluster.Config{TLS: clustertest.PeerTLS(t), NodeID: "bare",
-		DataDir: filepath.Join(dir, "raft"), RaftAddr: "127.0.0.1:0", FSM: f, Logger: testLogger(t)})
+	node, err := cluster.New(cluster.Config{TLS: clustertest.PeerTLS(t), NodeID: id,
+		DataDir: filepath.Join(dir, "raft"), RaftAddr: "127.0.0.1:0", Bootstrap: bootstrap, FSM: f, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

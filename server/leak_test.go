@@ -22,9 +22,9 @@ import (
 // later (`ffrtmp audit verify --head`). A new worker token comes with the
 // cluster CA's fingerprint, which a worker pins (public, not a secret).
 var documentedInternals = map[string][]string{
-	"POST /v1/workers/tokens": {"ca_hash"},
-	"GET /v1/audit":           {"hash", "prev_hash"},
-	"GET /v1/audit/verify":    {"hash"},
+	"POST /v1/worker-tokens": {"ca_hash"},
+	"GET /v1/audit":          {"hash", "prev_hash"},
+	"GET /v1/audit/verify":   {"hash"},
 }
 
 // notProbedForInternals are the routes TestResponsesCarryNoInternals does

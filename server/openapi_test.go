@@ -2,9 +2,12 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 // TestOpenAPIMatchesRoutes fails when a route and the OpenAPI document
@@ -126,4 +129,67 @@ func TestOpenAPIOperationIDs(t *testing.T) {
 			seen[op.OperationID] = where
 		}
 	}
+}
+
+// TestOpenAPIOperationsComplete names, for each operation, what the
+// document lacks (docs/api.md, "Changing the API"): a request example
+// where it takes a body, an example on its success response, and its 4xx
+// responses with the error schema.
+func TestOpenAPIOperationsComplete(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(servedOpenAPI(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const errRef = "#/components/responses/Error"
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			where := fmt.Sprintf("%s %s (%s)", method, path, op.OperationID)
+			if op.OperationID == "" {
+				where = method + " " + path
+			}
+			if rb := op.RequestBody; rb != nil && rb.Value != nil {
+				for ct, mt := range rb.Value.Content {
+					if mt.Example == nil && len(mt.Examples) == 0 {
+						t.Errorf("%s: its request body (%s) has no example: add \"example\" beside its schema", where, ct)
+					}
+				}
+			}
+			success := false
+			for _, code := range []int{201, 200, 202, 204} {
+				r := op.Responses.Status(code)
+				if r == nil || r.Value == nil {
+					continue
+				}
+				for _, mt := range r.Value.Content {
+					success = success || mt.Example != nil || len(mt.Examples) > 0
+				}
+				success = success || len(r.Value.Content) == 0
+			}
+			if !success {
+				t.Errorf("%s: no example on its success response (201, 200 or 202): add \"example\" beside the response's schema", where)
+			}
+			var errs []string
+			for code, r := range op.Responses.Map() {
+				if !strings.HasPrefix(code, "4") {
+					continue
+				}
+				if r.Ref != errRef && !isErrorBody(r.Value) {
+					t.Errorf("%s: its %s response is neither {\"$ref\": %q} nor an ErrorBody", where, code, errRef)
+				}
+				errs = append(errs, code)
+			}
+			if len(errs) == 0 {
+				t.Errorf("%s: no 4xx response: add each status it can refuse with as {\"$ref\": %q} (401 and 403 with an API key, 404 with {id}, 400 and 413 with a JSON body, 400 on a GET)", where, errRef)
+			}
+		}
+	}
+}
+
+// isErrorBody reports whether r's JSON content is the ErrorBody schema.
+func isErrorBody(r *openapi3.Response) bool {
+	if r == nil {
+		return false
+	}
+	mt := r.Content.Get("application/json")
+	return mt != nil && mt.Schema != nil && mt.Schema.Ref == "#/components/schemas/ErrorBody"
 }

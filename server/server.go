@@ -174,8 +174,8 @@ func New(cfg Config) (*Server, error) {
 // methods (HEAD with GET, as the mux serves it), and reports whether a
 // path matched. The catch-all handler asks it before answering 404. Each
 // path has a mux of its own: without their methods, two patterns may
-// overlap (/v1/workers/tokens/{id} and /v1/workers/{id}/drain), which one
-// mux refuses.
+// overlap (such as /v1/a/{id}/b and /v1/a/b/{id}), which one mux
+// refuses. The OpenAPI lint refuses such paths too.
 func (s *Server) methodNotAllowed(routes []route) func(w http.ResponseWriter, r *http.Request) bool {
 	allow := map[string][]string{}
 	var order []string
@@ -314,9 +314,9 @@ func (s *Server) routes() []route {
 		selfChecked("POST", "/v1/invitations/accept", "an invitation token", s.acceptInvitation),
 		needs("GET", "/v1/workers", PermWorkersView, s.listWorkers),
 		needs("GET", "/v1/workers/{id}", PermWorkersView, s.getWorker),
-		needs("POST", "/v1/workers/tokens", PermWorkersManage, s.createWorkerToken),
-		needs("GET", "/v1/workers/tokens", PermWorkersManage, s.listWorkerTokens),
-		needs("DELETE", "/v1/workers/tokens/{id}", PermWorkersManage, s.revokeWorkerToken),
+		needs("POST", "/v1/worker-tokens", PermWorkersManage, s.createWorkerToken),
+		needs("GET", "/v1/worker-tokens", PermWorkersManage, s.listWorkerTokens),
+		needs("DELETE", "/v1/worker-tokens/{id}", PermWorkersManage, s.revokeWorkerToken),
 		needs("POST", "/v1/workers/{id}/drain", PermWorkersManage, s.drainWorker(true)),
 		needs("POST", "/v1/workers/{id}/undrain", PermWorkersManage, s.drainWorker(false)),
 		needs("POST", "/v1/tenants", PermTenantsManage, s.createTenant),
@@ -398,6 +398,14 @@ func (s *Server) wrap(rt route) http.Handler {
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), readFreshKey{}, fresh))
+		}
+		if rt.local {
+			// Always local, so stale changes nothing; a malformed one
+			// is refused as on every other GET.
+			if _, err := staleRequested(r); err != nil {
+				s.writeError(sw, r, err)
+				return
+			}
 		}
 		if rt.perm == permPublic {
 			rt.handle(sw, r)

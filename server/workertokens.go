@@ -51,7 +51,7 @@ func workerTokenView(t *fsm.WorkerToken) WorkerTokenView {
 		CreatedBy: t.CreatedBy, Revoked: t.Revoked, WorkerID: t.WorkerID, index: t.ModifyIndex}
 }
 
-// CreateWorkerTokenRequest is the body of POST /v1/workers/tokens.
+// CreateWorkerTokenRequest is the body of POST /v1/worker-tokens.
 type CreateWorkerTokenRequest struct {
 	// TenantID is the tenant of the worker; "" means the caller's own
 	// tenant for a tenant admin, the shared pool for a super-admin.
@@ -59,7 +59,7 @@ type CreateWorkerTokenRequest struct {
 	Name     string `json:"name,omitempty"`
 }
 
-// CreatedWorkerToken is the answer to POST /v1/workers/tokens: the token,
+// CreatedWorkerToken is the answer to POST /v1/worker-tokens: the token,
 // shown this once, and what a worker needs besides it.
 type CreatedWorkerToken struct {
 	Token       string          `json:"token"`

@@ -120,7 +120,7 @@ func TestWorkerTokenBoundaries(t *testing.T) {
 		TokenID string `json:"token_id"`
 	}
 	call(theirs, "/rpc/worker/hello", `{}`, &hello)
-	if resp := e.do("DELETE", "/v1/workers/tokens/"+hello.TokenID, "", nil); resp.StatusCode != 200 {
+	if resp := e.do("DELETE", "/v1/worker-tokens/"+hello.TokenID, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("revoke: %d", resp.StatusCode)
 	}
 	if status, code := call(theirs, "/rpc/worker/heartbeat", `{"id":"`+holder+`"}`, nil); status != 401 || code != "unauthenticated" {
