@@ -187,16 +187,14 @@ func specsFromFlags(c *cli.Context) (specs []*fsm.JobSpec, many bool, err error)
 			raws = []json.RawMessage{data}
 		}
 		for i, raw := range raws {
-			spec := &fsm.JobSpec{}
-			dec := json.NewDecoder(strings.NewReader(string(raw)))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(spec); err != nil {
+			spec, err := server.DecodeJobSpec(raw)
+			if err != nil {
 				if many {
 					return nil, false, fmt.Errorf("parse spec %s, item %d: %w", path, i, err)
 				}
 				return nil, false, fmt.Errorf("parse spec %s: %w", path, err)
 			}
-			specs = append(specs, spec)
+			specs = append(specs, &spec)
 		}
 	} else {
 		specs = []*fsm.JobSpec{{}}

@@ -29,17 +29,13 @@ const (
 // becomes the job's ID) makes retries safe: a repeated submit with the
 // same key and spec returns the job it created (200) instead of a new one.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
-	var spec fsm.JobSpec
-	var raw bytes.Buffer
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.TeeReader(r.Body, &raw), r.Body}
-	if err := decodeBody(w, r, &spec); err != nil {
-		s.writeError(w, r, err)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		s.writeError(w, r, jsonError(err))
 		return
 	}
-	if err := refuseZeroFPS(raw.Bytes()); err != nil {
+	spec, err := DecodeJobSpec(data)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
