@@ -27,7 +27,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7071", Usage: "Raft listen address"},
 			&cli.StringFlag{Name: "gossip-addr", Value: "127.0.0.1:" + DefaultGossipPort, Usage: "gossip address remote workers join (\"off\" for none)"},
 			&cli.IntFlag{Name: "workers", Value: 1, Usage: "local workers to run (0 or 1)"},
-			&cli.IntFlag{Name: "slots", Usage: "concurrent jobs of the local worker (default: half the CPUs)"},
+			&cli.IntFlag{Name: "slots", DefaultText: "half the CPUs", Usage: "concurrent jobs of the local worker"},
 			&cli.StringSliceFlag{Name: "allow-host", Usage: "host that network inputs/outputs may reach (repeatable); default 127.0.0.1 and localhost"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},

@@ -55,10 +55,14 @@ func jobsCommand() *cli.Command {
 					&cli.StringFlag{Name: "scenario", Usage: "preset <height>p<fps>-<codec>, e.g. 720p30-h264"},
 					&cli.StringFlag{Name: "input", Usage: "input URL: testsrc://?duration=5, file:///in.mp4, rtmp://…"},
 					&cli.StringSliceFlag{Name: "output", Usage: "output URL (repeatable for a ladder): file:///out.mp4, rtmp://…"},
-					&cli.StringFlag{Name: "priority", Usage: "high, medium or low"},
-					&cli.StringFlag{Name: "queue", Usage: "live, default or batch"},
-					&cli.DurationFlag{Name: "timeout", Usage: "run timeout"},
-					&cli.IntFlag{Name: "max-retries", Usage: "retries after a failed attempt"},
+					// The defaults shown are the server's (fsm), which
+					// applies them to a spec that leaves a field out;
+					// only a flag given on the command line is sent.
+					&cli.StringFlag{Name: "priority", Value: string(fsm.PriorityMedium), Usage: "high, medium or low"},
+					&cli.StringFlag{Name: "queue", Value: string(fsm.QueueDefault), Usage: "live, default or batch"},
+					&cli.DurationFlag{Name: "timeout", Value: time.Duration(fsm.DefaultTimeout), Usage: "run timeout"},
+					&cli.DurationFlag{Name: "acquire-timeout", Value: time.Duration(fsm.DefaultAcquireTimeout), Usage: "how long the job may wait for a worker"},
+					&cli.IntFlag{Name: "max-retries", Value: fsm.DefaultMaxRetries, Usage: "retries after a failed attempt"},
 				},
 				Action: func(c *cli.Context) error {
 					client, out, err := clientAndOutput(c)
@@ -233,6 +237,9 @@ func specFlags(c *cli.Context, spec *fsm.JobSpec) error {
 	}
 	if c.IsSet("timeout") {
 		spec.Timeout = fsm.Duration(c.Duration("timeout"))
+	}
+	if c.IsSet("acquire-timeout") {
+		spec.AcquireTimeout = fsm.Duration(c.Duration("acquire-timeout"))
 	}
 	if c.IsSet("max-retries") {
 		n := c.Int("max-retries")

@@ -78,7 +78,7 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "bootstrap-expect", EnvVars: envs("BOOTSTRAP_EXPECT"), Usage: "servers that form a new cluster together (e.g. 3)"},
 			&cli.StringFlag{Name: "store", Usage: "state store: bolt:///path/state.db (default <data-dir>/state.db) or postgres://… shared by all nodes (env FFRTMP_STORE)"},
 			&cli.StringFlag{Name: "store-file", Usage: "file holding the store URL, so a password stays out of ps (env FFRTMP_STORE_FILE)"},
-			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), Usage: "PostgreSQL connection pool size (default: pgx's)"},
+			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), DefaultText: "pgx's", Usage: "PostgreSQL connection pool size"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
 			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
