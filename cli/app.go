@@ -19,7 +19,8 @@ import (
 // Env holds the process environment a command runs in, so that tests can
 // run commands in-process.
 type Env struct {
-	// Version is the binary's version.
+	// Version is the binary's version, set at build time; "" is a
+	// development build.
 	Version string
 	Stdout  io.Writer
 	Stderr  io.Writer
@@ -50,10 +51,14 @@ var (
 var clientFlags = []cli.Flag{flagAddr, flagKey, flagOut, flagTenant}
 
 func newApp(env Env) *cli.App {
+	version := env.Version
+	if v, err := Versions(env.Version); err == nil {
+		version = v.String() // --version: with the VCS revision
+	}
 	return &cli.App{
 		Name:      "ffrtmp",
 		Usage:     "clustered FFmpeg job platform",
-		Version:   env.Version,
+		Version:   version,
 		Writer:    env.Stdout,
 		ErrWriter: env.Stderr,
 		Reader:    env.Stdin,
@@ -76,6 +81,7 @@ func newApp(env Env) *cli.App {
 			keysCommand(),
 			benchCommand(),
 			migrateCommand(),
+			versionCommand(),
 		},
 	}
 }
