@@ -258,9 +258,15 @@ func clientFrom(c *cli.Context) (*Client, error) {
 	if addr == "" {
 		addr = "http://127.0.0.1:7070"
 	}
-	client, err := NewClient(addr, pick("api-key", "FFRTMP_API_KEY", cfg.APIKey))
+	key := pick("api-key", "FFRTMP_API_KEY", cfg.APIKey)
+	client, err := NewClient(addr, key)
 	if err != nil {
 		return nil, err
+	}
+	if key == "" {
+		path, _ := ConfigPath(env.Getenv)
+		client.authHint = fmt.Sprintf("no API key is set: `ffrtmp dev` starts a local cluster and writes its key to %s; "+
+			"else pass --api-key or set FFRTMP_API_KEY", path)
 	}
 	return client.ForTenant(pick("tenant", "FFRTMP_TENANT", "")), nil
 }

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,12 +14,11 @@ import (
 // runHelp returns the help of the command named by path.
 func runHelp(t *testing.T, path ...string) string {
 	t.Helper()
-	var out bytes.Buffer
-	env := Env{Stdout: &out, Stderr: &out, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
-	if err := Run(context.Background(), env, append(path, "--help")); err != nil {
+	out, err := runCLI(t, nil, append(path, "--help")...)
+	if err != nil {
 		t.Fatalf("ffrtmp %s --help: %v", strings.Join(path, " "), err)
 	}
-	return out.String()
+	return out
 }
 
 // TestSubmitHelpShowsServerDefaults: the defaults `jobs submit --help`

@@ -19,7 +19,7 @@ func TestVersion(t *testing.T) {
 	run := func(version string, args ...string) string {
 		t.Helper()
 		var out bytes.Buffer
-		env := Env{Version: version, Stdout: &out, Stderr: &out, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
+		env := Env{Version: version, Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }}
 		if err := Run(context.Background(), env, args); err != nil {
 			t.Fatalf("ffrtmp %s: %v", strings.Join(args, " "), err)
 		}
