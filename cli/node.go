@@ -42,9 +42,10 @@ type nodeConfig struct {
 	Retention         time.Duration // 0: keep finished jobs forever
 	Logger            *slog.Logger
 	OnLeave           func()
-	// ReadyGrace and Drain are server.Config's.
-	ReadyGrace time.Duration
-	Drain      time.Duration
+	// ReadyGrace, Drain and ReadyRequireWorkers are server.Config's.
+	ReadyGrace          time.Duration
+	ReadyRequireWorkers int
+	Drain               time.Duration
 }
 
 // runningNode is a store, FSM, Raft node and API server wired together.
@@ -105,7 +106,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 	srv, err := server.New(server.Config{
 		FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs,
 		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave, CAHash: node.CAHash(), WorkerGossip: rn.workerGossip(cfg.ClusterKey),
-		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain,
+		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain, ReadyRequireWorkers: cfg.ReadyRequireWorkers,
 	})
 	if err != nil {
 		node.Shutdown()

@@ -263,3 +263,13 @@ func apiWorker(w *fsm.Worker, active int) Worker {
 		ActiveJobs: active, ModifyIndex: w.ModifyIndex,
 	}
 }
+
+// ReadyWorkers is the worker connectivity /ready reports: how many
+// workers are up and take jobs, up but draining, and down (their lease ran
+// out), and how many readiness requires (--ready-require-workers).
+type ReadyWorkers struct {
+	Up       int `json:"up"`
+	Draining int `json:"draining"`
+	Down     int `json:"down"`
+	Required int `json:"required"`
+}
