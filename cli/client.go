@@ -418,6 +418,22 @@ func (c *Client) ListJobs(ctx context.Context, q url.Values) (*server.JobPage, e
 	return &p, c.do(ctx, "GET", "/v1/jobs", q, nil, &p)
 }
 
+// JobSummary returns the counts of GET /v1/jobs/summary and the time the
+// answer was made (its Date header; the local time if it has none).
+func (c *Client) JobSummary(ctx context.Context) (*server.JobSummary, time.Time, error) {
+	resp, err := c.request(ctx, "GET", "/v1/jobs/summary", nil, nil)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer resp.Body.Close()
+	at, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		at = time.Now()
+	}
+	var s server.JobSummary
+	return &s, at, decodeJSON(resp.Body, &s)
+}
+
 // JobAction posts an action (cancel, pause, resume, retry) on a job.
 func (c *Client) JobAction(ctx context.Context, id, action string) (*server.Job, error) {
 	var j server.Job

@@ -104,6 +104,17 @@ func jobsCommand() *cli.Command {
 				},
 			},
 			{
+				Name:  "status",
+				Usage: "count the active jobs by state and the queued ones by queue and priority, with the oldest queued age (your tenant's, or --tenant's)",
+				Action: func(c *cli.Context) error {
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					return JobsStatus(c.Context, client, out)
+				},
+			},
+			{
 				Name: "get", Usage: "show a job", ArgsUsage: "ID",
 				Action: idAction(GetJob),
 			},
@@ -374,6 +385,60 @@ func percent(j *server.Job) string {
 		return fmt.Sprintf("%.0f%%", j.Progress.Percent)
 	}
 	return "-"
+}
+
+// JobsStatus prints GET /v1/jobs/summary: the active jobs by state, the
+// queued ones by queue and priority, and how long the oldest has waited
+// (as of the answer's Date, so that the local clock does not matter).
+func JobsStatus(ctx context.Context, c *Client, out Output) error {
+	s, at, err := c.JobSummary(ctx)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, s)
+	}
+	age := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return max(0, at.Sub(*t)).Round(time.Second).String()
+	}
+	tenant := s.Tenant
+	if tenant == "" {
+		tenant = "all tenants"
+	}
+	fmt.Fprintf(out.W, "Tenant: %s\n\n", cell(tenant))
+	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tJOBS")
+	for _, st := range fsm.JobStates {
+		if !st.Terminal() {
+			fmt.Fprintf(tw, "%s\t%d\n", st, s.States[st])
+		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprint(tw, "QUEUE\tQUEUED")
+	for _, p := range fsm.Priorities {
+		fmt.Fprintf(tw, "\t%s", strings.ToUpper(string(p)))
+	}
+	fmt.Fprintln(tw, "\tOLDEST")
+	for _, q := range fsm.Queues {
+		qs := s.Queues[q]
+		fmt.Fprintf(tw, "%s\t%d", q, qs.Queued)
+		for _, p := range fsm.Priorities {
+			fmt.Fprintf(tw, "\t%d", qs.Priorities[p])
+		}
+		fmt.Fprintf(tw, "\t%s\n", age(qs.OldestQueuedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	oldest := "none queued"
+	if s.OldestQueuedAt != nil {
+		oldest = "queued " + age(s.OldestQueuedAt) + " ago"
+	}
+	_, err = fmt.Fprintf(out.W, "\nOldest queued job: %s\n", oldest)
+	return err
 }
 
 // GetJob prints one job.

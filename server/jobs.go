@@ -331,6 +331,35 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiJobPage(page))
 }
 
+// jobSummary counts the active jobs of the tenant the request acts on
+// by state and queue, from this node's FSM after the route's read
+// barrier (linearizable unless ?stale=true), like every read.
+func (s *Server) jobSummary(w http.ResponseWriter, r *http.Request) {
+	tenant := requestTenant(r, true)
+	sum := s.fsm.JobSummary(tenant)
+	setIndex(w, sum.Index)
+	writeJSON(w, http.StatusOK, apiJobSummary(tenant, sum))
+}
+
+// apiJobSummary is sum as the API answers it.
+func apiJobSummary(tenant string, sum fsm.JobSummary) JobSummary {
+	out := JobSummary{Tenant: tenant, States: sum.States, Queues: map[fsm.Queue]QueueSummary{}}
+	for q, prios := range sum.Queued {
+		qs := QueueSummary{Priorities: prios}
+		for _, n := range prios {
+			qs.Queued += n
+		}
+		if t, ok := sum.OldestQueued[q]; ok {
+			qs.OldestQueuedAt = &t
+			if out.OldestQueuedAt == nil || t.Before(*out.OldestQueuedAt) {
+				out.OldestQueuedAt = &t
+			}
+		}
+		out.Queues[q] = qs
+	}
+	return out
+}
+
 // storeRead makes a read of the store for r (after the route's read
 // barrier, see consistency.go), bounded by storeReadTimeout, and returns the FSM index it reflects. On an error
 // it answers r itself and returns false.

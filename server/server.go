@@ -274,6 +274,7 @@ func (s *Server) routes() []route {
 		needs("POST", "/v1/jobs", PermJobsCreate, s.submitJob),
 		needs("POST", "/v1/jobs/batch", PermJobsCreate, s.submitJobs),
 		needs("GET", "/v1/jobs", PermJobsView, s.listJobs),
+		needs("GET", "/v1/jobs/summary", PermJobsView, s.jobSummary),
 		needs("GET", "/v1/jobs/{id}", PermJobsView, s.getJob),
 		needs("POST", "/v1/jobs/{id}/cancel", PermJobsCancel, s.cancelJob),
 		needs("POST", "/v1/jobs/{id}/pause", PermJobsControl, s.pauseJob),
