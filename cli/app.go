@@ -26,6 +26,11 @@ type Env struct {
 	Stderr  io.Writer
 	Stdin   io.Reader
 	Getenv  func(string) string
+	// Process is set when the command runs as the whole process (main),
+	// not in a test: the logger of a long-running command (server, dev,
+	// worker) then becomes the process's default, so that slog's and the
+	// log package's default output (from libraries) has the same format.
+	Process bool
 }
 
 // ErrConfig marks an error in a command's configuration (flags, key or

@@ -49,7 +49,7 @@ func benchWorkersCommand() *cli.Command {
 			cfg := WorkersBench{
 				Count: c.Int("count"), Slots: c.Int("slots"), Join: splitList(c.StringSlice("join")), CAHash: c.String("ca-hash"),
 				JobDuration: c.Duration("job-duration"), ProgressInterval: c.Duration("progress-interval"), For: c.Duration("for"),
-				Logger: newLogger(envOf(c).Stderr, c.String("log-level")),
+				Logger: commandLogger(envOf(c), c.String("log-level")),
 			}
 			if cfg.Count < 1 || cfg.Slots < 1 {
 				return fmt.Errorf("%w: --count and --slots must be positive", ErrConfig)

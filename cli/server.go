@@ -119,7 +119,7 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 		Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
-		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
+		Logger: commandLogger(env, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
 		Retention:  c.Duration("retention"),
 		ReadyGrace: c.Duration("ready-grace"), Drain: c.Duration("drain"), ReadyRequireWorkers: c.Int("ready-require-workers"),
 	}
@@ -264,7 +264,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		defer cancel()
 		n.srv.Drain(dctx)
 	}
-	err = serveAPI(stop, ln, n.srv, cfg.TLSCert, cfg.TLSKey, drain)
+	err = serveAPI(stop, log, ln, n.srv, cfg.TLSCert, cfg.TLSKey, drain)
 	log.Info("shutting down")
 	return err
 }

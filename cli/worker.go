@@ -77,7 +77,7 @@ func workerConfig(c *cli.Context) (WorkerConfig, error) {
 		Join: splitList(c.StringSlice("join")), GossipAddr: c.String("gossip-addr"), GossipAdvertise: c.String("gossip-advertise"),
 		DataDir: c.String("data-dir"), MediaRoot: c.String("media-root"), Slots: c.Int("slots"), NVENCSessions: c.Int("nvenc-sessions"),
 		TenantID: c.String("tenant"), Name: c.String("name"), Labels: map[string]string{}, CAHash: c.String("ca-hash"),
-		Logger: newLogger(env.Stderr, c.String("log-level")),
+		Logger: commandLogger(env, c.String("log-level")),
 	}
 	var err error
 	if cfg.Token, err = workerToken(c.String("token-file"), env.Getenv("FFRTMP_WORKER_TOKEN")); err != nil {
