@@ -85,7 +85,7 @@ func jobsCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "state", Usage: "comma-separated states"},
 					&cli.StringFlag{Name: "queue", Usage: "queue"},
-					&cli.IntFlag{Name: "limit", Value: 50, Usage: "page size"},
+					&cli.IntFlag{Name: "limit", Value: server.DefaultPageSize, Usage: fmt.Sprintf("page size (1 to %d)", server.MaxPageSize)},
 					&cli.StringFlag{Name: "after", Usage: "cursor printed at the end of the previous page"},
 				},
 				Action: func(c *cli.Context) error {

@@ -17,10 +17,12 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// Paging and long-poll limits.
+// Paging and long-poll limits. DefaultPageSize and MaxPageSize bound a
+// page of jobs or audit records; the CLI's --limit defaults to
+// DefaultPageSize.
 const (
-	defaultPageSize = 50
-	maxPageSize     = 1000
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
 	maxWait         = 5 * time.Minute
 	keepAlive       = 15 * time.Second
 )
@@ -296,7 +298,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	tenant := requestTenant(r, true)
 	var err error
-	p := &fsm.ListJobsParams{TenantID: tenant, Limit: defaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
+	p := &fsm.ListJobsParams{TenantID: tenant, Limit: DefaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
 	if p.States, err = parseStates(q.Get("state")); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -313,8 +315,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "limit must be between 1 and %d", maxPageSize))
+		if err != nil || n < 1 || n > MaxPageSize {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "limit must be between 1 and %d", MaxPageSize))
 			return
 		}
 		p.Limit = n
