@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,6 +55,61 @@ func TestCLIUnreachable(t *testing.T) {
 	t.Cleanup(live.Close)
 	if out, err := runCLI(t, vars, "--addr", dead1+","+live.URL, "jobs", "list"); err != nil || !strings.Contains(out, "ID") {
 		t.Fatalf("jobs list with one live address: %q, %v", out, err)
+	}
+}
+
+// blackHole returns an address whose connects hang, as a host that drops
+// packets does: a listener with a backlog of 0, already full.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	for range 4 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr // full: the next connect hangs
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("could not fill the listen backlog")
+	return ""
+}
+
+// TestCLIDialTimeout: a node whose connects hang is given up on after the
+// dial timeout, not the system's (minutes): alone it fails the command
+// with the hint, beside a live node the CLI fails over to it.
+func TestCLIDialTimeout(t *testing.T) {
+	vars := map[string]string{"HOME": t.TempDir(), "FFRTMP_API_KEY": "ffk_x_y"}
+	hole := blackHole(t)
+	start := time.Now()
+	_, err := runCLI(t, vars, "--addr", hole, "jobs", "list")
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), hole) {
+		t.Fatalf("jobs list against a black hole: %v, want an UnreachableError naming it", err)
+	}
+	if took := time.Since(start); took > dialTimeout+10*time.Second {
+		t.Errorf("gave up after %s, want about the dial timeout (%s)", took, dialTimeout)
+	}
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"jobs":[]}`))
+	}))
+	t.Cleanup(live.Close)
+	if out, err := runCLI(t, vars, "--addr", hole+","+live.URL, "jobs", "list"); err != nil || !strings.Contains(out, "ID") {
+		t.Fatalf("jobs list with a black hole and a live node: %q, %v", out, err)
 	}
 }
 
