@@ -290,7 +290,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		}
 		// Not the API's error shape: perhaps not an ffrtmp node at all.
 		return nil, &APIError{Status: resp.StatusCode, Code: fsm.CodeInternal, Message: cmp.Or(strings.TrimSpace(string(b)), "HTTP "+resp.Status),
-			Hint: fmt.Sprintf("%s answered without an ffrtmp error: is it an ffrtmp node's API address (--addr, FFRTMP_ADDR)?", req.URL.Host)}
+			Hint: fmt.Sprintf("%s answered without an ffrtmp error: is it an ffrtmp node's API address (--addr, FFRTMP_ADDR), or a proxy with no node behind it?", req.URL.Host)}
 	}
 	return resp, nil
 }

@@ -140,3 +140,15 @@ func TestCLIUnauthenticatedHint(t *testing.T) {
 		t.Errorf("with a key: %v, want the refusal without a hint", err)
 	}
 }
+
+// TestCLINotAnAPIHint: an answer that is not the API's error shape (a
+// web server, a proxy) names the address and asks whether it is a node.
+func TestCLINotAnAPIHint(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	_, err := runCLI(t, map[string]string{"HOME": t.TempDir(), "FFRTMP_API_KEY": "ffk_x_y"}, "--addr", srv.URL, "jobs", "list")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || !strings.Contains(ae.Hint, strings.TrimPrefix(srv.URL, "http://")) {
+		t.Fatalf("got %v, want a 404 whose hint names the address", err)
+	}
+}
