@@ -25,5 +25,5 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	return cli.Run(ctx, cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Version: version}, args)
+	return cli.Run(ctx, cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Version: version, Process: true}, args)
 }

@@ -19,12 +19,18 @@ import (
 // Env holds the process environment a command runs in, so that tests can
 // run commands in-process.
 type Env struct {
-	// Version is the binary's version.
+	// Version is the binary's version, set at build time; "" is a
+	// development build.
 	Version string
 	Stdout  io.Writer
 	Stderr  io.Writer
 	Stdin   io.Reader
 	Getenv  func(string) string
+	// Process is set when the command runs as the whole process (main),
+	// not in a test: the logger of a long-running command (server, dev,
+	// worker) then becomes the process's default, so that slog's and the
+	// log package's default output (from libraries) has the same format.
+	Process bool
 }
 
 // ErrConfig marks an error in a command's configuration (flags, key or
@@ -50,10 +56,14 @@ var (
 var clientFlags = []cli.Flag{flagAddr, flagKey, flagOut, flagTenant}
 
 func newApp(env Env) *cli.App {
+	version := env.Version
+	if v, err := Versions(env.Version); err == nil {
+		version = v.String() // --version: with the VCS revision
+	}
 	return &cli.App{
 		Name:      "ffrtmp",
 		Usage:     "clustered FFmpeg job platform",
-		Version:   env.Version,
+		Version:   version,
 		Writer:    env.Stdout,
 		ErrWriter: env.Stderr,
 		Reader:    env.Stdin,
@@ -76,6 +86,7 @@ func newApp(env Env) *cli.App {
 			keysCommand(),
 			benchCommand(),
 			migrateCommand(),
+			versionCommand(),
 		},
 	}
 }
@@ -252,9 +263,15 @@ func clientFrom(c *cli.Context) (*Client, error) {
 	if addr == "" {
 		addr = "http://127.0.0.1:7070"
 	}
-	client, err := NewClient(addr, pick("api-key", "FFRTMP_API_KEY", cfg.APIKey))
+	key := pick("api-key", "FFRTMP_API_KEY", cfg.APIKey)
+	client, err := NewClient(addr, key)
 	if err != nil {
 		return nil, err
+	}
+	if key == "" {
+		path, _ := ConfigPath(env.Getenv)
+		client.authHint = fmt.Sprintf("no API key is set: `ffrtmp dev` starts a local cluster and writes its key to %s; "+
+			"else pass --api-key or set FFRTMP_API_KEY", path)
 	}
 	return client.ForTenant(pick("tenant", "FFRTMP_TENANT", "")), nil
 }

@@ -33,7 +33,7 @@ func auditCommand() *cli.Command {
 					&cli.StringFlag{Name: "action", Usage: "only records of this action (an operationId, e.g. submitJob)"},
 					&cli.StringFlag{Name: "since", Usage: "only records at or after this time (RFC 3339, or a duration ago such as 24h)"},
 					&cli.StringFlag{Name: "until", Usage: "only records before this time (RFC 3339, or a duration ago)"},
-					&cli.IntFlag{Name: "limit", Value: 50, Usage: "records per page (1 to 1000)"},
+					&cli.IntFlag{Name: "limit", Value: server.DefaultPageSize, Usage: fmt.Sprintf("records per page (1 to %d)", server.MaxPageSize)},
 					&cli.StringFlag{Name: "after", Usage: "the cursor a previous page printed: list the records after it"},
 				},
 				Action: func(c *cli.Context) error {

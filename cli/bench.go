@@ -47,7 +47,7 @@ func benchCommand() *cli.Command {
 					&cli.StringFlag{Name: "tenant-keys", Usage: "file with one API key per line: spread submits over them, each in its own key's tenant"},
 					&cli.StringFlag{Name: "spec", Usage: "job spec file (JSON) to submit (default: 240p H.264 of a 1 s testsrc)"},
 					&cli.BoolFlag{Name: "no-baseline", Usage: "skip the GET /health baseline"},
-					&cli.BoolFlag{Name: "keep", Usage: "leave the jobs queued (default: cancel them afterwards)"},
+					&cli.BoolFlag{Name: "keep", Usage: "leave the jobs queued instead of canceling them afterwards"},
 					&cli.IntFlag{Name: "batch", Usage: "submit N specs per request with POST /v1/jobs/batch (reports jobs/s; jobs are kept)"},
 				},
 				Action: func(c *cli.Context) error {

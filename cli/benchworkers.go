@@ -40,16 +40,16 @@ func benchWorkersCommand() *cli.Command {
 			&cli.StringFlag{Name: "token-tenant", Usage: "with --tokens-create: the tenant whose dedicated workers to simulate (default: a super-admin's shared pool)"},
 			&cli.StringSliceFlag{Name: "join", Usage: "node addresses of servers (host:7071); default: those named when the tokens were created"},
 			&cli.StringFlag{Name: "ca-hash", Usage: "hash of the cluster CA (sha256:…); default: the one named when the tokens were created"},
-			&cli.DurationFlag{Name: "job-duration", Usage: "how long every job runs (default: its testsrc input's duration, else 1s)"},
+			&cli.DurationFlag{Name: "job-duration", DefaultText: "its testsrc input's duration, else 1s", Usage: "how long every job runs"},
 			&cli.DurationFlag{Name: "progress-interval", Value: time.Second, Usage: "progress reports per running job"},
-			&cli.DurationFlag{Name: "for", Usage: "stop after this long (default: run until interrupted)"},
+			&cli.DurationFlag{Name: "for", DefaultText: "run until interrupted", Usage: "stop after this long"},
 			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg := WorkersBench{
 				Count: c.Int("count"), Slots: c.Int("slots"), Join: splitList(c.StringSlice("join")), CAHash: c.String("ca-hash"),
 				JobDuration: c.Duration("job-duration"), ProgressInterval: c.Duration("progress-interval"), For: c.Duration("for"),
-				Logger: newLogger(envOf(c).Stderr, c.String("log-level")),
+				Logger: commandLogger(envOf(c), c.String("log-level")),
 			}
 			if cfg.Count < 1 || cfg.Slots < 1 {
 				return fmt.Errorf("%w: --count and --slots must be positive", ErrConfig)

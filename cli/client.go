@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,9 +27,45 @@ type APIError struct {
 	Status  int
 	Code    fsm.Code
 	Message string
+	// Hint, if set, tells the user what to do (e.g. where a key comes
+	// from); it is printed on a line of its own.
+	Hint string
 }
 
-func (e *APIError) Error() string { return string(e.Code) + ": " + e.Message }
+func (e *APIError) Error() string {
+	s := string(e.Code) + ": " + e.Message
+	if e.Hint != "" {
+		s += "\nhint: " + e.Hint
+	}
+	return s
+}
+
+// dialTimeout bounds the TCP connect to one node, separately from the
+// request: a node that is down or black-holed is given up on quickly and
+// the next address tried.
+const dialTimeout = 3 * time.Second
+
+// startHint is what the CLI suggests when no node answers.
+const startHint = "is ffrtmp running there? start a local one with `ffrtmp dev`, or point the CLI at a node with --addr or FFRTMP_ADDR"
+
+// UnreachableError is returned when no node of the client's list could be
+// connected to: every address refused, timed out or did not resolve.
+type UnreachableError struct {
+	// Addrs are the addresses tried, in order.
+	Addrs []string
+	// Err is the last connect error.
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	where := e.Addrs[0]
+	if len(e.Addrs) > 1 {
+		where = "any of " + strings.Join(e.Addrs, ", ")
+	}
+	return fmt.Sprintf("cannot connect to the ffrtmp API at %s: %v\nhint: %s", where, e.Err, startHint)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Client calls the ffrtmp HTTP API. It may know several nodes: any node
 // answers any request, so when one cannot be reached the client moves on
@@ -43,12 +80,15 @@ type Client struct {
 	retryFor time.Duration
 	// tenant, if set, is sent as ?tenant= on job and worker requests.
 	tenant string
+	// authHint, if set, is the Hint of an unauthenticated answer: the
+	// client has no key, and this says where one comes from.
+	authHint string
 }
 
 // NewClient returns a client for the nodes at addrs: comma-separated
 // host:port or URLs.
 func NewClient(addrs, key string) (*Client, error) {
-	c := &Client{key: key, http: &http.Client{}, retryFor: 30 * time.Second}
+	c := &Client{key: key, http: &http.Client{Transport: newTransport()}, retryFor: 30 * time.Second}
 	for _, a := range strings.Split(addrs, ",") {
 		a = strings.TrimSpace(a)
 		if a == "" {
@@ -69,10 +109,19 @@ func NewClient(addrs, key string) (*Client, error) {
 	return c, nil
 }
 
+// newTransport is http.DefaultTransport's configuration with a connect
+// timeout of dialTimeout.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = dialTimeout
+	return t
+}
+
 // Rotated returns a copy of the client that starts with its i-th node,
 // so that load spreads over the nodes it knows.
 func (c *Client) Rotated(i int) *Client {
-	d := &Client{bases: c.bases, key: c.key, http: c.http, retryFor: c.retryFor, tenant: c.tenant}
+	d := &Client{bases: c.bases, key: c.key, http: c.http, retryFor: c.retryFor, tenant: c.tenant, authHint: c.authHint}
 	d.next.Store(uint32(i % len(c.bases)))
 	return d
 }
@@ -100,12 +149,15 @@ func tenantScoped(path string) bool {
 }
 
 // addrs returns the client's node addresses, comma-separated.
-func (c *Client) addrs() string {
+func (c *Client) addrs() string { return strings.Join(c.addrList(), ",") }
+
+// addrList returns the client's node addresses.
+func (c *Client) addrList() []string {
 	out := make([]string, len(c.bases))
 	for i, b := range c.bases {
 		out[i] = b.String()
 	}
-	return strings.Join(out, ",")
+	return out
 }
 
 // base returns the node the client currently talks to.
@@ -135,6 +187,10 @@ func (c *Client) requestRetry(ctx context.Context, method, path string, query ur
 	}
 	deadline := time.Now().Add(c.retryFor)
 	delay := 100 * time.Millisecond
+	// unreachable counts the nodes in a row that could not be connected
+	// to: when it reaches every node, the request fails at once, naming
+	// them, rather than retrying in silence.
+	unreachable := 0
 	for attempt := 0; ; attempt++ {
 		var rd io.Reader
 		if data != nil {
@@ -152,6 +208,13 @@ func (c *Client) requestRetry(ctx context.Context, method, path string, query ur
 		}
 		resp, err := c.send(req)
 		var ae *APIError
+		if dialFailed(err) {
+			if unreachable++; unreachable >= len(c.bases) {
+				return nil, &UnreachableError{Addrs: c.addrList(), Err: err}
+			}
+		} else {
+			unreachable = 0
+		}
 		switch {
 		case err == nil:
 			return resp, nil
@@ -219,9 +282,15 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			return nil, &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			ae := &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			if resp.StatusCode == http.StatusUnauthorized {
+				ae.Hint = c.authHint
+			}
+			return nil, ae
 		}
-		return nil, &APIError{Status: resp.StatusCode, Code: fsm.CodeInternal, Message: strings.TrimSpace(string(b))}
+		// Not the API's error shape: perhaps not an ffrtmp node at all.
+		return nil, &APIError{Status: resp.StatusCode, Code: fsm.CodeInternal, Message: cmp.Or(strings.TrimSpace(string(b)), "HTTP "+resp.Status),
+			Hint: fmt.Sprintf("%s answered without an ffrtmp error: is it an ffrtmp node's API address (--addr, FFRTMP_ADDR), or a proxy with no node behind it?", req.URL.Host)}
 	}
 	return resp, nil
 }
@@ -347,6 +416,22 @@ func (c *Client) GetJob(ctx context.Context, id string) (*server.Job, error) {
 func (c *Client) ListJobs(ctx context.Context, q url.Values) (*server.JobPage, error) {
 	var p server.JobPage
 	return &p, c.do(ctx, "GET", "/v1/jobs", q, nil, &p)
+}
+
+// JobSummary returns the counts of GET /v1/jobs/summary and the time the
+// answer was made (its Date header; the local time if it has none).
+func (c *Client) JobSummary(ctx context.Context) (*server.JobSummary, time.Time, error) {
+	resp, err := c.request(ctx, "GET", "/v1/jobs/summary", nil, nil)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer resp.Body.Close()
+	at, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		at = time.Now()
+	}
+	var s server.JobSummary
+	return &s, at, decodeJSON(resp.Body, &s)
 }
 
 // JobAction posts an action (cancel, pause, resume, retry) on a job.

@@ -27,7 +27,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7071", Usage: "Raft listen address"},
 			&cli.StringFlag{Name: "gossip-addr", Value: "127.0.0.1:" + DefaultGossipPort, Usage: "gossip address remote workers join (\"off\" for none)"},
 			&cli.IntFlag{Name: "workers", Value: 1, Usage: "local workers to run (0 or 1)"},
-			&cli.IntFlag{Name: "slots", Usage: "concurrent jobs of the local worker (default: half the CPUs)"},
+			&cli.IntFlag{Name: "slots", DefaultText: "half the CPUs", Usage: "concurrent jobs of the local worker"},
 			&cli.StringSliceFlag{Name: "allow-host", Usage: "host that network inputs/outputs may reach (repeatable); default 127.0.0.1 and localhost"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
@@ -50,7 +50,7 @@ func devCommand() *cli.Command {
 			return RunDev(ctx, DevConfig{
 				DataDir: dir, HTTPAddr: c.String("http"), RaftAddr: c.String("raft-addr"), GossipAddr: c.String("gossip-addr"),
 				Workers: c.Int("workers"), Slots: c.Int("slots"), AllowHosts: hosts,
-				Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, Getenv: env.Getenv,
+				Logger: commandLogger(env, c.String("log-level")), Out: env.Stdout, Getenv: env.Getenv,
 			})
 		},
 	}
@@ -72,6 +72,16 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// commandLogger is the logger of a long-running command: newLogger on
+// the command's stderr, made the process's default when env.Process.
+func commandLogger(env Env, level string) *slog.Logger {
+	l := newLogger(env.Stderr, level)
+	if env.Process {
+		slog.SetDefault(l)
+	}
+	return l
 }
 
 // DevConfig configures RunDev.
@@ -166,7 +176,7 @@ func RunDev(ctx context.Context, cfg DevConfig) error {
 	sctx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- serveAPI(sctx, ln, n.srv, "", "", nil) }()
+	go func() { serveErr <- serveAPI(sctx, log, ln, n.srv, "", "", nil) }()
 	fmt.Fprintf(cfg.Out, "ffrtmp dev: API %s, data in %s, media in %s\n", apiURL, cfg.DataDir, filepath.Join(cfg.DataDir, "media"))
 	if n.gossip != nil {
 		tokenFile, err := devWorkerToken(ctx, n, cfg.DataDir)

@@ -55,10 +55,14 @@ func jobsCommand() *cli.Command {
 					&cli.StringFlag{Name: "scenario", Usage: "preset <height>p<fps>-<codec>, e.g. 720p30-h264"},
 					&cli.StringFlag{Name: "input", Usage: "input URL: testsrc://?duration=5, file:///in.mp4, rtmp://…"},
 					&cli.StringSliceFlag{Name: "output", Usage: "output URL (repeatable for a ladder): file:///out.mp4, rtmp://…"},
-					&cli.StringFlag{Name: "priority", Usage: "high, medium or low"},
-					&cli.StringFlag{Name: "queue", Usage: "live, default or batch"},
-					&cli.DurationFlag{Name: "timeout", Usage: "run timeout"},
-					&cli.IntFlag{Name: "max-retries", Usage: "retries after a failed attempt"},
+					// The defaults shown are the server's (fsm), which
+					// applies them to a spec that leaves a field out;
+					// only a flag given on the command line is sent.
+					&cli.StringFlag{Name: "priority", Value: string(fsm.PriorityMedium), Usage: "high, medium or low"},
+					&cli.StringFlag{Name: "queue", Value: string(fsm.QueueDefault), Usage: "live, default or batch"},
+					&cli.DurationFlag{Name: "timeout", Value: time.Duration(fsm.DefaultTimeout), Usage: "run timeout"},
+					&cli.DurationFlag{Name: "acquire-timeout", Value: time.Duration(fsm.DefaultAcquireTimeout), Usage: "how long the job may wait for a worker"},
+					&cli.IntFlag{Name: "max-retries", Value: fsm.DefaultMaxRetries, Usage: "retries after a failed attempt"},
 				},
 				Action: func(c *cli.Context) error {
 					client, out, err := clientAndOutput(c)
@@ -81,7 +85,7 @@ func jobsCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "state", Usage: "comma-separated states"},
 					&cli.StringFlag{Name: "queue", Usage: "queue"},
-					&cli.IntFlag{Name: "limit", Value: 50, Usage: "page size"},
+					&cli.IntFlag{Name: "limit", Value: server.DefaultPageSize, Usage: fmt.Sprintf("page size (1 to %d)", server.MaxPageSize)},
 					&cli.StringFlag{Name: "after", Usage: "cursor printed at the end of the previous page"},
 				},
 				Action: func(c *cli.Context) error {
@@ -97,6 +101,17 @@ func jobsCommand() *cli.Command {
 					}
 					q.Set("limit", fmt.Sprint(c.Int("limit")))
 					return ListJobs(c.Context, client, out, q)
+				},
+			},
+			{
+				Name:  "status",
+				Usage: "count the active jobs by state and the queued ones by queue and priority, with the oldest queued age (your tenant's, or --tenant's)",
+				Action: func(c *cli.Context) error {
+					client, out, err := clientAndOutput(c)
+					if err != nil {
+						return err
+					}
+					return JobsStatus(c.Context, client, out)
 				},
 			},
 			{
@@ -187,16 +202,14 @@ func specsFromFlags(c *cli.Context) (specs []*fsm.JobSpec, many bool, err error)
 			raws = []json.RawMessage{data}
 		}
 		for i, raw := range raws {
-			spec := &fsm.JobSpec{}
-			dec := json.NewDecoder(strings.NewReader(string(raw)))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(spec); err != nil {
+			spec, err := server.DecodeJobSpec(raw)
+			if err != nil {
 				if many {
 					return nil, false, fmt.Errorf("parse spec %s, item %d: %w", path, i, err)
 				}
 				return nil, false, fmt.Errorf("parse spec %s: %w", path, err)
 			}
-			specs = append(specs, spec)
+			specs = append(specs, &spec)
 		}
 	} else {
 		specs = []*fsm.JobSpec{{}}
@@ -235,6 +248,9 @@ func specFlags(c *cli.Context, spec *fsm.JobSpec) error {
 	}
 	if c.IsSet("timeout") {
 		spec.Timeout = fsm.Duration(c.Duration("timeout"))
+	}
+	if c.IsSet("acquire-timeout") {
+		spec.AcquireTimeout = fsm.Duration(c.Duration("acquire-timeout"))
 	}
 	if c.IsSet("max-retries") {
 		n := c.Int("max-retries")
@@ -369,6 +385,60 @@ func percent(j *server.Job) string {
 		return fmt.Sprintf("%.0f%%", j.Progress.Percent)
 	}
 	return "-"
+}
+
+// JobsStatus prints GET /v1/jobs/summary: the active jobs by state, the
+// queued ones by queue and priority, and how long the oldest has waited
+// (as of the answer's Date, so that the local clock does not matter).
+func JobsStatus(ctx context.Context, c *Client, out Output) error {
+	s, at, err := c.JobSummary(ctx)
+	if err != nil {
+		return err
+	}
+	if out.JSON {
+		return printJSON(out.W, s)
+	}
+	age := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return max(0, at.Sub(*t)).Round(time.Second).String()
+	}
+	tenant := s.Tenant
+	if tenant == "" {
+		tenant = "all tenants"
+	}
+	fmt.Fprintf(out.W, "Tenant: %s\n\n", cell(tenant))
+	tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tJOBS")
+	for _, st := range fsm.JobStates {
+		if !st.Terminal() {
+			fmt.Fprintf(tw, "%s\t%d\n", st, s.States[st])
+		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprint(tw, "QUEUE\tQUEUED")
+	for _, p := range fsm.Priorities {
+		fmt.Fprintf(tw, "\t%s", strings.ToUpper(string(p)))
+	}
+	fmt.Fprintln(tw, "\tOLDEST")
+	for _, q := range fsm.Queues {
+		qs := s.Queues[q]
+		fmt.Fprintf(tw, "%s\t%d", q, qs.Queued)
+		for _, p := range fsm.Priorities {
+			fmt.Fprintf(tw, "\t%d", qs.Priorities[p])
+		}
+		fmt.Fprintf(tw, "\t%s\n", age(qs.OldestQueuedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	oldest := "none queued"
+	if s.OldestQueuedAt != nil {
+		oldest = "queued " + age(s.OldestQueuedAt) + " ago"
+	}
+	_, err = fmt.Fprintf(out.W, "\nOldest queued job: %s\n", oldest)
+	return err
 }
 
 // GetJob prints one job.

@@ -42,9 +42,10 @@ type nodeConfig struct {
 	Retention         time.Duration // 0: keep finished jobs forever
 	Logger            *slog.Logger
 	OnLeave           func()
-	// ReadyGrace and Drain are server.Config's.
-	ReadyGrace time.Duration
-	Drain      time.Duration
+	// ReadyGrace, Drain and ReadyRequireWorkers are server.Config's.
+	ReadyGrace          time.Duration
+	ReadyRequireWorkers int
+	Drain               time.Duration
 }
 
 // runningNode is a store, FSM, Raft node and API server wired together.
@@ -54,6 +55,7 @@ type runningNode struct {
 	node   *cluster.Node
 	srv    *server.Server
 	logs   *logRouter
+	log    *slog.Logger
 	gossip *cluster.Gossip
 	// gossipRef is gossip for the worker protocol's handlers, which may
 	// run before gossip is set.
@@ -63,6 +65,9 @@ type runningNode struct {
 // startNode opens the store, loads the FSM, starts Raft with the
 // scheduler and retention as leader loops, and builds the API server.
 func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	id, err := cluster.LoadOrCreateNodeID(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
@@ -101,11 +106,11 @@ func startNode(ctx context.Context, cfg nodeConfig) (*runningNode, error) {
 		return nil, err
 	}
 	logs := &logRouter{}
-	rn := &runningNode{store: st, fsm: f, node: node, logs: logs}
+	rn := &runningNode{store: st, fsm: f, node: node, logs: logs, log: cfg.Logger}
 	srv, err := server.New(server.Config{
 		FSM: f, Raft: node, Policy: cfg.Policy, Metrics: metrics, Logger: cfg.Logger, Logs: logs,
 		ClusterKey: cfg.ClusterKey, OnLeave: cfg.OnLeave, CAHash: node.CAHash(), WorkerGossip: rn.workerGossip(cfg.ClusterKey),
-		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain,
+		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain, ReadyRequireWorkers: cfg.ReadyRequireWorkers,
 	})
 	if err != nil {
 		node.Shutdown()
@@ -153,10 +158,10 @@ func (n *runningNode) close() {
 		n.gossip.Leave()
 	}
 	if err := n.node.Shutdown(); err != nil {
-		slog.Error("shutdown raft", "error", err)
+		n.log.Error("shutdown raft", "error", err)
 	}
 	if err := n.store.Close(); err != nil {
-		slog.Error("close store", "error", err)
+		n.log.Error("close store", "error", err)
 	}
 }
 
@@ -169,8 +174,10 @@ const shutdownTimeout = 10 * time.Second
 // server down gracefully: it stops listening, closes idle keep-alive
 // connections and waits (up to shutdownTimeout) for requests in flight,
 // whose responses close their connections.
-func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, certFile, keyFile string, drain func()) error {
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+func serveAPI(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler, certFile, keyFile string, drain func()) error {
+	// net/http's own errors (a TLS handshake that failed, a handler that
+	// panicked) go to the node's log, in its format.
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: cluster.NewStdLogger(log, "http", slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() {
 		if certFile != "" {

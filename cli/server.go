@@ -78,7 +78,7 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "bootstrap-expect", EnvVars: envs("BOOTSTRAP_EXPECT"), Usage: "servers that form a new cluster together (e.g. 3)"},
 			&cli.StringFlag{Name: "store", Usage: "state store: bolt:///path/state.db (default <data-dir>/state.db) or postgres://… shared by all nodes (env FFRTMP_STORE)"},
 			&cli.StringFlag{Name: "store-file", Usage: "file holding the store URL, so a password stays out of ps (env FFRTMP_STORE_FILE)"},
-			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), Usage: "PostgreSQL connection pool size (default: pgx's)"},
+			&cli.IntFlag{Name: "store-max-conns", EnvVars: envs("STORE_MAX_CONNS"), DefaultText: "pgx's", Usage: "PostgreSQL connection pool size"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: envs("TLS_CERT"), Usage: "serve the API over HTTPS with this certificate"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: envs("TLS_KEY"), Usage: "key of --tls-cert"},
 			&cli.StringSliceFlag{Name: "allow-host", EnvVars: envs("ALLOW_HOSTS"), Usage: "hosts network inputs and RTMP outputs may reach (repeatable)"},
@@ -86,6 +86,7 @@ func serverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retention", EnvVars: envs("RETENTION"), Value: cluster.DefaultRetention, Usage: "keep a tenant's finished jobs this long, unless the tenant sets its own; the leader's value counts (0: forever)"},
 			&cli.DurationFlag{Name: "dead-server-timeout", EnvVars: envs("DEAD_SERVER_TIMEOUT"), Value: 24 * time.Hour, Usage: "remove a server unreachable this long, if quorum stays safe (0: never)"},
 			&cli.DurationFlag{Name: "ready-grace", EnvVars: envs("READY_GRACE"), Value: DefaultReadyGrace, Usage: "how long /ready stays 200 after this node lost its leader, while it holds writes for the election (0: not ready at once)"},
+			&cli.IntFlag{Name: "ready-require-workers", EnvVars: envs("READY_REQUIRE_WORKERS"), Usage: "/ready answers 503 unless at least this many workers are up (0: worker connectivity is only reported, as a warning)"},
 			&cli.DurationFlag{Name: "drain", EnvVars: envs("DRAIN"), Value: DefaultDrain, Usage: "on SIGTERM or cluster leave, how long /ready answers 503 (and leadership is handed over) before the node stops serving; longer than the load balancer's health check needs to mark it down"},
 			&cli.StringFlag{Name: "log-level", EnvVars: envs("LOG_LEVEL"), Value: "info", Usage: "debug, info, warn or error"},
 		}, append(clusterKeyFlags, peerTLSFlags...)...),
@@ -118,15 +119,18 @@ func serverConfig(c *cli.Context) (cfg ServerConfig, err error) {
 		Advertise: c.String("advertise"), HTTPAddr: c.String("http-addr"), Join: splitList(c.StringSlice("join")),
 		BootstrapExpect: c.Int("bootstrap-expect"), ClusterKey: key, TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 		AllowHosts: splitList(c.StringSlice("allow-host")), DeadServerTimeout: c.Duration("dead-server-timeout"),
-		Logger: newLogger(env.Stderr, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
+		Logger: commandLogger(env, c.String("log-level")), Out: env.Stdout, WorkerLease: c.Duration("worker-lease"),
 		Retention:  c.Duration("retention"),
-		ReadyGrace: c.Duration("ready-grace"), Drain: c.Duration("drain"),
+		ReadyGrace: c.Duration("ready-grace"), Drain: c.Duration("drain"), ReadyRequireWorkers: c.Int("ready-require-workers"),
 	}
 	if cfg.Retention < 0 {
 		return cfg, fmt.Errorf("--retention %s: want 0 (forever) or more", cfg.Retention)
 	}
 	if cfg.ReadyGrace < 0 || cfg.Drain < 0 {
 		return cfg, fmt.Errorf("--ready-grace %s, --drain %s: want 0 or more", cfg.ReadyGrace, cfg.Drain)
+	}
+	if cfg.ReadyRequireWorkers < 0 {
+		return cfg, fmt.Errorf("--ready-require-workers %d: want 0 or more", cfg.ReadyRequireWorkers)
 	}
 	if cfg.WorkerLease < time.Second {
 		return cfg, fmt.Errorf("--worker-lease %s: want at least 1s", cfg.WorkerLease)
@@ -182,6 +186,9 @@ type ServerConfig struct {
 	Retention time.Duration
 	// ReadyGrace is how long /ready stays 200 without a leader.
 	ReadyGrace time.Duration
+	// ReadyRequireWorkers is how many workers must be up for /ready to
+	// answer 200 (0: none, worker loss is only a warning).
+	ReadyRequireWorkers int
 	// Drain is how long a stopping node answers /ready 503 before it
 	// stops serving.
 	Drain  time.Duration
@@ -233,7 +240,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.GossipAdvertise,
 		Policy: fsm.Policy{AllowedHosts: cfg.AllowHosts}, DeadServerTimeout: cfg.DeadServerTimeout,
 		WorkerLease: cfg.WorkerLease, Retention: cfg.Retention, Logger: log, OnLeave: stopServing,
-		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain,
+		ReadyGrace: cfg.ReadyGrace, Drain: cfg.Drain, ReadyRequireWorkers: cfg.ReadyRequireWorkers,
 	})
 	if err != nil {
 		return err
@@ -257,7 +264,7 @@ func RunServer(ctx context.Context, cfg ServerConfig) error {
 		defer cancel()
 		n.srv.Drain(dctx)
 	}
-	err = serveAPI(stop, ln, n.srv, cfg.TLSCert, cfg.TLSKey, drain)
+	err = serveAPI(stop, log, ln, n.srv, cfg.TLSCert, cfg.TLSKey, drain)
 	log.Info("shutting down")
 	return err
 }

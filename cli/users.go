@@ -104,7 +104,7 @@ func usersCommand() *cli.Command {
 				Usage: "create an API key for a user and print it once",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "user", Required: true, Usage: "the user's ID or email"},
-					&cli.DurationFlag{Name: "expires", Usage: "the key's lifetime, such as 720h (default: never)"},
+					&cli.DurationFlag{Name: "expires", DefaultText: "never", Usage: "the key's lifetime, such as 720h"},
 					&cli.StringFlag{Name: "scopes", Usage: "comma-separated permissions that narrow the user's role, such as jobs.view,jobs.create"},
 					&cli.StringFlag{Name: "name", Usage: "a label for the key"},
 				},

@@ -32,8 +32,8 @@ func workerCommand() *cli.Command {
 			&cli.StringFlag{Name: "gossip-advertise", EnvVars: envs("GOSSIP_ADVERTISE"), Usage: "gossip address others reach this worker at (default: --gossip-addr)"},
 			&cli.StringFlag{Name: "data-dir", EnvVars: envs("DATA_DIR"), Value: "/var/lib/ffrtmp-worker", Usage: "the worker's identity (worker-id)"},
 			&cli.StringFlag{Name: "media-root", EnvVars: envs("MEDIA_ROOT"), Usage: "tenants' media: <media-root>/<tenant>/… (default <data-dir>/media)"},
-			&cli.IntFlag{Name: "slots", EnvVars: envs("SLOTS"), Usage: "concurrent jobs (default: half the CPUs)"},
-			&cli.IntFlag{Name: "nvenc-sessions", EnvVars: envs("NVENC_SESSIONS"), Usage: "concurrent NVENC sessions the GPUs allow (default 8, the consumer driver limit)"},
+			&cli.IntFlag{Name: "slots", EnvVars: envs("SLOTS"), DefaultText: "half the CPUs", Usage: "concurrent jobs"},
+			&cli.IntFlag{Name: "nvenc-sessions", EnvVars: envs("NVENC_SESSIONS"), Value: worker.DefaultNVENCSessions, Usage: "concurrent NVENC sessions the GPUs allow (the consumer driver's limit by default)"},
 			&cli.StringSliceFlag{Name: "label", EnvVars: envs("LABELS"), Usage: "label k=v (repeatable)"},
 			&cli.StringFlag{Name: "tenant", EnvVars: envs("TENANT"), Usage: "deprecated: the worker token decides the tenant; if set, it must be the token's"},
 			&cli.StringFlag{Name: "name", EnvVars: envs("NAME"), Usage: "display name (default: host name)"},
@@ -77,7 +77,7 @@ func workerConfig(c *cli.Context) (WorkerConfig, error) {
 		Join: splitList(c.StringSlice("join")), GossipAddr: c.String("gossip-addr"), GossipAdvertise: c.String("gossip-advertise"),
 		DataDir: c.String("data-dir"), MediaRoot: c.String("media-root"), Slots: c.Int("slots"), NVENCSessions: c.Int("nvenc-sessions"),
 		TenantID: c.String("tenant"), Name: c.String("name"), Labels: map[string]string{}, CAHash: c.String("ca-hash"),
-		Logger: newLogger(env.Stderr, c.String("log-level")),
+		Logger: commandLogger(env, c.String("log-level")),
 	}
 	var err error
 	if cfg.Token, err = workerToken(c.String("token-file"), env.Getenv("FFRTMP_WORKER_TOKEN")); err != nil {

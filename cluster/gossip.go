@@ -97,7 +97,7 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Delegate = &gossipDelegate{g: g}
 	mc.Events = &gossipEvents{g: g}
-	mc.Logger = slog.NewLogLogger(cfg.Logger.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.Logger = NewStdLogger(cfg.Logger, "memberlist", slog.LevelDebug)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)

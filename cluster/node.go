@@ -236,10 +236,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.rpcMux = n.rpcHandler()
-	n.rpcServer = &http.Server{Handler: n.rpcMux, ReadHeaderTimeout: 10 * time.Second}
+	n.rpcServer = &http.Server{Handler: n.rpcMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: NewStdLogger(cfg.Logger, "http", slog.LevelWarn)}
 	go n.rpcServer.Serve(m.rpc)
 	n.workerMux = http.NewServeMux()
-	n.workerServer = &http.Server{Handler: n.workerMux, ReadHeaderTimeout: 10 * time.Second}
+	n.workerServer = &http.Server{Handler: n.workerMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: NewStdLogger(cfg.Logger, "http", slog.LevelWarn)}
 	go n.workerServer.Serve(m.workerRPC)
 	n.metrics.init(n)
 	n.wg.Add(1)

@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -218,5 +219,49 @@ func TestRetryBudgetOfOldJobs(t *testing.T) {
 		Error: &fsm.Error{Code: fsm.CodeFFmpeg, Message: "exit status 1"}, Retryable: true})
 	if got.State != fsm.JobFailed || got.Retries != 0 {
 		t.Fatalf("job is %s after %d retries, want failed after 0", got.State, got.Retries)
+	}
+}
+
+// TestJobSummary: JobSummary counts one tenant's active jobs (or every
+// tenant's) by state, the queued ones by queue and priority, with each
+// queue's oldest queued time; finished jobs are not counted.
+func TestJobSummary(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.tenant("t1")
+	n.tenant("t2")
+	n.worker(fsm.Worker{ID: "w1", State: fsm.WorkerUp, Slots: 4, CPUs: 8, MemoryMB: 8192, Encoders: []string{"libx264"}})
+	batch := spec("720p30-h264")
+	batch.Queue, batch.Priority = fsm.QueueBatch, fsm.PriorityHigh
+	n.submit("j1", "t1", batch, at(time.Second))
+	n.submit("j2", "t1", batch, at(0))
+	n.submit("j3", "t1", spec("720p30-h264"), at(2*time.Second))
+	n.submit("j4", "t1", spec("720p30-h264"), at(3*time.Second))
+	n.submit("j5", "t2", spec("720p30-h264"), at(-time.Hour))
+	n.run("j3", "w1", at(4*time.Second))
+	n.job(&fsm.CancelJob{JobID: "j4", At: at(5 * time.Second)})
+
+	s := n.f.JobSummary("t1")
+	if want := map[fsm.JobState]int{fsm.JobQueued: 2, fsm.JobAssigned: 0, fsm.JobRunning: 1, fsm.JobPaused: 0}; !maps.Equal(s.States, want) {
+		t.Errorf("states = %v, want %v", s.States, want)
+	}
+	if got := s.Queued[fsm.QueueBatch][fsm.PriorityHigh]; got != 2 {
+		t.Errorf("batch/high = %d, want 2", got)
+	}
+	if got := s.Queued[fsm.QueueDefault][fsm.PriorityMedium]; got != 0 {
+		t.Errorf("default/medium = %d, want 0 (j3 runs, j4 is canceled)", got)
+	}
+	if got, ok := s.OldestQueued[fsm.QueueBatch]; !ok || !got.Equal(at(0)) {
+		t.Errorf("oldest in batch = %v, want %v", got, at(0))
+	}
+	if _, ok := s.OldestQueued[fsm.QueueDefault]; ok {
+		t.Errorf("default has an oldest queued time with nothing queued")
+	}
+	if s.Index != n.f.Index() {
+		t.Errorf("index = %d, want %d", s.Index, n.f.Index())
+	}
+	all := n.f.JobSummary("")
+	if all.States[fsm.JobQueued] != 3 || !all.OldestQueued[fsm.QueueDefault].Equal(at(-time.Hour)) {
+		t.Errorf("every tenant: %+v, want 3 queued, t2's job oldest in default", all)
 	}
 }

@@ -488,6 +488,59 @@ func (f *FSM) Counts() (byState map[JobState]int, byQueue map[Queue]int) {
 	return byState, byQueue
 }
 
+// JobSummary counts a tenant's active jobs, see FSM.JobSummary.
+type JobSummary struct {
+	// States counts active jobs by state; every active state is present.
+	States map[JobState]int
+	// Queued counts queued jobs by queue and priority; every queue and
+	// priority is present.
+	Queued map[Queue]map[Priority]int
+	// OldestQueued is the earliest QueuedAt of a queued job in each
+	// queue that has one.
+	OldestQueued map[Queue]time.Time
+	// Index is the FSM index the counts reflect.
+	Index uint64
+}
+
+// JobSummary counts the active jobs of tenantID ("" for every tenant)
+// by state, and the queued ones by queue and priority, with each queue's
+// oldest queued time, from memory in one consistent view.
+func (f *FSM) JobSummary(tenantID string) JobSummary {
+	s := JobSummary{States: map[JobState]int{}, Queued: map[Queue]map[Priority]int{}, OldestQueued: map[Queue]time.Time{}}
+	for _, st := range JobStates {
+		if !st.Terminal() {
+			s.States[st] = 0
+		}
+	}
+	for _, q := range Queues {
+		s.Queued[q] = map[Priority]int{}
+		for _, p := range Priorities {
+			s.Queued[q][p] = 0
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s.Index = f.index
+	for _, j := range f.jobs {
+		if tenantID != "" && j.TenantID != tenantID {
+			continue
+		}
+		s.States[j.State]++
+		if j.State != JobQueued {
+			continue
+		}
+		q := j.Spec.Queue
+		if s.Queued[q] == nil {
+			s.Queued[q] = map[Priority]int{}
+		}
+		s.Queued[q][j.Spec.Priority]++
+		if old, ok := s.OldestQueued[q]; !ok || j.QueuedAt.Before(old) {
+			s.OldestQueued[q] = j.QueuedAt
+		}
+	}
+	return s
+}
+
 // Snapshot implements raft.FSM. It captures the store's committed state,
 // which always equals the FSM's applied state because Apply commits
 // before it returns.

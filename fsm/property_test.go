@@ -703,6 +703,22 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 	if sum != active || queued != byState[fsm.JobQueued] {
 		t.Fatalf("Counts() = %v %v, store has %d active jobs", byState, byQueue, active)
 	}
+	// JobSummary of every tenant agrees with Counts.
+	js := f.JobSummary("")
+	for st, c := range js.States {
+		if c != byState[st] {
+			t.Fatalf("JobSummary has %d %s jobs, Counts %d", c, st, byState[st])
+		}
+	}
+	for q, prios := range js.Queued {
+		n := 0
+		for _, c := range prios {
+			n += c
+		}
+		if n != byQueue[q] || (n > 0) != !js.OldestQueued[q].IsZero() {
+			t.Fatalf("JobSummary has %d queued in %s (oldest %v), Counts %d", n, q, js.OldestQueued[q], byQueue[q])
+		}
+	}
 	for _, w := range workers {
 		u := uses[w.ID]
 		if u == nil {

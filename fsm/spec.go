@@ -102,11 +102,13 @@ type Input struct {
 	URL string `json:"url"`
 }
 
-// Output is one rendition of the job; Video overrides the job-wide video
-// parameters for this rendition only (a bitrate ladder).
+// Output is one rendition of the job; Video and Audio override the
+// job-wide video and audio parameters for this rendition only (a bitrate
+// ladder, or opus for a webm output beside aac ones).
 type Output struct {
 	URL   string       `json:"url"`
 	Video *VideoParams `json:"video,omitempty"`
+	Audio *AudioParams `json:"audio,omitempty"`
 }
 
 // VideoParams are explicit video settings; zero fields are taken from the
@@ -378,18 +380,17 @@ func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
 	if len(s.Outputs) > MaxOutputs {
 		return nil, Errorf(CodeInvalidArgument, "at most %d outputs are allowed", MaxOutputs)
 	}
-	audio := AudioParams{BitrateKbps: 128}
-	if s.Audio != nil {
-		audio = *s.Audio
-		if audio.BitrateKbps == 0 {
-			audio.BitrateKbps = 128
-		}
-		if audio.BitrateKbps < 8 || audio.BitrateKbps > 1024 {
-			return nil, Errorf(CodeInvalidArgument, "audio.bitrate_kbps must be between 8 and 1024")
-		}
+	audio := overlayAudio(AudioParams{BitrateKbps: 128}, s.Audio)
+	if err := audio.checkBitrate("audio"); err != nil {
+		return nil, err
 	}
 	for i, o := range s.Outputs {
-		r, err := compileOutput(o, overlay(base, o.Video), audio, pol)
+		oa := overlayAudio(audio, o.Audio)
+		err := oa.checkBitrate("audio")
+		var r Rendition
+		if err == nil {
+			r, err = compileOutput(o, overlay(base, o.Video), oa, pol)
+		}
 		if err != nil {
 			var e *Error
 			if errors.As(err, &e) {
@@ -412,6 +413,29 @@ func (s *JobSpec) Compile(pol Policy) (*Plan, error) {
 	}
 	plan.Hardware = s.Hardware
 	return plan, nil
+}
+
+// overlayAudio returns base with the fields o sets.
+func overlayAudio(base AudioParams, o *AudioParams) AudioParams {
+	if o == nil {
+		return base
+	}
+	if o.Codec != "" {
+		base.Codec = o.Codec
+	}
+	if o.BitrateKbps != 0 {
+		base.BitrateKbps = o.BitrateKbps
+	}
+	return base
+}
+
+// checkBitrate refuses an audio bitrate out of range; field names the
+// parameters in the refusal.
+func (a AudioParams) checkBitrate(field string) error {
+	if a.BitrateKbps < 8 || a.BitrateKbps > 1024 {
+		return Errorf(CodeInvalidArgument, "%s.bitrate_kbps must be between 8 and 1024", field)
+	}
+	return nil
 }
 
 // overlay returns base with the non-zero fields of o applied.

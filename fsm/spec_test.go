@@ -566,6 +566,38 @@ func TestCompileAudio(t *testing.T) {
 	}
 }
 
+// TestCompileOutputAudio checks that an output's audio overrides the
+// job's for that output only: the docs' ladder of mp4 (aac) and webm
+// (opus) outputs compiles.
+func TestCompileOutputAudio(t *testing.T) {
+	t.Parallel()
+	s := spec("720p30-h264")
+	s.Audio = &fsm.AudioParams{Codec: "aac", BitrateKbps: 160}
+	s.Outputs = []fsm.Output{
+		{URL: "file:///o.mp4"},
+		{URL: "file:///o.webm", Video: &fsm.VideoParams{Codec: "vp9"}, Audio: &fsm.AudioParams{Codec: "opus"}},
+		{URL: "file:///o2.mp4", Audio: &fsm.AudioParams{BitrateKbps: 64}},
+	}
+	p, err := s.Compile(fsm.Policy{})
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	want := []fsm.AudioParams{{Codec: "aac", BitrateKbps: 160}, {Codec: "opus", BitrateKbps: 160}, {Codec: "aac", BitrateKbps: 64}}
+	for i, r := range p.Outputs {
+		if r.Audio != want[i] {
+			t.Errorf("outputs[%d].audio = %+v, want %+v", i, r.Audio, want[i])
+		}
+	}
+	s.Outputs[1].Audio = nil // aac from the job into webm
+	if _, err := s.Compile(fsm.Policy{}); fsm.ErrorCode(err) != fsm.CodeInvalidArgument || !strings.Contains(err.Error(), "outputs[1]") {
+		t.Errorf("aac into webm: got %v, want invalid_argument naming outputs[1]", err)
+	}
+	s.Outputs[1].Audio = &fsm.AudioParams{Codec: "opus", BitrateKbps: 2000}
+	if _, err := s.Compile(fsm.Policy{}); fsm.ErrorCode(err) != fsm.CodeInvalidArgument || !strings.Contains(err.Error(), "outputs[1]: audio.bitrate_kbps") {
+		t.Errorf("output bitrate 2000: got %v, want invalid_argument naming outputs[1]: audio.bitrate_kbps", err)
+	}
+}
+
 func TestCompileNetworkPolicy(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

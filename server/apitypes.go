@@ -263,3 +263,40 @@ func apiWorker(w *fsm.Worker, active int) Worker {
 		ActiveJobs: active, ModifyIndex: w.ModifyIndex,
 	}
 }
+
+// ReadyWorkers is the worker connectivity /ready reports: how many
+// workers are up and take jobs, up but draining, and down (their lease ran
+// out), and how many readiness requires (--ready-require-workers).
+type ReadyWorkers struct {
+	Up       int `json:"up"`
+	Draining int `json:"draining"`
+	Down     int `json:"down"`
+	Required int `json:"required"`
+}
+
+// JobSummary is GET /v1/jobs/summary: the active jobs of the tenant the
+// request acts on (every tenant's, for a super-admin without ?tenant=)
+// counted, as of the index in X-Ffrtmp-Index.
+type JobSummary struct {
+	// Tenant is the tenant counted; "" for every tenant.
+	Tenant string `json:"tenant"`
+	// States counts active jobs by state: queued, assigned, running,
+	// paused. Finished jobs are listed by GET /v1/jobs?state=.
+	States map[fsm.JobState]int `json:"states"`
+	// Queues describes the queued jobs of each queue (live, default,
+	// batch).
+	Queues map[fsm.Queue]QueueSummary `json:"queues"`
+	// OldestQueuedAt is when the job waiting longest in any queue was
+	// queued (absent with none queued). The answer holds no age, so that
+	// it depends on the state alone; its age is the response's Date
+	// less this.
+	OldestQueuedAt *time.Time `json:"oldest_queued_at,omitempty"`
+}
+
+// QueueSummary is one queue's queued jobs in a JobSummary.
+type QueueSummary struct {
+	Queued int `json:"queued"`
+	// Priorities counts them by priority: high, medium, low.
+	Priorities     map[fsm.Priority]int `json:"priorities"`
+	OldestQueuedAt *time.Time           `json:"oldest_queued_at,omitempty"`
+}

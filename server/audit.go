@@ -242,7 +242,7 @@ func AuditVerificationOf(v *fsm.AuditVerification) AuditVerification {
 // (RFC 3339); paged by limit and cursor.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := &fsm.ListAuditParams{TenantID: requestTenant(r, true), Actor: q.Get("actor"), Action: q.Get("action"), Limit: defaultPageSize}
+	p := &fsm.ListAuditParams{TenantID: requestTenant(r, true), Actor: q.Get("actor"), Action: q.Get("action"), Limit: DefaultPageSize}
 	bad := func(format string, args ...any) {
 		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, format, args...))
 	}
@@ -261,8 +261,8 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			bad("limit must be between 1 and %d", maxPageSize)
+		if err != nil || n < 1 || n > MaxPageSize {
+			bad("limit must be between 1 and %d", MaxPageSize)
 			return
 		}
 		p.Limit = n

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -121,12 +120,7 @@ func (s *Server) batchJob(ctx context.Context, tenant string, it BatchSubmitItem
 	if len(it.Spec) == 0 {
 		return nil, nil, fsm.Errorf(fsm.CodeInvalidArgument, "spec is required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(it.Spec))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(spec); err != nil {
-		return nil, nil, jsonError(err)
-	}
-	if err := refuseZeroFPS(it.Spec); err != nil {
+	if *spec, err = DecodeJobSpec(it.Spec); err != nil {
 		return nil, nil, err
 	}
 	if *key, err = s.parseIdempotencyKey(it.IdempotencyKey, "idempotency_key"); err != nil {

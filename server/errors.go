@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,8 +213,13 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 
 // decodeBodyLimit is decodeBody with a body of up to limit bytes.
 func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	return decodeStrict(http.MaxBytesReader(w, r.Body, limit), v)
+}
+
+// decodeStrict decodes exactly one JSON object from rd into v, refusing
+// unknown fields and trailing data, with the API's typed errors.
+func decodeStrict(rd io.Reader, v any) error {
+	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
@@ -227,6 +233,20 @@ func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 		return jsonError(err)
 	}
 	return nil
+}
+
+// DecodeJobSpec decodes a job spec exactly as POST /v1/jobs does: one JSON
+// object, no unknown fields, no frame rate of 0. The CLI decodes its
+// --spec files with it, so that it accepts what the API accepts.
+func DecodeJobSpec(data []byte) (fsm.JobSpec, error) {
+	var spec fsm.JobSpec
+	if err := decodeStrict(bytes.NewReader(data), &spec); err != nil {
+		return fsm.JobSpec{}, err
+	}
+	if err := refuseZeroFPS(data); err != nil {
+		return fsm.JobSpec{}, err
+	}
+	return spec, nil
 }
 
 func tooLarge(err error) bool {

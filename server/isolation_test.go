@@ -71,6 +71,7 @@ var isolationMatrix = map[string]expect{
 	"POST /v1/jobs":                        tenantCreate,
 	"POST /v1/jobs/batch":                  tenantCreate,
 	"GET /v1/jobs":                         tenantRead,
+	"GET /v1/jobs/summary":                 tenantRead,
 	"GET /v1/jobs/{id}":                    objectRead,
 	"GET /jobs/{id}":                       objectRead, // the deprecated alias of GET /v1/jobs/{id}
 	"POST /v1/jobs/{id}/cancel":            objectWrite,
@@ -398,6 +399,25 @@ func TestIsolationMatrix(t *testing.T) {
 		if want := []string{own.worker, "w-shared"}; !slices.Equal(ids, want) {
 			t.Errorf("%s sees workers %v, want %v", role, ids, want)
 		}
+	}
+	// The job summary counts the jobs the same key lists as queued: the
+	// own tenant's; a super-admin's every tenant's, or the one it names.
+	queued := func(key, query string) int {
+		var page fsm.JobPage
+		e.doKey(key, "GET", "/v1/jobs?state=queued&limit=1000"+query, nil, &page)
+		return len(page.Jobs)
+	}
+	for _, role := range roles {
+		var sum server.JobSummary
+		e.doKey(own.keys[role], "GET", "/v1/jobs/summary", nil, &sum)
+		if got, want := sum.States[fsm.JobQueued], queued(own.keys[role], ""); got != want || want == 0 {
+			t.Errorf("%s: the job summary counts %d queued jobs, the list %d: %+v", role, got, want, sum)
+		}
+	}
+	var named0 server.JobSummary
+	e.doKey(own.keys[fsm.RoleSuperAdmin], "GET", "/v1/jobs/summary?tenant="+other.id, nil, &named0)
+	if got, want := named0.States[fsm.JobQueued], queued(own.keys[fsm.RoleSuperAdmin], "&tenant="+other.id); named0.Tenant != other.id || got != want || want == 0 {
+		t.Errorf("a super-admin naming %s: summary %+v, want %d queued", other.id, named0, want)
 	}
 	var all struct{ Workers []fsm.Worker }
 	e.doKey(own.keys[fsm.RoleSuperAdmin], "GET", "/v1/workers", nil, &all)

@@ -17,10 +17,12 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
-// Paging and long-poll limits.
+// Paging and long-poll limits. DefaultPageSize and MaxPageSize bound a
+// page of jobs or audit records; the CLI's --limit defaults to
+// DefaultPageSize.
 const (
-	defaultPageSize = 50
-	maxPageSize     = 1000
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
 	maxWait         = 5 * time.Minute
 	keepAlive       = 15 * time.Second
 )
@@ -29,17 +31,13 @@ const (
 // becomes the job's ID) makes retries safe: a repeated submit with the
 // same key and spec returns the job it created (200) instead of a new one.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
-	var spec fsm.JobSpec
-	var raw bytes.Buffer
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.TeeReader(r.Body, &raw), r.Body}
-	if err := decodeBody(w, r, &spec); err != nil {
-		s.writeError(w, r, err)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		s.writeError(w, r, jsonError(err))
 		return
 	}
-	if err := refuseZeroFPS(raw.Bytes()); err != nil {
+	spec, err := DecodeJobSpec(data)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -300,7 +298,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	tenant := requestTenant(r, true)
 	var err error
-	p := &fsm.ListJobsParams{TenantID: tenant, Limit: defaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
+	p := &fsm.ListJobsParams{TenantID: tenant, Limit: DefaultPageSize, Queue: fsm.Queue(q.Get("queue")), After: q.Get("after")}
 	if p.States, err = parseStates(q.Get("state")); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -317,8 +315,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "limit must be between 1 and %d", maxPageSize))
+		if err != nil || n < 1 || n > MaxPageSize {
+			s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidArgument, "limit must be between 1 and %d", MaxPageSize))
 			return
 		}
 		p.Limit = n
@@ -333,6 +331,35 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	setIndex(w, index)
 	writeJSON(w, http.StatusOK, apiJobPage(page))
+}
+
+// jobSummary counts the active jobs of the tenant the request acts on
+// by state and queue, from this node's FSM after the route's read
+// barrier (linearizable unless ?stale=true), like every read.
+func (s *Server) jobSummary(w http.ResponseWriter, r *http.Request) {
+	tenant := requestTenant(r, true)
+	sum := s.fsm.JobSummary(tenant)
+	setIndex(w, sum.Index)
+	writeJSON(w, http.StatusOK, apiJobSummary(tenant, sum))
+}
+
+// apiJobSummary is sum as the API answers it.
+func apiJobSummary(tenant string, sum fsm.JobSummary) JobSummary {
+	out := JobSummary{Tenant: tenant, States: sum.States, Queues: map[fsm.Queue]QueueSummary{}}
+	for q, prios := range sum.Queued {
+		qs := QueueSummary{Priorities: prios}
+		for _, n := range prios {
+			qs.Queued += n
+		}
+		if t, ok := sum.OldestQueued[q]; ok {
+			qs.OldestQueuedAt = &t
+			if out.OldestQueuedAt == nil || t.Before(*out.OldestQueuedAt) {
+				out.OldestQueuedAt = &t
+			}
+		}
+		out.Queues[q] = qs
+	}
+	return out
 }
 
 // storeRead makes a read of the store for r (after the route's read

@@ -24,6 +24,8 @@ type readiness struct {
 	grace time.Duration
 	// drain is how long Drain waits.
 	drain time.Duration
+	// requireWorkers is how many workers must be up for readiness.
+	requireWorkers int
 	// caughtUp is the last answer of Raft.AppliedAll that was sure.
 	caughtUp atomic.Bool
 	// unsureSince is when AppliedAll first failed in a row (unix ns; 0
@@ -102,11 +104,44 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	case <-ctx.Done():
 		checks["store"], ok = "no answer within "+readyDeadline.String(), false
 	}
+	workers, warnings := s.workerCheck(checks, &ok)
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks, "index": s.fsm.Index()})
+	body := map[string]any{"ready": ok, "checks": checks, "workers": workers, "index": s.fsm.Index()}
+	if len(warnings) > 0 {
+		body["warnings"] = warnings
+	}
+	writeJSON(w, status, body)
+}
+
+// workerCheck counts the workers this node knows of, from its replicated
+// state. Fewer up than required fails readiness (checks["workers"]);
+// with none required, no worker up is only a warning.
+func (s *Server) workerCheck(checks map[string]string, ok *bool) (ReadyWorkers, map[string]string) {
+	rw := ReadyWorkers{Required: s.ready.requireWorkers}
+	for _, w := range s.fsm.Workers("") {
+		switch {
+		case w.State != fsm.WorkerUp:
+			rw.Down++
+		case w.Draining:
+			rw.Draining++
+		default:
+			rw.Up++
+		}
+	}
+	switch {
+	case rw.Up < rw.Required:
+		checks["workers"], *ok = fmt.Sprintf("%d of the %d required workers up", rw.Up, rw.Required), false
+		return rw, nil
+	case rw.Up == 0:
+		const warn = "no worker is up: jobs wait in the queue (readiness does not require workers; see --ready-require-workers)"
+		checks["workers"] = "warning: " + warn
+		return rw, map[string]string{"workers": warn}
+	}
+	checks["workers"] = "ok"
+	return rw, nil
 }
 
 // noLeader describes a node without a leader for d.

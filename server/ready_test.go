@@ -11,6 +11,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
+	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
 )
 
@@ -133,5 +134,75 @@ func TestFailedLeaveEndsTheDrain(t *testing.T) {
 	}
 	if a := getReady(t, e.srv, ""); a.status != 200 || a.Checks["draining"] != "" {
 		t.Errorf("/ready after a failed leave = %d %v, want 200", a.status, a.Checks)
+	}
+}
+
+// TestReadyReportsWorkers: /ready reports how many workers are up; with no
+// requirement, none up is a warning and the node stays ready; with
+// ReadyRequireWorkers it is ready only once that many are up (draining
+// and down workers do not count).
+func TestReadyReportsWorkers(t *testing.T) {
+	t.Parallel()
+	n := clustertest.Start(t, clustertest.Options{ID: "n1", Bootstrap: true})
+	mk := func(require int) *server.Server {
+		srv, err := server.New(server.Config{FSM: n.FSM, Raft: n.Node, Logger: testLogger(t), ReadyRequireWorkers: require})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	lenient, strict := mk(0), mk(2)
+	type answer struct {
+		Workers  server.ReadyWorkers `json:"workers"`
+		Warnings map[string]string   `json:"warnings"`
+		Checks   map[string]string   `json:"checks"`
+	}
+	get := func(h http.Handler, wantStatus int) answer {
+		t.Helper()
+		waitReady(t, h, "", wantStatus)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/ready", nil))
+		var a answer
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code != wantStatus {
+			t.Fatalf("/ready = %d %s (%v), want %d", rec.Code, rec.Body, err, wantStatus)
+		}
+		return a
+	}
+	if a := get(lenient, 200); a.Workers.Up != 0 || a.Warnings["workers"] == "" || !strings.HasPrefix(a.Checks["workers"], "warning") {
+		t.Errorf("no worker, none required: %+v, want 0 up and a warning", a)
+	}
+	if a := get(strict, 503); a.Workers.Required != 2 || a.Checks["workers"] != "0 of the 2 required workers up" {
+		t.Errorf("no worker, 2 required: %+v", a)
+	}
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for _, w := range []fsm.Worker{
+		{ID: "w1", Name: "w1", State: fsm.WorkerUp, Incarnation: "1"},
+		{ID: "w2", Name: "w2", State: fsm.WorkerUp, Incarnation: "1"},
+		{ID: "w3", Name: "w3", State: fsm.WorkerUp, Incarnation: "1"},
+	} {
+		if _, err := n.Node.Apply(ctx, &fsm.RegisterWorker{Worker: w, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Node.Apply(ctx, &fsm.DrainWorker{WorkerID: "w2", Drain: true, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Node.Apply(ctx, &fsm.MarkWorkerDown{WorkerID: "w3", Reason: "lease", At: now}); err != nil {
+		t.Fatal(err)
+	}
+	want := server.ReadyWorkers{Up: 1, Draining: 1, Down: 1, Required: 2}
+	if a := get(strict, 503); a.Workers != want {
+		t.Errorf("workers = %+v, want %+v", a.Workers, want)
+	}
+	if a := get(lenient, 200); a.Warnings != nil || a.Checks["workers"] != "ok" {
+		t.Errorf("one worker up, none required: %+v, want no warning", a)
+	}
+	w4 := fsm.Worker{ID: "w4", Name: "w4", State: fsm.WorkerUp, Incarnation: "1"}
+	if _, err := n.Node.Apply(ctx, &fsm.RegisterWorker{Worker: w4, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	if a := get(strict, 200); a.Workers.Up != 2 || a.Checks["workers"] != "ok" {
+		t.Errorf("two workers up, two required: %+v", a)
 	}
 }

@@ -100,6 +100,10 @@ type Config struct {
 	// Drain is how long Drain waits, /ready answering 503, for load
 	// balancers to stop sending requests here.
 	Drain time.Duration
+	// ReadyRequireWorkers is how many workers must be up (and not
+	// draining) for /ready to answer 200; with 0, /ready only reports
+	// worker connectivity, as a warning.
+	ReadyRequireWorkers int
 }
 
 // Server is the HTTP API of one node. Every node serves it; reads come
@@ -137,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 		log: cfg.Logger, logs: cfg.Logs, now: cfg.Now, mux: http.NewServeMux(),
 		clusterKey: cfg.ClusterKey, onLeave: cfg.OnLeave, authLog: rateLimiter{window: authLogWindow},
 		caHash: cfg.CAHash, workerGossip: cfg.WorkerGossip,
-		ready: readiness{grace: cfg.ReadyGrace, drain: cfg.Drain},
+		ready: readiness{grace: cfg.ReadyGrace, drain: cfg.Drain, requireWorkers: cfg.ReadyRequireWorkers},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -288,6 +292,7 @@ func (s *Server) routes() []route {
 		needs("POST", "/v1/jobs", PermJobsCreate, s.submitJob),
 		needs("POST", "/v1/jobs/batch", PermJobsCreate, s.submitJobs),
 		needs("GET", "/v1/jobs", PermJobsView, s.listJobs),
+		needs("GET", "/v1/jobs/summary", PermJobsView, s.jobSummary),
 		getJob,
 		legacyAlias("/jobs/{id}", getJob, legacyJobsSince, legacyJobsSunset),
 		needs("POST", "/v1/jobs/{id}/cancel", PermJobsCancel, s.cancelJob),

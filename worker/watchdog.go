@@ -46,12 +46,12 @@ func init() {
 	if !ok {
 		return
 	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "watchdog")
 	deadline, err := time.ParseDuration(v)
 	if err != nil || deadline <= 0 {
-		fmt.Fprintf(os.Stderr, "ffrtmp watchdog: bad %s=%q\n", watchdogEnv, v)
+		log.Error("bad deadline", "variable", watchdogEnv, "value", v)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "watchdog")
 	// A service manager stopping the unit signals every process in it:
 	// the worker stops its ffmpeg gracefully, and the pipe closes when it
 	// has exited.

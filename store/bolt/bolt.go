@@ -72,6 +72,10 @@ func allBucketNames() [][]byte {
 // schemaVersion is the layout version of the file; a newer file is refused.
 const schemaVersion = 1
 
+// SchemaVersion is the layout version of the state files this binary
+// writes (ffrtmp version prints it).
+const SchemaVersion = schemaVersion
+
 // Store is a bbolt-backed fsm.Store. Methods are safe for concurrent use;
 // Restore excludes every other call while it swaps the file.
 type Store struct {
