@@ -134,6 +134,19 @@ func cancelAll(f *fixtures, resp any, _ []byte) {
 	}
 }
 
+// queueOneJob leaves a job queued, with the worker drained so that it
+// stays there: the summary's example shows an oldest queued job.
+func queueOneJob(f *fixtures) {
+	f.e.do("POST", "/v1/workers/"+f.get("worker")+"/drain", nil, nil)
+	var j map[string]any
+	spec := map[string]any{"scenario": "720p30-h264", "input": map[string]any{"url": "testsrc://?duration=1"},
+		"outputs": []any{map[string]any{"url": "file:///out/queued.mp4"}}}
+	if resp := f.e.do("POST", "/v1/jobs", spec, &j); resp.StatusCode != http.StatusCreated {
+		f.t.Fatalf("submit a job to keep queued: status %d", resp.StatusCode)
+	}
+	f.ids["queued_job"] = field(j, "id")
+}
+
 // exampleRuns runs every operation of openapi.json, in this order. A new
 // operation needs a line here.
 var exampleRuns = []exampleRun{
@@ -186,6 +199,10 @@ var exampleRuns = []exampleRun{
 
 	{op: "submitJob", keep: keepField("job", "id")},
 	{op: "listJobs"},
+	{op: "jobSummary", prepare: queueOneJob, keep: func(f *fixtures, _ any, _ []byte) {
+		f.e.do("POST", "/v1/jobs/"+f.get("queued_job")+"/cancel", nil, nil)
+		f.e.do("POST", "/v1/workers/"+f.get("worker")+"/undrain", nil, nil)
+	}},
 	{op: "getJob", id: "job", prepare: func(f *fixtures) { f.e.waitState(f.get("job"), fsm.JobRunning) }},
 	{op: "getJobLegacy", id: "job"},
 	{op: "pauseJob", id: "job"},
