@@ -106,8 +106,10 @@ type load struct {
 	mu       sync.Mutex
 	acked    map[string]bool
 	failures []failure
-	// took is how long each answered request took, failed or not.
-	took []time.Duration
+	// took is how long each answered request took, failed or not;
+	// ackedAt is when each acknowledgement arrived.
+	took    []time.Duration
+	ackedAt []time.Time
 	// known are jobs that existed before the load started.
 	known map[string]int
 }
@@ -205,6 +207,7 @@ func (l *load) submit(hc *http.Client, key string) {
 		return
 	}
 	l.acked[j.ID] = true
+	l.ackedAt = append(l.ackedAt, time.Now())
 }
 
 // waitSent waits until n more requests were sent.
