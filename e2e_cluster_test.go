@@ -369,7 +369,7 @@ func TestClusterFailover(t *testing.T) {
 }
 
 // listAll pages through every job on one node and counts each ID.
-func listAll(t *testing.T, addr, key string) map[string]int {
+func listAll(t testing.TB, addr, key string) map[string]int {
 	t.Helper()
 	client, err := cli.NewClient(addr, key)
 	if err != nil {

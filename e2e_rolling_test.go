@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,37 +92,63 @@ func (b *balancer) isUp(s *serverProc) bool {
 // load is 16 keep-alive HTTP clients submitting jobs through a balancer,
 // each request sent once: Go's transport replays no POST.
 type load struct {
-	t      *testing.T
+	t      testing.TB
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sent   atomic.Int64
 
+	// pick names the node (or balancer) to send the next request to and
+	// its base URL; "" if none is up.
+	pick func() (node, base string)
 	// redispatch: when a connection cannot be opened, try another node.
 	redispatch bool
 
 	mu       sync.Mutex
 	acked    map[string]bool
 	failures []failure
+	// took is how long each answered request took, failed or not;
+	// ackedAt is when each acknowledgement arrived.
+	took    []time.Duration
+	ackedAt []time.Time
+	// known are jobs that existed before the load started.
+	known map[string]int
 }
 
-// failure is a request that got no 201: the node it went to and why.
+// target is what the in-test balancer gives a load: the next node that
+// is up.
+func (b *balancer) target() (node, base string) {
+	if s := b.pick(); s != nil {
+		return s.id, "http://" + s.httpAddr
+	}
+	return "", ""
+}
+
+// failure is a request that got no 201: the node it went to, why and
+// when.
 type failure struct {
 	node string
 	err  string
+	at   time.Time
 }
 
-func startLoad(t *testing.T, lb *balancer, key string, redispatch bool) *load {
+// startLoad starts the 16 clients, each with its own connections (over
+// TLS with roots, if set), sending to what pick names.
+func startLoad(t testing.TB, pick func() (node, base string), key string, redispatch bool, roots *x509.CertPool) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{t: t, cancel: cancel, acked: map[string]bool{}, redispatch: redispatch}
+	l := &load{t: t, cancel: cancel, acked: map[string]bool{}, pick: pick, redispatch: redispatch}
 	t.Cleanup(l.stop)
 	for range 16 {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			tr := &http.Transport{MaxIdleConnsPerHost: 4}
+			if roots != nil {
+				tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+			}
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 			defer hc.CloseIdleConnections()
 			for ctx.Err() == nil {
-				l.submit(hc, lb, key)
+				l.submit(hc, key)
 			}
 		}()
 	}
@@ -130,27 +158,28 @@ func startLoad(t *testing.T, lb *balancer, key string, redispatch bool) *load {
 func (l *load) fail(node, err string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.failures = append(l.failures, failure{node, err})
+	l.failures = append(l.failures, failure{node, err, time.Now()})
 }
 
 // submit sends one job through the balancer. With redispatch, like
 // HAProxy's `retries 3` with `option redispatch`, the balancer tries
 // another node when a connection cannot be opened (nothing was sent); it
 // never resends a request that was sent.
-func (l *load) submit(hc *http.Client, lb *balancer, key string) {
+func (l *load) submit(hc *http.Client, key string) {
 	const body = `{"scenario":"240p30-h264","queue":"batch","input":{"url":"testsrc://?duration=1"},"outputs":[{"url":"file:///lb.mp4"}]}`
 	var (
-		s    *serverProc
-		resp *http.Response
-		err  error
+		node, base string
+		resp       *http.Response
+		err        error
 	)
+	start := time.Now()
 	for range 3 {
-		if s = lb.pick(); s == nil {
+		if node, base = l.pick(); base == "" {
 			l.fail("", "no node is up")
 			time.Sleep(checkInterval) // a balancer answers 503 itself here
 			return
 		}
-		req, _ := http.NewRequest("POST", "http://"+s.httpAddr+"/v1/jobs", strings.NewReader(body))
+		req, _ := http.NewRequest("POST", base+"/v1/jobs", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
 		l.sent.Add(1)
@@ -161,21 +190,24 @@ func (l *load) submit(hc *http.Client, lb *balancer, key string) {
 		}
 	}
 	if err != nil {
-		l.fail(s.id, err.Error())
+		l.fail(node, err.Error())
 		return
 	}
 	data, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	took := time.Since(start)
 	var j struct {
 		ID string `json:"id"`
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.took = append(l.took, took)
 	if resp.StatusCode != http.StatusCreated || json.Unmarshal(data, &j) != nil || j.ID == "" {
-		l.fail(s.id, fmt.Sprintf("%d %s", resp.StatusCode, data))
+		l.failures = append(l.failures, failure{node, fmt.Sprintf("%d %s", resp.StatusCode, data), time.Now()})
 		return
 	}
-	l.mu.Lock()
 	l.acked[j.ID] = true
-	l.mu.Unlock()
+	l.ackedAt = append(l.ackedAt, time.Now())
 }
 
 // waitSent waits until n more requests were sent.
@@ -196,9 +228,9 @@ func (l *load) stop() {
 }
 
 // checkJobs checks that every acknowledged job exists exactly once on
-// each of nodes, and that no other job does beyond one per failed request
-// (a submit whose answer was lost with its connection may have been
-// applied).
+// each of nodes, and that no other job does, besides the known ones,
+// beyond one per failed request (a submit whose answer was lost with its
+// connection may have been applied).
 func (l *load) checkJobs(nodes []*serverProc, key string) {
 	t := l.t
 	t.Helper()
@@ -209,7 +241,7 @@ func (l *load) checkJobs(nodes []*serverProc, key string) {
 			if n != 1 {
 				t.Errorf("%s lists job %s %d times", s.id, id, n)
 			}
-			if !l.acked[id] {
+			if !l.acked[id] && l.known[id] == 0 {
 				extra++
 			}
 		}
@@ -224,9 +256,9 @@ func (l *load) checkJobs(nodes []*serverProc, key string) {
 	}
 }
 
-// balancedCluster starts three servers (with extra server flags), inits
-// the cluster, and puts the load of startLoad on it through a balancer.
-func balancedCluster(t *testing.T, redispatch bool, flags ...string) (*testCluster, *balancer, *load, string) {
+// initCluster starts three servers with extra server flags, inits the
+// cluster and returns it with its super-admin key.
+func initCluster(t testing.TB, flags ...string) (*testCluster, string) {
 	t.Helper()
 	c := newTestCluster(t, 3)
 	for _, s := range c.nodes {
@@ -234,11 +266,18 @@ func balancedCluster(t *testing.T, redispatch bool, flags ...string) (*testClust
 	}
 	c.startAll()
 	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
-	key := c.key()
+	return c, c.key()
+}
+
+// balancedCluster starts three servers (with extra server flags), inits
+// the cluster, and puts the load of startLoad on it through a balancer.
+func balancedCluster(t *testing.T, redispatch bool, flags ...string) (*testCluster, *balancer, *load, string) {
+	t.Helper()
+	c, key := initCluster(t, flags...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	lb := newBalancer(ctx, c.nodes)
-	return c, lb, startLoad(t, lb, key, redispatch), key
+	return c, lb, startLoad(t, lb.target, key, redispatch, nil), key
 }
 
 // TestRollingRestartFailsNothing restarts all three servers one after the

@@ -372,8 +372,8 @@ func validateItem(raw []byte) *fsm.Error {
 // ctx carries (if any), and returns each one's result: the queued
 // *fsm.Job, or its error (a *fsm.Error refusal of that job alone, or a
 // failure to commit). It retries what was surely not appended
-// (ErrNotLeader, ErrNoLeader) while the cluster elects a leader, up to
-// writeHold, as Apply does. On a follower it waits, bounded, until this
+// (ErrNotLeader, ErrNoLeader) while the cluster elects a leader, held as
+// Apply holds a write (leaderHold). On a follower it waits, bounded, until this
 // node has applied the submits the leader acknowledged, so that the
 // client reads its own writes here.
 func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []error) {
@@ -398,8 +398,8 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 		raws = append(raws, raw)
 		todo = append(todo, i)
 	}
-	hold := time.NewTimer(writeHold)
-	defer hold.Stop()
+	hold := n.newHold()
+	defer hold.stop()
 	// unknown holds each item's first unknown outcome: a submit is
 	// resendable (see resendable), so an item whose outcome a leader
 	// change lost is sent again, and answers as Apply's writes do.
@@ -431,10 +431,11 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 		}
 		var stop error
 		held := false
+		hold.renew()
 		select {
 		case <-ctx.Done():
 			stop, held = ctx.Err(), true
-		case <-hold.C:
+		case <-hold.expired():
 			held = true
 		case <-time.After(50 * time.Millisecond):
 		}

@@ -431,8 +431,9 @@ const writeHold = 5 * time.Second
 // object, or the *fsm.Error that refused the command. On a follower the
 // command is forwarded to the leader, and Apply returns once this node has
 // applied it too, so a client reads its own write from any node. While
-// there is no leader the write is held for up to writeHold, then fails
-// with ErrNoLeader. A write whose outcome is unknown (leadership lost
+// there is no leader the write is held for up to writeHold (each new
+// leader starts the hold anew, up to writeHoldMax: see leaderHold), then
+// fails with ErrNoLeader. A write whose outcome is unknown (leadership lost
 // after it was sent) is sent again, to the new leader, when applying it
 // twice is harmless (Resendable), and held for a leader as above: the
 // caller gets the new leader's answer. Any other such write fails with
@@ -452,8 +453,8 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 	}
 	start := time.Now()
 	defer func() { n.metrics.apply.Observe(time.Since(start).Seconds()) }()
-	hold := time.NewTimer(writeHold)
-	defer hold.Stop()
+	hold := n.newHold()
+	defer hold.stop()
 	var unknown error // the first unknown outcome of a resent write
 	for {
 		if err := ctx.Err(); err != nil {
@@ -477,10 +478,11 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 		}
 		// Nothing was applied, or it may be applied twice: wait for a
 		// leader and try again.
+		hold.renew()
 		select {
 		case <-ctx.Done():
 			return nil, heldError(unknown, ctx.Err())
-		case <-hold.C:
+		case <-hold.expired():
 			return nil, heldError(unknown, err)
 		case <-time.After(50 * time.Millisecond):
 		}

@@ -65,15 +65,78 @@ func resend(err error, data []byte) bool {
 // sent again: the first time, the hold for a leader starts anew (the
 // write may have waited for most of it already). It returns the first
 // unknown outcome, which heldError reports if no leader answers in time.
-func (n *Node) noteResend(first, err error, hold *time.Timer) error {
+func (n *Node) noteResend(first, err error, hold *leaderHold) error {
 	n.metrics.resent.Inc()
 	n.log.Info("leadership changed with a write in flight; sending it to the new leader", "error", err)
 	if first != nil {
 		return first
 	}
-	hold.Reset(writeHold)
+	hold.restart()
 	return err
 }
+
+// writeHoldMax bounds how long a write waits in all while leadership
+// keeps changing (see leaderHold).
+const writeHoldMax = 3 * writeHold
+
+// leaderHold is how long a write that found no leader waits for one:
+// writeHold without a leader. Each leader of a newer term that this node
+// sees starts the hold anew, up to writeHoldMax after the write came.
+// A leader can last less than a write's hold: in a rolling restart one
+// node is always down, and a leader whose only other reachable voter
+// stalls for longer than Raft's leader lease (CPU, disk or GC pressure)
+// steps down, so that a few elections may follow each other while the
+// write waits; none of them leaves the cluster without a leader for
+// writeHold, which the write rides out as it rides out one election.
+// /ready's grace (Server's ReadyGrace) counts the same way, from the last
+// loss of a leader.
+type leaderHold struct {
+	// hold and max are writeHold and writeHoldMax (shorter in tests).
+	hold, max time.Duration
+	// leader reports the current term and whether a leader is known.
+	leader func() (term uint64, known bool)
+	timer  *time.Timer
+	term   uint64    // the term that started the hold last
+	ends   time.Time // when the timer fires
+	until  time.Time // start + max
+}
+
+func (n *Node) newHold() *leaderHold {
+	return startHold(writeHold, writeHoldMax, func() (uint64, bool) {
+		addr, _ := n.Leader()
+		return n.raft.CurrentTerm(), addr != "" || n.IsLeader()
+	})
+}
+
+func startHold(hold, max time.Duration, leader func() (uint64, bool)) *leaderHold {
+	now := time.Now()
+	h := &leaderHold{hold: hold, max: max, leader: leader, timer: time.NewTimer(hold), ends: now.Add(hold), until: now.Add(max)}
+	h.term, _ = leader()
+	return h
+}
+
+// expired fires when the hold has run out.
+func (h *leaderHold) expired() <-chan time.Time { return h.timer.C }
+
+// renew starts the hold anew if a leader of a newer term than the one
+// that started it last is known now.
+func (h *leaderHold) renew() {
+	if term, known := h.leader(); known && term > h.term {
+		h.term = term
+		h.restart()
+	}
+}
+
+// restart starts the hold anew (not past h.until).
+func (h *leaderHold) restart() {
+	h.ends = time.Now().Add(h.hold)
+	if h.ends.After(h.until) {
+		h.ends = h.until
+	}
+	h.timer.Reset(time.Until(h.ends))
+}
+
+func (h *leaderHold) stop() { h.timer.Stop() }
 
 // heldError is Apply's answer when it stops waiting for a leader: if a
 // resent write's first try may have been applied, its outcome is still

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds dist/ffrtmp_<version>_<arch>.deb with dpkg-deb: the static ffrtmp
 # binary, the systemd units, the example configuration (as conffiles), the
-# sysusers.d and tmpfiles.d entries and the maintainer scripts. Needs no
+# load balancer examples, the sysusers.d and tmpfiles.d entries and the
+# maintainer scripts. Needs no
 # network beyond what `go build` needs (the module cache) and no root.
 # Run by `make package`; the environment may set VERSION (default: git
 # describe), GOARCH (default: go env GOARCH), GO (default: go) and
@@ -52,7 +53,7 @@ chmod 0755 "$stage/usr/bin/ffrtmp"
 
 install -d -m 0755 "$stage/lib/systemd/system" "$stage/etc/ffrtmp" \
 	"$stage/usr/lib/sysusers.d" "$stage/usr/lib/tmpfiles.d" \
-	"$stage/usr/share/doc/ffrtmp"
+	"$stage/usr/share/doc/ffrtmp/examples/haproxy" "$stage/usr/share/doc/ffrtmp/examples/nginx"
 install -m 0644 packaging/systemd/ffrtmp-server.service packaging/systemd/ffrtmp-worker.service \
 	"$stage/lib/systemd/system/"
 # The .env files may come to hold settings an operator considers private.
@@ -60,6 +61,10 @@ install -m 0640 packaging/etc/server.env packaging/etc/worker.env "$stage/etc/ff
 install -m 0644 packaging/sysusers.d/ffrtmp.conf "$stage/usr/lib/sysusers.d/ffrtmp.conf"
 install -m 0644 packaging/tmpfiles.d/ffrtmp.conf "$stage/usr/lib/tmpfiles.d/ffrtmp.conf"
 install -m 0644 docs/deployment.md README.md "$stage/usr/share/doc/ffrtmp/"
+# Load balancer configurations (docs/deployment.md), as examples: they
+# belong to other packages' configuration directories once adapted.
+install -m 0644 packaging/haproxy/ffrtmp.cfg "$stage/usr/share/doc/ffrtmp/examples/haproxy/"
+install -m 0644 packaging/nginx/ffrtmp.conf "$stage/usr/share/doc/ffrtmp/examples/nginx/"
 
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$stage/DEBIAN/"
 printf '/etc/ffrtmp/server.env\n/etc/ffrtmp/worker.env\n' >"$stage/DEBIAN/conffiles"
