@@ -20,7 +20,7 @@ func op(c int, call, ret int64, kind jobOpKind, id string, out jobOutput) porcup
 	return porcupine.Operation{ClientId: c, Input: jobInput{Kind: kind, Tenant: "t", ID: id}, Call: call, Output: out, Return: ret}
 }
 
-func ok(s fsm.JobState) jobOutput { return jobOutput{State: s} }
+func ok(s fsm.JobState) jobOutput  { return jobOutput{State: s} }
 func refused(c fsm.Code) jobOutput { return jobOutput{Code: c} }
 func listed(js ...listedJob) jobOutput {
 	sortListed(js)
