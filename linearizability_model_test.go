@@ -74,6 +74,9 @@ type jobInput struct {
 type jobOutput struct {
 	// Unknown: no answer; the operation may or may not have taken effect.
 	Unknown bool
+	// NotSent: the request never left the client (no connection could
+	// be made); it is no operation and stays out of the history.
+	NotSent bool
 	// Code is the error code of a refusal, "" for success.
 	Code fsm.Code
 	// State is the job's state in a successful answer (not list).
