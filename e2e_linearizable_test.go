@@ -269,7 +269,7 @@ type linFault struct {
 // injecting fault (after a calm start) again and again: each time it
 // holds for hold, and the cluster then gets settle to recover. It
 // returns the history, with list answers anonymized (see anonymize).
-func recordHistory(t *testing.T, c *testCluster, d time.Duration, f linFault, stale bool) []porcupine.Operation {
+func recordHistory(t *testing.T, c *testCluster, d time.Duration, f linFault) []porcupine.Operation {
 	t.Helper()
 	t.Logf("%s: %s since the test started", f.name, time.Since(linStart).Round(time.Millisecond))
 	// Four tenants: four partitions of the history, each with a quarter
@@ -286,10 +286,12 @@ func recordHistory(t *testing.T, c *testCluster, d time.Duration, f linFault, st
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("%s: seed %d", f.name, seed)
 	for i := range linClients {
-		cl := &linClient{id: i, key: c.key(), h: h, stale: stale, http: linHTTP(8 * time.Second)}
+		cl := &linClient{id: i, key: c.key(), h: h, http: linHTTP(8 * time.Second)}
 		wg.Go(func() { cl.run(ctx, c.nodes, tenants, pool, seed) })
 	}
-	const calm, hold, settle = 1500 * time.Millisecond, 4 * time.Second, 2500 * time.Millisecond
+	// A fault holds a little longer than a node holds a write or a read
+	// for a leader (5 s), so that some calls fail without an answer.
+	const calm, hold, settle = time.Second, 5500 * time.Millisecond, 2 * time.Second
 	end := time.Now().Add(max(d, calm+hold+settle))
 	for first := true; first || time.Until(end) >= calm+hold+settle; first = false {
 		time.Sleep(calm)
@@ -433,7 +435,7 @@ func TestLinearizable(t *testing.T) {
 			}},
 		}
 		for _, f := range faults {
-			if res := checkHistory(t, f.name, recordHistory(t, c, share, f, false)); res != porcupine.Ok {
+			if res := checkHistory(t, f.name, recordHistory(t, c, share, f)); res != porcupine.Ok {
 				t.Errorf("%s: the history is %s, want Ok", f.name, res)
 			}
 		}
@@ -455,7 +457,7 @@ func TestLinearizable(t *testing.T) {
 			}},
 		}
 		for _, f := range faults {
-			if res := checkHistory(t, f.name, recordHistory(t, c, share, f, false)); res != porcupine.Ok {
+			if res := checkHistory(t, f.name, recordHistory(t, c, share, f)); res != porcupine.Ok {
 				t.Errorf("%s: the history is %s, want Ok", f.name, res)
 			}
 		}
