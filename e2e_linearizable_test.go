@@ -334,8 +334,16 @@ func checkHistory(t *testing.T, name string, ops []porcupine.Operation) porcupin
 			unknown++
 		}
 	}
-	res, info := porcupine.CheckOperationsVerbose(jobModel, ops, time.Minute)
-	t.Logf("%s: %d operations (%d without an answer): %s", name, len(ops), unknown, res)
+	// First without the unanswered operations nobody saw the effect of
+	// (sound for Ok, see withoutUnobserved), then, if that is not Ok,
+	// the whole history.
+	reduced := withoutUnobserved(ops)
+	res, info := porcupine.CheckOperationsVerbose(jobModel, reduced, time.Minute)
+	if res != porcupine.Ok && len(reduced) < len(ops) {
+		res, info = porcupine.CheckOperationsVerbose(jobModel, ops, time.Minute)
+	}
+	t.Logf("%s: %d operations (%d without an answer, %d of them seen taking effect): %s",
+		name, len(ops), unknown, unknown-(len(ops)-len(reduced)), res)
 	if res != porcupine.Ok {
 		path := os.Getenv("FFRTMP_LINEARIZABILITY_HTML")
 		if path == "" {

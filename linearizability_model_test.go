@@ -141,6 +141,40 @@ func (s jobsState) list() []listedJob {
 	return out
 }
 
+// lists reports whether js (sorted) is what a list answers in state s:
+// list, without building it.
+func (s jobsState) lists(js []listedJob) bool {
+	anon := 0
+	for _, n := range s.anon {
+		anon += n
+	}
+	if len(js) != len(s.jobs)+anon {
+		return false
+	}
+	var seen map[string]int
+	for k, j := range js {
+		if k > 0 && j.ID != "" && j.ID == js[k-1].ID {
+			return false
+		}
+		if j.ID == "" {
+			if j.State != fsm.JobQueued {
+				return false
+			}
+			if seen == nil {
+				seen = map[string]int{}
+			}
+			if seen[j.RetryOf]++; seen[j.RetryOf] > s.anon[j.RetryOf] {
+				return false
+			}
+			continue
+		}
+		if m, ok := s.jobs[j.ID]; !ok || m.State != j.State || m.RetryOf != j.RetryOf {
+			return false
+		}
+	}
+	return true // as many, none twice: every job of s was matched
+}
+
 func sortListed(js []listedJob) {
 	sort.Slice(js, func(a, b int) bool {
 		x, y := js[a], js[b]
@@ -172,7 +206,7 @@ func jobStep(s jobsState, in jobInput, out jobOutput) (bool, jobsState) {
 		return true, s
 	}
 	if in.Kind == opList {
-		return out.Code == "" && slices.Equal(s.list(), out.Jobs), s
+		return out.Code == "" && s.lists(out.Jobs), s
 	}
 	if in.Kind == opSubmit {
 		if !exists {
@@ -336,4 +370,75 @@ func anonymize(history []porcupine.Operation) {
 		out.Jobs = js
 		history[i].Output = out
 	}
+}
+
+// withoutUnobserved returns history without the unanswered operations
+// whose effect no answer shows: a submit of a job no answer shows
+// existing, a cancel of a job no answer shows canceled, a retry of a job
+// whose retries no list shows anonymous, and every pause and resume (they
+// change nothing here). Porcupine places an unanswered operation as early
+// as it can and backtracks from there, which costs time exponential in
+// the number of them open at once; the ones removed here can be placed
+// at the end of any linearization, after everything anyone saw, so
+// if the history without them is linearizable, so is the history. (The
+// converse does not hold: if it is not, check the whole history.)
+func withoutUnobserved(history []porcupine.Operation) []porcupine.Operation {
+	exists, canceled, anonOf := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, op := range history {
+		in, out := op.Input.(jobInput), op.Output.(jobOutput)
+		if out.Unknown {
+			continue
+		}
+		for _, j := range out.Jobs {
+			if j.ID == "" {
+				anonOf[j.RetryOf] = true
+				continue
+			}
+			exists[j.ID] = true
+			canceled[j.ID] = canceled[j.ID] || j.State == fsm.JobCanceled
+		}
+		if in.Kind == opSubmit {
+			// Its answer shows the job, but it may have created it
+			// itself; a replay may show it canceled.
+			canceled[in.ID] = canceled[in.ID] || out.State == fsm.JobCanceled
+			continue
+		}
+		if in.Kind == opList || out.Code == fsm.CodeNotFound {
+			continue
+		}
+		exists[in.ID] = true
+		switch {
+		case out.State == fsm.JobCanceled,
+			in.Kind == opCancel && out.Code == fsm.CodeInvalidTransition,
+			in.Kind == opRetry && out.Code == "":
+			canceled[in.ID] = true
+		}
+		if out.NewID != "" {
+			exists[out.NewID] = true
+		}
+	}
+	var kept []porcupine.Operation
+	for _, op := range history {
+		in, out := op.Input.(jobInput), op.Output.(jobOutput)
+		if out.Unknown {
+			switch in.Kind {
+			case opSubmit:
+				if !exists[in.ID] {
+					continue
+				}
+			case opCancel:
+				if !canceled[in.ID] {
+					continue
+				}
+			case opRetry:
+				if !anonOf[in.ID] {
+					continue
+				}
+			case opPause, opResume:
+				continue
+			}
+		}
+		kept = append(kept, op)
+	}
+	return kept
 }

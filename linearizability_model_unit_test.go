@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -126,6 +127,11 @@ func TestJobModel(t *testing.T) {
 			op(0, 0, 1, opSubmit, "a", ok(q)),
 			op(1, 4, 5, opList, "", listed(listedJob{ID: "a", State: q}, listedJob{ID: "zz", State: q})),
 		}},
+		{"a list shows a job twice", false, []porcupine.Operation{
+			op(0, 0, 1, opSubmit, "a", ok(q)),
+			op(0, 2, 3, opSubmit, "b", ok(q)),
+			op(1, 4, 5, opList, "", listed(listedJob{ID: "a", State: q}, listedJob{ID: "a", State: q})),
+		}},
 		{"pause and resume of a queued job are refused and change nothing", true, []porcupine.Operation{
 			op(0, 0, 1, opSubmit, "a", ok(q)),
 			op(0, 2, 3, opPause, "a", refused(fsm.CodeInvalidTransition)),
@@ -142,5 +148,39 @@ func TestJobModel(t *testing.T) {
 				t.Errorf("got %s, want %s", res, want)
 			}
 		})
+	}
+}
+
+// TestWithoutUnobserved: the unanswered operations left out before a
+// first check are those whose effect no answer shows; the rest stay.
+func TestWithoutUnobserved(t *testing.T) {
+	t.Parallel()
+	h := []porcupine.Operation{
+		op(0, 0, -1, opSubmit, "seen", jobOutput{}),
+		op(0, 1, -1, opSubmit, "unseen", jobOutput{}),
+		op(0, 2, -1, opCancel, "seen", jobOutput{}),
+		op(0, 3, -1, opCancel, "other", jobOutput{}),
+		op(0, 4, 5, opSubmit, "other", ok(q)),
+		op(0, 6, -1, opPause, "seen", jobOutput{}),
+		op(0, 7, -1, opRetry, "seen", jobOutput{}),
+		op(0, 8, -1, opRetry, "other", jobOutput{}),
+		op(1, 9, 10, opList, "", listed(listedJob{ID: "seen", State: x}, listedJob{ID: "other", State: q},
+			listedJob{ID: "anon", State: q, RetryOf: "seen"})),
+		op(1, 11, 12, opGet, "unseen", refused(fsm.CodeNotFound)),
+	}
+	anonymize(h)
+	var got []string
+	for _, o := range withoutUnobserved(h) {
+		in := o.Input.(jobInput)
+		got = append(got, in.Kind.String()+"("+in.ID+")")
+	}
+	want := []string{"submit(seen)", "cancel(seen)", "submit(other)", "retry(seen)", "list()", "get(unseen)"}
+	if !slices.Equal(got, want) {
+		t.Errorf("kept %v, want %v", got, want)
+	}
+	for _, hist := range [][]porcupine.Operation{h, withoutUnobserved(h)} {
+		if res := porcupine.CheckOperations(jobModel, hist); !res {
+			t.Errorf("history of %d operations: not linearizable", len(hist))
+		}
 	}
 }
