@@ -35,6 +35,9 @@ type serverProc struct {
 	httpAddr   string
 	raftAddr   string
 	gossipAddr string
+	// netns, if set, runs the process in its own network namespace and
+	// links it to the host once it started (see startNetnsNode).
+	netns func(*serverProc)
 }
 
 // testCluster is a set of server processes sharing a cluster key.
@@ -125,10 +128,16 @@ func (c *testCluster) add(i int, httpPort, raftPort string, join []string, expec
 func (s *serverProc) start(env []string) {
 	s.t.Helper()
 	s.cmd = exec.Command(binary(s.t), s.args...)
+	if s.netns != nil {
+		s.cmd = nsCommand(binary(s.t), s.args...)
+	}
 	s.cmd.Env = env
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
+	}
+	if s.netns != nil {
+		s.netns(s)
 	}
 }
 

@@ -200,10 +200,9 @@ func (p *publishers) most() int {
 // (cluster, cut to partition the worker), to the RTMP endpoint (media,
 // never cut), and into its gossip port.
 type nsWorker struct {
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	dir  string
-	sock string // directory of the links' Unix sockets
+	cmd *exec.Cmd
+	log *syncBuffer
+	dir string
 }
 
 // startNSWorker starts the worker, linked to the servers by cut and to
@@ -212,13 +211,6 @@ type nsWorker struct {
 func startNSWorker(t *testing.T, c *testCluster, cut, media *link, rtmpAddr string) *nsWorker {
 	t.Helper()
 	w := &nsWorker{log: &syncBuffer{}, dir: filepath.Join(c.dir, "wns")}
-	// Unix socket paths must be short.
-	sock, err := os.MkdirTemp("", "ffrtmp-ns")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
-	w.sock = sock
 	tok := c.workerToken("")
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -228,11 +220,10 @@ func startNSWorker(t *testing.T, c *testCluster, cut, media *link, rtmpAddr stri
 		t.Fatal(err)
 	}
 	gossip := "127.0.1.1:" + c.gossipPort
-	args := []string{"--net", "--", "sh", "-c", `ip link set lo up && exec "$0" "$@"`, binary(t), "worker",
+	w.cmd = nsCommand(binary(t), "worker",
 		"--join", strings.Join(tok.Join, ","), "--token-file", tokenFile, "--ca-hash", tok.CAHash,
 		"--gossip-addr", gossip, "--data-dir", w.dir,
-		"--media-root", filepath.Join(c.dir, "media"), "--slots", "2", "--log-level", "info"}
-	w.cmd = exec.Command("unshare", args...)
+		"--media-root", filepath.Join(c.dir, "media"), "--slots", "2", "--log-level", "info")
 	w.cmd.Env = c.env
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
 	if err := w.cmd.Start(); err != nil {
@@ -247,66 +238,17 @@ func startNSWorker(t *testing.T, c *testCluster, cut, media *link, rtmpAddr stri
 			t.Logf("namespaced worker output:\n%s", w.log.String())
 		}
 	})
-	// The relays bind in the namespace once its loopback is up, which is
-	// done when the shell has become the worker.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w.cmd.Process.Pid)); strings.HasPrefix(string(b), binary(t)+"\x00worker") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the namespaced worker did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// Out of the namespace: each host address the worker needs.
-	n := 0
-	out := func(l *link, addr string) {
-		path := filepath.Join(sock, fmt.Sprintf("o%d", n))
-		n++
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.serve(ln, func() (net.Conn, error) { return net.Dial("tcp", addr) })
-		h, pt, _ := net.SplitHostPort(addr)
-		w.socat(t, fmt.Sprintf("TCP-LISTEN:%s,bind=%s,fork,reuseaddr", pt, h), "UNIX-CONNECT:"+path)
-	}
+	// The relays bind in the namespace once its loopback is up.
+	ns := enterNetns(t, w.cmd, binary(t), "worker")
 	for _, s := range c.nodes {
-		out(cut, s.gossipAddr)
-		out(cut, s.raftAddr)
+		ns.out(cut, s.gossipAddr)
+		ns.out(cut, s.raftAddr)
 	}
-	out(media, rtmpAddr)
+	ns.out(media, rtmpAddr)
 	// Into the namespace: the worker's gossip port, where the servers
 	// reach it (TCP; memberlist falls back to TCP probes without UDP).
-	in := filepath.Join(sock, "in")
-	ln, err := net.Listen("tcp", gossip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut.serve(ln, func() (net.Conn, error) { return net.Dial("unix", in) })
-	w.socat(t, "UNIX-LISTEN:"+in+",fork", "TCP:"+gossip)
+	ns.in(cut, gossip)
 	return w
-}
-
-// socat runs a socat relay inside the worker's network namespace.
-func (w *nsWorker) socat(t *testing.T, a, b string) {
-	t.Helper()
-	cmd := exec.Command("nsenter", "-t", fmt.Sprint(w.cmd.Process.Pid), "-n", "socat", a, b)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// socat forks a child per connection: stop the whole group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		if s := out.String(); t.Failed() && s != "" {
-			t.Logf("socat %s %s: %s", a, b, s)
-		}
-	})
 }
 
 // workerID waits for a worker's ID file.

@@ -132,7 +132,7 @@ func (s *Server) batchJob(ctx context.Context, tenant string, it BatchSubmitItem
 			return nil, j, err
 		}
 	}
-	job, err = s.newJob(tenant, *spec, "", *key)
+	job, err = s.newJob(ctx, tenant, *spec, "", *key)
 	return job, nil, err
 }
 

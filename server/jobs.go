@@ -142,6 +142,15 @@ func (s *Server) replayed(ctx context.Context, id, tenant string, spec fsm.JobSp
 	if err != nil {
 		return nil, false, err
 	}
+	// A replay answers the job as it is now, not as this node last saw
+	// it: catch up with the leader first (this node may trail a cancel
+	// acknowledged through another one).
+	if err := s.catchUp(ctx); err != nil {
+		return nil, false, err
+	}
+	if j, err = s.loadJob(ctx, id); err != nil {
+		return nil, false, err
+	}
 	if _, err := spec.Compile(s.policy); err != nil {
 		return nil, false, err
 	}
@@ -166,7 +175,7 @@ func (s *Server) answerReplay(w http.ResponseWriter, r *http.Request, j *fsm.Job
 // submit compiles spec and proposes it as a new job of tenant, with the
 // given ID or a new UUIDv7.
 func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
-	job, err := s.newJob(tenant, spec, retryOf, id)
+	job, err := s.newJob(ctx, tenant, spec, retryOf, id)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +188,14 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 
 // newJob compiles spec into a new job of tenant, with the given ID or a
 // new UUIDv7, ready to propose.
-func (s *Server) newJob(tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
-	if _, ok := s.fsm.Tenant(tenant); !ok {
+func (s *Server) newJob(ctx context.Context, tenant string, spec fsm.JobSpec, retryOf, id string) (*fsm.Job, error) {
+	// A tenant created through another node a moment ago may not be here
+	// yet: catch up with the leader before saying it does not exist.
+	_, ok, err := find(s, ctx, func() (*fsm.Tenant, bool) { return s.fsm.Tenant(tenant) })
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		return nil, fsm.Errorf(fsm.CodeNotFound, "tenant %s does not exist", echo(tenant))
 	}
 	plan, err := spec.Compile(s.policy)
@@ -209,12 +224,12 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 	if errors.Is(err, fsm.ErrNotFound) && !readFresh(r.Context()) {
 		// It may have been created through another node a moment ago:
 		// catch up with the leader once before saying it does not exist
-		// (a read whose barrier passed has).
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		if s.raft.ReadIndex(ctx) == nil {
-			j, err = s.loadJob(r.Context(), id)
+		// (a read whose barrier passed has). Without a leader, nobody
+		// knows: unavailable, not not_found.
+		if err := s.catchUp(r.Context()); err != nil {
+			return nil, err
 		}
-		cancel()
+		j, err = s.loadJob(r.Context(), id)
 	}
 	if errors.Is(err, fsm.ErrNotFound) {
 		return nil, fsm.Errorf(fsm.CodeNotFound, "job %s not found", id)
@@ -427,6 +442,18 @@ func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if !j.State.Terminal() {
+		// This node may trail a cancel acknowledged through another one:
+		// catch up with the leader before refusing.
+		if err := s.catchUp(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if j, err = s.scopedJob(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if j.State != fsm.JobFailed && j.State != fsm.JobCanceled {
 		s.writeError(w, r, fsm.Errorf(fsm.CodeInvalidTransition, "job %s is %s; only failed or canceled jobs can be retried", j.ID, j.State))
