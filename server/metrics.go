@@ -29,6 +29,7 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	// authFailures counts refused API keys by authReason.
 	authFailures *prometheus.CounterVec
+	quota        quotaRefusals
 
 	once sync.Once
 }
@@ -84,6 +85,9 @@ func NewMetrics() *Metrics {
 	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(string(r))
 	}
+	for _, c := range jobFailureCodes {
+		m.failed.WithLabelValues(string(c))
+	}
 	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -120,7 +124,7 @@ func (m *Metrics) handler() http.Handler {
 
 // watch registers gauges computed from the FSM at scrape time.
 func (m *Metrics) watch(f *fsm.FSM) {
-	m.once.Do(func() { m.reg.MustRegister(&stateCollector{f: f}) })
+	m.once.Do(func() { m.reg.MustRegister(&stateCollector{f: f}, &opsCollector{f: f, quota: &m.quota}) })
 }
 
 var (
