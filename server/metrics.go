@@ -88,6 +88,12 @@ func NewMetrics() *Metrics {
 	for _, c := range jobFailureCodes {
 		m.failed.WithLabelValues(string(c))
 	}
+	for _, s := range fsm.JobStates {
+		if s.Terminal() {
+			m.finished.WithLabelValues(string(s))
+			m.jobDuration.WithLabelValues(string(s))
+		}
+	}
 	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
