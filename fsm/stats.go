@@ -12,6 +12,10 @@ type TenantStats struct {
 	// (assigned, running, paused).
 	CPU      float64
 	MemoryMB int
+	// UsedCPU and UsedMemoryMB sum what the running jobs' workers last
+	// reported they use (Progress.CPU, Progress.MemoryMB).
+	UsedCPU      float64
+	UsedMemoryMB int
 }
 
 // Stats returns every tenant's active jobs and reserved resources (a
@@ -50,6 +54,10 @@ func (f *FSM) Stats() (tenants map[string]*TenantStats, oldestQueued map[Queue]t
 		}
 		s.CPU += j.Spec.Resources.CPU
 		s.MemoryMB += j.Spec.Resources.MemoryMB
+		if p := j.Progress; p != nil && j.State == JobRunning {
+			s.UsedCPU += p.CPU
+			s.UsedMemoryMB += p.MemoryMB
+		}
 	}
 	return tenants, oldestQueued
 }

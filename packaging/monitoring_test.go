@@ -209,7 +209,7 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	// The extraction must find what the alerts are about.
 	for _, m := range []string{"ffrtmp_raft_state", "ffrtmp_raft_applied_index", "ffrtmp_store_up", "ffrtmp_queue_oldest_seconds",
 		"ffrtmp_jobs_failed_total", "ffrtmp_workers", "ffrtmp_quota_refusals_total", "ffrtmp_http_deprecated_requests_total",
-		"ffrtmp_tenant_running_cpu", "ffrtmp_tenant_running_memory_bytes"} {
+		"ffrtmp_tenant_running_cpu", "ffrtmp_tenant_running_memory_bytes", "ffrtmp_tenant_used_cpu", "ffrtmp_tenant_used_memory_bytes"} {
 		if used[m] == nil {
 			t.Errorf("no rule or query uses %s", m)
 		}

@@ -25,6 +25,8 @@ var (
 	tenantJobsDesc  = prometheus.NewDesc("ffrtmp_tenant_jobs", "Active jobs by tenant and state.", []string{"tenant", "state"}, nil)
 	tenantCPUDesc   = prometheus.NewDesc("ffrtmp_tenant_running_cpu", "CPUs (resources.cpu) reserved by the tenant's jobs that hold a worker (assigned, running, paused).", []string{"tenant"}, nil)
 	tenantMemDesc   = prometheus.NewDesc("ffrtmp_tenant_running_memory_bytes", "Memory (resources.memory_mb) reserved by the tenant's jobs that hold a worker.", []string{"tenant"}, nil)
+	usedCPUDesc     = prometheus.NewDesc("ffrtmp_tenant_used_cpu", "CPUs the tenant's running jobs' ffmpeg processes use, as their workers last reported (progress).", []string{"tenant"}, nil)
+	usedMemDesc     = prometheus.NewDesc("ffrtmp_tenant_used_memory_bytes", "Memory the tenant's running jobs' ffmpeg processes use, as their workers last reported (progress).", []string{"tenant"}, nil)
 	quotaDesc       = prometheus.NewDesc("ffrtmp_quota_refusals_total", "API requests this node refused with quota_exceeded, by tenant and quota.", []string{"tenant", "quota"}, nil)
 )
 
@@ -72,7 +74,7 @@ type opsCollector struct {
 }
 
 func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeUpDesc, queueOldestDesc, tenantJobsDesc, tenantCPUDesc, tenantMemDesc, quotaDesc} {
+	for _, d := range []*prometheus.Desc{storeUpDesc, queueOldestDesc, tenantJobsDesc, tenantCPUDesc, tenantMemDesc, usedCPUDesc, usedMemDesc, quotaDesc} {
 		ch <- d
 	}
 }
@@ -105,6 +107,8 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(tenantCPUDesc, prometheus.GaugeValue, s.CPU, id)
 		ch <- prometheus.MustNewConstMetric(tenantMemDesc, prometheus.GaugeValue, float64(s.MemoryMB)*(1<<20), id)
+		ch <- prometheus.MustNewConstMetric(usedCPUDesc, prometheus.GaugeValue, s.UsedCPU, id)
+		ch <- prometheus.MustNewConstMetric(usedMemDesc, prometheus.GaugeValue, float64(s.UsedMemoryMB)*(1<<20), id)
 	}
 	sort.Strings(ids)
 	c.quota.mu.Lock()

@@ -90,5 +90,12 @@ func TestOperationalMetrics(t *testing.T) {
 	if age := got[`ffrtmp_queue_oldest_seconds{queue="default"}`]; age <= 0 || age > 60 {
 		t.Errorf("oldest queued age %v s, want between 0 and 60", age)
 	}
+	// The running ffmpeg's live usage arrives with its progress reports
+	// (every 200 ms here): its memory at once, its CPU from the second.
+	const usedMem, usedCPU = `ffrtmp_tenant_used_memory_bytes{tenant="default"}`, `ffrtmp_tenant_used_cpu{tenant="default"}`
+	e.waitFor(func() bool { m := e.scrape(); return m[usedMem] > 0 && m[usedCPU] > 0 }, "live usage of the running job")
+	if m := e.scrape(); m[usedMem] > 4<<30 || m[usedCPU] > 64 {
+		t.Errorf("live usage %v bytes, %v CPUs: implausible for one 360p encode", m[usedMem], m[usedCPU])
+	}
 	e.do("POST", "/v1/jobs/"+running.ID+"/cancel", nil, nil)
 }
