@@ -27,7 +27,7 @@ var (
 	tenantMemDesc   = prometheus.NewDesc("ffrtmp_tenant_running_memory_bytes", "Memory (resources.memory_mb) reserved by the tenant's jobs that hold a worker.", []string{"tenant"}, nil)
 	usedCPUDesc     = prometheus.NewDesc("ffrtmp_tenant_used_cpu", "CPUs the tenant's running jobs' ffmpeg processes use, as their workers last reported (progress).", []string{"tenant"}, nil)
 	usedMemDesc     = prometheus.NewDesc("ffrtmp_tenant_used_memory_bytes", "Memory the tenant's running jobs' ffmpeg processes use, as their workers last reported (progress).", []string{"tenant"}, nil)
-	quotaDesc       = prometheus.NewDesc("ffrtmp_quota_refusals_total", "API requests this node refused with quota_exceeded, by tenant and quota.", []string{"tenant", "quota"}, nil)
+	quotaDesc       = prometheus.NewDesc("ffrtmp_quota_refusals_total", "Submits and other API calls this node refused with quota_exceeded (batch items one by one), by tenant and quota.", []string{"tenant", "quota"}, nil)
 )
 
 // quotaNames are the quotas a refusal names (fsm.QuotaDetails.Quota).

@@ -99,3 +99,18 @@ func TestOperationalMetrics(t *testing.T) {
 	}
 	e.do("POST", "/v1/jobs/"+running.ID+"/cancel", nil, nil)
 }
+
+// TestQuotaRefusalsCountBatchItems: each item of a batch submit refused
+// at a quota counts once.
+func TestQuotaRefusalsCountBatchItems(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	if _, err := e.node.Apply(context.Background(), &fsm.UpdateTenant{ID: "default", MaxJobs: new(1), At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	postBatch(t, e, "/v1/jobs/batch", batchBody(batchItem("", queuedSpec), batchItem("", queuedSpec), batchItem("", queuedSpec)))
+	const series = `ffrtmp_quota_refusals_total{quota="max_jobs",tenant="default"}`
+	if got := e.scrape()[series]; got != 2 {
+		t.Errorf("%s = %v after a batch of 3 at max_jobs 1, want 2", series, got)
+	}
+}
