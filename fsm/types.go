@@ -188,6 +188,11 @@ type Progress struct {
 	Speed     float64   `json:"speed"`
 	OutTimeMS int64     `json:"out_time_ms"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// CPU is the CPUs ffmpeg used since the worker's previous report, and
+	// MemoryMB its memory at this one (its cgroup's where the worker uses
+	// cgroup v2, else its resident set); 0 if unknown.
+	CPU      float64 `json:"cpu,omitempty"`
+	MemoryMB int     `json:"memory_mb,omitempty"`
 }
 
 // Result describes what a successful job produced and what its run used.

@@ -539,6 +539,9 @@ func (p *Progress) validate() error {
 	if p.Percent < 0 || p.Percent > 100 || p.FPS < 0 || p.Speed < 0 || p.Frame < 0 {
 		return invalid("progress percent must be 0..100, and frame, fps and speed not negative")
 	}
+	if p.CPU < 0 || p.CPU > 4096 || p.MemoryMB < 0 || p.MemoryMB > 1<<24 {
+		return invalid("progress cpu must be 0..4096 and memory_mb 0..16777216")
+	}
 	return nil
 }
 

@@ -139,6 +139,7 @@ func (s *Server) batchJob(ctx context.Context, tenant string, it BatchSubmitItem
 // itemError is one item's refusal, as writeError would answer it.
 func (s *Server) itemError(r *http.Request, err error) BatchSubmitResult {
 	e, _ := s.apiError(r, err)
+	s.metrics.countQuotaRefusal(r, e)
 	return BatchSubmitResult{Status: statusOf(e.Code), Error: e}
 }
 

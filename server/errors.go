@@ -89,6 +89,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.code = e.Code // for auditUnapplied
 	}
+	s.metrics.countQuotaRefusal(r, e)
 	writeJSON(w, statusOf(e.Code), errorBody{Error: e})
 }
 

@@ -31,6 +31,7 @@ type Metrics struct {
 	authFailures *prometheus.CounterVec
 	// deprecated counts calls of deprecated routes by route.
 	deprecated *prometheus.CounterVec
+	quota      quotaRefusals
 
 	once sync.Once
 }
@@ -90,6 +91,15 @@ func NewMetrics() *Metrics {
 	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(string(r))
 	}
+	for _, c := range jobFailureCodes {
+		m.failed.WithLabelValues(string(c))
+	}
+	for _, s := range fsm.JobStates {
+		if s.Terminal() {
+			m.finished.WithLabelValues(string(s))
+			m.jobDuration.WithLabelValues(string(s))
+		}
+	}
 	m.reg.MustRegister(m.jobWait, m.jobDuration, m.finished, m.failed, m.cpuSeconds, m.peakMemory, m.requests, m.latency, m.authFailures, m.deprecated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -132,7 +142,7 @@ func (m *Metrics) handler() http.Handler {
 
 // watch registers gauges computed from the FSM at scrape time.
 func (m *Metrics) watch(f *fsm.FSM) {
-	m.once.Do(func() { m.reg.MustRegister(&stateCollector{f: f}) })
+	m.once.Do(func() { m.reg.MustRegister(&stateCollector{f: f}, &opsCollector{f: f, quota: &m.quota}) })
 }
 
 var (

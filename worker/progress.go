@@ -20,6 +20,12 @@ type Progress struct {
 	OutTimeMS int64   // media time written so far, in milliseconds
 	Percent   float64 // OutTimeMS against the input duration, 0 if unknown
 	End       bool    // the last block: ffmpeg is finishing
+	// CPUSeconds (CPU time so far) and MemoryBytes (memory now) are what
+	// ffmpeg used when the block arrived, At; Start fills them in, not
+	// ParseProgress (0 if unknown).
+	CPUSeconds  float64
+	MemoryBytes int64
+	At          time.Time
 }
 
 // ParseProgress reads ffmpeg's -progress key=value stream from r and calls

@@ -267,6 +267,8 @@ func Start(ctx context.Context, p RunParams) (*Run, error) {
 		defer pr.Close()
 		_ = ParseProgress(pr, durationSec, func(pg Progress) {
 			if p.OnProgress != nil {
+				pg.CPUSeconds, pg.MemoryBytes = conf.liveUsage(proc)
+				pg.At = time.Now()
 				p.OnProgress(pg)
 			}
 		})

@@ -575,9 +575,12 @@ func (w *Worker) start(ctx context.Context, j *fsm.Job) {
 // the attempt must stop; wctx when the worker stops.
 func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) {
 	log := w.log.With("job", j.ID, "attempt", j.Attempt)
+	var sent Progress // the last report's sample, for the CPU rate
 	progress := newThrottle(w.cfg.ProgressInterval, func(p Progress) {
+		cpu, mem := usageSince(sent, p)
+		sent = p
 		err := w.cfg.Control.Progress(actx, a.report, fsm.Progress{
-			Percent: p.Percent, Frame: p.Frame, FPS: p.FPS, Speed: p.Speed, OutTimeMS: p.OutTimeMS,
+			Percent: p.Percent, Frame: p.Frame, FPS: p.FPS, Speed: p.Speed, OutTimeMS: p.OutTimeMS, CPU: cpu, MemoryMB: mem,
 		})
 		if err != nil && actx.Err() == nil {
 			log.Debug("progress report", "error", err)
