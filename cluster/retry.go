@@ -16,7 +16,11 @@ import (
 //
 //   - SubmitJob: its job ID is stamped by the edge; a second apply of the
 //     same submission (same tenant, spec and retry-of) answers with the
-//     job the first created (fsm applySubmitJob).
+//     job the first created (fsm applySubmitJob). If that job finished
+//     before the resend arrived, the FSM (which keeps only active jobs in
+//     memory) refuses the resend with already_exists; the edge that
+//     stamped the ID knows it is its own and answers with the job
+//     (server resentOwn).
 //   - RevokeAPIKey, RevokeWorkerToken, RevokeInvitation, MarkWorkerDown,
 //     DrainWorker: a second apply finds the state already set and answers
 //     with the object.

@@ -91,6 +91,15 @@ func (s *Server) submitJobs(w http.ResponseWriter, r *http.Request) {
 			out[i] = BatchSubmitResult{Status: http.StatusCreated, Job: apiJobRef(j)}
 			continue
 		}
+		if keys[i] == "" && fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
+			// This node stamped the ID: a resend of this very item (submit).
+			j, rerr := s.resentOwn(ctx, &cmds[k].Job, err)
+			if rerr == nil {
+				out[i] = BatchSubmitResult{Status: http.StatusCreated, Job: apiJobRef(j)}
+				continue
+			}
+			err = rerr
+		}
 		if keys[i] != "" && fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
 			// As submitJob: another submit with the same key won, perhaps
 			// in this very batch or through another node.

@@ -180,10 +180,38 @@ func (s *Server) submit(ctx context.Context, tenant string, spec fsm.JobSpec, re
 		return nil, err
 	}
 	resp, err := s.raft.Apply(ctx, &fsm.SubmitJob{Job: *job})
+	if id == "" && fsm.ErrorCode(err) == fsm.CodeAlreadyExists {
+		return s.resentOwn(ctx, job, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return resp.(*fsm.Job), nil
+}
+
+// resentOwn answers a submit refused with already_exists (refusal) whose
+// job ID this node stamped itself (a fresh UUIDv7, not a client's key).
+// No other request can carry that ID: the job is this submission's own.
+// Its first try was applied, a leader change lost the answer, the node
+// sent it again (cluster/retry.go), and the job finished in between: the
+// FSM keeps only active jobs in memory and does not read the store per
+// submit, so the second apply could not recognize it as the same
+// submission and refused it. Catch up and answer with the job, so that
+// the client sees the success it had, not a conflict with itself.
+func (s *Server) resentOwn(ctx context.Context, job *fsm.Job, refusal error) (*fsm.Job, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return nil, err
+	}
+	j, err := s.loadJob(ctx, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := json.Marshal(job.Spec)
+	b, _ := json.Marshal(j.Spec)
+	if j.TenantID != job.TenantID || j.RetryOf != job.RetryOf || !bytes.Equal(a, b) {
+		return nil, refusal
+	}
+	return j, nil
 }
 
 // newJob compiles spec into a new job of tenant, with the given ID or a
