@@ -83,7 +83,7 @@ type Store struct {
 	closing sync.WaitGroup // files replaced by Restore, still closing
 }
 
-var _ fsm.Store = (*Store)(nil)
+var _ fsm.LocalStore = (*Store)(nil)
 
 // Open opens (creating if needed) the store file at path, and removes
 // temporary files that an interrupted snapshot or restore left beside it.
@@ -521,6 +521,13 @@ func (sn *snapshot) WriteTo(w io.Writer) (int64, error) {
 
 func (sn *snapshot) Release() { sn.once.Do(func() { _ = sn.tx.Rollback() }) }
 
+// Index implements fsm.LocalSnapshot.
+func (sn *snapshot) Index() uint64 { return sn.index }
+
+// Size implements fsm.LocalSnapshot: the envelope around the file as the
+// read transaction sees it (bbolt's Tx.WriteTo writes Tx.Size bytes).
+func (sn *snapshot) Size() int64 { return fsm.SnapshotLen(Kind, sn.tx.Size()) }
+
 // Temporary files beside the store; Open removes any a crash left.
 const (
 	snapshotTmp = ".snapshot-"
@@ -531,6 +538,11 @@ const (
 // Snapshot implements fsm.Store: a read transaction pins the file as of
 // now, and WriteTo copies and streams it.
 func (s *Store) Snapshot(ctx context.Context) (fsm.StoreSnapshot, error) {
+	return s.SnapshotLocal(ctx)
+}
+
+// SnapshotLocal implements fsm.LocalStore, as Snapshot.
+func (s *Store) SnapshotLocal(ctx context.Context) (fsm.LocalSnapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	tx, err := s.db.Begin(false)
