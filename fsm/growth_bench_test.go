@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -40,8 +41,9 @@ func growthJobs(b *testing.B) int {
 // takes them, so every job stays queued. It reports the apply rate and
 // the process CPU time per job (which the machine's other work disturbs
 // less than the rate) of the first and of the last 10,000 jobs, and the
-// ratio of the rates: a store or an index whose cost grows with the
-// number of jobs shows in it. Only ApplyBatch is timed (encoding the
+// ratio of the rates, and the medians of both over the first and the
+// last ten windows: a store or an index whose cost grows with the number
+// of jobs shows in them. Only ApplyBatch is timed (encoding the
 // entries is the proposer's work). With FFRTMP_BENCH_PROGRESS set it
 // prints every 100,000th job's window on stderr. With
 // FFRTMP_BENCH_CPUPROFILE=prefix it writes a CPU profile of the second
@@ -133,6 +135,24 @@ func BenchmarkSubmitGrowth(b *testing.B) {
 		b.ReportMetric(last.rate/first.rate, "last/first")
 		b.ReportMetric(first.cpuPerJob, "first10k_cpu_µs/job")
 		b.ReportMetric(last.cpuPerJob, "last10k_cpu_µs/job")
+		// The medians of the first and the last ten windows, which one
+		// window's disturbance (a garbage collection, the machine's
+		// other work) moves less.
+		k := min(10, len(windows)/2)
+		median := func(ws []sample, of func(sample) float64) float64 {
+			v := make([]float64, len(ws))
+			for i, w := range ws {
+				v[i] = of(w)
+			}
+			slices.Sort(v)
+			return v[len(v)/2]
+		}
+		rate := func(w sample) float64 { return w.rate }
+		cpuOf := func(w sample) float64 { return w.cpuPerJob }
+		b.ReportMetric(median(windows[:k], rate), "first_median_jobs/s")
+		b.ReportMetric(median(windows[len(windows)-k:], rate), "last_median_jobs/s")
+		b.ReportMetric(median(windows[:k], cpuOf), "first_median_cpu_µs/job")
+		b.ReportMetric(median(windows[len(windows)-k:], cpuOf), "last_median_cpu_µs/job")
 		if err := st.Close(); err != nil {
 			b.Fatal(err)
 		}
