@@ -10,6 +10,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
+	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
 // TestJoinCluster joins a node without a cluster to a running one, and
@@ -116,7 +117,10 @@ func TestBootstrapExpectClusterID(t *testing.T) {
 
 // TestJoinCatchesUpBySnapshot joins a node to a cluster whose leader has
 // compacted its log: the new node gets the state by snapshot, then new
-// writes by log, and serves them.
+// writes by log, and serves them. The leader's snapshot is a reference to
+// its state file, which has moved past it when the new node joins: the
+// install streams the live state, and the new node skips the entries it
+// already holds.
 func TestJoinCatchesUpBySnapshot(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -137,6 +141,7 @@ func TestJoinCatchesUpBySnapshot(t *testing.T) {
 	if _, err := a.Node.LogForTest(1); err == nil {
 		t.Fatal("the leader's log still holds entry 1 after the snapshot; the test would not exercise a snapshot install")
 	}
+	after := a.Apply(createTenant("t-after")).(*fsm.Tenant) // past the snapshot, in the log
 	fresh := clustertest.Start(t, clustertest.Options{ID: "f1"})
 	if err := fresh.Node.JoinCluster(ctx, []string{a.Node.Addr()}); err != nil {
 		t.Fatal(err)
@@ -149,6 +154,10 @@ func TestJoinCatchesUpBySnapshot(t *testing.T) {
 			t.Errorf("the new node lacks tenant %s from the snapshot", id)
 		}
 	}
+	clustertest.WaitFor(t, fresh.FSM, 30*time.Second, "t-after on the new node", func() bool {
+		got, ok := fresh.FSM.Tenant("t-after")
+		return ok && got.Meta == after.Meta
+	})
 	if _, err := fresh.Node.Apply(ctx, createTenant("t6")); err != nil {
 		t.Fatalf("a write through the new node: %v", err)
 	}

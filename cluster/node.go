@@ -99,7 +99,7 @@ type Node struct {
 	mux       *mux
 	trans     *raft.NetworkTransport
 	logStore  *raftboltdb.BoltStore
-	snaps     *raft.FileSnapshotStore
+	snaps     *refSnapshots
 	rpc       *http.Client
 	rpcServer *http.Server
 	notifyCh  chan bool
@@ -157,10 +157,17 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	n.logStore = ls
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	fss, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
 	if err != nil {
 		ls.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	// A local store's snapshots are references to its file (refsnapshots.go).
+	local, _ := cfg.FSM.Store().(fsm.LocalStore)
+	snaps := &refSnapshots{FileSnapshotStore: fss, local: local}
+	var raftFSM raft.FSM = cfg.FSM
+	if local != nil {
+		raftFSM = refFSM{cfg.FSM}
 	}
 	n.snaps = snaps
 	if err := restoreIfBehind(n.log, cfg.DataDir, cfg.FSM, snaps, ls); err != nil {
@@ -229,7 +236,7 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 
-	r, err := raft.NewRaft(rc, cfg.FSM, ls, ls, snaps, n.trans)
+	r, err := raft.NewRaft(rc, raftFSM, ls, ls, snaps, n.trans)
 	if err != nil {
 		n.closeTransport()
 		return nil, fmt.Errorf("start raft: %w", err)

@@ -31,10 +31,13 @@ type damagedSnapshot struct {
 // Raft would replay only the entries after the snapshot onto a store that
 // lacks the ones before. The FSM index may trail the snapshot index by
 // entries Raft never hands to the FSM (no-ops, barriers), so those are
-// looked up in the log and do not count.
+// looked up in the log and do not count. A reference to the state file
+// (refsnapshots.go) is never restored: the FSM is behind it only if the
+// state file was lost or replaced, and then it cannot be used.
 //
 // A snapshot that is damaged (unreadable metadata, a checksum mismatch,
-// or content its store refuses) is never fatal by itself: the node falls
+// or content its store refuses) or cannot be used (a reference to a lost
+// state file) is never fatal by itself: the node falls
 // back to the previous snapshot, or to its own state and the log, as long
 // as the Raft log still holds every entry after the snapshot Raft will
 // start from (Raft starts from the newest snapshot it can list, and
@@ -43,14 +46,14 @@ type damagedSnapshot struct {
 // start with an error that says what to do. Nothing is moved or changed
 // for a refusal, except that a good older snapshot may have been restored
 // into the state file.
-func restoreIfBehind(log *slog.Logger, dir string, f *fsm.FSM, snaps raft.SnapshotStore, logs raft.LogStore) error {
+func restoreIfBehind(log *slog.Logger, dir string, f *fsm.FSM, snaps *refSnapshots, logs raft.LogStore) error {
 	list, err := snaps.List()
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
 	damaged := unlistedSnapshots(dir, list)
-	for len(list) > 0 && fsmBehind(f.Index(), list[0].Index, logs) {
-		err := restoreSnapshot(f, snaps, list[0])
+	for len(list) > 0 {
+		err := catchUp(f, snaps, list[0], logs)
 		if err == nil {
 			break
 		}
@@ -79,14 +82,44 @@ func restoreIfBehind(log *slog.Logger, dir string, f *fsm.FSM, snaps raft.Snapsh
 		if err := os.Rename(filepath.Join(dir, "snapshots", d.id), to); err != nil {
 			return fmt.Errorf("move damaged snapshot aside: %w", err)
 		}
-		log.Error("a damaged snapshot was moved aside; the node starts from an older snapshot or its state file and the log",
+		log.Error("a snapshot that "+d.state()+" was moved aside; the node starts from an older snapshot or its state file and the log",
 			"snapshot", d.id, "moved_to", to, "error", d.err, "start_index", from)
 	}
 	return nil
 }
 
 func (d *damagedSnapshot) Error() string {
-	return fmt.Sprintf("snapshot %s is damaged: %v", d.id, d.err)
+	return fmt.Sprintf("snapshot %s %s: %v", d.id, d.state(), d.err)
+}
+
+// state says what is wrong with the snapshot: damaged, or a sound
+// reference to a state file that is behind it.
+func (d *damagedSnapshot) state() string {
+	if errors.Is(d.err, errStateBehind) {
+		return "cannot be used"
+	}
+	return "is damaged"
+}
+
+// catchUp restores the snapshot meta describes into f if f is behind it,
+// as restoreSnapshot does; a reference it is behind is a
+// *damagedSnapshot.
+func catchUp(f *fsm.FSM, snaps *refSnapshots, meta *raft.SnapshotMeta, logs raft.LogStore) error {
+	index, isRef, err := snaps.ref(meta)
+	if err != nil {
+		return &damagedSnapshot{id: meta.ID, index: meta.Index, err: err}
+	}
+	if isRef {
+		if f.Index() >= index {
+			return nil
+		}
+		return &damagedSnapshot{id: meta.ID, index: meta.Index, err: fmt.Errorf(
+			"it refers to this node's state file at index %d, and the state file holds index %d: %w", index, f.Index(), errStateBehind)}
+	}
+	if !fsmBehind(f.Index(), meta.Index, logs) {
+		return nil
+	}
+	return restoreSnapshot(f, snaps, meta)
 }
 
 // restoreSnapshot restores one local snapshot into f. A snapshot that
@@ -165,7 +198,7 @@ func logGap(logs raft.LogStore, index uint64, damaged []damagedSnapshot) (bool, 
 func refuseDamaged(dir string, damaged []damagedSnapshot, from, first uint64) error {
 	var b strings.Builder
 	for _, d := range damaged {
-		fmt.Fprintf(&b, "snapshot %s is damaged (%v); ", filepath.Join(dir, "snapshots", d.id), d.err)
+		fmt.Fprintf(&b, "snapshot %s %s (%v); ", filepath.Join(dir, "snapshots", d.id), d.state(), d.err)
 	}
 	fmt.Fprintf(&b, "the Raft log starts at entry %d and no usable snapshot covers the entries before it (the newest usable ends at %d), so this node cannot rebuild its state by itself. "+
 		"To recover it: on a healthy node run `ffrtmp cluster remove <this node's ID>`, move this node's data directory (the one that holds %s) aside, "+

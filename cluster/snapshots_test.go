@@ -45,6 +45,21 @@ func damage(t *testing.T, n *clustertest.Node, id string) {
 	}
 }
 
+// compactLog deletes a stopped node's log entries up to index, as Raft
+// does once enough entries follow a snapshot.
+func compactLog(t *testing.T, n *clustertest.Node, index uint64) {
+	t.Helper()
+	ls, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.Dir, "raft", "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	first, _ := ls.FirstIndex()
+	if err := ls.DeleteRange(first, index); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // twoSnapshots applies tenant a, takes a snapshot, applies tenant b and
 // takes another.
 func twoSnapshots(t *testing.T, n *clustertest.Node) {
@@ -60,8 +75,9 @@ func twoSnapshots(t *testing.T, n *clustertest.Node) {
 }
 
 // TestDamagedNewestSnapshotFallsBack loses the state file and damages the
-// newest snapshot: the node starts from the previous snapshot and the
-// log, with nothing lost, and moves the damaged snapshot aside.
+// newest snapshot: the node starts from an older snapshot or the log
+// (here the log: the older snapshot refers to the lost file), with
+// nothing lost, and moves the damaged snapshot aside.
 func TestDamagedNewestSnapshotFallsBack(t *testing.T) {
 	t.Parallel()
 	n := clustertest.Start(t, clustertest.Options{Bootstrap: true})
@@ -93,7 +109,9 @@ func TestDamagedNewestSnapshotFallsBack(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.Dir, "raft", "snapshots", newest)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("damaged snapshot still among Raft's snapshots: %v", err)
 	}
-	// The node takes and restarts from new snapshots as before.
+	// The node takes new snapshots as before and, its state file lost
+	// again, rebuilds it: from the log, which still holds every entry (a
+	// bolt node's snapshots are references to the file that was lost).
 	if err := n.Node.Snapshot(); err != nil {
 		t.Fatalf("Snapshot after the fallback: %v", err)
 	}
@@ -103,9 +121,10 @@ func TestDamagedNewestSnapshotFallsBack(t *testing.T) {
 	}
 	n.Restart()
 	for _, id := range []string{"a", "b", "c", "d"} {
-		if _, ok := n.FSM.Tenant(id); !ok {
-			t.Errorf("tenant %s missing after a restart from the new snapshot", id)
-		}
+		clustertest.WaitFor(t, n.FSM, 10*time.Second, "tenant "+id+" after a restart without the state file", func() bool {
+			_, ok := n.FSM.Tenant(id)
+			return ok
+		})
 	}
 }
 
@@ -152,19 +171,9 @@ func TestDamagedSnapshotWithoutLogRefusesToStart(t *testing.T) {
 	if err := os.Remove(n.StatePath()); err != nil {
 		t.Fatal(err)
 	}
-	// Compact the log up to the snapshot, as Raft does once enough
-	// entries follow it.
-	ls, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(n.Dir, "raft", "raft.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := ls.FirstIndex()
-	if err := ls.DeleteRange(first, list[0].Index); err != nil {
-		t.Fatal(err)
-	}
-	ls.Close()
+	compactLog(t, n, list[0].Index)
 
-	err = n.TryRestart()
+	err := n.TryRestart()
 	if err == nil {
 		t.Fatal("the node started without the state before its damaged snapshot")
 	}
@@ -199,5 +208,66 @@ func TestRestoreBackupRefusesBadFile(t *testing.T) {
 		if _, ok := n.FSM.Tenant(id); !ok {
 			t.Errorf("tenant %s missing after the refused restore and a restart", id)
 		}
+	}
+}
+
+// TestLostStateFileUnderReferenceRefusesToStart loses the state file of a
+// node whose snapshot is a reference to that file (the bolt store's
+// snapshots are) and whose log no longer holds the entries before it:
+// the node cannot rebuild its state, and refuses to start, rather than
+// start empty from the snapshot's index, saying what to do.
+func TestLostStateFileUnderReferenceRefusesToStart(t *testing.T) {
+	t.Parallel()
+	n := clustertest.Start(t, clustertest.Options{Bootstrap: true})
+	n.Apply(createTenant("a"))
+	if err := n.Node.Snapshot(); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	n.Stop()
+	list := snapshots(t, n)
+	if list[0].Size > 64 {
+		t.Fatalf("the snapshot is %d bytes: a copy of the state, not a reference to it", list[0].Size)
+	}
+	compactLog(t, n, list[0].Index)
+	if err := os.Remove(n.StatePath()); err != nil {
+		t.Fatal(err)
+	}
+
+	err := n.TryRestart()
+	if err == nil {
+		t.Fatal("the node started without the state its snapshot refers to")
+	}
+	for _, want := range []string{list[0].ID, "cannot be used", "lost or replaced", "cluster remove", "--join", "snapshot restore"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start error does not say %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestLostStateFileUnderReferenceReplaysLog loses the state file of a
+// node whose snapshot is a reference, with the whole log still there: the
+// node moves the reference aside and rebuilds its state from the log.
+func TestLostStateFileUnderReferenceReplaysLog(t *testing.T) {
+	t.Parallel()
+	n := clustertest.Start(t, clustertest.Options{Bootstrap: true})
+	n.Apply(createTenant("a"))
+	if err := n.Node.Snapshot(); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	n.Apply(createTenant("b"))
+	n.Stop()
+	id := snapshots(t, n)[0].ID
+	if err := os.Remove(n.StatePath()); err != nil {
+		t.Fatal(err)
+	}
+	n.Restart()
+	for _, tn := range []string{"a", "b"} {
+		clustertest.WaitFor(t, n.FSM, 10*time.Second, "tenant "+tn, func() bool {
+			_, ok := n.FSM.Tenant(tn)
+			return ok
+		})
+	}
+	if _, err := os.Stat(filepath.Join(n.Dir, "raft", "snapshots-damaged", id)); err != nil {
+		t.Errorf("the unusable reference was not moved aside: %v", err)
 	}
 }

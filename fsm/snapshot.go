@@ -52,6 +52,13 @@ func BadSnapshotf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
 }
 
+// SnapshotLen returns the number of bytes WriteSnapshot writes for a
+// payload of length bytes from a store of kind: what a reader must be
+// told before the stream starts (a Raft InstallSnapshot carries it).
+func SnapshotLen(kind string, length int64) int64 {
+	return int64(len(snapshotMagic)+2+1+len(kind)+8+8) + length + sha256.Size
+}
+
 // WriteSnapshot writes h and exactly h.Length bytes of payload in the
 // snapshot envelope, and returns the bytes written.
 func WriteSnapshot(w io.Writer, h SnapshotHeader, payload io.Reader) (int64, error) {

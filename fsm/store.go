@@ -84,6 +84,30 @@ type Store interface {
 	Close() error
 }
 
+// LocalStore is a Store whose committed state is a file of this node's
+// own, durable at the index Load returns (bolt), rather than a database
+// the nodes share. Its Raft snapshots need not copy that state: a
+// snapshot can refer to the file, which only grows past the snapshot's
+// index, since Apply skips entries at or below the store's index
+// (cluster's snapshot store does this). The full stream is then made
+// only when a follower needs it, from a view whose index and exact
+// length are known before it is written.
+type LocalStore interface {
+	Store
+	// SnapshotLocal is Snapshot, returning a view that also tells its
+	// index and the exact length of its stream.
+	SnapshotLocal(ctx context.Context) (LocalSnapshot, error)
+}
+
+// LocalSnapshot is a StoreSnapshot of a LocalStore.
+type LocalSnapshot interface {
+	StoreSnapshot
+	// Index returns the applied index of the state the view holds.
+	Index() uint64
+	// Size returns the exact number of bytes WriteTo writes.
+	Size() int64
+}
+
 // StoreSnapshot is a point-in-time view of a store.
 type StoreSnapshot interface {
 	// WriteTo streams the view.
