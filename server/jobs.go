@@ -249,11 +249,13 @@ func (s *Server) scopedJob(r *http.Request) (*fsm.Job, error) {
 		return nil, fsm.Errorf(fsm.CodeInvalidArgument, "malformed job id %s", echo(id))
 	}
 	j, err := s.loadJob(r.Context(), id)
-	if errors.Is(err, fsm.ErrNotFound) && !readFresh(r.Context()) {
+	stale, _ := staleRequested(r)
+	if errors.Is(err, fsm.ErrNotFound) && !readFresh(r.Context()) && !(stale && r.Method == http.MethodGet) {
 		// It may have been created through another node a moment ago:
 		// catch up with the leader once before saying it does not exist
-		// (a read whose barrier passed has). Without a leader, nobody
-		// knows: unavailable, not not_found.
+		// (a read whose barrier passed has; a stale read asked for this
+		// node's state as it is). Without a leader, nobody knows:
+		// unavailable, not not_found.
 		if err := s.catchUp(r.Context()); err != nil {
 			return nil, err
 		}
