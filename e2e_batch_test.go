@@ -104,7 +104,7 @@ func TestClusterGroupCommit(t *testing.T) {
 			}
 		}
 	}
-	entries, items := batchMetric(t, c.leader())
+	entries, items := batchMetric(t, c.leader(), c.key())
 	t.Logf("leader proposed %d submits in %d entries", items, entries)
 	if items != total || entries >= items {
 		t.Errorf("the leader proposed %d submits in %d entries; want all %d, in fewer entries than submits", items, entries, total)
@@ -113,9 +113,11 @@ func TestClusterGroupCommit(t *testing.T) {
 
 // batchMetric reads the count and sum of ffrtmp_raft_submit_batch_items
 // from a node's /metrics: the batch entries it proposed and their submits.
-func batchMetric(t *testing.T, s *serverProc) (count, sum int) {
+func batchMetric(t *testing.T, s *serverProc, key string) (count, sum int) {
 	t.Helper()
-	resp, err := http.Get("http://" + s.httpAddr + "/metrics")
+	req, _ := http.NewRequest("GET", "http://"+s.httpAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,6 +160,15 @@ func TestComposeFlow(t *testing.T) {
 	run("init again", "sh", initFile)
 	if again, _ := os.ReadFile(filepath.Join(dir, "keys", "worker1.token")); string(again) != string(token1) || len(token1) == 0 {
 		t.Error("init made worker1's token again")
+	}
+	// Prometheus scrapes with the key init made (prometheus.yml).
+	promKey, _ := os.ReadFile(filepath.Join(dir, "keys", "prometheus.key"))
+	req, _ := http.NewRequest("GET", "http://"+httpOf["server1"]+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(promKey)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/metrics with init's Prometheus key: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
 	}
 
 	for _, name := range []string{"worker1", "worker2"} {

@@ -282,11 +282,26 @@ func scrapeLiveServer(t *testing.T) map[string]bool {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	resp, err := http.Get(url + "/metrics")
+	// Prometheus's key, made as docs/operations.md says: the super-admin's,
+	// narrowed to metrics.view.
+	var keyOut strings.Builder
+	env.Stdout = &keyOut
+	if err := cli.Run(context.Background(), env, []string{"users", "create-key", "--user", "admin@localhost", "--scopes", "metrics.view", "--name", "prometheus"}); err != nil {
+		t.Fatalf("users create-key --scopes metrics.view: %v", err)
+	}
+	if resp, err := http.Get(url + "/metrics"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a key: %v %v, want 401", err, resp)
+	}
+	req, _ := http.NewRequest("GET", url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(keyOut.String()))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics with a metrics.view key: %d", resp.StatusCode)
+	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -468,12 +468,10 @@ func TestHealthReadyMetrics(t *testing.T) {
 		t.Fatalf("ready: %d %+v", resp.StatusCode, ready)
 	}
 	e.submit(queuedSpec)
-	resp, err := http.Get(e.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	body := e.metricsText()
+	if resp, _ := get(t, e.url+"/metrics", ""); resp != http.StatusUnauthorized {
+		t.Errorf("metrics without a key: %d, want 401", resp)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{`ffrtmp_jobs{state="queued"} 1`, `ffrtmp_queue_depth{queue="default"} 1`, "ffrtmp_job_wait_seconds_bucket", `ffrtmp_http_requests_total{code="201",route="POST /v1/jobs"} 1`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

@@ -37,6 +37,7 @@ const (
 	PermAuditVerify   Permission = "audit.verify"   // verify the installation's audit chain
 	PermClusterView   Permission = "cluster.view"   // read members and Raft status
 	PermClusterManage Permission = "cluster.manage" // join, remove, leave, transfer, snapshots
+	PermMetricsView   Permission = "metrics.view"   // scrape /metrics, which names every tenant
 )
 
 // permPublic marks a route that needs no API key; such a route either
@@ -66,7 +67,7 @@ var roleChain = []roleGrant{
 	{fsm.RoleViewer, []Permission{PermSelfView, PermKeysSelf, PermJobsView, PermWorkersView}},
 	{fsm.RoleOperator, []Permission{PermJobsCreate, PermJobsCancel, PermJobsControl}},
 	{fsm.RoleTenantAdmin, []Permission{PermWorkersManage, PermTenantsView, PermUsersView, PermUsersManage, PermKeysManage, PermAuditView}},
-	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage, PermAuditVerify}},
+	{fsm.RoleSuperAdmin, []Permission{PermTenantsManage, PermClusterView, PermClusterManage, PermAuditVerify, PermMetricsView}},
 }
 
 // AllPermissions returns every permission, in the order of the roles that

@@ -64,7 +64,7 @@ var (
 var isolationMatrix = map[string]expect{
 	"GET /health":                          everyone(ok),
 	"GET /ready":                           everyone(ok),
-	"GET /metrics":                         everyone(ok),
+	"GET /metrics":                         onlySuperAdmin,
 	"GET /v1/openapi.json":                 everyone(ok),
 	"GET /v1/docs":                         everyone(ok),
 	"GET /v1/docs/{file}":                  everyone(ok),

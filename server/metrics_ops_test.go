@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,20 +11,22 @@ import (
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
+// metricsText returns the node's /metrics, scraped with the super-admin
+// key (metrics.view).
+func (e *env) metricsText() string {
+	e.t.Helper()
+	status, body := get(e.t, e.url+"/metrics", e.token)
+	if status != http.StatusOK {
+		e.t.Fatalf("GET /metrics: %d %s", status, body)
+	}
+	return body
+}
+
 // scrape returns the node's metrics as series -> value.
 func (e *env) scrape() map[string]float64 {
 	e.t.Helper()
-	resp, err := http.Get(e.url + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(e.metricsText(), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}

@@ -285,7 +285,10 @@ func (s *Server) routes() []route {
 	return []route{
 		public("GET", "/health", s.handleHealth),
 		public("GET", "/ready", s.handleReady),
-		public("GET", "/metrics", s.metrics.handler().ServeHTTP),
+		// Metrics name every tenant (per-tenant series): a key with
+		// metrics.view (a super-admin's, narrowed with --scopes
+		// metrics.view for Prometheus), read from this node's own state.
+		{method: "GET", pattern: "/metrics", perm: PermMetricsView, local: true, handle: s.metrics.handler().ServeHTTP},
 		public("GET", "/v1/openapi.json", handleOpenAPI),
 		public("GET", "/v1/docs", s.handleDocs),
 		public("GET", "/v1/docs/{file}", s.handleDocsFile),

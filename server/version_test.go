@@ -32,7 +32,7 @@ func TestAPIVersionOnEveryResponse(t *testing.T) {
 		{"a read", e.token, "GET", "/v1/jobs/" + j.ID, "", 200},
 		{"a write", e.token, "POST", "/v1/jobs", queuedSpec, 201},
 		{"a HEAD", "", "HEAD", "/v1/openapi.json", "", 200},
-		{"metrics", "", "GET", "/metrics", "", 200},
+		{"metrics", e.token, "GET", "/metrics", "", 200},
 		{"the docs page", "", "GET", "/v1/docs", "", 200},
 		{"a deprecated route", e.token, "GET", "/jobs/" + j.ID, "", 200},
 		{"bad JSON", e.token, "POST", "/v1/jobs", "{", 400},
@@ -137,7 +137,7 @@ func checkDeprecationHeaders(t *testing.T, h http.Header, link string) {
 // prefix ("name{labels} "), failing if the node does not export it.
 func metricValue(t *testing.T, e *env, prefix string) int {
 	t.Helper()
-	_, body := get(t, e.url+"/metrics", "")
+	body := e.metricsText()
 	for line := range strings.Lines(body) {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

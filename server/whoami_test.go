@@ -173,7 +173,7 @@ func TestAuthFailures(t *testing.T) {
 		t.Fatalf("good key: status %d", status)
 	}
 
-	_, metrics := get(t, e.url+"/metrics", "")
+	metrics := e.metricsText()
 	for _, tc := range tries {
 		line := fmt.Sprintf("ffrtmp_auth_failures_total{reason=%q} %d\n", tc.reason, tc.n)
 		if !strings.Contains(metrics, line) {

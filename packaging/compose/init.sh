@@ -31,4 +31,11 @@ for w in worker1 worker2; do
 	fi
 done
 test -s /keys/ca-hash
+
+# Prometheus's key: the super-admin's, narrowed to metrics.view, so that
+# it can read /metrics (which names every tenant) and nothing else.
+if [ ! -s /keys/prometheus.key ]; then
+	ffrtmp users create-key --user admin@localhost --scopes metrics.view --name prometheus > /keys/prometheus.key.new
+	mv /keys/prometheus.key.new /keys/prometheus.key
+fi
 echo "init: done; the CLI: docker compose -f packaging/compose/compose.yaml run --rm cli cluster status"
