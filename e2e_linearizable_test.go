@@ -485,16 +485,7 @@ func staleReadsFail(t *testing.T, c *testCluster, peers *link) {
 	u, _ := uuid.NewV7()
 	job := jobInput{Tenant: "stale", ID: u.String()}
 	job.Kind = opSubmit
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		out := cl.do(c.nodes[len(h.ops)%2], job)
-		if out.State == fsm.JobQueued {
-			break
-		}
-		if !out.Unknown || time.Now().After(deadline) {
-			t.Fatalf("submit: %+v", out)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	untilAnswered(t, cl, c.nodes[:2], job, fsm.JobQueued)
 	job.Kind = opGet
 	for deadline := time.Now().Add(30 * time.Second); cl.do(cut, job).State != fsm.JobQueued; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -515,16 +506,7 @@ func staleReadsFail(t *testing.T, c *testCluster, peers *link) {
 	// Through the majority's nodes, until one answers (an unanswered try
 	// stays in the history, as possibly applied).
 	job.Kind = opCancel
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		out := cl.do(c.nodes[len(h.ops)%2], job)
-		if out.State == fsm.JobCanceled {
-			break
-		}
-		if !out.Unknown || time.Now().After(deadline) {
-			t.Fatalf("cancel: %+v", out)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	untilAnswered(t, cl, c.nodes[:2], job, fsm.JobCanceled)
 	job.Kind = opGet
 	if out := cl.do(cut, job); out.State != fsm.JobQueued {
 		t.Fatalf("a stale read on the partitioned node answered %+v, want the old state, queued", out)
@@ -571,5 +553,22 @@ func TestWritesSeeAcknowledgedWrites(t *testing.T) {
 	}
 	if res := checkHistory(t, "writes", h.ops); res != porcupine.Ok {
 		t.Fatalf("the history is %s", res)
+	}
+}
+
+// untilAnswered sends job through nodes in turn until one answers with
+// state want; an unanswered try stays in cl's history, as possibly
+// applied, and any other answer fails the test.
+func untilAnswered(t *testing.T, cl *linClient, nodes []*serverProc, job jobInput, want fsm.JobState) {
+	t.Helper()
+	for i, deadline := 0, time.Now().Add(60*time.Second); ; i++ {
+		out := cl.do(nodes[i%len(nodes)], job)
+		if out.State == want {
+			return
+		}
+		if !out.Unknown || time.Now().After(deadline) {
+			t.Fatalf("%s: %+v, want %s", job.Kind, out, want)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }

@@ -123,7 +123,7 @@ func (f *FSM) applyRegisterWorker(index uint64, c *RegisterWorker, b *batchBuild
 
 func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	if old, ok := f.jobs[c.Job.ID]; ok {
-		if old.ModifyIndex >= index || sameSubmission(old, &c.Job) {
+		if old.ModifyIndex >= index || SameSubmission(old, &c.Job) {
 			return old
 		}
 		return Errorf(CodeAlreadyExists, "job %q already exists", c.Job.ID)
@@ -159,14 +159,14 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 	return &j
 }
 
-// sameSubmission reports whether a SubmitJob for a job that exists is the
+// SameSubmission reports whether a SubmitJob for a job that exists is the
 // submission that created it, sent again: a follower resends a submit
 // whose first try's outcome it could not learn (a leader change), and a
 // client resends one with the same Idempotency-Key. Job IDs are stamped
 // by the edge (a fresh UUIDv7, or the client's key), so the same ID with
 // the same tenant, spec and origin is the same request: it answers with
 // the job it created, not already_exists.
-func sameSubmission(old, j *Job) bool {
+func SameSubmission(old, j *Job) bool {
 	if old.TenantID != j.TenantID || old.RetryOf != j.RetryOf {
 		return false
 	}

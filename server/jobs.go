@@ -206,9 +206,7 @@ func (s *Server) resentOwn(ctx context.Context, job *fsm.Job, refusal error) (*f
 	if err != nil {
 		return nil, err
 	}
-	a, _ := json.Marshal(job.Spec)
-	b, _ := json.Marshal(j.Spec)
-	if j.TenantID != job.TenantID || j.RetryOf != job.RetryOf || !bytes.Equal(a, b) {
+	if !fsm.SameSubmission(j, job) {
 		return nil, refusal
 	}
 	return j, nil
