@@ -27,7 +27,9 @@ import (
 //     FFRTMP_BENCH_QUEUED jobs (default 100,000) submitted through POST
 //     /v1/jobs/batch and left queued (no worker), per node; the bytes per
 //     queued job are the growth over the job count. One node, and three
-//     nodes unless FFRTMP_BENCH_NODES=1.
+//     nodes unless FFRTMP_BENCH_NODES=1. On one node, the same jobs are
+//     then canceled (POST /v1/jobs/{id}/cancel) and the node sampled
+//     again: what finished jobs leave in a running node's memory.
 //   - history: one node restarted on a state file holding 10,000 finished
 //     jobs, then on the same file grown to FFRTMP_BENCH_HISTORY finished
 //     jobs (default 1,000,000). The history is written into the stopped
@@ -84,21 +86,66 @@ func benchQueuedRSS(b *testing.B, size, n int) {
 	}
 	before := settleAll(b, c)
 	start := time.Now()
-	submitQueued(b, client, n)
+	ids := submitQueued(b, client, n)
 	b.Logf("submitted %d jobs in %s", n, time.Since(start).Round(time.Millisecond))
 	after := settleAll(b, c)
 	for i, s := range c.nodes {
 		m0, m1 := before[i], after[i]
-		b.Logf("%s: before %s; after %d queued %s; per queued job: %.0f B RSS, %.0f B live heap, %.0f B heap in use",
-			s.id, m0, n, m1, float64(m1.rss-m0.rss)/float64(n), float64(m1.live-m0.live)/float64(n), float64(m1.heapInuse-m0.heapInuse)/float64(n))
-		b.ReportMetric(float64(m1.rss-m0.rss)/float64(n), s.id+"_rss_B/job")
-		b.ReportMetric(float64(m1.live-m0.live)/float64(n), s.id+"_live_heap_B/job")
+		b.Logf("%s: before %s; after %d queued %s; per queued job: %.0f B RSS (%.0f B anon, %.0f B file), %.0f B live heap, %.0f B heap in use",
+			s.id, m0, n, m1, perJob(m1.rss-m0.rss, n), perJob(m1.rssAnon-m0.rssAnon, n), perJob(m1.rssFile-m0.rssFile, n),
+			perJob(m1.live-m0.live, n), perJob(m1.heapInuse-m0.heapInuse, n))
+		b.ReportMetric(perJob(m1.rss-m0.rss, n), s.id+"_rss_B/job")
+		b.ReportMetric(perJob(m1.rssAnon-m0.rssAnon, n), s.id+"_anon_B/job")
+		b.ReportMetric(perJob(m1.live-m0.live, n), s.id+"_live_heap_B/job")
+	}
+	if size > 1 {
+		return
+	}
+	// The same jobs finished (canceled) by the running node: what they
+	// leave in its memory without a restart.
+	start = time.Now()
+	cancelAll(b, client, ids)
+	b.Logf("canceled %d jobs in %s", n, time.Since(start).Round(time.Millisecond))
+	m0, m2 := before[0], settle(b, c, c.nodes[0])
+	b.Logf("%s: after the %d jobs finished %s; per finished job: %.0f B RSS (%.0f B anon, %.0f B file), %.0f B live heap",
+		c.nodes[0].id, n, m2, perJob(m2.rss-m0.rss, n), perJob(m2.rssAnon-m0.rssAnon, n), perJob(m2.rssFile-m0.rssFile, n), perJob(m2.live-m0.live, n))
+	b.ReportMetric(perJob(m2.rss-m0.rss, n), "finished_rss_B/job")
+	b.ReportMetric(perJob(m2.live-m0.live, n), "finished_live_heap_B/job")
+}
+
+func perJob(bytes int64, n int) float64 { return float64(bytes) / float64(n) }
+
+// cancelAll cancels every job of ids from 16 clients round robin over the
+// nodes.
+func cancelAll(b *testing.B, client *cli.Client, ids []string) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(ids) {
+					return
+				}
+				if _, err := client.Rotated(i).JobAction(context.Background(), ids[i], "cancel"); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d cancels failed", f)
 	}
 }
 
 // submitQueued submits n jobs of rssSpec in batches of fsm.MaxSubmitBatch
-// from 4 clients round robin over the nodes.
-func submitQueued(b *testing.B, client *cli.Client, n int) {
+// from 4 clients round robin over the nodes, and returns their IDs.
+func submitQueued(b *testing.B, client *cli.Client, n int) []string {
+	ids := make([]string, n)
 	specs := make([]*fsm.JobSpec, fsm.MaxSubmitBatch)
 	for i := range specs {
 		specs[i] = rssSpec()
@@ -117,11 +164,12 @@ func submitQueued(b *testing.B, client *cli.Client, n int) {
 				}
 				res, err := client.Rotated(i).SubmitJobs(context.Background(), specs[:min(len(specs), n-i*len(specs))])
 				if err == nil {
-					for _, r := range res {
+					for k, r := range res {
 						if r.Error != nil {
 							err = fmt.Errorf("item: %s: %s", r.Error.Code, r.Error.Message)
 							break
 						}
+						ids[i*len(specs)+k] = r.Job.ID
 					}
 				}
 				if err != nil {
@@ -136,6 +184,7 @@ func submitQueued(b *testing.B, client *cli.Client, n int) {
 	for err := range errs {
 		b.Fatalf("submit: %v", err)
 	}
+	return ids
 }
 
 func benchHistoryRSS(b *testing.B, n int) {
