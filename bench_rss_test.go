@@ -38,8 +38,13 @@ import (
 //
 // Every sample is taken at rest: after a garbage collection that started
 // once the load had ended (the servers run with GODEBUG=gctrace=1, whose
-// line gives the live heap the collection marked), and once VmRSS has
-// settled (changed by less than 1% over 10 s, or 60 s passed). Run it
+// line gives the live heap the collection marked; the runtime collects at
+// least every two minutes, and reading /metrics meanwhile makes a small
+// heap reach its goal sooner), and once VmRSS has settled (changed by
+// less than 1% over 10 s, or 60 s passed). VmRSS is split into anonymous
+// memory (the Go heap, stacks, the runtime) and file-backed pages, of
+// which those of the state file's and the Raft log's memory maps are
+// counted from /proc/PID/smaps. Run it
 // with -benchtime 1x; docs/BENCHMARKS.md section 12 has the method and
 // results.
 func BenchmarkServerRSS(b *testing.B) {
@@ -263,8 +268,8 @@ type memSample struct {
 	// stateFile and raftFile are the resident pages of the mappings of
 	// the bolt state file and of the Raft log (raft.db): part of rssFile.
 	stateFile, raftFile int64
-	live                  int64 // heap marked live by the last collection (gctrace)
-	heapInuse             int64 // go_memstats_heap_inuse_bytes
+	live                int64 // heap marked live by the last collection (gctrace)
+	heapInuse           int64 // go_memstats_heap_inuse_bytes
 }
 
 func (m memSample) String() string {
@@ -276,15 +281,21 @@ func (m memSample) String() string {
 // settleAll samples every node of c at rest.
 func settleAll(b *testing.B, c *testCluster) []memSample {
 	out := make([]memSample, len(c.nodes))
+	errs := make([]error, len(c.nodes))
 	var wg sync.WaitGroup
 	for i, s := range c.nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = settle(b, c, s)
+			out[i], errs[i] = trySettle(c, s)
 		}()
 	}
 	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	return out
 }
 
@@ -293,14 +304,29 @@ func settleAll(b *testing.B, c *testCluster) []memSample {
 var gcLine = regexp.MustCompile(`(?m)^gc \d+ @([0-9.]+)s .* (\d+)->(\d+)->(\d+) MB`)
 
 // settle waits until s has collected garbage in a cycle that started
-// after now (up to the runtime's forced collection every two minutes),
-// then until its VmRSS settles, and samples its memory.
+// after now, then until its VmRSS settles, and samples its memory.
 func settle(b *testing.B, c *testCluster, s *serverProc) memSample {
 	b.Helper()
+	m, err := trySettle(c, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// trySettle is settle, returning its error. While it waits for the
+// collection it reads the node's /metrics every 200 ms: a node that has
+// never collected is not collected by the runtime's two-minute timer
+// either, and the garbage of these reads reaches a small heap's goal.
+func trySettle(c *testCluster, s *serverProc) (memSample, error) {
 	pid := s.cmd.Process.Pid
-	since := processAge(b, pid) + 1 // seconds; a cycle that started later
 	var m memSample
-	deadline := time.Now().Add(3 * time.Minute)
+	since, err := processAge(pid)
+	if err != nil {
+		return m, err
+	}
+	since++ // seconds; a cycle that started later
+	deadline := time.Now().Add(4 * time.Minute)
 	for m.live == 0 {
 		for _, g := range gcLine.FindAllStringSubmatch(s.log.String(), -1) {
 			if at, _ := strconv.ParseFloat(g[1], 64); at >= since {
@@ -310,14 +336,19 @@ func settle(b *testing.B, c *testCluster, s *serverProc) memSample {
 		}
 		if m.live == 0 {
 			if time.Now().After(deadline) {
-				b.Fatalf("%s: no garbage collection in 3 minutes", s.id)
+				return m, fmt.Errorf("%s: no garbage collection in 4 minutes", s.id)
 			}
-			time.Sleep(time.Second)
+			if _, err := metricValue(s, c.key(), "go_memstats_heap_inuse_bytes"); err != nil {
+				return m, err
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	var readings []int64
 	for end := time.Now().Add(time.Minute); ; {
-		m.rss, m.rssAnon, m.rssFile = procMem(b, pid)
+		if m.rss, m.rssAnon, m.rssFile, err = procMem(pid); err != nil {
+			return m, err
+		}
 		readings = append(readings, m.rss)
 		if k := len(readings); k > 5 {
 			if d := readings[k-1] - readings[k-6]; d*100 < readings[k-1] && -d*100 < readings[k-1] {
@@ -329,16 +360,22 @@ func settle(b *testing.B, c *testCluster, s *serverProc) memSample {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	m.stateFile, m.raftFile = mappedRSS(b, pid, "/state.db"), mappedRSS(b, pid, "/raft.db")
-	m.heapInuse = int64(metricValue(b, s, c.key(), "go_memstats_heap_inuse_bytes"))
-	return m
+	if m.stateFile, err = mappedRSS(pid, "/state.db"); err != nil {
+		return m, err
+	}
+	if m.raftFile, err = mappedRSS(pid, "/raft.db"); err != nil {
+		return m, err
+	}
+	inuse, err := metricValue(s, c.key(), "go_memstats_heap_inuse_bytes")
+	m.heapInuse = int64(inuse)
+	return m, err
 }
 
 // processAge returns the seconds since process pid started.
-func processAge(b *testing.B, pid int) float64 {
+func processAge(pid int) (float64, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	// Field 22 (starttime, clock ticks since boot) counts from after the
 	// command name, which may hold spaces: split after its ")".
@@ -346,17 +383,17 @@ func processAge(b *testing.B, pid int) float64 {
 	ticks, _ := strconv.ParseFloat(fields[19], 64)
 	up, err := os.ReadFile("/proc/uptime")
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	uptime, _ := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
-	return uptime - ticks/100 // USER_HZ is 100 on Linux
+	return uptime - ticks/100, nil // USER_HZ is 100 on Linux
 }
 
 // procMem returns VmRSS, RssAnon and RssFile of process pid, in bytes.
-func procMem(b *testing.B, pid int) (rss, anon, file int64) {
+func procMem(pid int) (rss, anon, file int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		b.Fatal(err)
+		return 0, 0, 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -375,15 +412,15 @@ func procMem(b *testing.B, pid int) (rss, anon, file int64) {
 			file = kb << 10
 		}
 	}
-	return rss, anon, file
+	return rss, anon, file, sc.Err()
 }
 
 // mappedRSS returns the resident bytes of process pid's mappings of files
 // whose path ends in suffix (/proc/PID/smaps).
-func mappedRSS(b *testing.B, pid int, suffix string) int64 {
+func mappedRSS(pid int, suffix string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	defer f.Close()
 	var total int64
@@ -401,26 +438,24 @@ func mappedRSS(b *testing.B, pid int, suffix string) int64 {
 			total += kb << 10
 		}
 	}
-	return total
+	return total, sc.Err()
 }
 
 // metricValue reads one unlabeled sample from a node's /metrics.
-func metricValue(b *testing.B, s *serverProc, key, name string) float64 {
+func metricValue(s *serverProc, key, name string) (float64, error) {
 	req, _ := http.NewRequest("GET", "http://"+s.httpAddr+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == name {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+			return strconv.ParseFloat(v, 64)
 		}
 	}
-	b.Fatalf("%s: no %s in /metrics", s.id, name)
-	return 0
+	return 0, fmt.Errorf("%s: no %s in /metrics (status %s)", s.id, name, resp.Status)
 }

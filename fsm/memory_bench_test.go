@@ -24,8 +24,8 @@ import (
 // measures the live heap after a collection, then cancels every job and
 // measures again: live bytes per queued job, and what a finished job
 // leaves in memory. With FFRTMP_BENCH_HEAPPROFILE=path it writes the heap
-// profile with every job queued to path (go tool pprof -sample_index
-// inuse_space). Run it with -benchtime 1x.
+// profile with every job queued to path, and with every job finished to
+// path.finished (go tool pprof -sample_index inuse_space). Run it with -benchtime 1x.
 func BenchmarkJobMemory(b *testing.B) {
 	n := 20_000
 	if v := os.Getenv("FFRTMP_BENCH_JOBS"); v != "" {
@@ -86,16 +86,8 @@ func BenchmarkJobMemory(b *testing.B) {
 			}
 		}
 		queued := liveHeap()
-		if p := os.Getenv("FFRTMP_BENCH_HEAPPROFILE"); p != "" {
-			out, err := os.Create(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
-				b.Fatal(err)
-			}
-			out.Close()
-		}
+		profile := os.Getenv("FFRTMP_BENCH_HEAPPROFILE")
+		writeHeapProfile(b, profile)
 		for i := 0; i < n; i += 512 { // Raft's MaxAppendEntries
 			var logs []*raft.Log
 			for _, id := range ids[i:min(i+512, n)] {
@@ -108,6 +100,9 @@ func BenchmarkJobMemory(b *testing.B) {
 			}
 		}
 		finished := liveHeap()
+		if profile != "" {
+			writeHeapProfile(b, profile+".finished")
+		}
 		b.ReportMetric(float64(queued-heap0)/float64(n), "live_B/queued_job")
 		b.ReportMetric(float64(finished-heap0)/float64(n), "live_B/finished_job")
 		runtime.KeepAlive(f)
@@ -115,6 +110,21 @@ func BenchmarkJobMemory(b *testing.B) {
 		if err := st.Close(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// writeHeapProfile writes the heap profile to path, if not "".
+func writeHeapProfile(b *testing.B, path string) {
+	if path == "" {
+		return
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+		b.Fatal(err)
 	}
 }
 
