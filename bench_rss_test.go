@@ -29,7 +29,8 @@ import (
 //     queued job are the growth over the job count. One node, and three
 //     nodes unless FFRTMP_BENCH_NODES=1. On one node, the same jobs are
 //     then canceled (POST /v1/jobs/{id}/cancel) and the node sampled
-//     again: what finished jobs leave in a running node's memory.
+//     again: what finished jobs leave in a running node's memory
+//     (FFRTMP_BENCH_NO_CANCEL set skips this).
 //   - history: one node restarted on a state file holding 10,000 finished
 //     jobs, then on the same file grown to FFRTMP_BENCH_HISTORY finished
 //     jobs (default 1,000,000). The history is written into the stopped
@@ -103,7 +104,7 @@ func benchQueuedRSS(b *testing.B, size, n int) {
 		b.ReportMetric(perJob(m1.rssAnon-m0.rssAnon, n), s.id+"_anon_B/job")
 		b.ReportMetric(perJob(m1.live-m0.live, n), s.id+"_live_heap_B/job")
 	}
-	if size > 1 {
+	if size > 1 || os.Getenv("FFRTMP_BENCH_NO_CANCEL") != "" {
 		return
 	}
 	// The same jobs finished (canceled) by the running node: what they
