@@ -151,6 +151,7 @@ func (f *FSM) applySubmitJob(index uint64, c *SubmitJob, b *batchBuilder) any {
 		return err
 	}
 	j := c.Job
+	compact(&j, t.ID)
 	j.State = JobQueued
 	j.SubmittedAt = f.at(j.SubmittedAt)
 	j.QueuedAt = j.SubmittedAt

@@ -122,6 +122,11 @@ func (f *FSM) load(ctx context.Context) error {
 		f.workers[w.ID] = w
 	}
 	for _, j := range st.Jobs {
+		tenant := j.TenantID
+		if t, ok := f.tenants[tenant]; ok {
+			tenant = t.ID
+		}
+		compact(j, tenant)
 		f.jobs[j.ID] = j
 		f.idx.add(j)
 	}
