@@ -138,7 +138,7 @@ func benchRawRaft(b *testing.B, name string, raw *rawRaftResults) {
 		}
 		var table bytes.Buffer
 		cli.PrintRaftBench(&table, report)
-		b.Log("\n" + table.String())
+		b.Log("\n" + strings.TrimSuffix(table.String(), "\n"))
 		run := map[[2]int]cli.BenchResult{}
 		for _, r := range report.Results {
 			run[[2]int{r.Size, r.Concurrency}] = r.BenchResult
