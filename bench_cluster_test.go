@@ -187,7 +187,7 @@ func reportAgainstRawRaft(b *testing.B, raw *rawRaftResults, got map[string]cli.
 		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f\t%s\n", r.what, v, unit, r.raw, unit, ratio, r.target)
 	}
 	tw.Flush()
-	b.Log("against raw hashicorp/raft (best of its runs):\n" + tb.String())
+	b.Log("against raw hashicorp/raft (best of its runs):\n" + strings.TrimSuffix(tb.String(), "\n"))
 }
 
 // BenchmarkClusterSubmitBatch measures POST /v1/jobs/batch on a
