@@ -188,7 +188,13 @@ func TestOpenLoopMaxInFlight(t *testing.T) {
 	var mu sync.Mutex
 	cur, peak := 0, 0
 	release := make(chan struct{})
+	entered := make(chan struct{}, 20)
 	go func() {
+		// Nothing returns before the bound is reached, so that the peak
+		// does not depend on scheduling.
+		for range 3 {
+			<-entered
+		}
 		for range 20 {
 			release <- struct{}{}
 		}
@@ -198,6 +204,7 @@ func TestOpenLoopMaxInFlight(t *testing.T) {
 		cur++
 		peak = max(peak, cur)
 		mu.Unlock()
+		entered <- struct{}{}
 		<-release
 		mu.Lock()
 		cur--

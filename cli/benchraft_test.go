@@ -42,6 +42,11 @@ func TestBenchRaft(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench raft: %v\n%s", err, progress.String())
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("bench raft's progress:\n%s\nits report:\n%s", progress.String(), out.String())
+		}
+	})
 	var report RaftBenchReport
 	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
 		t.Fatalf("decode report: %v\n%s", err, out.String())
