@@ -67,7 +67,10 @@ func benchRaftCommand() *cli.Command {
 				Requests: c.Int("requests"), Duration: c.Duration("duration"), Timeout: c.Duration("timeout"),
 				Dir: c.String("dir"), RaftAddrs: splitList([]string{c.String("raft-addr")}), HTTPAddrs: splitList([]string{c.String("http-addr")}),
 			}
-			report, err := BenchRaft(c.Context, cfg, envOf(c).Stderr)
+			// Interrupted, it still stops the nodes and removes their data.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			report, err := BenchRaft(ctx, cfg, envOf(c).Stderr)
 			if err != nil {
 				return err
 			}
@@ -232,11 +235,7 @@ func BenchRaft(ctx context.Context, cfg RaftBench, progress io.Writer) (*RaftBen
 	if err != nil {
 		return nil, err
 	}
-	conns := 0
-	for _, c := range cfg.Concurrencies {
-		conns = max(conns, c)
-	}
-	client.http = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+	client.http = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: slices.Max(cfg.Concurrencies)}}
 	n, d := cfg.Requests, time.Duration(0)
 	if n == 0 {
 		n, d = math.MaxInt, cfg.Duration
