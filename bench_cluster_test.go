@@ -20,6 +20,7 @@ import (
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
+	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
 )
 
 // These benchmarks run real server processes on 127.0.0.N and report
@@ -188,6 +189,37 @@ func reportAgainstRawRaft(b *testing.B, raw *rawRaftResults, got map[string]cli.
 	}
 	tw.Flush()
 	b.Log("against raw hashicorp/raft (best of its runs):\n" + strings.TrimSuffix(tb.String(), "\n"))
+}
+
+// BenchmarkClusterSubmitPostgres is BenchmarkClusterSubmit's three-node
+// cluster on the PostgreSQL store: three servers on one new schema of
+// the database of FFRTMP_TEST_POSTGRES_URL (skipped without it), at 1, 16
+// and 64 clients round robin over the nodes, FFRTMP_BENCH_JOBS submits
+// each (default 2000).
+func BenchmarkClusterSubmitPostgres(b *testing.B) {
+	raceBinary = false // measure the binary users run
+	jobs := benchEnvInt(b, "FFRTMP_BENCH_JOBS", 2000)
+	dbURL := pgtest.URL(b)
+	c := newTestCluster(b, 3)
+	for _, s := range c.nodes {
+		s.args = append(s.args, "--store", dbURL)
+	}
+	c.startAll()
+	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
+	client, err := cli.NewClient(c.addrs(c.nodes...), c.key())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, conc := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			var out bytes.Buffer
+			cfg := cli.SubmitBench{Jobs: jobs, Concurrency: conc, Keep: true, Baseline: true}
+			if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
+				b.Fatal(err)
+			}
+			b.Log("\n" + out.String())
+		})
+	}
 }
 
 // BenchmarkClusterSubmitBatch measures POST /v1/jobs/batch on a

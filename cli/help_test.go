@@ -69,3 +69,21 @@ func helpLine(help, flag string) string {
 	}
 	return ""
 }
+
+// TestEveryFlagSaysWhatItIs: every flag of every command has a usage
+// text, so that --help never shows a bare "--email value".
+func TestEveryFlagSaysWhatItIs(t *testing.T) {
+	app := newApp(Env{})
+	var walk func(path string, flags []cli.Flag, cmds []*cli.Command)
+	walk = func(path string, flags []cli.Flag, cmds []*cli.Command) {
+		for _, f := range flags {
+			if u, ok := f.(cli.DocGenerationFlag); ok && strings.TrimSpace(u.GetUsage()) == "" {
+				t.Errorf("%s --%s has no usage text", path, f.Names()[0])
+			}
+		}
+		for _, c := range cmds {
+			walk(path+" "+c.Name, c.Flags, c.Subcommands)
+		}
+	}
+	walk("ffrtmp", app.Flags, app.Commands)
+}

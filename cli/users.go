@@ -122,9 +122,9 @@ func usersCommand() *cli.Command {
 				Name:  "invite",
 				Usage: "invite an email with a role and print the one-time token",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "email", Required: true},
+					&cli.StringFlag{Name: "email", Required: true, Usage: "the email to invite; accepting makes the user with it"},
 					&cli.StringFlag{Name: "role", Required: true, Usage: "superadmin, tenant_admin (admin), operator or viewer"},
-					&cli.DurationFlag{Name: "ttl", Value: 72 * time.Hour, Usage: "how long the token can be accepted"},
+					&cli.DurationFlag{Name: "ttl", Value: 72 * time.Hour, Usage: "how long the token can be accepted (1m to 720h)"},
 				},
 				Action: func(c *cli.Context) error {
 					client, out, err := clientAndOutput(c)

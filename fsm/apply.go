@@ -216,12 +216,15 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 // checkReport returns the active job a worker report is about, or an error
 // if the report's attempt is not the job's current one (the fence).
 func (f *FSM) checkReport(r Report, states ...JobState) (*Job, *Error) {
+	// The refusal names nothing the reporting worker does not hold: a
+	// worker may report on any job ID, and must not learn from the answer
+	// whether another tenant's job exists, or which worker holds it.
 	old, ok := f.jobs[r.JobID]
-	if !ok {
-		return nil, Errorf(CodeStaleAttempt, "job %s is not active", r.JobID)
+	if !ok || old.WorkerID != r.WorkerID {
+		return nil, Errorf(CodeStaleAttempt, "job %s is not assigned to worker %s", r.JobID, r.WorkerID)
 	}
-	if old.Attempt != r.Attempt || old.WorkerID != r.WorkerID {
-		return nil, Errorf(CodeStaleAttempt, "job %s: report for attempt %d on %s, current is attempt %d on %q", r.JobID, r.Attempt, r.WorkerID, old.Attempt, old.WorkerID)
+	if old.Attempt != r.Attempt {
+		return nil, Errorf(CodeStaleAttempt, "job %s: report for attempt %d, current is attempt %d", r.JobID, r.Attempt, old.Attempt)
 	}
 	if !slices.Contains(states, old.State) {
 		return nil, Errorf(CodeInvalidTransition, "job %s is %s", old.ID, old.State)

@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -853,5 +854,35 @@ func TestScheduleBackoffDoesNotExpire(t *testing.T) {
 	d := n.schedule(j.NotBefore)
 	if len(d.Expire) != 0 || len(d.Assign) != 1 {
 		t.Errorf("when the backoff ends with the worker idle: expire %+v assign %+v, want the job assigned", d.Expire, d.Assign)
+	}
+}
+
+// TestStaleReportNamesNoOtherWorker: a report on a job the worker does
+// not hold is refused alike whether the job exists or not, and the
+// refusal names neither the holder nor the job's state, so that a worker
+// cannot probe another tenant's jobs.
+func TestStaleReportNamesNoOtherWorker(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.tenant("t1")
+	n.worker(fsm.Worker{ID: "w1", Slots: 1, Encoders: x264})
+	n.worker(fsm.Worker{ID: "w2", Slots: 1, Encoders: x264})
+	n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	n.run("j1", "w1", at(time.Second))
+	message := func(id string) string {
+		t.Helper()
+		r := n.apply(&fsm.FinishJob{Report: fsm.Report{JobID: id, WorkerID: "w2", Attempt: 1}, At: at(2 * time.Second), Result: &fsm.Result{}})[0]
+		err, ok := r.(error)
+		if !ok || fsm.ErrorCode(err) != fsm.CodeStaleAttempt {
+			t.Fatalf("finish of %s by w2: %v, want stale_attempt", id, r)
+		}
+		return strings.ReplaceAll(err.Error(), id, "ID")
+	}
+	held, unknown := message("j1"), message("j-none")
+	if held != unknown {
+		t.Errorf("refusals differ for a job w1 holds (%q) and no job (%q)", held, unknown)
+	}
+	if strings.Contains(held, "w1") || strings.Contains(held, "running") {
+		t.Errorf("refusal %q names the holder or the job's state", held)
 	}
 }

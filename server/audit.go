@@ -118,6 +118,19 @@ func newAuditCall(r *http.Request, rt route, p *Principal) *auditCall {
 	}}
 }
 
+// auditTenant files the request's audit record under tenant, the tenant
+// of the object the request was authorized on. A super-admin may act on
+// another tenant's job by its ID alone; a refusal the FSM then gives
+// (say, invalid_transition) would otherwise be filed under the
+// super-admin's own tenant, whose admin would learn from it that the job
+// exists and its state. It is set at the edge, in the command's actor,
+// so that Apply stays the same for every version of the code.
+func auditTenant(r *http.Request, tenant string) {
+	if call, ok := r.Context().Value(auditCallKey{}).(*auditCall); ok {
+		call.actor.Tenant = tenant
+	}
+}
+
 // auditedRaft marks the request's auditCall when a handler proposes a
 // command, so that the wrapper records only what the FSM did not.
 type auditedRaft struct{ Raft }

@@ -139,3 +139,37 @@ func TestAuditRecordsCalls(t *testing.T) {
 		t.Errorf("verify after the restore: %+v", after)
 	}
 }
+
+// TestAuditRefusalFiledUnderTheJobsTenant: a super-admin acting by ID on
+// another tenant's job and refused by the FSM has its record filed under
+// the job's tenant, so that its own tenant's admin does not learn that
+// the job exists, nor its state.
+func TestAuditRefusalFiledUnderTheJobsTenant(t *testing.T) {
+	t.Parallel()
+	e := setup(t, envOpts{})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if _, err := e.node.Apply(ctx, &fsm.CreateTenant{Tenant: fsm.Tenant{ID: "acme", Name: "acme", CreatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	op, key := server.NewAPIKey("acme", "operator@acme", fsm.RoleOperator, now, 0)
+	if _, err := e.node.Apply(ctx, &fsm.CreateAPIKey{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	var j struct{ ID string }
+	if resp := e.doKey(op, "POST", "/v1/jobs", queuedSpec, &j); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("submit: %d", resp.StatusCode)
+	}
+	// The super-admin's key is of tenant default; it names no tenant.
+	var ae apiError
+	if resp := e.do("POST", "/v1/jobs/"+j.ID+"/pause", nil, &ae); resp.StatusCode != http.StatusConflict || ae.Error.Code != "invalid_transition" {
+		t.Fatalf("pause of a queued job: %d %+v, want 409 invalid_transition", resp.StatusCode, ae)
+	}
+	for tenant, want := range map[string]int{"default": 0, "acme": 1} {
+		var page server.AuditPage
+		e.do("GET", "/v1/audit?action=pauseJob&tenant="+tenant, nil, &page)
+		if len(page.Records) != want {
+			t.Errorf("tenant %s has %d pauseJob records, want %d: %+v", tenant, len(page.Records), want, page.Records)
+		}
+	}
+}

@@ -200,7 +200,11 @@ func authorizeJob(r *http.Request, j *fsm.Job) error {
 	if Authorize(a.p, PermJobsView, j.TenantID) != nil {
 		return fsm.Errorf(fsm.CodeNotFound, "job %s not found", j.ID)
 	}
-	return Authorize(a.p, a.perm, j.TenantID)
+	if err := Authorize(a.p, a.perm, j.TenantID); err != nil {
+		return err
+	}
+	auditTenant(r, j.TenantID)
+	return nil
 }
 
 // authorizeWorker checks the request's route permission on worker wk. A
@@ -211,7 +215,11 @@ func authorizeWorker(r *http.Request, wk *fsm.Worker) error {
 	if !visibleWorker(a.p, wk) {
 		return fsm.Errorf(fsm.CodeNotFound, "worker %s not found", echo(wk.ID))
 	}
-	return Authorize(a.p, a.perm, workerOwner(a.p, a.perm, wk))
+	if err := Authorize(a.p, a.perm, workerOwner(a.p, a.perm, wk)); err != nil {
+		return err
+	}
+	auditTenant(r, wk.TenantID)
+	return nil
 }
 
 // visibleWorker reports whether p may see worker wk.

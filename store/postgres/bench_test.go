@@ -95,16 +95,21 @@ func BenchmarkApplySubmit(b *testing.B) {
 }
 
 // BenchmarkCommit measures the PostgreSQL Commit of a batch of new jobs:
-// one multi-row unnest statement per table (what Commit does) against one
-// single-row INSERT per job sent in a pipelined batch.
+// one multi-row unnest statement per table in one round trip (what
+// Commit does), against the same statements in a transaction of four
+// round trips (tx, what Commit did before), and one single-row INSERT
+// per job sent in a pipelined batch (rows).
 func BenchmarkCommit(b *testing.B) {
 	pgtest.BaseURL(b)
-	for _, how := range []string{"unnest", "rows"} {
+	for _, how := range []string{"unnest", "tx", "rows"} {
 		for _, size := range []int{1, 16, 128, 512} {
 			b.Run(fmt.Sprintf("statement=%s/batch=%d", how, size), func(b *testing.B) {
 				st := pgtest.Open(b, postgres.Options{})
 				commit := st.Commit
-				if how == "rows" {
+				switch how {
+				case "tx":
+					commit = st.CommitTx
+				case "rows":
 					commit = st.CommitPerRow
 				}
 				if err := st.Commit(ctx, &fsm.Batch{Index: 1, Tenants: []*fsm.Tenant{tenant("t", 1)}}); err != nil {
@@ -283,4 +288,76 @@ func loadHistory(b *testing.B, url string, n int) string {
 		b.Fatal(err)
 	}
 	return jobID(n / 10)
+}
+
+// submitBatchLogs returns entries of SubmitJobs commands of items jobs of
+// tenant "t" each (jobs first, first+1, ...), every item with an actor
+// (so an audit record), from index on.
+func submitBatchLogs(b testing.TB, first, entries, items int, index uint64) []*raft.Log {
+	logs := make([]*raft.Log, 0, entries)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	actor := &fsm.Actor{User: "ann", KeyID: "k1", Role: fsm.RoleOperator, TenantID: "t", Action: "submitJob"}
+	for e := range entries {
+		c := &fsm.SubmitJobs{}
+		for i := range items {
+			c.Items = append(c.Items, fsm.SubmitItem{Job: submitJob(first+e*items+i, "t", at).Job, Actor: actor})
+		}
+		data, err := fsm.Encode(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: index + uint64(e), Term: 1, Type: raft.LogCommand, Data: data})
+	}
+	return logs
+}
+
+// BenchmarkNodesApply applies SubmitJobs entries (each job with its audit
+// record) on three FSMs that share one schema, as the nodes of a cluster
+// do: the leader applies each entry first, then the two followers apply
+// the same entry. Each node reaches the database through a proxy that
+// counts its round trips and statements, reported per entry; jobs/s is
+// over the whole run, all three nodes' applies included.
+func BenchmarkNodesApply(b *testing.B) {
+	pgtest.BaseURL(b)
+	for _, items := range []int{1, 16, 128} {
+		b.Run(fmt.Sprintf("items=%d", items), func(b *testing.B) {
+			dbURL := pgtest.URL(b)
+			var nodes []*fsm.FSM
+			var counters []*wireCounter
+			for range 3 {
+				w, u := newWireCounter(b, dbURL)
+				counters = append(counters, w)
+				nodes = append(nodes, benchFSM(b, pgtest.OpenURL(b, u, postgres.Options{})))
+			}
+			// Warm up: every node's connection has prepared its statements.
+			warm := submitBatchLogs(b, 1, 2, items, 2)
+			for i := range warm {
+				for _, f := range nodes {
+					f.ApplyBatch(warm[i : i+1])
+				}
+			}
+			logs := submitBatchLogs(b, 2*items+1, b.N, items, 4)
+			for _, w := range counters {
+				w.take()
+			}
+			b.ResetTimer()
+			for i := range logs {
+				for _, f := range nodes {
+					resps := f.ApplyBatch(logs[i : i+1])
+					if _, ok := resps[0].(*fsm.SubmitJobsResult); !ok {
+						b.Fatalf("apply: %v", resps[0])
+					}
+				}
+			}
+			b.StopTimer()
+			leader, f1, f2 := counters[0].take(), counters[1].take(), counters[2].take()
+			n := float64(b.N)
+			b.ReportMetric(float64(leader.RoundTrips)/n, "leader_rt/entry")
+			b.ReportMetric(float64(leader.Statements)/n, "leader_stmts/entry")
+			b.ReportMetric(float64(f1.RoundTrips+f2.RoundTrips)/2/n, "follower_rt/entry")
+			b.ReportMetric(float64(f1.Statements+f2.Statements)/2/n, "follower_stmts/entry")
+			b.ReportMetric(float64(leader.Prepares+f1.Prepares+f2.Prepares)/n, "prepares/entry")
+			b.ReportMetric(n*float64(items)/b.Elapsed().Seconds(), "jobs/s")
+		})
+	}
 }

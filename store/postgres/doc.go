@@ -12,9 +12,12 @@
 //     last batch any node committed. Commit first advances it with
 //     UPDATE … WHERE applied_index < $batch; if no row changed, another
 //     node has already committed a batch at or past this one and Commit
-//     writes nothing. The row lock that UPDATE takes serializes the
-//     nodes' transactions, so at every commit the database holds exactly
-//     the state after the log prefix up to its applied index.
+//     writes nothing (every later statement of its transaction is
+//     conditional on a transaction-local setting that the UPDATE sets,
+//     so the whole transaction goes to the server in one round trip). The
+//     row lock that UPDATE takes serializes the nodes' transactions, so
+//     at every commit the database holds exactly the state after the log
+//     prefix up to its applied index.
 //   - Every row is written with INSERT … ON CONFLICT DO UPDATE … WHERE
 //     excluded.modify_index > t.modify_index, so an object never goes back
 //     to an older version, whatever order the batches arrive in.
@@ -23,6 +26,11 @@
 // above it writes the final version of everything changed in (a, b]; the
 // guards drop the versions the database already has. So every entry's
 // effect is written at least once and never undone.
+//
+// The leader's FSM is usually the first to apply an entry, so the other
+// nodes usually find their batches committed. A node whose last Commit
+// found that reads the applied index before it encodes its next batch,
+// so following costs a node one small read per batch, not a transaction.
 //
 // # Snapshots
 //

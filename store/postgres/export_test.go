@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,6 +33,27 @@ func (s *Store) CommitPerRow(ctx context.Context, b *fsm.Batch) error {
 			pb.Queue(insertJobRow, j.ID, j.TenantID, string(j.State), string(j.Spec.Queue), string(j.Spec.Priority),
 				j.Attempt, j.Retries, optText(j.WorkerID), j.SubmittedAt, optTime(j.FinishedAt),
 				int64(j.CreateIndex), int64(j.ModifyIndex), doc(j))
+		}
+		return tx.SendBatch(ctx, pb).Close()
+	})
+}
+
+// CommitTx is Commit as it was before it became one round trip: BEGIN,
+// the UPDATE of the applied index, then (if that advanced it) one
+// unguarded multi-row statement per table, then COMMIT, each waiting for
+// the server; for BenchmarkCommit to compare against.
+func (s *Store) CommitTx(ctx context.Context, b *fsm.Batch) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, advanceSQL, int64(b.Index))
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		pb := &pgx.Batch{}
+		for _, w := range writes(b) {
+			if w.n > 0 {
+				sql := strings.Replace(insertSQL[onConflictUpdate][w.kind], "WHERE "+advancedSQL+" ", "", 1)
+				pb.Queue(sql, w.args...)
+			}
 		}
 		return tx.SendBatch(ctx, pb).Close()
 	})

@@ -99,7 +99,9 @@ func (s *Store) Import(ctx context.Context, batches []*fsm.Batch, opts ImportOpt
 		}
 		inserted := 0
 		for _, b := range batches {
-			br := tx.SendBatch(ctx, upserts(b, onConflictSkip))
+			pb := &pgx.Batch{}
+			queueUpserts(pb, b, onConflictSkip)
+			br := tx.SendBatch(ctx, pb)
 			for _, w := range writes(b) {
 				if w.n == 0 {
 					continue

@@ -416,3 +416,63 @@ func TestRestartLoadsNewerState(t *testing.T) {
 	assertEqual(t, "node B at the end", memory(b2, s.ids), want)
 	assertEqual(t, "database at the end", contents(t, a.Store()), contents(t, s.ref.Store()))
 }
+
+// TestCommitFoundCommitted checks that a node's Commit of a batch another
+// node has committed writes nothing, whether the node has just committed
+// a batch of its own on the same connection (its next Commit sends its
+// writes at once) or has just found one committed (it reads the applied
+// index first), and that a batch reaching past the applied index is
+// written whole.
+func TestCommitFoundCommitted(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	// One connection each, so that B's transactions follow each other on
+	// the same session.
+	a := pgtest.OpenURL(t, url, postgres.Options{MaxConns: 1})
+	b := pgtest.OpenURL(t, url, postgres.Options{MaxConns: 1})
+	job := func(n int, index uint64, node string) *fsm.Job {
+		j := submitJob(n, "acme", t0).Job
+		j.State, j.QueuedAt, j.Log = fsm.JobQueued, t0, "written by "+node
+		j.Meta = fsm.Meta{CreateIndex: index, ModifyIndex: index}
+		return &j
+	}
+	writer := func(n int) string {
+		t.Helper()
+		j, err := a.GetJob(ctx, jobID(n))
+		if errors.Is(err, fsm.ErrNotFound) {
+			return "nobody"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.Log
+	}
+	commit(t, a, &fsm.Batch{Index: 1, Tenants: []*fsm.Tenant{tenant("acme", 1)}})
+	commit(t, b, &fsm.Batch{Index: 2, Jobs: []*fsm.Job{job(2, 2, "B")}})
+	commit(t, a, &fsm.Batch{Index: 3, Jobs: []*fsm.Job{job(3, 3, "A")}})
+	// B committed its last batch: it sends this one at once, and the
+	// database refuses it.
+	commit(t, b, &fsm.Batch{Index: 3, Jobs: []*fsm.Job{job(3, 3, "B"), job(103, 3, "B")}})
+	commit(t, a, &fsm.Batch{Index: 4, Jobs: []*fsm.Job{job(4, 4, "A")}})
+	// B found its last batch committed: it reads the applied index first.
+	commit(t, b, &fsm.Batch{Index: 4, Jobs: []*fsm.Job{job(4, 4, "B"), job(104, 4, "B")}})
+	// B runs ahead: (4, 6] is past the applied index, so all of it is
+	// written, and A then finds its (4, 5] committed.
+	commit(t, b, &fsm.Batch{Index: 6, Jobs: []*fsm.Job{job(5, 5, "B"), job(6, 6, "B")}})
+	commit(t, a, &fsm.Batch{Index: 5, Jobs: []*fsm.Job{job(5, 5, "A"), job(105, 5, "A")}})
+	for n, want := range map[int]string{
+		2: "written by B", 3: "written by A", 103: "nobody", 4: "written by A", 104: "nobody",
+		5: "written by B", 6: "written by B", 105: "nobody",
+	} {
+		if got := writer(n); got != want {
+			t.Errorf("job %d: %s, want %s", n, got, want)
+		}
+	}
+	var applied int64
+	if err := pgtest.Connect(t, url).QueryRow(ctx, `SELECT applied_index FROM ffrtmp_state`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 6 {
+		t.Errorf("applied index %d, want 6", applied)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
@@ -55,6 +56,9 @@ type Store struct {
 	// applied is the highest index this store has committed, found
 	// committed, or loaded: what Snapshot records.
 	applied atomic.Uint64
+	// lagging is set when the last Commit found its batch committed by
+	// another node; the next one then checks before it sends its writes.
+	lagging atomic.Bool
 }
 
 var _ fsm.Store = (*Store)(nil)
@@ -154,7 +158,7 @@ func (s *Store) Load(ctx context.Context) (*fsm.State, error) {
 	st := &fsm.State{}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(`SELECT applied_index FROM ffrtmp_state`).QueryRow(func(r pgx.Row) error {
+		b.Queue(appliedIndexSQL).QueryRow(func(r pgx.Row) error {
 			var i int64
 			err := r.Scan(&i)
 			st.Index = uint64(i)
@@ -216,34 +220,71 @@ func decode[T any](doc []byte) (*T, error) {
 	return x, nil
 }
 
-// Commit implements fsm.Store: one transaction that advances the shared
-// applied index, upserts every object of the batch, each guarded by its
-// modify index, and deletes its deleted objects, each only if the row is
-// older than the deletion, leaving a tombstone. A batch at or below the applied index (this node's replay
-// after a restart, or a batch another node committed first) changes
-// nothing. Commit is idempotent, so retrying after an error whose outcome
-// is unknown (a connection lost during COMMIT) is safe.
+// The statements of a Commit that guard the shared applied index.
+const (
+	// appliedIndexSQL reads the applied index.
+	appliedIndexSQL = `SELECT applied_index FROM ffrtmp_state`
+	// advanceSQL advances the applied index to batch $1's if the batch is
+	// past it, and then marks the transaction with the setting
+	// ffrtmp.advanced until it ends.
+	advanceSQL = `UPDATE ffrtmp_state SET applied_index = $1 WHERE applied_index < $1
+RETURNING set_config('ffrtmp.advanced', 'on', true)`
+	// advancedSQL is true in a transaction in which advanceSQL advanced
+	// the applied index: every write of a Commit is conditional on it.
+	advancedSQL = `current_setting('ffrtmp.advanced', true) = 'on'`
+)
+
+// Commit implements fsm.Store: one transaction, sent in one round trip
+// (a pgx batch runs as one implicit transaction), that advances the
+// shared applied index, upserts every object of the batch, each guarded
+// by its modify index, and deletes its deleted objects, each only if the
+// row is older than the deletion, leaving a tombstone.
+//
+// Every write is conditional on the first statement having advanced the
+// applied index, so a batch at or below it (this node's replay after a
+// restart, or a batch another node committed first) changes nothing.
+// A node whose last Commit found its batch committed (a follower, as a
+// rule) reads the applied index first, and encodes and sends its batch
+// only if the database needs it: following the leader costs one read
+// per batch.
+//
+// Commit is idempotent, so retrying after an error whose outcome is
+// unknown (a connection lost during COMMIT) is safe.
 func (s *Store) Commit(ctx context.Context, b *fsm.Batch) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE ffrtmp_state SET applied_index = $1 WHERE applied_index < $1`, int64(b.Index))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return nil // committed already; BeginFunc commits an empty transaction
-		}
-		pb := upserts(b, onConflictUpdate)
-		if err := queueDeletes(pb, b); err != nil {
-			return err
-		}
-		return tx.SendBatch(ctx, pb).Close()
-	})
-	if err != nil {
+	if err := s.commit(ctx, b); err != nil {
 		return fmt.Errorf("commit batch %d: %w", b.Index, interpretError(err))
 	}
 	s.noteApplied(b.Index)
+	return nil
+}
+
+func (s *Store) commit(ctx context.Context, b *fsm.Batch) error {
+	index := int64(b.Index)
+	if s.lagging.Load() {
+		var applied int64
+		if err := s.pool.QueryRow(ctx, appliedIndexSQL).Scan(&applied); err != nil {
+			return err
+		}
+		if applied >= index {
+			return nil
+		}
+	}
+	pb := &pgx.Batch{}
+	advanced := false
+	pb.Queue(advanceSQL, index).Exec(func(tag pgconn.CommandTag) error {
+		advanced = tag.RowsAffected() > 0
+		return nil
+	})
+	queueUpserts(pb, b, onConflictUpdate)
+	if err := queueDeletes(pb, b); err != nil {
+		return err
+	}
+	if err := s.pool.SendBatch(ctx, pb).Close(); err != nil {
+		return err
+	}
+	s.lagging.Store(!advanced)
 	return nil
 }
 

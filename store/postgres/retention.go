@@ -13,14 +13,16 @@ import (
 
 // deleteSQL removes the rows a batch deleted, each only if its version
 // is older than the deletion: a row written by a later entry stays.
+// It deletes only in a transaction that advanced the applied index (see
+// Commit).
 const deleteSQL = `DELETE FROM %s AS t USING unnest($1::text[], $2::bigint[]) AS d(id, idx)
-WHERE t.id = d.id AND t.modify_index < d.idx`
+WHERE ` + advancedSQL + ` AND t.id = d.id AND t.modify_index < d.idx`
 
 // tombstoneSQL records the tombstones of a kind's deletions, after
 // deleteSQL: a row still there is newer than its deletion and gets none.
 const tombstoneSQL = `INSERT INTO tombstones (kind, id, create_index, delete_index)
 SELECT $1, d.* FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS d(id, create_index, delete_index)
-WHERE NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.id = d.id)
+WHERE ` + advancedSQL + ` AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.id = d.id)
 ON CONFLICT (kind, id) DO UPDATE SET delete_index = greatest(tombstones.delete_index, excluded.delete_index)`
 
 // queueDeletes queues a batch's deletions in reverse fsm.Kinds order

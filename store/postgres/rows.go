@@ -87,7 +87,9 @@ const (
 	onConflictSkip
 )
 
-// insert returns the multi-row INSERT of kind k's table.
+// insert returns the multi-row INSERT of kind k's table. A Commit's
+// version (onConflictUpdate) writes only in a transaction that advanced
+// the applied index (see Commit).
 func insert(k *fsm.Kind, c conflict) string {
 	var names, params, sets []string
 	for i, col := range columns(k) {
@@ -97,12 +99,13 @@ func insert(k *fsm.Kind, c conflict) string {
 			sets = append(sets, col.name+" = excluded."+col.name)
 		}
 	}
-	sql := fmt.Sprintf("INSERT INTO %s AS t (%s) SELECT * FROM unnest(%s) ON CONFLICT (id) ",
+	sql := fmt.Sprintf("INSERT INTO %s AS t (%s) SELECT * FROM unnest(%s) ",
 		k.Table, strings.Join(names, ", "), strings.Join(params, ", "))
 	if c == onConflictSkip {
-		return sql + "DO NOTHING"
+		return sql + "ON CONFLICT (id) DO NOTHING"
 	}
-	return sql + "DO UPDATE SET " + strings.Join(sets, ", ") + " WHERE excluded.modify_index > t.modify_index"
+	return sql + "WHERE " + advancedSQL + " ON CONFLICT (id) DO UPDATE SET " +
+		strings.Join(sets, ", ") + " WHERE excluded.modify_index > t.modify_index"
 }
 
 var (
@@ -118,16 +121,14 @@ func init() {
 	}
 }
 
-// upserts queues one statement per kind that b has objects of, in
+// queueUpserts queues one statement per kind that b has objects of, in
 // fsm.Kinds order: tenants first, the other tables refer to them.
-func upserts(b *fsm.Batch, c conflict) *pgx.Batch {
-	pb := &pgx.Batch{}
+func queueUpserts(pb *pgx.Batch, b *fsm.Batch, c conflict) {
 	for _, w := range writes(b) {
 		if w.n > 0 {
 			pb.Queue(insertSQL[c][w.kind], w.args...)
 		}
 	}
-	return pb
 }
 
 // tableWrite is the column arrays of one kind's rows.
