@@ -88,10 +88,10 @@ func benchRaftNodeCommand() *cli.Command {
 		Usage:  "one node of bench raft (started by it)",
 		Hidden: true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "id", Required: true},
-			&cli.StringFlag{Name: "dir", Required: true},
-			&cli.StringFlag{Name: "raft-addr", Required: true},
-			&cli.StringFlag{Name: "http-addr", Required: true},
+			&cli.StringFlag{Name: "id", Required: true, Usage: "this node's Raft server ID"},
+			&cli.StringFlag{Name: "dir", Required: true, Usage: "this node's data directory (raft.db, snapshots)"},
+			&cli.StringFlag{Name: "raft-addr", Required: true, Usage: "this node's Raft address, host:port"},
+			&cli.StringFlag{Name: "http-addr", Required: true, Usage: "address of this node's HTTP endpoint (POST /apply, GET /status), host:port"},
 			&cli.StringFlag{Name: "peers", Required: true, Usage: "every node as id=raft-addr, comma-separated"},
 		},
 		Action: func(c *cli.Context) error {
