@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cli"
@@ -30,23 +32,163 @@ import (
 
 // BenchmarkClusterSubmit measures submit throughput and latency of a
 // one-node and a three-node cluster in the same run, with the load
-// generator of `ffrtmp bench submit` (round robin over the nodes).
+// generator of `ffrtmp bench submit` (round robin over the nodes; on
+// three nodes also one client through the leader only and through a
+// follower only), against raw hashicorp/raft (`ffrtmp bench raft`) run
+// before and after them, and reports the issue's ratios (vs-raw-raft).
 func BenchmarkClusterSubmit(b *testing.B) {
+	raw := &rawRaftResults{}
+	benchRawRaft(b, "raw-raft-before", raw)
+	got := map[string]cli.BenchResult{}
 	for _, size := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
-			_, client := newBenchCluster(b, size)
+			c, client := newBenchCluster(b, size)
 			for _, conc := range []int{1, 16, 64} {
 				b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-					var out bytes.Buffer
-					cfg := cli.SubmitBench{Jobs: 2000, Concurrency: conc, Keep: true, Baseline: true}
-					if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
-						b.Fatal(err)
-					}
-					b.Log("\n" + out.String())
+					got[fmt.Sprintf("nodes=%d/concurrency=%d", size, conc)] = benchSubmitOnce(b, client, conc)
 				})
+			}
+			if size == 3 {
+				benchSubmitViaLeaderAndFollower(b, c, got)
 			}
 		})
 	}
+	benchRawRaft(b, "raw-raft-after", raw)
+	b.Run("vs-raw-raft", func(b *testing.B) { reportAgainstRawRaft(b, raw, got) })
+}
+
+// benchSubmitOnce runs bench submit's closed loop of 2000 submits from
+// conc clients (GET /health first, as its baseline), logs its table,
+// reports the submits' rate and p50, and returns their result.
+func benchSubmitOnce(b *testing.B, client *cli.Client, conc int) cli.BenchResult {
+	b.Helper()
+	var out bytes.Buffer
+	cfg := cli.SubmitBench{Jobs: 2000, Concurrency: conc, Keep: true, Baseline: true}
+	if err := cli.BenchSubmit(context.Background(), []*cli.Client{client}, cfg, cli.Output{W: &out, JSON: true}, io.Discard); err != nil {
+		b.Fatal(err)
+	}
+	var report cli.BenchReport
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil || len(report.Results) == 0 {
+		b.Fatalf("bench submit report: %v\n%s", err, out.String())
+	}
+	var table bytes.Buffer
+	cli.PrintBenchResults(&table, report.Results)
+	b.Logf("to %s:\n%s", strings.Join(report.Targets, ","), table.String())
+	res := report.Results[len(report.Results)-1]
+	b.ReportMetric(res.Throughput, "submits/s")
+	b.ReportMetric(res.P50, "p50-ms")
+	return res
+}
+
+// benchSubmitViaLeaderAndFollower measures one client submitting to the
+// leader only and to one follower only (the leader found with `ffrtmp
+// cluster status`), as got["via=leader"] and got["via=follower"].
+func benchSubmitViaLeaderAndFollower(b *testing.B, c *testCluster, got map[string]cli.BenchResult) {
+	l := c.leader()
+	for _, via := range []struct {
+		name string
+		node *serverProc
+	}{{"leader", l}, {"follower", c.followers(l)[0]}} {
+		b.Run("via="+via.name, func(b *testing.B) {
+			client, err := cli.NewClient(c.addrs(via.node), c.key())
+			if err != nil {
+				b.Fatal(err)
+			}
+			got["via="+via.name] = benchSubmitOnce(b, client, 1)
+		})
+	}
+}
+
+// rawRaftResults are the bench raft measurements of one benchmark run,
+// by entry size and concurrency, each run of them in order.
+type rawRaftResults struct {
+	runs []map[[2]int]cli.BenchResult
+}
+
+// best returns the best of the runs for an entry size and concurrency:
+// the highest rate and the lowest p50 (each may come from another run),
+// the baseline least favourable to ffrtmp; ok is false if none ran.
+func (r *rawRaftResults) best(size, conc int) (rate, p50 float64, ok bool) {
+	for _, run := range r.runs {
+		res, found := run[[2]int{size, conc}]
+		if !found {
+			continue
+		}
+		if !ok || res.Throughput > rate {
+			rate = res.Throughput
+		}
+		if !ok || res.P50 < p50 {
+			p50 = res.P50
+		}
+		ok = true
+	}
+	return rate, p50, ok
+}
+
+// benchRawRaft runs `ffrtmp bench raft` (three raw hashicorp/raft nodes,
+// each a process of the ffrtmp binary, one entry per request to the
+// leader) at the concurrencies of BenchmarkClusterSubmit, 64 B and 1 KiB
+// entries, 5 s each, and adds its results to raw.
+func benchRawRaft(b *testing.B, name string, raw *rawRaftResults) {
+	b.Run(name, func(b *testing.B) {
+		raceBinary = false // measure the binary users run
+		cfg := cli.RaftBench{Nodes: 3, Sizes: []int{64, 1024}, Concurrencies: []int{1, 16, 64}, Duration: 5 * time.Second, Exe: binary(b)}
+		report, err := cli.BenchRaft(context.Background(), cfg, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var table bytes.Buffer
+		cli.PrintRaftBench(&table, report)
+		b.Log("\n" + strings.TrimSuffix(table.String(), "\n"))
+		run := map[[2]int]cli.BenchResult{}
+		for _, r := range report.Results {
+			run[[2]int{r.Size, r.Concurrency}] = r.BenchResult
+		}
+		raw.runs = append(raw.runs, run)
+		b.ReportMetric(run[[2]int{1024, 64}].Throughput, "1KiB-64c-ops/s")
+		b.ReportMetric(run[[2]int{1024, 1}].P50, "1KiB-1c-p50-ms")
+	})
+}
+
+// reportAgainstRawRaft reports the issue's targets as ratios against raw
+// Raft (the best of its runs): three nodes round robin at 64 clients
+// against the raw 1 KiB rate at 64 clients (target >= 1), and one
+// client's p50 through a follower and through the leader against the raw
+// 1 KiB serial p50 (targets <= 2 and <= 1.5).
+func reportAgainstRawRaft(b *testing.B, raw *rawRaftResults, got map[string]cli.BenchResult) {
+	rate64, _, ok64 := raw.best(1024, 64)
+	_, p50, ok1 := raw.best(1024, 1)
+	rows := []struct {
+		metric, what, target string
+		ffrtmp               cli.BenchResult
+		found, useRate       bool
+		raw                  float64
+	}{
+		{metric: "rr64/raw", what: "3 nodes round robin, 64 clients: submits/s over raw 1 KiB entries/s", target: ">= 1.0", useRate: true, raw: rate64},
+		{metric: "follower-p50/raw", what: "1 client through a follower: p50 over raw 1 KiB serial p50", target: "<= 2.0", raw: p50},
+		{metric: "leader-p50/raw", what: "1 client through the leader: p50 over raw 1 KiB serial p50", target: "<= 1.5", raw: p50},
+	}
+	rows[0].ffrtmp, rows[0].found = got["nodes=3/concurrency=64"]
+	rows[1].ffrtmp, rows[1].found = got["via=follower"]
+	rows[2].ffrtmp, rows[2].found = got["via=leader"]
+	var tb strings.Builder
+	tw := tabwriter.NewWriter(&tb, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ratio\tffrtmp\traw raft\tratio\ttarget\n")
+	for _, r := range rows {
+		if !r.found || (r.useRate && !ok64) || (!r.useRate && !ok1) {
+			fmt.Fprintf(tw, "%s\tnot measured\t\t\t%s\n", r.what, r.target)
+			continue
+		}
+		v, unit := r.ffrtmp.P50, "ms"
+		if r.useRate {
+			v, unit = r.ffrtmp.Throughput, "/s"
+		}
+		ratio := v / r.raw
+		b.ReportMetric(ratio, r.metric)
+		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f\t%s\n", r.what, v, unit, r.raw, unit, ratio, r.target)
+	}
+	tw.Flush()
+	b.Log("against raw hashicorp/raft (best of its runs):\n" + strings.TrimSuffix(tb.String(), "\n"))
 }
 
 // BenchmarkClusterSubmitPostgres is BenchmarkClusterSubmit's three-node
@@ -101,12 +243,7 @@ func BenchmarkClusterGet(b *testing.B) {
 	c.startAll()
 	c.mustCLI("cluster", "init", "--addr", "http://"+c.nodes[0].httpAddr, "--cluster-key-file", c.keyFile)
 	l := c.leader()
-	var followers []*serverProc
-	for _, s := range c.nodes {
-		if s != l {
-			followers = append(followers, s)
-		}
-	}
+	followers := c.followers(l)
 	client, err := cli.NewClient(c.addrs(followers...), c.key())
 	if err != nil {
 		b.Fatal(err)

@@ -251,6 +251,17 @@ func (c *testCluster) leader() *serverProc {
 	}
 }
 
+// followers returns the running nodes other than l.
+func (c *testCluster) followers(l *serverProc) []*serverProc {
+	var out []*serverProc
+	for _, s := range c.nodes {
+		if s != l && s.running() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (c *testCluster) key() string {
 	cfg, err := os.ReadFile(filepath.Join(c.dir, "config", "ffrtmp", "config.json"))
 	if err != nil {

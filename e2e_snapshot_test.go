@@ -38,13 +38,7 @@ func TestClusterSnapshotRestoreRefusesBadFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := c.leader()
-	var follower *serverProc
-	for _, s := range c.nodes {
-		if s != l {
-			follower = s
-			break
-		}
-	}
+	follower := c.followers(l)[0]
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.snap")
 	c.mustCLI("--addr", "http://"+follower.httpAddr, "cluster", "snapshot", "save", good)

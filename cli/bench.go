@@ -94,6 +94,8 @@ func benchCommand() *cli.Command {
 			},
 			benchWorkersCommand(),
 			benchGetCommand(),
+			benchRaftCommand(),
+			benchRaftNodeCommand(),
 		},
 	}
 }

@@ -204,6 +204,13 @@ loop:
 // request when the previous one returned; latency counts from each
 // request's start. It returns the elapsed time.
 func closedLoop(ctx context.Context, rec *recorder, n, conc int, op func(ctx context.Context, i int) error) time.Duration {
+	return closedLoopFor(ctx, rec, n, conc, 0, op)
+}
+
+// closedLoopFor is closedLoop that, for a positive d, also stops issuing
+// requests d after the start; the requests then in flight complete and
+// count.
+func closedLoopFor(ctx context.Context, rec *recorder, n, conc int, d time.Duration, op func(ctx context.Context, i int) error) time.Duration {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := rec.now()
@@ -213,7 +220,7 @@ func closedLoop(ctx context.Context, rec *recorder, n, conc int, op func(ctx con
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil || (d > 0 && rec.now().Sub(start) >= d) {
 					return
 				}
 				rec.issued.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -187,7 +188,13 @@ func TestOpenLoopMaxInFlight(t *testing.T) {
 	var mu sync.Mutex
 	cur, peak := 0, 0
 	release := make(chan struct{})
+	entered := make(chan struct{}, 20)
 	go func() {
+		// Nothing returns before the bound is reached, so that the peak
+		// does not depend on scheduling.
+		for range 3 {
+			<-entered
+		}
 		for range 20 {
 			release <- struct{}{}
 		}
@@ -197,6 +204,7 @@ func TestOpenLoopMaxInFlight(t *testing.T) {
 		cur++
 		peak = max(peak, cur)
 		mu.Unlock()
+		entered <- struct{}{}
 		<-release
 		mu.Lock()
 		cur--
@@ -222,5 +230,33 @@ func TestParseRate(t *testing.T) {
 		if _, err := parseRate(in); err == nil {
 			t.Errorf("parseRate(%q) accepted", in)
 		}
+	}
+}
+
+// TestClosedLoopForStopsIssuing: with a duration, the closed loop stops
+// issuing requests once it has passed (on the recorder's clock), and
+// the request in flight then completes and counts.
+func TestClosedLoopForStopsIssuing(t *testing.T) {
+	t.Parallel()
+	rec := newRecorder()
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	rec.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	calls := 0
+	// Each request advances the clock by a second: the fifth ends at 5 s,
+	// when the loop's 5 s are over.
+	closedLoopFor(context.Background(), rec, math.MaxInt, 1, 5*time.Second, func(context.Context, int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		now = now.Add(time.Second)
+		return nil
+	})
+	if res := rec.result("x", time.Second); calls != 5 || res.OK != 5 {
+		t.Errorf("%d requests issued, %d recorded ok; want 5 and 5", calls, res.OK)
 	}
 }
