@@ -204,15 +204,15 @@ func (f *FSM) at(proposed time.Time) time.Time {
 // deterministic.
 func (f *FSM) storedSubmits(entries []*logEntry, start uint64) map[string]uint64 {
 	var ids []string
+	add := func(id string) {
+		if _, ok := f.jobs[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
 	f.mu.RLock()
 	for _, e := range entries {
 		if e == nil {
 			continue
-		}
-		add := func(id string) {
-			if _, ok := f.jobs[id]; !ok {
-				ids = append(ids, id)
-			}
 		}
 		switch c := e.cmd.(type) {
 		case *SubmitJob:
