@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -41,8 +42,6 @@ type batchResult struct {
 	v     any
 	index uint64
 	err   error
-	// forwarded is set when the leader answered for a follower.
-	forwarded bool
 }
 
 // batchItem is one submit waiting in a batcher.
@@ -218,10 +217,16 @@ func (n *Node) flushSubmits(batch []*batchItem) {
 	n.forwardBatch(addr, fwd)
 }
 
-// proposeBatch proposes a batch as one entry on this node.
+// proposeBatch proposes a batch as one entry on this node. It does not
+// decode and validate the whole entry again, as propose does for other
+// commands: each item was validated in the form the entry holds
+// (validateItem for a forwarded one; SubmitAll validates an item before
+// encoding it, and a valid item, every string of it valid UTF-8, encodes
+// to JSON that decodes to the same item), and the batcher keeps a batch
+// within 1 to fsm.MaxSubmitBatch items.
 func (n *Node) proposeBatch(batch []*batchItem) {
 	n.metrics.batchItems.Observe(float64(len(batch)))
-	v, index, err := n.applyLocal(encodeBatch(batch), applyTimeout)
+	v, index, err := awaitApply(n.raft.Apply(encodeBatch(batch), applyTimeout))
 	res, ok := v.(*fsm.SubmitJobsResult)
 	if err == nil && (!ok || len(res.Results) != len(batch)) {
 		err = fmt.Errorf("apply: batch of %d submits answered with %T", len(batch), v)
@@ -280,7 +285,7 @@ func (n *Node) forwardBatch(leader string, batch []*batchItem) {
 			continue
 		}
 		r := &resp.Results[i]
-		it.res = batchResult{index: r.Index, forwarded: true}
+		it.res = batchResult{index: r.Index}
 		switch r.Failure {
 		case "":
 			it.res.v, it.res.err = decodeResponse(&r.applyResponse)
@@ -354,6 +359,9 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 
 // validateItem checks one item's JSON as the log will hold it.
 func validateItem(raw []byte) *fsm.Error {
+	if !utf8.Valid(raw) {
+		return fsm.Errorf(fsm.CodeInvalidArgument, "submit is not valid UTF-8")
+	}
 	var it fsm.SubmitItem
 	if err := json.Unmarshal(raw, &it); err != nil {
 		return fsm.Errorf(fsm.CodeInvalidArgument, "submit does not decode")
@@ -373,9 +381,15 @@ func validateItem(raw []byte) *fsm.Error {
 // *fsm.Job, or its error (a *fsm.Error refusal of that job alone, or a
 // failure to commit). It retries what was surely not appended
 // (ErrNotLeader, ErrNoLeader) while the cluster elects a leader, held as
-// Apply holds a write (leaderHold). On a follower it waits, bounded, until this
-// node has applied the submits the leader acknowledged, so that the
-// client reads its own writes here.
+// Apply holds a write (leaderHold). A forwarded submit answers with the
+// leader's result as soon as the leader has committed and applied it; it
+// does not wait for this node's own apply, which would add the time until
+// the leader's next AppendEntries tells this node of the commit (up to
+// twice CommitTimeout) and this node's own store commit. A client still
+// reads its own submit here: every read passes the read barrier (a read
+// index from the leader, see readindex.go) unless it asks for a stale
+// one, and a later write that looks up the job here catches up first
+// (see server's catchUp).
 func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []error) {
 	start := time.Now()
 	defer func() { n.metrics.apply.Observe(time.Since(start).Seconds()) }()
@@ -404,16 +418,12 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 	// resendable (see resendable), so an item whose outcome a leader
 	// change lost is sent again, and answers as Apply's writes do.
 	unknown := make([]error, len(cmds))
-	var waitFor uint64
 	for len(todo) > 0 {
 		var retryRaws [][]byte
 		var retry []int
 		for k, res := range n.submits.do(ctx, raws, false) {
 			i := todo[k]
 			resps[i], errs[i] = res.v, res.err
-			if res.forwarded && res.index > waitFor {
-				waitFor = res.index
-			}
 			switch {
 			case errors.Is(res.err, ErrUnknownOutcome):
 				if unknown[i] == nil {
@@ -446,14 +456,6 @@ func (n *Node) SubmitAll(ctx context.Context, cmds []*fsm.SubmitJob) ([]any, []e
 			return resps, errs
 		}
 		raws, todo = retryRaws, retry
-	}
-	if waitFor > 0 {
-		// Read your writes on this node (see forward).
-		wctx, cancel := context.WithTimeout(ctx, forwardApplyWait)
-		if err := n.cfg.FSM.WaitIndex(wctx, waitFor); err != nil && ctx.Err() == nil {
-			n.log.Debug("forwarded submits not yet applied here", "index", waitFor)
-		}
-		cancel()
 	}
 	return resps, errs
 }

@@ -133,8 +133,12 @@ func TestSubmitAllPerItemResults(t *testing.T) {
 	wantCode(t, "item 1 (no compiled spec)", errs[1], fsm.CodeInvalidArgument)
 	wantCode(t, "item 2 (unknown tenant)", errs[2], fsm.CodeNotFound)
 	wantCode(t, "item 3 (the same ID again)", errs[3], fsm.CodeAlreadyExists)
-	// Read your writes on the follower that answered.
+	// The follower answered without waiting for its own apply; a read
+	// there passes its read barrier first, and then holds the job.
+	if err := follower.Node.ReadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := follower.FSM.ActiveJob(good.Job.ID); !ok {
-		t.Errorf("the follower does not hold the job it acknowledged")
+		t.Errorf("the follower does not hold the job it acknowledged after a read barrier")
 	}
 }

@@ -53,6 +53,12 @@ const (
 	barrierTimeout    = 30 * time.Second
 )
 
+// logCacheSize is how many of the newest log entries Raft keeps in memory
+// (raft.NewLogCache). With group commit a few entries are in flight at a
+// time; the bound keeps the cache small even when every entry is a full
+// batch (maxBatchBytes).
+const logCacheSize = 32
+
 // Config configures a Node.
 type Config struct {
 	// NodeID is this node's stable Raft ID.
@@ -236,7 +242,16 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 
-	r, err := raft.NewRaft(rc, raftFSM, ls, ls, snaps, n.trans)
+	// Raft reads back the entries it just appended: the leader to send
+	// them to each follower (and the one before them, for its term), a
+	// follower to hand committed entries to the FSM. The cache answers
+	// those from memory instead of a bolt read and a msgpack decode each.
+	logs, err := raft.NewLogCache(logCacheSize, ls)
+	if err != nil {
+		n.closeTransport()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, raftFSM, logs, ls, snaps, n.trans)
 	if err != nil {
 		n.closeTransport()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -508,7 +523,8 @@ func timeoutOf(ctx context.Context) time.Duration {
 
 // propose validates an encoded command with fsm.DecodeCommand and, if it
 // passes, appends it to the Raft log. Every proposal of this node goes
-// through it: what enters the log decodes, Apply takes it without
+// through it, but a batch of submits, whose items are validated one by
+// one (proposeBatch): what enters the log decodes, Apply takes it without
 // panicking and every store can write it. A refusal is the validation's
 // *fsm.Error, unwrapped (a domain error), and nothing is proposed.
 func (n *Node) propose(data []byte, timeout time.Duration) (raft.ApplyFuture, error) {
@@ -527,6 +543,12 @@ func (n *Node) applyLocal(data []byte, timeout time.Duration) (any, uint64, erro
 	if err != nil {
 		return nil, 0, err
 	}
+	return awaitApply(f)
+}
+
+// awaitApply waits for a proposal and classifies its outcome as
+// applyLocal does.
+func awaitApply(f raft.ApplyFuture) (any, uint64, error) {
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):

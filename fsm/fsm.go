@@ -156,15 +156,16 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	resps := make([]any, len(logs))
 	b := newBatchBuilder()
 	start := f.Index() // only this goroutine changes f.index
-	b.stored = f.storedSubmits(logs, start)
-	b.purgeable = f.storedPurges(logs, start)
+	entries := decodeEntries(logs, start)
+	b.stored = f.storedSubmits(entries, start)
+	b.purgeable = f.storedPurges(entries, start)
 	f.mu.Lock()
 	for i, l := range logs {
-		if l.Index <= start || l.Type != raft.LogCommand {
+		if entries[i] == nil {
 			continue
 		}
 		f.entryAt = l.AppendedAt
-		resps[i] = f.applyEntry(l.Index, l.Data, b)
+		resps[i] = f.applyEntry(l.Index, entries[i], b)
 	}
 	f.entryAt = time.Time{}
 	f.pending = b.objs[JobKind]
@@ -200,20 +201,30 @@ func (f *FSM) at(proposed time.Time) time.Time {
 }
 
 // storedSubmits returns the create index of every job the store holds
-// whose ID a SubmitJob or a SubmitJobs item in logs (after index start) proposes and memory
-// does not hold: the finished jobs such a submit collides with. It reads
-// the store once, without f.mu, retrying with backoff while the store is
-// unreachable (Apply cannot give up on a committed entry). The store holds
-// the state as of start, so the answer is deterministic.
-func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
+// whose ID a SubmitJob or a SubmitJobs item among entries proposes and
+// memory does not hold: the finished jobs such a submit collides with. It
+// reads the store once, without f.mu, retrying with backoff while the
+// store is unreachable (Apply cannot give up on a committed entry). The
+// store holds the state as of the batch's start, so the answer is
+// deterministic.
+func (f *FSM) storedSubmits(entries []*logEntry, start uint64) map[string]uint64 {
 	var ids []string
+	add := func(id string) {
+		if _, ok := f.jobs[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
 	f.mu.RLock()
-	for _, t := range []MessageType{SubmitJobType, SubmitJobsType} {
-		for _, body := range bodiesOf(logs, start, t) {
-			for _, id := range submittedIDs(t, body) {
-				if _, ok := f.jobs[id]; !ok {
-					ids = append(ids, id)
-				}
+	for _, e := range entries {
+		if e == nil {
+			continue
+		}
+		switch c := e.cmd.(type) {
+		case *SubmitJob:
+			add(c.Job.ID)
+		case *SubmitJobs:
+			for i := range c.Items {
+				add(c.Items[i].Job.ID)
 			}
 		}
 	}
@@ -229,52 +240,59 @@ func (f *FSM) storedSubmits(logs []*raft.Log, start uint64) map[string]uint64 {
 	return m
 }
 
-// bodiesOf returns the bodies of the commands of type t among the
-// entries of logs after index start, whether in an envelope or not. An
-// entry that does not unwrap is left out: Apply refuses it or stops.
-func bodiesOf(logs []*raft.Log, start uint64, t MessageType) [][]byte {
-	var out [][]byte
-	for _, l := range logs {
-		if l.Index <= start || l.Type != raft.LogCommand || len(l.Data) == 0 {
+// logEntry is a command entry of a batch, decoded once for everything
+// ApplyBatch does with it (the store reads before the lock and the apply
+// under it): its type, its command (nil for a type this version does not
+// know), the actor of its envelope, and why it would not decode (Apply
+// stops on such an entry, in its place in the batch).
+type logEntry struct {
+	typ   MessageType
+	cmd   Command
+	actor *Actor
+	bad   string
+}
+
+// decodeEntries decodes the command entries of logs after index start,
+// each once; the others (applied before a restart, or not commands) are
+// nil.
+func decodeEntries(logs []*raft.Log, start uint64) []*logEntry {
+	out := make([]*logEntry, len(logs))
+	for i, l := range logs {
+		if l.Index <= start || l.Type != raft.LogCommand {
 			continue
 		}
-		if typ, body, _, err := unwrap(l.Data); err == nil && typ == t {
-			out = append(out, body)
-		}
+		out[i] = decodeEntry(l.Index, l.Data)
 	}
 	return out
 }
 
-// submittedIDs returns the job IDs a SubmitJob or SubmitJobs body
-// proposes, none for another type or a body that does not decode (Apply
-// refuses or stops on it).
-func submittedIDs(t MessageType, body []byte) []string {
-	type jobID struct {
-		ID string `json:"id"`
+// decodeEntry decodes one command entry; a failure is recorded in bad,
+// with the same words Apply has always stopped with.
+func decodeEntry(index uint64, data []byte) *logEntry {
+	e := &logEntry{}
+	if len(data) == 0 {
+		e.bad = fmt.Sprintf("fsm: empty log entry at index %d", index)
+		return e
 	}
-	switch t {
-	case SubmitJobType:
-		var c struct {
-			Job jobID `json:"job"`
-		}
-		if json.Unmarshal(body, &c) == nil {
-			return []string{c.Job.ID}
-		}
-	case SubmitJobsType:
-		var c struct {
-			Items []struct {
-				Job jobID `json:"job"`
-			} `json:"items"`
-		}
-		if json.Unmarshal(body, &c) == nil {
-			ids := make([]string, len(c.Items))
-			for i, it := range c.Items {
-				ids[i] = it.Job.ID
-			}
-			return ids
-		}
+	t, body, actor, err := unwrap(data)
+	if err != nil {
+		e.bad = fmt.Sprintf("fsm: decode envelope at index %d: %v", index, err)
+		return e
 	}
-	return nil
+	e.typ, e.actor = t, actor
+	ct, ok := commandTypes[t]
+	if !ok {
+		return e
+	}
+	c := ct.new()
+	if err := json.Unmarshal(body, c); err != nil {
+		// A body that does not decode is a bug in the proposer or a
+		// corrupt log: Apply stops rather than diverge.
+		e.bad = fmt.Sprintf("fsm: decode command type %d: %v", t, err)
+		return e
+	}
+	e.cmd = c
+	return e
 }
 
 // commit writes a batch, retrying with backoff until the store takes it:
@@ -299,34 +317,26 @@ func (f *FSM) retry(op string, index uint64, fn func() error) {
 	}
 }
 
-func (f *FSM) applyEntry(index uint64, data []byte, b *batchBuilder) any {
-	if len(data) == 0 {
-		panic(fmt.Sprintf("fsm: empty log entry at index %d", index))
+// applyEntry applies one decoded entry, with f.mu held, and writes its
+// audit record if it has an actor.
+func (f *FSM) applyEntry(index uint64, e *logEntry, b *batchBuilder) any {
+	if e.bad != "" {
+		panic(e.bad)
 	}
-	t, body, actor, err := unwrap(data)
-	if err != nil {
-		panic(fmt.Sprintf("fsm: decode envelope at index %d: %v", index, err))
-	}
-	if ct, ok := commandTypes[t]; ok {
-		c := ct.new()
-		if err := json.Unmarshal(body, c); err != nil {
-			// A body that does not decode is a bug in the proposer or a
-			// corrupt log: stop rather than diverge.
-			panic(fmt.Sprintf("fsm: decode command type %d: %v", t, err))
-		}
-		resp := ct.apply(f, index, c, b)
-		if actor != nil {
-			f.audit(index, actor, c, resp, b)
+	if e.cmd != nil {
+		resp := commandTypes[e.typ].apply(f, index, e.cmd, b)
+		if e.actor != nil {
+			f.audit(index, e.actor, e.cmd, resp, b)
 		}
 		return resp
 	}
-	if t&IgnoreUnknownTypeFlag != 0 {
+	if e.typ&IgnoreUnknownTypeFlag != 0 {
 		// Skipped whole, with its audit record: every node that skips it
 		// skips both, so their chains stay alike.
-		f.log.Warn("skipping unknown command type", "type", t, "index", index)
+		f.log.Warn("skipping unknown command type", "type", e.typ, "index", index)
 		return nil
 	}
-	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, index))
+	panic(fmt.Sprintf("fsm: unknown command type %d at index %d", e.typ, index))
 }
 
 // StoreDown reports whether Apply is waiting for the store, retrying a

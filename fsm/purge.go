@@ -2,11 +2,8 @@ package fsm
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // PurgeJobsType purges finished jobs past their tenant's retention (see
@@ -96,7 +93,7 @@ func (f *FSM) applyPurgeJobs(index uint64, c *PurgeJobs, b *batchBuilder) any {
 }
 
 // storedPurges returns the stored versions of the jobs that the PurgeJobs
-// in logs (after index start) name and memory does not hold (the active
+// among entries name and memory does not hold (the active
 // ones are never purged): what applyPurgeJobs checks. It reads the store
 // once, without f.mu, retrying with backoff while the store is
 // unreachable, as storedSubmits does. A bolt store holds exactly the state
@@ -104,13 +101,16 @@ func (f *FSM) applyPurgeJobs(index uint64, c *PurgeJobs, b *batchBuilder) any {
 // (another node committed past start): a job purged there is absent, so
 // this node records no deletion for it and needs none, since the row is
 // gone and its tombstone written, and memory holds no finished job.
-func (f *FSM) storedPurges(logs []*raft.Log, start uint64) map[string]*Job {
+func (f *FSM) storedPurges(entries []*logEntry, start uint64) map[string]*Job {
 	var ids []string
 	f.mu.RLock()
-	for _, body := range bodiesOf(logs, start, PurgeJobsType) {
-		var c PurgeJobs
-		if json.Unmarshal(body, &c) != nil {
-			continue // Apply stops on it
+	for _, e := range entries {
+		if e == nil {
+			continue
+		}
+		c, ok := e.cmd.(*PurgeJobs)
+		if !ok {
+			continue // another command, or one Apply stops on
 		}
 		for _, id := range c.IDs {
 			if _, ok := f.jobs[id]; !ok {
