@@ -307,7 +307,7 @@ func BenchmarkClusterFairness(b *testing.B) {
 	}
 	var fin []string
 	for i := range tenants {
-		fin = append(fin, fmt.Sprintf("%s %.1fs", ids[i], finish[i].Sub(first).Seconds()))
+		fin = append(fin, fmt.Sprintf("%s %.2fs", ids[i], finish[i].Sub(first).Seconds()))
 	}
 	wall := last.Sub(first)
 	b.ReportMetric(wall.Seconds(), "wall-s")
