@@ -202,6 +202,13 @@ type SubmitBench struct {
 	Keep bool
 	// Baseline first runs GET /health with the same load.
 	Baseline bool
+	// NameEach names request i's job "<Spec.Name>-<i>", so that each job
+	// can be told to the request that made it (to find duplicates).
+	NameEach bool
+	// Acked, if set, is called with every acknowledged submit: the
+	// request's index, the job and when the answer arrived. It may be
+	// called from many goroutines at once.
+	Acked func(i int, j *server.Job, at time.Time)
 }
 
 // BenchReport is what bench submit prints with -o json.
@@ -289,9 +296,18 @@ func BenchSubmit(ctx context.Context, clients []*Client, cfg SubmitBench, out Ou
 	}
 	ids := make([]string, n)
 	report.Results = append(report.Results, measure("POST /v1/jobs", func(ctx context.Context, i int) error {
-		j, err := pick(i).SubmitJob(ctx, cfg.Spec)
+		spec := cfg.Spec
+		if cfg.NameEach {
+			named := *spec
+			named.Name = fmt.Sprintf("%s-%d", spec.Name, i)
+			spec = &named
+		}
+		j, err := pick(i).SubmitJob(ctx, spec)
 		if err == nil {
 			ids[i] = j.ID
+			if cfg.Acked != nil {
+				cfg.Acked(i, j, time.Now())
+			}
 		}
 		return err
 	}))
