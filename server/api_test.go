@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -652,6 +653,13 @@ func TestWorkerFinishIsIdempotent(t *testing.T) {
 		if err := ws.Finish(ctx, fin); err != nil {
 			t.Fatalf("finish #%d: %v", i+1, err)
 		}
+	}
+	// A node that cannot catch up with a leader cannot tell a repeat from
+	// a stale report: it answers unavailable (the worker asks again),
+	// never stale_attempt (the worker would discard the outputs).
+	lost, _ := serveWith(t, e, leaderlessRaft{e.node})
+	if err := lost.Workers().Finish(ctx, fin); err == nil || fsm.ErrorCode(err) == fsm.CodeStaleAttempt || !errors.Is(err, cluster.ErrNoLeader) {
+		t.Errorf("finish repeated without a leader: %v, want no leader", err)
 	}
 	stale := &fsm.FinishJob{Report: fsm.Report{JobID: j.ID, WorkerID: "w1", Attempt: j.Attempt + 1}, Result: fin.Result}
 	if err := ws.Finish(ctx, stale); fsm.ErrorCode(err) != fsm.CodeStaleAttempt {

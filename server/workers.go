@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -126,35 +127,51 @@ func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progr
 }
 
 // Finish reports the end of an attempt. A worker publishes its outputs
-// only once this accepts the report, so a repeat of a report the cluster
-// already applied (its first answer was lost) is accepted again rather
-// than refused as stale.
+// only once this accepts the report, and discards them when it is
+// refused, so a repeat of a report the cluster already applied (its first
+// answer was lost) is accepted again rather than refused as stale; and
+// when this node cannot tell (no leader to catch up with, the store
+// unreachable), it answers that error, which the worker retries, never
+// the stale refusal, which would make it discard the outputs of a job the
+// cluster holds as succeeded.
 func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
 	c.At = ws.s.now()
 	if c.Progress != nil {
 		c.Progress.UpdatedAt = c.At
 	}
 	_, err := ws.s.raft.Apply(ctx, c)
-	if fsm.ErrorCode(err) == fsm.CodeStaleAttempt && ws.applied(ctx, c) {
-		return nil
+	if fsm.ErrorCode(err) == fsm.CodeStaleAttempt {
+		switch ok, aerr := ws.applied(ctx, c); {
+		case aerr != nil:
+			return aerr
+		case ok:
+			return nil
+		}
 	}
 	return err
 }
 
 // applied reports whether the job ended with exactly the outcome that c
-// reports, from c's attempt on c's worker.
-func (ws *WorkerService) applied(ctx context.Context, c *fsm.FinishJob) bool {
-	if ws.s.raft.ReadIndex(ctx) != nil {
-		return false
+// reports, from c's attempt on c's worker, as of the leader's commit
+// index; an error if that cannot be known now.
+func (ws *WorkerService) applied(ctx context.Context, c *fsm.FinishJob) (bool, error) {
+	if err := ws.s.raft.ReadIndex(ctx); err != nil {
+		return false, err
 	}
 	j, err := ws.s.fsm.GetJob(ctx, c.JobID)
-	if err != nil || j.Attempt != c.Attempt || j.WorkerID != c.WorkerID {
-		return false
+	if errors.Is(err, fsm.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if j.Attempt != c.Attempt || j.WorkerID != c.WorkerID {
+		return false, nil
 	}
 	if c.Error == nil {
-		return j.State == fsm.JobSucceeded
+		return j.State == fsm.JobSucceeded, nil
 	}
-	return j.State == fsm.JobFailed && !c.Retryable && j.Error != nil && j.Error.Code == c.Error.Code
+	return j.State == fsm.JobFailed && !c.Retryable && j.Error != nil && j.Error.Code == c.Error.Code, nil
 }
 
 // drainWorker sets or clears a worker's drain flag.
