@@ -19,21 +19,46 @@ import (
 	"github.com/ffrtmp/ffrtmp/store/bolt"
 )
 
-// growthJobs is how many jobs BenchmarkSubmitGrowth submits: 100,000 by
-// default, FFRTMP_BENCH_JOBS to change it (1000000 for the documented
-// result).
-func growthJobs(b *testing.B) int {
-	n := 100_000
+// benchJobs is how many jobs a benchmark submits: def by default,
+// FFRTMP_BENCH_JOBS to change it (no fewer than least).
+func benchJobs(b *testing.B, def, least int) int {
+	n := def
 	if v := os.Getenv("FFRTMP_BENCH_JOBS"); v != "" {
 		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 20_000 {
-			b.Fatalf("FFRTMP_BENCH_JOBS=%q: want a number of jobs, at least 20000", v)
+		if n, err = strconv.Atoi(v); err != nil || n < least {
+			b.Fatalf("FFRTMP_BENCH_JOBS=%q: want a number of jobs, at least %d", v, least)
 		}
 	}
 	return n
 }
 
-// BenchmarkSubmitGrowth submits growthJobs jobs to an FSM on a bbolt
+// benchFSM returns an FSM on a new bbolt store, the store, the time every
+// entry is stamped with, and logOf, which makes the next log entry of c
+// with actor a.
+func benchFSM(b *testing.B) (f *fsm.FSM, st *bolt.Store, at time.Time, logOf func(c fsm.Command, a *fsm.Actor) *raft.Log) {
+	b.Helper()
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err = fsm.New(context.Background(), fsm.Config{Store: st, AuditKey: testAuditKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	at = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	index := uint64(0)
+	logOf = func(c fsm.Command, a *fsm.Actor) *raft.Log {
+		data, err := fsm.EncodeAs(c, a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		index++
+		return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at}
+	}
+	return f, st, at, logOf
+}
+
+// BenchmarkSubmitGrowth submits FFRTMP_BENCH_JOBS jobs (default 100,000) to an FSM on a bbolt
 // store as the API does under load: SubmitJob entries with an actor (so
 // each also writes an audit record), UUIDv7 job IDs, 4 tenants, 512
 // entries per ApplyBatch (Raft's MaxAppendEntries in cluster; the last
@@ -52,29 +77,12 @@ func growthJobs(b *testing.B) int {
 // late. Run it with -benchtime 1x.
 func BenchmarkSubmitGrowth(b *testing.B) {
 	const window, batch, tenants = 10_000, 512, 4
-	n := growthJobs(b)
+	n := benchJobs(b, 100_000, 20_000) // 1000000 for the documented result
 	progress := os.Getenv("FFRTMP_BENCH_PROGRESS") != ""
 	prof := os.Getenv("FFRTMP_BENCH_CPUPROFILE")
 	var stopProfile func()
 	for range b.N {
-		st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := fsm.New(context.Background(), fsm.Config{Store: st, AuditKey: testAuditKey})
-		if err != nil {
-			b.Fatal(err)
-		}
-		at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-		index := uint64(0)
-		logOf := func(c fsm.Command, a *fsm.Actor) *raft.Log {
-			data, err := fsm.EncodeAs(c, a)
-			if err != nil {
-				b.Fatal(err)
-			}
-			index++
-			return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at}
-		}
+		f, st, at, logOf := benchFSM(b)
 		for t := range tenants {
 			f.ApplyBatch([]*raft.Log{logOf(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: fmt.Sprintf("tenant-%d", t), CreatedAt: at}}, nil)})
 		}

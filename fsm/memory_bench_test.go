@@ -1,10 +1,7 @@
 package fsm_test
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"testing"
@@ -14,7 +11,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/store/bolt"
 )
 
 // BenchmarkJobMemory measures the heap an FSM keeps per job: it submits
@@ -27,31 +23,9 @@ import (
 // profile with every job queued to path, and with every job finished to
 // path.finished (go tool pprof -sample_index inuse_space). Run it with -benchtime 1x.
 func BenchmarkJobMemory(b *testing.B) {
-	n := 20_000
-	if v := os.Getenv("FFRTMP_BENCH_JOBS"); v != "" {
-		if _, err := fmt.Sscan(v, &n); err != nil || n < 1000 {
-			b.Fatalf("FFRTMP_BENCH_JOBS=%q: want a number of jobs, at least 1000", v)
-		}
-	}
+	n := benchJobs(b, 20_000, 1000)
 	for range b.N {
-		st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := fsm.New(context.Background(), fsm.Config{Store: st, AuditKey: testAuditKey})
-		if err != nil {
-			b.Fatal(err)
-		}
-		at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-		index := uint64(0)
-		logOf := func(c fsm.Command, a *fsm.Actor) *raft.Log {
-			data, err := fsm.EncodeAs(c, a)
-			if err != nil {
-				b.Fatal(err)
-			}
-			index++
-			return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at}
-		}
+		f, st, at, logOf := benchFSM(b)
 		apply := func(c fsm.Command, a *fsm.Actor) []any { return f.ApplyBatch([]*raft.Log{logOf(c, a)}) }
 		apply(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "tenant-1", CreatedAt: at}}, nil)
 		spec := fsm.JobSpec{Name: "rss", Scenario: "720p30-h264", Queue: fsm.QueueBatch, Priority: fsm.PriorityLow,
