@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -166,7 +165,7 @@ func sustainedRun(b *testing.B, size int, rate float64, duration, kill time.Dura
 	b.ReportMetric(float64(dups), "duplicated")
 	b.ReportMetric(stall.Seconds(), "stall-s")
 	b.Logf("%d node(s), %g/s open loop for %v: %d requests, %d ok (%.0f/s over %.1fs), errors %s, p50 %.1fms p99 %.1fms p99.9 %.1fms max %.1fms",
-		size, rate, duration, res.Requests, res.OK, res.Throughput, res.Seconds, errorSummary(res.Errors), res.P50, res.P99, res.P999, res.Max)
+		size, rate, duration, res.Requests, res.OK, res.Throughput, res.Seconds, cli.ErrorCounts(res.Errors), res.P50, res.P99, res.P999, res.Max)
 	b.Logf("acknowledged %d: lost %d, duplicated %d, on fewer than all nodes %d; longest stall %.2fs from %.1fs; kills: %s",
 		len(acks), lost, dups, missing, stall.Seconds(), stallAt.Sub(start).Seconds(), cmp.Or(strings.Join(kills, ", "), "none"))
 	if lost > 0 || dups > 0 {
@@ -381,16 +380,4 @@ func benchEnvDuration(b *testing.B, name string, def time.Duration) time.Duratio
 		b.Fatalf("%s=%q: want a positive duration", name, v)
 	}
 	return d
-}
-
-// errorSummary formats error counts by kind, "0" for none.
-func errorSummary(errs map[string]int) string {
-	if len(errs) == 0 {
-		return "0"
-	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(errs)) {
-		parts = append(parts, fmt.Sprintf("%s:%d", k, errs[k]))
-	}
-	return strings.Join(parts, ",")
 }

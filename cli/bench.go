@@ -336,7 +336,7 @@ func BenchSubmit(ctx context.Context, clients []*Client, cfg SubmitBench, out Ou
 		return err
 	})
 	if res := rec.result("cancel", 0); len(res.Errors) > 0 {
-		return fmt.Errorf("cancel the submitted jobs: errors %s", errorCounts(res.Errors))
+		return fmt.Errorf("cancel the submitted jobs: errors %s", ErrorCounts(res.Errors))
 	}
 	return nil
 }
@@ -354,13 +354,13 @@ func printBenchResults(w io.Writer, results []BenchResult) error {
 			load = fmt.Sprintf("%g/s open", r.Rate)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\n", r.Operation, load, r.Requests, r.OK,
-			errorCounts(r.Errors), r.Throughput, ms(r.P50), ms(r.P99), ms(r.P999), ms(r.Max))
+			ErrorCounts(r.Errors), r.Throughput, ms(r.P50), ms(r.P99), ms(r.P999), ms(r.Max))
 	}
 	return tw.Flush()
 }
 
 // errorCounts formats errors by code, "0" for none.
-func errorCounts(errs map[string]int) string {
+func ErrorCounts(errs map[string]int) string {
 	if len(errs) == 0 {
 		return "0"
 	}
@@ -412,7 +412,7 @@ func BenchSubmitBatch(ctx context.Context, c *Client, w io.Writer, n, conc, size
 		size int
 	}{{single, 1}, {batch, size}} {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.1f\t%.1f\t%s\n", r.res.Operation, r.res.OK*r.size, r.res.Requests, conc,
-			r.res.Throughput*float64(r.size), r.res.P50, r.res.P99, errorCounts(r.res.Errors))
+			r.res.Throughput*float64(r.size), r.res.P50, r.res.P99, ErrorCounts(r.res.Errors))
 	}
 	return tw.Flush()
 }

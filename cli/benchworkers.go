@@ -114,7 +114,7 @@ func createBenchTokens(ctx context.Context, c *Client, n int, tenant string) ([]
 		}
 	}
 	if res := rec.result("create", 0); len(res.Errors) > 0 || len(made) < n {
-		return made, fmt.Errorf("create worker tokens: %d of %d created, errors %s", len(made), n, errorCounts(res.Errors))
+		return made, fmt.Errorf("create worker tokens: %d of %d created, errors %s", len(made), n, ErrorCounts(res.Errors))
 	}
 	return made, nil
 }
@@ -129,7 +129,7 @@ func revokeBenchTokens(ctx context.Context, c *Client, tokens []server.CreatedWo
 		return c.do(ctx, "DELETE", "/v1/worker-tokens/"+url.PathEscape(tokens[i].WorkerToken.ID), nil, nil, nil)
 	})
 	if res := rec.result("revoke", 0); len(res.Errors) > 0 {
-		fmt.Fprintf(w, "revoke the worker tokens: errors %s\n", errorCounts(res.Errors))
+		fmt.Fprintf(w, "revoke the worker tokens: errors %s\n", ErrorCounts(res.Errors))
 		return
 	}
 	fmt.Fprintf(w, "revoked %d worker tokens\n", len(tokens))
@@ -223,14 +223,14 @@ func BenchWorkers(ctx context.Context, cfg WorkersBench, out Output, progress io
 		tw := tabwriter.NewWriter(out.W, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "workers\tregistered\tstarted\tsucceeded\trefused\tlost\texited\tseconds")
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%s\t%.1f\n", rep.Workers, rep.Registered, rep.Started, rep.Succeeded,
-			rep.Refused, rep.Lost, errorCounts(exited), rep.Seconds)
+			rep.Refused, rep.Lost, ErrorCounts(exited), rep.Seconds)
 		err = tw.Flush()
 	}
 	if err != nil {
 		return err
 	}
 	if len(exited) == cfg.Count && cfg.Count > 0 && rep.Registered == 0 {
-		return fmt.Errorf("no simulated worker could register: %s", errorCounts(exited))
+		return fmt.Errorf("no simulated worker could register: %s", ErrorCounts(exited))
 	}
 	return nil
 }
