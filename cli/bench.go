@@ -318,7 +318,7 @@ func BenchSubmit(ctx context.Context, clients []*Client, cfg SubmitBench, out Ou
 	if out.JSON {
 		err = printJSON(out.W, report)
 	} else {
-		err = printBenchResults(out.W, report.Results)
+		err = PrintBenchResults(out.W, report.Results)
 	}
 	if err != nil || cfg.Keep {
 		return err
@@ -341,8 +341,8 @@ func BenchSubmit(ctx context.Context, clients []*Client, cfg SubmitBench, out Ou
 	return nil
 }
 
-// printBenchResults prints results as a table.
-func printBenchResults(w io.Writer, results []BenchResult) error {
+// PrintBenchResults prints load results as the table bench submit prints.
+func PrintBenchResults(w io.Writer, results []BenchResult) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "operation\tload\trequests\tok\terrors\tok/s\tp50\tp99\tp99.9\tmax\n")
 	ms := func(v float64) string {
@@ -359,7 +359,7 @@ func printBenchResults(w io.Writer, results []BenchResult) error {
 	return tw.Flush()
 }
 
-// errorCounts formats errors by code, "0" for none.
+// ErrorCounts formats a load run's errors by code, "0" for none.
 func ErrorCounts(errs map[string]int) string {
 	if len(errs) == 0 {
 		return "0"

@@ -30,6 +30,7 @@ import (
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/server"
+	"github.com/ffrtmp/ffrtmp/worker"
 )
 
 // bench raft measures what hashicorp/raft alone reaches on this machine,
@@ -276,7 +277,7 @@ func PrintRaftBench(w io.Writer, r *RaftBenchReport) error {
 	for _, res := range r.Results {
 		results = append(results, res.BenchResult)
 	}
-	if err := printBenchResults(w, results); err != nil {
+	if err := PrintBenchResults(w, results); err != nil {
 		return err
 	}
 	var entries []string
@@ -285,11 +286,6 @@ func PrintRaftBench(w io.Writer, r *RaftBenchReport) error {
 	}
 	_, err := fmt.Fprintf(w, "requests to the leader %s (raw raft cannot forward); entries applied: %s\n", r.Leader, strings.Join(entries, ", "))
 	return err
-}
-
-// PrintBenchResults prints bench results as the table bench submit prints.
-func PrintBenchResults(w io.Writer, results []BenchResult) error {
-	return printBenchResults(w, results)
 }
 
 // applyRaw proposes entry through the node c talks to.
@@ -382,14 +378,14 @@ func raftBenchNodes(cfg RaftBench) ([]RaftBenchNode, error) {
 type raftNodeProc struct {
 	node   *RaftBenchNode
 	cmd    *exec.Cmd
-	out    *tailBuffer
+	out    *worker.Tail
 	client *http.Client
 	exited chan struct{} // closed when the process has exited
 }
 
 // startRaftNode starts the node in dir with exe.
 func startRaftNode(exe string, n *RaftBenchNode, dir, peers string) (*raftNodeProc, error) {
-	p := &raftNodeProc{node: n, out: &tailBuffer{max: 8 << 10}, client: &http.Client{Timeout: 5 * time.Second}, exited: make(chan struct{})}
+	p := &raftNodeProc{node: n, out: worker.NewTail(8 << 10), client: &http.Client{Timeout: 5 * time.Second}, exited: make(chan struct{})}
 	p.cmd = exec.Command(exe, "bench", raftNodeCommand, "--id", n.ID, "--dir", dir,
 		"--raft-addr", n.RaftAddr, "--http-addr", n.HTTPAddr, "--peers", peers)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -473,30 +469,6 @@ func waitRaftLeader(ctx context.Context, procs []*raftNodeProc, wait time.Durati
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it; it is safe for
-// concurrent use.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = t.b[over:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }
 
 // runRaftNode runs one bench raft node until ctx ends: hashicorp/raft on
