@@ -19,7 +19,6 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/server"
 	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
 )
 
@@ -346,19 +345,7 @@ func BenchmarkClusterWorkers(b *testing.B) {
 				}
 				time.Sleep(500 * time.Millisecond)
 			}
-			var all []server.Job
-			q := url.Values{"limit": {"1000"}, "consistent": {"true"}}
-			for {
-				page, err := client.ListJobs(ctx, q)
-				if err != nil {
-					b.Fatal(err)
-				}
-				all = append(all, page.Jobs...)
-				if page.Next == "" {
-					break
-				}
-				q.Set("after", page.Next)
-			}
+			all := listAllJobs(b, client)
 			var firstSubmit, firstAssign, lastAssign, lastFinish time.Time
 			var wait []time.Duration
 			succeeded := 0
