@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -115,29 +112,13 @@ func TestClusterGroupCommit(t *testing.T) {
 // from a node's /metrics: the batch entries it proposed and their submits.
 func batchMetric(t *testing.T, s *serverProc, key string) (count, sum int) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+s.httpAddr+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
+	c, err := metricValue(s, key, "ffrtmp_raft_submit_batch_items_count")
+	if err != nil || c == 0 {
+		t.Fatalf("no ffrtmp_raft_submit_batch_items on %s (%v)", s.id, err)
+	}
+	m, err := metricValue(s, key, "ffrtmp_raft_submit_batch_items_sum")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		f, _ := strconv.ParseFloat(v, 64)
-		switch name {
-		case "ffrtmp_raft_submit_batch_items_count":
-			count = int(f)
-		case "ffrtmp_raft_submit_batch_items_sum":
-			sum = int(f)
-		}
-	}
-	if count == 0 {
-		t.Fatalf("no ffrtmp_raft_submit_batch_items on %s", s.id)
-	}
-	return count, sum
+	return int(c), int(m)
 }
