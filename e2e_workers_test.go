@@ -65,12 +65,7 @@ func (c *testCluster) addWorkerWith(i int, tok server.CreatedWorkerToken) *worke
 	w.args = []string{"worker", "--join", strings.Join(tok.Join, ","), "--token-file", tokenFile, "--ca-hash", tok.CAHash,
 		"--gossip-addr", fmt.Sprintf("127.0.1.%d:%s", i, c.gossipPort),
 		"--data-dir", dir, "--media-root", filepath.Join(c.dir, "media"), "--slots", "2", "--log-level", "warn"}
-	w.cmd = exec.Command(binary(c.t), w.args...)
-	w.cmd.Env = c.env
-	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
-	if err := w.cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	w.start(c.env)
 	c.t.Cleanup(func() {
 		if w.cmd.ProcessState == nil {
 			w.cmd.Process.Signal(syscall.SIGCONT)
@@ -82,6 +77,18 @@ func (c *testCluster) addWorkerWith(i int, tok server.CreatedWorkerToken) *worke
 		}
 	})
 	return w
+}
+
+// start starts the worker process; again after it stopped, with the same
+// arguments (so the same data directory and worker ID), as a service
+// manager does.
+func (w *workerProc) start(env []string) {
+	w.cmd = exec.Command(binary(w.t), w.args...)
+	w.cmd.Env = env
+	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	if err := w.cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // startInitialized starts n servers, each with the extra args,
@@ -125,8 +132,9 @@ func waitWorkers(t testing.TB, client *cli.Client, n int) []server.Worker {
 
 // TestWorkersAcrossHosts runs three servers and three worker processes on
 // loopback addresses: a batch of real transcodes survives a SIGKILL of a
-// worker and of the leader, and every job succeeds exactly once, with its
-// output where the result says. Then a drained worker gets no new jobs.
+// worker (then started again) and of the leader, and every job succeeds
+// exactly once, with its output where the result says. Then a drained
+// worker gets no new jobs.
 func TestWorkersAcrossHosts(t *testing.T) {
 	c, client := startInitialized(t, 3)
 	var workers []*workerProc
@@ -188,6 +196,10 @@ func TestWorkersAcrossHosts(t *testing.T) {
 	victim.cmd.Wait()
 	l := c.leader()
 	l.kill9()
+	// Its service manager starts the worker again: it publishes what it
+	// finished before the kill if the cluster took its report (the
+	// journal), and its other attempts run again elsewhere.
+	victim.start(c.env)
 
 	for _, id := range ids {
 		j := waitJobDone(t, client, id)

@@ -21,13 +21,16 @@ import (
 type fakeControl struct {
 	lease time.Duration
 
-	mu       sync.Mutex
-	jobs     []*fsm.Job
-	index    uint64
-	changed  chan struct{}
-	cut      bool            // heartbeats fail, as in a partition
-	renewed  time.Time       // when the last successful heartbeat arrived
-	refuse   map[string]bool // job IDs whose finish is refused as stale
+	mu      sync.Mutex
+	jobs    []*fsm.Job
+	index   uint64
+	changed chan struct{}
+	cut     bool            // heartbeats fail, as in a partition
+	renewed time.Time       // when the last successful heartbeat arrived
+	refuse  map[string]bool // job IDs whose finish is refused as stale
+	// lose holds job IDs whose finish is applied but whose answer never
+	// arrives (a transport error), however often it is sent.
+	lose     map[string]bool
 	finishes []fsm.FinishJob
 	finished chan fsm.FinishJob
 	// behind makes Assignments answer as a lagging server would: an
@@ -38,7 +41,7 @@ type fakeControl struct {
 
 func newFakeControl(lease time.Duration) *fakeControl {
 	return &fakeControl{lease: lease, index: 1, changed: make(chan struct{}), refuse: map[string]bool{},
-		finished: make(chan fsm.FinishJob, 16)}
+		lose: map[string]bool{}, finished: make(chan fsm.FinishJob, 16)}
 }
 
 // bump publishes a change of the assignment list; c.mu is held.
@@ -95,12 +98,18 @@ func (c *fakeControl) Finish(ctx context.Context, f *fsm.FinishJob) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.finishes = append(c.finishes, *f)
-	c.finished <- *f
+	select {
+	case c.finished <- *f:
+	default: // a retried report the test does not wait for
+	}
 	if c.refuse[f.JobID] {
 		return fsm.Errorf(fsm.CodeStaleAttempt, "job %s: attempt %d is stale", f.JobID, f.Attempt)
 	}
 	c.jobs = slices.DeleteFunc(c.jobs, func(j *fsm.Job) bool { return j.ID == f.JobID })
 	c.bump()
+	if c.lose[f.JobID] {
+		return errors.New("connection reset by peer")
+	}
 	return nil
 }
 
@@ -161,18 +170,30 @@ func ffmpegRunning(t *testing.T, needle string) bool {
 // ends, and returns it.
 func startWorker(t *testing.T, e runEnv, c *fakeControl) *Worker {
 	t.Helper()
+	w, _ := launchWorker(t, e, c)
+	return w
+}
+
+// launchWorker starts worker w1 and returns it with a function that
+// stops it and waits for its end (also called at cleanup).
+func launchWorker(t *testing.T, e runEnv, c *fakeControl) (*Worker, func()) {
+	t.Helper()
 	w := New(Config{ID: "w1", Slots: 2, MediaRoot: e.root, FFmpeg: e.ffmpeg, FFprobe: e.ffprobe,
 		Control: c, KillGrace: 2 * time.Second, Logger: testLogger(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	return w
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return w, stop
 }
 
 func fileJob(t *testing.T, id, seconds, out string) *fsm.Job {
@@ -232,6 +253,80 @@ func TestWorkerPublishesOnlyAcceptedResults(t *testing.T) {
 	}
 }
 
+// TestWorkerPublishesAfterRestart: the cluster applies two successful
+// finishes but their answers never reach the worker, which stops while it
+// still retries them; nothing is published and the temporaries stay. At
+// its next start the worker sends both reports again: the one the cluster
+// accepts (its repeat of an applied finish) is published, a file and an
+// HLS rendition, and the one it refuses as stale is deleted; nothing is
+// left of either in the media root or the journal.
+func TestWorkerPublishesAfterRestart(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c := newFakeControl(10 * time.Second)
+	c.lose["kept"], c.lose["hls"], c.lose["stale"] = true, true, true
+	_, stop := launchWorker(t, e, c)
+	for _, j := range []*fsm.Job{
+		fileJob(t, "kept", "1", "file:///out/kept.mp4"),
+		fileJob(t, "hls", "1", "file:///out/hls/s.m3u8"),
+		fileJob(t, "stale", "1", "file:///out/stale.mp4"),
+	} {
+		c.assign(j)
+		f := nextFinish(t, c)
+		for f.JobID != j.ID { // repeats of the earlier jobs' reports
+			f = nextFinish(t, c)
+		}
+		if f.Error != nil {
+			t.Fatalf("finish %+v, want a success of job %s", f, j.ID)
+		}
+	}
+	stop()
+	final := func(name string) string { return filepath.Join(e.tenant, "out", name) }
+	for _, name := range []string{"kept.mp4", "hls/s.m3u8", "stale.mp4"} {
+		if _, err := os.Stat(final(name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s published before the cluster's answer arrived (%v)", name, err)
+		}
+	}
+	if n := len(partFiles(t, e.root)); n == 0 {
+		t.Fatal("the stopped worker left no temporary outputs")
+	}
+	if ents, _ := os.ReadDir(newJournal(e.root, "w1").dir); len(ents) != 3 {
+		t.Fatalf("%d journal entries, want 3", len(ents))
+	}
+
+	c2 := newFakeControl(10 * time.Second)
+	c2.refuse["stale"] = true
+	launchWorker(t, e, c2)
+	got := map[string]bool{}
+	for range 3 {
+		f := nextFinish(t, c2)
+		if f.Attempt != 1 || f.Error != nil || f.Result == nil {
+			t.Errorf("repeated finish %+v, want attempt 1's success", f)
+		}
+		got[f.JobID] = true
+	}
+	if len(got) != 3 {
+		t.Fatalf("repeated finishes for %v, want kept, hls and stale", got)
+	}
+	waitFor(t, "the accepted outputs", func() bool {
+		_, err1 := os.Stat(final("kept.mp4"))
+		_, err2 := os.Stat(final("hls/s_00000.ts"))
+		_, err3 := os.Stat(final("hls/s.m3u8"))
+		return err1 == nil && err2 == nil && err3 == nil
+	})
+	waitFor(t, "no temporary outputs", func() bool { return len(partFiles(t, e.root)) == 0 })
+	waitFor(t, "an empty journal", func() bool {
+		ents, err := os.ReadDir(newJournal(e.root, "w1").dir)
+		return err == nil && len(ents) == 0
+	})
+	if _, err := os.Stat(final("stale.mp4")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused attempt's output exists (%v)", err)
+	}
+	if fi, err := os.Stat(final("kept.mp4")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("kept.mp4: %v, mode %v; want 0640", err, fi.Mode().Perm())
+	}
+}
+
 // TestWorkerFencesItself cuts the heartbeats of a worker that runs a long
 // transcode: before the lease could run out on the cluster's side, the
 // worker has killed ffmpeg, dropped its temporary output and reported the
@@ -278,7 +373,7 @@ func TestWorkerFencesItself(t *testing.T) {
 }
 
 // TestRemoveLeftovers removes this worker's temporary outputs, and keeps
-// other workers' and everything else.
+// the ones named to keep, other workers' and everything else.
 func TestRemoveLeftovers(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
@@ -288,6 +383,7 @@ func TestRemoveLeftovers(t *testing.T) {
 		"t1/.b.mkv.part-" + mine + "-9":                  true,
 		"t1/hls/.s.hls-part-" + mine + "-7/s.m3u8":       true,
 		"t1/hls/.s.hls-part-" + mine + "-7/s_00000.ts":   true,
+		"t1/out/.k.mp4.part-" + mine + "-5":              false, // a journal entry holds it
 		"t1/out/.a.mp4.part-" + theirs + "-123":          false,
 		"t1/hls/.s.hls-part-" + theirs + "-8/s_00000.ts": false,
 		"t1/out/a.mp4":                     false,
@@ -303,7 +399,7 @@ func TestRemoveLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err := RemoveLeftovers(root, "w1")
+	n, err := RemoveLeftovers(root, "w1", filepath.Join(root, "t1/out/.k.mp4.part-"+mine+"-5"))
 	if err != nil || n != 3 {
 		t.Errorf("RemoveLeftovers = %d, %v; want 3 (two files, one HLS directory)", n, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -492,22 +493,28 @@ func (r *Run) Publish() error {
 	if !r.settle() {
 		return nil
 	}
-	for i, o := range r.p.Plan.Outputs {
-		if o.Kind != fsm.KindFile {
-			continue
-		}
-		var err error
-		if f := r.files[i]; f.prefix != "" {
-			err = f.publishHLS(r.segs[i])
-		} else {
-			err = os.Rename(f.temp, f.final)
-		}
-		if err != nil {
-			r.removeTemps()
-			return fmt.Errorf("move output %s into place: %w", o.URL, err)
-		}
+	if err := publishFiles(r.pendingFiles(), false); err != nil {
+		r.removeTemps()
+		return err
 	}
 	return nil
+}
+
+// pendingFiles returns the file outputs of a successful run, waiting in
+// their temporary places.
+func (r *Run) pendingFiles() []pendingFile {
+	var out []pendingFile
+	for i, f := range r.files {
+		if f.temp == "" {
+			continue
+		}
+		p := pendingFile{Temp: f.temp, Final: f.final, Prefix: f.prefix}
+		if f.prefix != "" {
+			p.Segments = r.segs[i]
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Discard deletes the temporary outputs of a successful run whose result
@@ -518,6 +525,10 @@ func (r *Run) Discard() {
 		r.removeTemps()
 	}
 }
+
+// Keep gives up the run's outputs without touching them: a journal entry
+// now owns them (see journal). Publish and Discard then do nothing.
+func (r *Run) Keep() { r.settle() }
 
 // settle waits for the run's end and reports whether its outputs are
 // still to be published or discarded, marking them settled.
@@ -530,42 +541,6 @@ func (r *Run) settle() bool {
 	}
 	r.published = true
 	return true
-}
-
-// publishHLS moves the segments of an HLS rendition, then its playlist,
-// out of the temporary directory beside the playlist's final path, so
-// that a reader of the playlist never misses a segment it names. It then
-// removes the temporary directory and the segments <prefix>_NNNNN.ts that
-// an earlier, longer rendition to the same path left after the last one
-// (ffmpeg numbers segments from 0).
-func (f outputFile) publishHLS(segs []string) error {
-	dir := filepath.Dir(f.final)
-	for _, name := range segs {
-		if err := publish(filepath.Join(f.temp, name), filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	if err := publish(f.dest(), f.final); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(f.temp); err != nil {
-		return err
-	}
-	for k := len(segs); ; k++ {
-		stale := filepath.Join(dir, fmt.Sprintf("%s_%05d.ts", f.prefix, k))
-		if fi, err := os.Lstat(stale); err != nil || !fi.Mode().IsRegular() || os.Remove(stale) != nil {
-			return nil
-		}
-	}
-}
-
-// publish gives a file ffmpeg wrote the mode of other outputs and moves
-// it to path.
-func publish(file, path string) error {
-	if err := os.Chmod(file, 0o640); err != nil {
-		return err
-	}
-	return os.Rename(file, path)
 }
 
 // removeTemps deletes the temporary output files and directories that
@@ -689,12 +664,19 @@ func ownerTag(owner string) string {
 // directories) that runs of owner left under mediaRoot, and returns how
 // many it removed. Call it before that owner starts any run: a run's
 // temporaries outlive it only if its process was killed, and then its
-// attempt was requeued and will never be published. Temporaries of other
-// owners sharing the media root are left alone; symlinks are not
-// followed.
-func RemoveLeftovers(mediaRoot, owner string) (int, error) {
+// attempt was requeued and will never be published, unless a journal
+// entry still holds them (keep: the paths its publication needs).
+// Temporaries of other owners sharing the media root are left alone;
+// symlinks are not followed.
+func RemoveLeftovers(mediaRoot, owner string, keep ...string) (int, error) {
 	tag := ownerTag(owner) + "-"
 	n := 0
+	// Journal entries name real paths: walk the real media root.
+	if abs, err := filepath.Abs(mediaRoot); err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			mediaRoot = real
+		}
+	}
 	err := filepath.WalkDir(mediaRoot, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -707,6 +689,10 @@ func RemoveLeftovers(mediaRoot, owner string) (int, error) {
 			return nil
 		}
 		switch {
+		case slices.Contains(keep, path):
+			if d.IsDir() {
+				return fs.SkipDir
+			}
 		case d.IsDir() && strings.Contains(name, hlsPartMark+tag):
 			if err := os.RemoveAll(path); err != nil {
 				return err

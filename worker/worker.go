@@ -202,8 +202,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("create media root: %w", err)
 	}
 	// What a killed process of this worker was writing will never be
-	// published: its attempts were requeued.
-	if n, err := RemoveLeftovers(w.cfg.MediaRoot, w.cfg.ID); err != nil {
+	// published: its attempts were requeued; except what its publish
+	// journal holds, settled once the worker is registered.
+	pending := w.journal().load(w.log)
+	var keep []string
+	w.mu.Lock()
+	for _, p := range pending {
+		keep = append(keep, p.temps()...)
+		// Its report is on its way: the attempt is not lost.
+		w.ran[p.Finish.JobID] = p.Finish.Attempt
+	}
+	w.mu.Unlock()
+	if n, err := RemoveLeftovers(w.cfg.MediaRoot, w.cfg.ID, keep...); err != nil {
 		w.log.Warn("remove temporary outputs left over", "error", err)
 	} else if n > 0 {
 		w.log.Info("removed temporary outputs left over", "count", n)
@@ -245,10 +255,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker registered", "slots", w.info.Slots, "encoders", strings.Join(found, ","))
 
 	defer w.stopAll()
-	w.wg.Add(1)
+	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
 		w.heartbeat(ctx)
+	}()
+	go func() {
+		defer w.wg.Done()
+		w.resume(ctx, pending)
 	}()
 	watchAssignments(ctx, w.log, w.cfg.Control, w.cfg.ID, &w.rejoined, nil, func(jobs []*fsm.Job) { w.reconcile(ctx, jobs) })
 	return nil
@@ -651,20 +665,67 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 		fin.Retryable = retryable(err)
 		log.Warn("job failed", "error", err)
 	}
-	// Outputs reach their final paths only once the cluster accepted this
-	// attempt's result: a refused (stale) attempt publishes nothing.
-	if ferr := w.finish(wctx, fin); fin.Error != nil {
+	if fin.Error != nil {
+		w.finish(wctx, fin)
 		return
-	} else if ferr != nil {
+	}
+	// Outputs reach their final paths only once the cluster accepted this
+	// attempt's result: a refused (stale) attempt publishes nothing. The
+	// journal entry carries the decision over a crash (see journal).
+	entry, jerr := w.journal().record(fin, run.pendingFiles())
+	if jerr != nil {
+		log.Warn("publish journal entry not written: a crash before the outputs are moved into place loses them", "error", jerr)
+	}
+	ferr := w.finish(wctx, fin)
+	switch {
+	case ferr != nil && wctx.Err() != nil && entry != nil:
+		run.Keep()
+		log.Info("worker stopping before its finish report was answered; the next start settles the outputs")
+		return
+	case ferr != nil:
 		run.Discard()
 		log.Warn("job result refused; outputs discarded", "error", ferr)
-		return
+	default:
+		if err := run.Publish(); err != nil {
+			log.Error("job succeeded but its outputs could not be published", "error", err)
+		} else {
+			log.Info("job succeeded")
+		}
 	}
-	if err := run.Publish(); err != nil {
-		log.Error("job succeeded but its outputs could not be published", "error", err)
-		return
+	if err := entry.done(); err != nil {
+		log.Warn("remove publish journal entry", "error", err)
 	}
-	log.Info("job succeeded")
+}
+
+// journal returns this worker's publish journal.
+func (w *Worker) journal() journal { return newJournal(w.cfg.MediaRoot, w.cfg.ID) }
+
+// resume settles the publications a killed process of this worker left
+// (see journal): it sends each one's finish report again and publishes
+// or discards its outputs on the answer. An entry whose report gets no
+// answer before ctx ends stays for the next start.
+func (w *Worker) resume(ctx context.Context, entries []*pending) {
+	for _, p := range entries {
+		log := w.log.With("job", p.Finish.JobID, "attempt", p.Finish.Attempt)
+		err := w.finish(ctx, p.Finish)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			discardFiles(p.Files)
+			log.Info("earlier run's result refused; outputs discarded", "error", err)
+		default:
+			if err := publishFiles(p.Files, true); err != nil {
+				discardFiles(p.Files)
+				log.Error("job succeeded but its outputs could not be published", "error", err)
+			} else {
+				log.Info("earlier run's outputs published")
+			}
+		}
+		if err := p.done(); err != nil {
+			log.Warn("remove publish journal entry", "error", err)
+		}
+	}
 }
 
 // endFenced ends an attempt the self-fence or the watchdog stopped (the
