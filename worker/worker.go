@@ -672,9 +672,12 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	// Outputs reach their final paths only once the cluster accepted this
 	// attempt's result: a refused (stale) attempt publishes nothing. The
 	// journal entry carries the decision over a crash (see journal).
-	entry, jerr := w.journal().record(fin, run.pendingFiles())
-	if jerr != nil {
-		log.Warn("publish journal entry not written: a crash before the outputs are moved into place loses them", "error", jerr)
+	var entry *pending
+	if files := run.pendingFiles(); len(files) > 0 {
+		var jerr error
+		if entry, jerr = w.journal().record(fin, files); jerr != nil {
+			log.Warn("publish journal entry not written: a crash before the outputs are moved into place loses them", "error", jerr)
+		}
 	}
 	ferr := w.finish(wctx, fin)
 	switch {
