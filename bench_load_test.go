@@ -203,7 +203,11 @@ func BenchmarkClusterFairness(b *testing.B) {
 	}
 	for i, t := range tc {
 		var out bytes.Buffer
-		cfg := cli.SubmitBench{Jobs: jobs, Concurrency: 64, Keep: true}
+		// At the plan's size the last jobs wait far longer than the
+		// default acquire timeout (10 minutes) for a slot.
+		spec := cli.DefaultBenchSpec()
+		spec.AcquireTimeout = fsm.Duration(2 * time.Hour)
+		cfg := cli.SubmitBench{Jobs: jobs, Concurrency: 64, Keep: true, Spec: spec}
 		if err := cli.BenchSubmit(ctx, []*cli.Client{t}, cfg, cli.Output{W: &out}, io.Discard); err != nil {
 			b.Fatal(err)
 		}
