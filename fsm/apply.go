@@ -208,6 +208,7 @@ func (f *FSM) applyAssignJob(index uint64, c *AssignJob, b *batchBuilder) any {
 	j.WorkerID = w.ID
 	j.AssignedAt = f.at(c.At)
 	j.StartedAt = time.Time{}
+	j.ExitedAt = time.Time{}
 	j.Progress = nil
 	j.ModifyIndex = index
 	f.put(old, &j, b)
@@ -263,6 +264,23 @@ func (f *FSM) applyProgressJob(index uint64, c *ProgressJob, b *batchBuilder) an
 	j := *old
 	p := c.Progress
 	j.Progress = &p
+	j.ModifyIndex = index
+	f.put(old, &j, b)
+	return &j
+}
+
+// applyExitJob frees the slot of a running attempt whose ffmpeg exited.
+// A repeat is answered with the job as it is.
+func (f *FSM) applyExitJob(index uint64, c *ExitJob, b *batchBuilder) any {
+	old, err := f.checkReport(c.Report, JobRunning)
+	if err != nil {
+		return err
+	}
+	if old.ModifyIndex >= index || !old.ExitedAt.IsZero() {
+		return old
+	}
+	j := *old
+	j.ExitedAt = f.at(c.At)
 	j.ModifyIndex = index
 	f.put(old, &j, b)
 	return &j
@@ -324,6 +342,7 @@ func (f *FSM) requeue(index uint64, old *Job, at time.Time, reason Error, b *bat
 		j.WorkerID = ""
 		j.QueuedAt = at
 		j.NotBefore = time.Time{}
+		j.ExitedAt = time.Time{}
 		j.Progress = nil
 		if !live {
 			j.Retries++
@@ -375,6 +394,9 @@ func (f *FSM) applyCancelJob(index uint64, c *CancelJob, b *batchBuilder) any {
 }
 
 func (f *FSM) applyPauseJob(index uint64, c *PauseJob, b *batchBuilder) any {
+	if old, ok := f.jobs[c.JobID]; ok && old.ModifyIndex < index && !old.ExitedAt.IsZero() {
+		return Errorf(CodeInvalidTransition, "job %s: its ffmpeg has exited and its outputs are being checked; it cannot be paused", old.ID)
+	}
 	return f.transition(index, c.JobID, f.at(c.At), JobPaused, b, JobRunning)
 }
 

@@ -46,9 +46,30 @@ const (
 	CreateWorkerTokenType MessageType = 27
 	RevokeWorkerTokenType MessageType = 28
 
+	// ExitJobType frees a running attempt's worker slot when its ffmpeg
+	// has exited (see ExitJob). It has no skip bit: a node that skipped
+	// it would count the slot as taken and refuse assignments the others
+	// accept. The leader proposes it only once every server speaks
+	// ProtocolExitJob (MinProtocol).
+	ExitJobType MessageType = 36
+
 	// IgnoreUnknownTypeFlag marks a type that older nodes may skip.
 	IgnoreUnknownTypeFlag MessageType = 128
 )
+
+// Protocol is the newest cluster protocol this binary speaks. A command
+// type that servers speaking an older protocol cannot apply needs a newer
+// one (MinProtocol), and the leader proposes it only while every server
+// speaks that (cluster protocol.go). Protocol 2 added ExitJob.
+const Protocol = 2
+
+// MinProtocol returns the cluster protocol that command type t needs.
+func MinProtocol(t MessageType) int {
+	if t == ExitJobType {
+		return 2
+	}
+	return 1
+}
 
 // Command is a state change proposed through Raft. The edge (an API
 // handler or the leader loop) fills in every ID before proposing, so that
@@ -249,6 +270,16 @@ type RevokeWorkerToken struct {
 	At time.Time `json:"at"`
 }
 
+// ExitJob records that a running attempt's ffmpeg exited successfully:
+// the worker is checking and reporting its outputs, and the attempt no
+// longer takes one of the worker's slots, so the next job can start while
+// its FinishJob is on the way. The job stays running, with ExitedAt set,
+// until that report; a worker lost before it requeues the job as before.
+type ExitJob struct {
+	Report
+	At time.Time `json:"at"`
+}
+
 // MessageType implementations.
 func (*CreateTenant) MessageType() MessageType      { return CreateTenantType }
 func (*CreateAPIKey) MessageType() MessageType      { return CreateAPIKeyType }
@@ -271,6 +302,7 @@ func (*DeleteTenant) MessageType() MessageType      { return DeleteTenantType }
 func (*AdoptOrphans) MessageType() MessageType      { return AdoptOrphansType }
 func (*CreateWorkerToken) MessageType() MessageType { return CreateWorkerTokenType }
 func (*RevokeWorkerToken) MessageType() MessageType { return RevokeWorkerTokenType }
+func (*ExitJob) MessageType() MessageType           { return ExitJobType }
 
 // Backoff is the delay before retry n (1-based): 2s doubling, at most 5m.
 func Backoff(n int) time.Duration {
@@ -313,6 +345,7 @@ var commandTypes = map[MessageType]commandType{
 	AssignJobType:      command((*FSM).applyAssignJob),
 	StartJobType:       command((*FSM).applyStartJob),
 	ProgressJobType:    command((*FSM).applyProgressJob),
+	ExitJobType:        command((*FSM).applyExitJob),
 	FinishJobType:      command((*FSM).applyFinishJob),
 	CancelJobType:      command((*FSM).applyCancelJob),
 	PauseJobType:       command((*FSM).applyPauseJob),

@@ -64,6 +64,7 @@ func TestFSMProperty(t *testing.T) {
 		"RegisterWorker ok", "RegisterWorker not_found", "SubmitJob ok", "SubmitJob not_found", "SubmitJob already_exists",
 		"AssignJob ok", "AssignJob stale_attempt", "AssignJob invalid_transition", "AssignJob not_found",
 		"StartJob ok", "StartJob stale_attempt", "ProgressJob ok", "ProgressJob stale_attempt",
+		"ExitJob ok", "ExitJob stale_attempt", "ExitJob invalid_transition", "PauseJob invalid_transition",
 		"FinishJob ok", "FinishJob stale_attempt", "CancelJob ok", "CancelJob invalid_transition",
 		"PauseJob ok", "ResumeJob ok", "RequeueJob ok", "ExpireJob ok", "ExpireJob invalid_transition",
 		"state succeeded", "state failed", "state canceled", "error worker_lost", "error acquire_timeout",
@@ -410,7 +411,7 @@ func commandName(m fsm.MessageType) string {
 		fsm.AcceptInvitationType: "AcceptInvitation", fsm.RevokeInvitationType: "RevokeInvitation",
 		fsm.RotateAPIKeyType: "RotateAPIKey", fsm.TouchAPIKeysType: "TouchAPIKeys",
 		fsm.CreateWorkerTokenType: "CreateWorkerToken", fsm.RevokeWorkerTokenType: "RevokeWorkerToken",
-		fsm.PurgeJobsType:  "PurgeJobs",
+		fsm.PurgeJobsType: "PurgeJobs", fsm.ExitJobType: "ExitJob",
 		fsm.SubmitJobsType: "SubmitJobs",
 	}
 	if s, ok := names[m]; ok {
@@ -547,6 +548,7 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 	}
 	type use struct {
 		jobs     []string
+		slots    int   // the jobs whose ffmpeg has not exited (ExitJob)
 		milliCPU int64 // summed in integers, as the FSM does: float sums depend on order
 		mem      int
 		sessions map[string]int // hardware kind → encoder sessions held
@@ -650,6 +652,13 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 				uses[w.ID] = u
 			}
 			u.jobs = append(u.jobs, j.ID)
+			if !j.ExitedAt.IsZero() {
+				if j.State != fsm.JobRunning {
+					t.Fatalf("%s job %s has exited_at %v; only a running job may", j.State, j.ID, j.ExitedAt)
+				}
+				continue // its slot and resources are free
+			}
+			u.slots++
 			u.milliCPU += int64(math.Round(j.Spec.Resources.CPU * 1000))
 			u.mem += j.Spec.Resources.MemoryMB
 			for _, r := range j.Plan.Outputs {
@@ -732,8 +741,8 @@ func checkInvariants(t *testing.T, f *fsm.FSM, g *gen, terminal map[string]*fsm.
 		if !slices.Equal(got, u.jobs) || f.WorkerLoad(w.ID) != len(u.jobs) {
 			t.Fatalf("worker %s: WorkerJobs %v, WorkerLoad %d; the store has %v on it", w.ID, got, f.WorkerLoad(w.ID), u.jobs)
 		}
-		if len(u.jobs) > w.Slots {
-			t.Fatalf("worker %s holds %d active jobs %v with %d slots", w.ID, len(u.jobs), u.jobs, w.Slots)
+		if u.slots > w.Slots {
+			t.Fatalf("worker %s holds %d active jobs %v (not exited) with %d slots", w.ID, u.slots, u.jobs, w.Slots)
 		}
 		if w.CPUs > 0 && u.milliCPU > int64(w.CPUs)*1000 {
 			t.Fatalf("worker %s holds %d millicores of jobs with %d CPUs", w.ID, u.milliCPU, w.CPUs)
@@ -1347,6 +1356,13 @@ func (g *gen) next(f *fsm.FSM, assigns *[]*fsm.AssignJob, expires *[]*fsm.Expire
 			}
 			return one(&fsm.ProgressJob{Report: rep, Progress: fsm.Progress{Percent: float64(r.IntN(100)), Frame: int64(r.IntN(10000)),
 				FPS: 30, Speed: 1.5, OutTimeMS: int64(r.IntN(60000)), UpdatedAt: g.now}})
+		}},
+		{5, func() []fsm.Command {
+			rep, ok := g.report()
+			if !ok {
+				return nil
+			}
+			return one(&fsm.ExitJob{Report: rep, At: g.now})
 		}},
 		{12, func() []fsm.Command {
 			rep, ok := g.report()

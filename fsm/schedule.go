@@ -225,7 +225,11 @@ func (u usage) add(w *Worker, d *demand) usage {
 func (f *FSM) usage(w *Worker) usage {
 	var u usage
 	for id := range f.idx.byWorker[w.ID] {
-		d := demandOf(f.jobs[id])
+		j := f.jobs[id]
+		if !j.ExitedAt.IsZero() {
+			continue // its ffmpeg has exited (ExitJob)
+		}
+		d := demandOf(j)
 		u = u.add(w, &d)
 	}
 	return u

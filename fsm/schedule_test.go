@@ -886,3 +886,65 @@ func TestStaleReportNamesNoOtherWorker(t *testing.T) {
 		t.Errorf("refusal %q names the holder or the job's state", held)
 	}
 }
+
+// TestApplyExitJob: an attempt whose ffmpeg exited (ExitJob) stays running
+// until its finish but no longer takes its worker's slot, so the scheduler
+// and Apply's capacity check let the next job in; reports about other
+// attempts or states are refused, an exited job cannot be paused, and a
+// requeue clears the mark.
+func TestApplyExitJob(t *testing.T) {
+	t.Parallel()
+	n := newNode(t)
+	n.tenant("t1")
+	n.worker(fsm.Worker{ID: "w1", Slots: 1, Encoders: x264})
+	n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	n.submit("j2", "t1", spec("720p30-h264"), at(time.Second))
+	n.submit("j3", "t1", spec("720p30-h264"), at(2*time.Second))
+	now := at(time.Minute)
+
+	n.job(&fsm.AssignJob{JobID: "j1", WorkerID: "w1", Attempt: 1, At: now})
+	rep := fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 1}
+	n.refused(&fsm.ExitJob{Report: rep, At: now}, fsm.CodeInvalidTransition) // assigned, not started
+	n.job(&fsm.StartJob{Report: rep, At: now})
+	if d := n.schedule(now); len(d.Assign) != 0 {
+		t.Fatalf("scheduler assigned %+v to a full worker", d.Assign)
+	}
+	n.refused(&fsm.ExitJob{Report: fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 2}, At: now}, fsm.CodeStaleAttempt)
+	n.refused(&fsm.ExitJob{Report: fsm.Report{JobID: "j1", WorkerID: "w2", Attempt: 1}, At: now}, fsm.CodeStaleAttempt)
+
+	exitAt := now.Add(2 * time.Second)
+	j := n.job(&fsm.ExitJob{Report: rep, At: exitAt})
+	if j.State != fsm.JobRunning || !j.ExitedAt.Equal(exitAt) {
+		t.Fatalf("exited job = state %s, exited_at %v; want running, %v", j.State, j.ExitedAt, exitAt)
+	}
+	if again := n.job(&fsm.ExitJob{Report: rep, At: exitAt.Add(time.Second)}); !again.ExitedAt.Equal(exitAt) {
+		t.Errorf("a repeated exit report moved exited_at to %v", again.ExitedAt)
+	}
+	n.refused(&fsm.PauseJob{JobID: "j1", At: exitAt}, fsm.CodeInvalidTransition)
+
+	d := n.schedule(exitAt)
+	if len(d.Assign) != 1 || d.Assign[0].JobID != "j2" || d.Assign[0].WorkerID != "w1" {
+		t.Fatalf("after the exit the scheduler assigned %+v, want j2 to w1", d.Assign)
+	}
+	n.job(&fsm.AssignJob{JobID: "j2", WorkerID: "w1", Attempt: 1, At: exitAt})
+	// j2 holds the slot now: j3 waits.
+	n.refused(&fsm.AssignJob{JobID: "j3", WorkerID: "w1", Attempt: 1, At: exitAt}, fsm.CodeInvalidTransition)
+	if got := n.f.WorkerLoad("w1"); got != 2 {
+		t.Errorf("WorkerLoad(w1) = %d, want 2 (the exited job until its finish, and j2)", got)
+	}
+
+	done := n.job(&fsm.FinishJob{Report: rep, At: exitAt.Add(time.Second),
+		Result: &fsm.Result{Outputs: []fsm.OutputResult{{URL: "file:///out.mp4"}}}})
+	if done.State != fsm.JobSucceeded || !done.ExitedAt.Equal(exitAt) {
+		t.Errorf("finished job = state %s, exited_at %v", done.State, done.ExitedAt)
+	}
+
+	// A requeued attempt starts over without the mark.
+	rep2 := fsm.Report{JobID: "j2", WorkerID: "w1", Attempt: 1}
+	n.job(&fsm.StartJob{Report: rep2, At: exitAt})
+	n.job(&fsm.ExitJob{Report: rep2, At: exitAt})
+	j2 := n.job(&fsm.RequeueJob{Report: rep2, Reason: fsm.Error{Code: fsm.CodeWorkerLost, Message: "gone"}, At: exitAt})
+	if j2.State != fsm.JobQueued || !j2.ExitedAt.IsZero() {
+		t.Errorf("requeued job = state %s, exited_at %v; want queued without exited_at", j2.State, j2.ExitedAt)
+	}
+}

@@ -170,7 +170,11 @@ type Job struct {
 	NotBefore   time.Time `json:"not_before,omitzero"`
 	AssignedAt  time.Time `json:"assigned_at,omitzero"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// ExitedAt is when the running attempt's ffmpeg exited successfully
+	// (ExitJob): its outputs are being checked, and it no longer takes a
+	// worker slot.
+	ExitedAt   time.Time `json:"exited_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 
 	Progress *Progress `json:"progress,omitempty"`
 	Result   *Result   `json:"result,omitempty"`

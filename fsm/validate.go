@@ -535,6 +535,11 @@ func (c *ProgressJob) Validate() error {
 	return checkAll(c, checkReport(c.Report), c.Progress.validate())
 }
 
+// Validate implements Validator.
+func (c *ExitJob) Validate() error {
+	return checkAll(c, checkReport(c.Report))
+}
+
 func (p *Progress) validate() error {
 	if p.Percent < 0 || p.Percent > 100 || p.FPS < 0 || p.Speed < 0 || p.Frame < 0 {
 		return invalid("progress percent must be 0..100, and frame, fps and speed not negative")
