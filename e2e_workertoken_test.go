@@ -110,8 +110,14 @@ func TestWorkerTokenTrustBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := waitJobDone(t, client, jobA.ID); got.State != fsm.JobSucceeded || got.WorkerID != wid {
-		t.Fatalf("tenant %s's job: %s on %q (%+v), want succeeded on %s", tenantA, got.State, got.WorkerID, got.Error, wid)
+	doneA := waitJobDone(t, client, jobA.ID)
+	if doneA.State != fsm.JobSucceeded || doneA.WorkerID != wid {
+		t.Fatalf("tenant %s's job: %s on %q (%+v), want succeeded on %s", tenantA, doneA.State, doneA.WorkerID, doneA.Error, wid)
+	}
+	// The worker reported its ffmpeg's exit (which freed the slot) before
+	// the probe and the finish.
+	if e := doneA.ExitedAt; e.IsZero() || e.Before(doneA.StartedAt) || e.After(doneA.FinishedAt) {
+		t.Errorf("job: started %v, exited %v, finished %v; want an exit between the two", doneA.StartedAt, e, doneA.FinishedAt)
 	}
 	if haveB {
 		// Submitted first, yet never given to A's worker.
@@ -142,6 +148,9 @@ func TestWorkerTokenTrustBoundary(t *testing.T) {
 		fsm.CodeStaleAttempt)
 	refusal("report as another worker",
 		wc.Start(cctx, fsm.Report{JobID: jobA.ID, WorkerID: "w-other", Attempt: 1}), server.CodePermissionDenied)
+	refusal("exit report as another worker",
+		wc.Exit(cctx, fsm.Report{JobID: jobA.ID, WorkerID: "w-other", Attempt: 1}), server.CodePermissionDenied)
+	refusal("exit report on a finished job", wc.Exit(cctx, fsm.Report{JobID: jobA.ID, WorkerID: wid, Attempt: 1}), fsm.CodeStaleAttempt)
 	if got, _ := client.GetJob(ctx, jobA.ID); got.State != fsm.JobSucceeded {
 		t.Errorf("job after the refused reports: %s, want succeeded", got.State)
 	}

@@ -256,10 +256,10 @@ func printMembers(out Output, st *server.ClusterStatus, status bool) error {
 		}
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "ID\tADDRESS\tGOSSIP\tVOTER\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tHEALTHY")
+	fmt.Fprintln(tw, "ID\tADDRESS\tGOSSIP\tVOTER\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLAST CONTACT\tHEALTHY\tPROTOCOL")
 	for _, m := range st.Members {
 		if m.Status == nil {
-			fmt.Fprintf(tw, "%s\t%s\t-\t%v\t-\t-\t-\t-\t-\tno (%s)\n", m.ID, m.Addr, m.Voter, m.Error)
+			fmt.Fprintf(tw, "%s\t%s\t-\t%v\t-\t-\t-\t-\t-\tno (%s)\t-\n", m.ID, m.Addr, m.Voter, m.Error)
 			continue
 		}
 		s := m.Status
@@ -267,8 +267,8 @@ func printMembers(out Output, st *server.ClusterStatus, status bool) error {
 		if s.State == "Leader" || contact == "" {
 			contact = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, m.Addr, dash(s.GossipAddr), m.Voter, s.State, s.Term,
-			s.CommitIndex, s.AppliedIndex, contact, yesNo(m.Healthy != nil && *m.Healthy))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%d\t%d\t%s\t%s\t%d\n", m.ID, m.Addr, dash(s.GossipAddr), m.Voter, s.State, s.Term,
+			s.CommitIndex, s.AppliedIndex, contact, yesNo(m.Healthy != nil && *m.Healthy), max(s.Protocol, 1))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -30,6 +30,14 @@ func (n *Node) ForwardForTest(ctx context.Context, leader string, data []byte) (
 	return n.forward(ctx, leader, data)
 }
 
+// SpeakProtocolForTest makes the node report protocol p, as a binary of
+// that protocol would.
+func (n *Node) SpeakProtocolForTest(p int) { n.speaks.Store(int32(p)) }
+
+// RecheckProtocolForTest makes a leader ask every server for its protocol
+// now, as after adding a server.
+func (n *Node) RecheckProtocolForTest() { n.recheckProtocol() }
+
 // Node port protocols, for tests that speak them by hand.
 const (
 	ProtoRaft = protoRaft

@@ -130,9 +130,11 @@ type Node struct {
 	// submits is the group commit of submits (see batch.go).
 	submits *batcher
 
-	ident           identity    // cluster ID (see join.go)
-	reads           readIndexes // batched read barriers (see readindex.go)
-	waitsToBeJoined atomic.Bool // started without join addresses or bootstrap-expect
+	ident           identity     // cluster ID (see join.go)
+	reads           readIndexes  // batched read barriers (see readindex.go)
+	proto           protocolGate // command types every server can apply (see protocol.go)
+	speaks          atomic.Int32 // the protocol this node reports: fsm.Protocol but in tests
+	waitsToBeJoined atomic.Bool  // started without join addresses or bootstrap-expect
 	// leaderLost is when this node lost its leader (unix ns), or
 	// leaderHeld, or leaderNever (see LeaderlessFor).
 	leaderLost atomic.Int64
@@ -149,6 +151,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
 		peers: make(map[string]string), gossipLeft: make(chan struct{}, 1)}
+	n.proto.recheck = make(chan struct{}, 1)
+	n.speaks.Store(fsm.Protocol)
 	n.submits = newBatcher(n.flushSubmits, maxBatchItems, maxBatchBytes, batchesInFlight)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -429,10 +433,14 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 	n.log.Info("leader loop started", "index", n.cfg.FSM.Index())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		n.reapDeadServers(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		n.watchProtocol(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -528,7 +536,11 @@ func timeoutOf(ctx context.Context) time.Duration {
 // panicking and every store can write it. A refusal is the validation's
 // *fsm.Error, unwrapped (a domain error), and nothing is proposed.
 func (n *Node) propose(data []byte, timeout time.Duration) (raft.ApplyFuture, error) {
-	if _, err := fsm.DecodeCommand(data); err != nil {
+	c, err := fsm.DecodeCommand(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.gate(c); err != nil {
 		return nil, err
 	}
 	return n.raft.Apply(data, timeout), nil

@@ -103,6 +103,9 @@ type Status struct {
 	// none (no Raft state: it waits to be joined or to bootstrap).
 	ClusterID string `json:"cluster_id,omitempty"`
 	Waiting   bool   `json:"waiting,omitempty"`
+	// Protocol is the newest cluster protocol the node's binary speaks
+	// (fsm.Protocol; see protocol.go).
+	Protocol int `json:"protocol,omitempty"`
 }
 
 const maxRPCBody = 64 << 20
@@ -186,6 +189,7 @@ func (n *Node) addVoter(p Peer) error {
 		}
 	}
 	n.log.Info("adding cluster member", "id", p.ID, "addr", p.Addr)
+	n.recheckProtocol()
 	if err := n.raft.AddVoter(raft.ServerID(p.ID), raft.ServerAddress(p.Addr), 0, applyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", p.ID, err)
 	}
@@ -366,6 +370,7 @@ func (n *Node) LocalStatus() Status {
 		Term: u("term"), LastLogIndex: u("last_log_index"), CommitIndex: n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(), FSMIndex: n.cfg.FSM.Index(), LastContact: st["last_contact"],
 		Leader: addr, LeaderID: id, Time: time.Now().UTC(), ClusterID: n.ClusterID(), Waiting: !n.hasState(),
+		Protocol: int(n.speaks.Load()),
 	}
 }
 

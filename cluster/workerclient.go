@@ -170,6 +170,11 @@ func (c *WorkerClient) Progress(ctx context.Context, r fsm.Report, p fsm.Progres
 	return c.call(ctx, "/rpc/worker/progress", ProgressRequest{Report: r, Progress: p}, nil)
 }
 
+// Exit implements worker.Control.
+func (c *WorkerClient) Exit(ctx context.Context, r fsm.Report) error {
+	return c.call(ctx, "/rpc/worker/exit", r, nil)
+}
+
 // Finish implements worker.Control.
 func (c *WorkerClient) Finish(ctx context.Context, f *fsm.FinishJob) error {
 	return c.call(ctx, "/rpc/worker/finish", f, nil)

@@ -43,7 +43,10 @@ type Job struct {
 	NotBefore   time.Time `json:"not_before,omitzero"`
 	AssignedAt  time.Time `json:"assigned_at,omitzero"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// ExitedAt is when the running attempt's ffmpeg exited successfully:
+	// its outputs are being checked, and it no longer takes a worker slot.
+	ExitedAt   time.Time `json:"exited_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 
 	Progress *Progress `json:"progress,omitempty"`
 	Result   *Result   `json:"result,omitempty"`
@@ -189,6 +192,9 @@ type ServerStatus struct {
 	Time         time.Time `json:"time"`
 	ClusterID    string    `json:"cluster_id,omitempty"`
 	Waiting      bool      `json:"waiting,omitempty"`
+	// Protocol is the newest cluster protocol the server's binary speaks;
+	// absent (1) for a binary from before protocols.
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // apiMembers converts the cluster's members for a response.
@@ -199,7 +205,8 @@ func apiMembers(ms []cluster.Member) []ClusterMember {
 		if s := m.Status; s != nil {
 			out[i].Status = &ServerStatus{ID: s.ID, Addr: s.Addr, APIAddr: s.APIAddr, GossipAddr: s.GossipAddr, State: s.State,
 				Term: s.Term, LastLogIndex: s.LastLogIndex, CommitIndex: s.CommitIndex, AppliedIndex: s.AppliedIndex, FSMIndex: s.FSMIndex,
-				LastContact: s.LastContact, Leader: s.Leader, LeaderID: s.LeaderID, Time: s.Time, ClusterID: s.ClusterID, Waiting: s.Waiting}
+				LastContact: s.LastContact, Leader: s.Leader, LeaderID: s.LeaderID, Time: s.Time, ClusterID: s.ClusterID, Waiting: s.Waiting,
+				Protocol: s.Protocol}
 		}
 	}
 	return out
@@ -211,7 +218,7 @@ func apiJob(j *fsm.Job) Job {
 		ID: j.ID, TenantID: j.TenantID, Spec: j.Spec, Plan: apiPlan(&j.Plan), State: j.State,
 		Attempt: j.Attempt, Retries: j.Retries, WorkerID: j.WorkerID, RetryOf: j.RetryOf,
 		SubmittedAt: j.SubmittedAt, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore,
-		AssignedAt: j.AssignedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+		AssignedAt: j.AssignedAt, StartedAt: j.StartedAt, ExitedAt: j.ExitedAt, FinishedAt: j.FinishedAt,
 		Log: j.Log, ModifyIndex: j.ModifyIndex,
 	}
 	if p := j.Progress; p != nil {

@@ -54,6 +54,12 @@ func (s *Server) MountWorkerRPC(handle func(pattern string, h http.Handler)) {
 		}
 		return nil, ws.Progress(ctx, r.Report, r.Progress)
 	}))
+	handle("POST /rpc/worker/exit", workerRPC(s, func(ctx context.Context, t *fsm.WorkerToken, r *fsm.Report) (any, error) {
+		if err := s.ownWorker(ctx, t, r.WorkerID); err != nil {
+			return nil, err
+		}
+		return nil, ws.Exit(ctx, *r)
+	}))
 	handle("POST /rpc/worker/finish", workerRPC(s, func(ctx context.Context, t *fsm.WorkerToken, f *fsm.FinishJob) (any, error) {
 		if err := s.ownWorker(ctx, t, f.WorkerID); err != nil {
 			return nil, err

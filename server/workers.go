@@ -126,6 +126,15 @@ func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progr
 	return err
 }
 
+// Exit reports that an attempt's ffmpeg exited successfully, which frees
+// its worker slot while the worker checks the outputs (fsm.ExitJob). The
+// leader refuses it with unknown_command until every server speaks the
+// protocol that added it; the worker then does without.
+func (ws *WorkerService) Exit(ctx context.Context, r fsm.Report) error {
+	_, err := ws.s.raft.Apply(ctx, &fsm.ExitJob{Report: r, At: ws.s.now()})
+	return err
+}
+
 // Finish reports the end of an attempt. A worker publishes its outputs
 // only once this accepts the report, and discards them when it is
 // refused, so a repeat of a report the cluster already applied (its first

@@ -33,6 +33,9 @@ type fakeControl struct {
 	lose     map[string]bool
 	finishes []fsm.FinishJob
 	finished chan fsm.FinishJob
+	// exits records the exit reports, with how many finish reports had
+	// arrived before each.
+	exits []exitReport
 	// behind makes Assignments answer as a lagging server would: an
 	// empty list at index 1; lagged counts those answers.
 	behind bool
@@ -93,6 +96,18 @@ func (c *fakeControl) Assignments(ctx context.Context, workerID string, index ui
 func (c *fakeControl) Start(ctx context.Context, r fsm.Report) error { return nil }
 
 func (c *fakeControl) Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error { return nil }
+
+type exitReport struct {
+	fsm.Report
+	finishesBefore int
+}
+
+func (c *fakeControl) Exit(ctx context.Context, r fsm.Report) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.exits = append(c.exits, exitReport{r, len(c.finishes)})
+	return nil
+}
 
 func (c *fakeControl) Finish(ctx context.Context, f *fsm.FinishJob) error {
 	c.mu.Lock()
@@ -250,6 +265,33 @@ func TestWorkerPublishesOnlyAcceptedResults(t *testing.T) {
 	defer c.mu.Unlock()
 	if len(c.finishes) != 2 {
 		t.Errorf("%d finish reports, want 2 (one per attempt): %+v", len(c.finishes), c.finishes)
+	}
+}
+
+// TestWorkerReportsExit: a successful run reports that its ffmpeg exited
+// (which frees its slot in the cluster) once, for its attempt, besides its
+// finish.
+func TestWorkerReportsExit(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c := newFakeControl(10 * time.Second)
+	startWorker(t, e, c)
+	j := fileJob(t, "j1", "1", "file:///out/j1.mp4")
+	j.Attempt = 3
+	c.assign(j)
+	if f := nextFinish(t, c); f.JobID != "j1" || f.Error != nil {
+		t.Fatalf("finish %+v, want a success of job j1", f)
+	}
+	waitFor(t, "the exit report", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.exits) > 0
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	want := fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 3}
+	if len(c.exits) != 1 || c.exits[0].Report != want {
+		t.Errorf("exit reports %+v, want one: %+v", c.exits, want)
 	}
 }
 

@@ -51,6 +51,10 @@ type RunParams struct {
 	// goroutine of the run. It must return quickly: ffmpeg blocks while
 	// it runs.
 	OnProgress func(Progress)
+	// OnExit, if set, is called once ffmpeg has exited successfully and
+	// before its file outputs are probed (not for a run without file
+	// outputs), from Run's own goroutine: it must not block.
+	OnExit func()
 	// TailBytes is how much of ffmpeg's stderr to keep; DefaultTailBytes
 	// if zero.
 	TailBytes int
@@ -442,6 +446,9 @@ func (r *Run) finish(ctx context.Context) {
 			}
 		}
 	default:
+		if r.p.OnExit != nil && slices.ContainsFunc(r.files, func(f outputFile) bool { return f.temp != "" }) {
+			r.p.OnExit()
+		}
 		r.result, r.err = r.collect(context.WithoutCancel(ctx))
 	}
 	if r.err != nil {

@@ -50,6 +50,8 @@ func (c *simControl) Start(_ context.Context, r fsm.Report) error {
 	return c.note(func() { c.starts = append(c.starts, r) })
 }
 
+func (c *simControl) Exit(context.Context, fsm.Report) error { return nil }
+
 func (c *simControl) Progress(context.Context, fsm.Report, fsm.Progress) error {
 	return c.note(func() { c.progress++ })
 }

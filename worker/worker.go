@@ -40,6 +40,11 @@ type Control interface {
 	Start(ctx context.Context, r fsm.Report) error
 	// Progress reports an attempt's progress.
 	Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error
+	// Exit reports that an attempt's ffmpeg exited successfully and its
+	// outputs are being checked, which frees its slot for the next job
+	// before Finish. Best effort: a node that refuses it or does not know
+	// it (an older version) frees the slot with Finish.
+	Exit(ctx context.Context, r fsm.Report) error
 	// Finish reports an attempt's end.
 	Finish(ctx context.Context, c *fsm.FinishJob) error
 	// Heartbeat renews the worker's lease and returns the lease's length
@@ -614,7 +619,7 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	run, err := Start(actx, RunParams{
 		FFmpeg: w.cfg.FFmpeg, FFprobe: w.cfg.FFprobe, MediaRoot: w.cfg.MediaRoot, TenantID: j.TenantID,
 		Plan: &j.Plan, Encoders: enc, Timeout: time.Duration(j.Spec.Timeout),
-		KillGrace: w.cfg.KillGrace, OnProgress: progress.set,
+		KillGrace: w.cfg.KillGrace, OnProgress: progress.set, OnExit: func() { w.exited(actx, a.report, log) },
 		Limits: Limits{CPU: j.Spec.Resources.CPU, MemoryMB: j.Spec.Resources.MemoryMB},
 		Name:   fmt.Sprintf("%s-%d", j.ID, j.Attempt), Owner: w.cfg.ID, Logger: log, Net: w.cfg.Net,
 	})
@@ -698,6 +703,22 @@ func (w *Worker) runAttempt(actx, wctx context.Context, a *attempt, j *fsm.Job) 
 	if err := entry.done(); err != nil {
 		log.Warn("remove publish journal entry", "error", err)
 	}
+}
+
+// exited tells the cluster, without waiting for the answer, that an
+// attempt's ffmpeg exited, so that its slot takes the next job while the
+// outputs are probed and reported. A refusal changes nothing: the slot
+// then frees with the finish report.
+func (w *Worker) exited(ctx context.Context, r fsm.Report, log *slog.Logger) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := w.cfg.Control.Exit(ctx, r); err != nil && ctx.Err() == nil {
+			log.Debug("exit report", "error", err)
+		}
+	}()
 }
 
 // journal returns this worker's publish journal.
