@@ -479,7 +479,7 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 		if f.prefix != "" {
 			pr, r.segs[i], err = probeHLS(pctx, r.p.FFprobe, f.dest(), f.prefix)
 		} else {
-			pr, err = Probe(pctx, r.p.FFprobe, f.temp)
+			pr, err = r.probeFile(pctx, o, f.temp)
 		}
 		cancel()
 		if err != nil {
@@ -489,6 +489,20 @@ func (r *Run) collect(ctx context.Context) (*fsm.Result, error) {
 		res.Outputs = append(res.Outputs, *pr)
 	}
 	return res, nil
+}
+
+// probeFile describes a file output: an MP4 or QuickTime file in process
+// (probeMP4) where it can, otherwise (or if that reader cannot vouch for
+// the file) with ffprobe.
+func (r *Run) probeFile(ctx context.Context, o fsm.Rendition, path string) (*fsm.OutputResult, error) {
+	if o.Container == "mp4" || o.Container == "mov" {
+		pr, err := probeMP4(path)
+		if err == nil {
+			return pr, nil
+		}
+		r.p.Logger.Debug("in-process probe could not read the output; asking ffprobe", "output", o.URL, "error", err)
+	}
+	return Probe(ctx, r.p.FFprobe, path)
 }
 
 // Publish moves the outputs of a successful run from their temporary
