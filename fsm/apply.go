@@ -446,6 +446,7 @@ func (f *FSM) activeJob(id string) (*Job, *Error) {
 // put publishes a job's new version: indexes, memory, batch and metrics.
 // A terminal job leaves memory; the store keeps it.
 func (f *FSM) put(old, j *Job, b *batchBuilder) {
+	b.touchWorkers(old, j)
 	if old != nil {
 		f.idx.remove(old)
 	}

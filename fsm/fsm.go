@@ -53,6 +53,7 @@ type FSM struct {
 	jobs         map[string]*Job // non-terminal jobs only
 	idx          *indexes
 	watch        chan struct{} // closed and replaced after every batch
+	workerWatch  workerWatches // per-worker changes (see workerwatch.go)
 	// pending holds the jobs of the batch being committed, so that a job
 	// that finished in it stays readable until the store has it.
 	pending map[string]Object
@@ -101,6 +102,7 @@ func (f *FSM) load(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.index = st.Index
+	f.workerWatch.reset(st.Index)
 	f.auditHead, f.auditCommitted = st.AuditHead, st.AuditHead
 	f.tenants = make(map[string]*Tenant, len(st.Tenants))
 	f.keys = make(map[string]*APIKey, len(st.Keys))
@@ -181,6 +183,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.index = last
 	f.auditCommitted = f.auditHead
 	f.pending = nil
+	f.workerWatch.publish(last, b.workers)
 	ch := f.watch
 	f.watch = make(chan struct{})
 	f.mu.Unlock()
@@ -615,6 +618,9 @@ type batchBuilder struct {
 	// purgeable are the stored jobs the batch's PurgeJobs name
 	// (storedPurges).
 	purgeable map[string]*Job
+	// workers are the workers whose assignment lists the batch changes
+	// (touchWorkers).
+	workers map[string]bool
 }
 
 func newBatchBuilder() *batchBuilder {

@@ -95,21 +95,22 @@ func (ws *WorkerService) Heartbeat(ctx context.Context, workerID string) (time.D
 // maxAssignmentWait bounds one Assignments long-poll.
 const maxAssignmentWait = 30 * time.Second
 
-// Assignments returns the active jobs assigned to workerID once the FSM
-// index exceeds index (or after a bounded wait), with the index they
+// Assignments returns the active jobs assigned to workerID once its list
+// changed after index (or after a bounded wait), with the FSM index they
 // reflect. Canceled, finished or reassigned jobs disappear from the list;
-// the worker stops any process it runs for a job not in it.
+// the worker stops any process it runs for a job not in it. Only a change
+// of the worker's own list ends the wait (fsm.WatchWorker): other jobs'
+// changes, and its jobs' progress, do not.
 func (ws *WorkerService) Assignments(ctx context.Context, workerID string, index uint64) ([]*fsm.Job, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxAssignmentWait)
 	defer cancel()
-	cur, changed := ws.s.fsm.Watch()
-	if cur <= index {
+	if last, changed := ws.s.fsm.WatchWorker(workerID); last <= index {
 		select {
 		case <-changed:
 		case <-ctx.Done():
 		}
-		cur = ws.s.fsm.Index()
 	}
+	cur := ws.s.fsm.Index()
 	return ws.s.fsm.WorkerJobs(workerID), cur, nil
 }
 

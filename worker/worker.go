@@ -33,8 +33,9 @@ type Control interface {
 	// Register registers this worker (a new incarnation requeues the jobs
 	// of the previous one).
 	Register(ctx context.Context, w *fsm.Worker) (*fsm.Worker, error)
-	// Assignments blocks until the state index passes index (or a bounded
-	// wait ends) and returns the active jobs assigned to the worker.
+	// Assignments blocks until the worker's list changed after state
+	// index index (or a bounded wait ends) and returns the active jobs
+	// assigned to the worker, with the state index they reflect.
 	Assignments(ctx context.Context, workerID string, index uint64) ([]*fsm.Job, uint64, error)
 	// Start reports that ffmpeg started for an attempt.
 	Start(ctx context.Context, r fsm.Report) error
