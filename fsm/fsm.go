@@ -672,3 +672,31 @@ func sortedValues[V any](m map[string]V) []V {
 	}
 	return out
 }
+
+// ListActiveJobs answers ListJobs from memory for a listing whose states
+// are all active (none terminal), which memory holds every job of: the
+// store would read its whole history to find them. It returns the page
+// and the index it reflects. ok is false if p names no state or a
+// terminal one.
+func (f *FSM) ListActiveJobs(p *ListJobsParams) (page *JobPage, index uint64, ok bool) {
+	if len(p.States) == 0 || slices.ContainsFunc(p.States, JobState.Terminal) {
+		return nil, 0, false
+	}
+	f.mu.RLock()
+	var match []*Job
+	for _, j := range f.jobs {
+		if (p.TenantID == "" || j.TenantID == p.TenantID) && (p.After == "" || j.ID < p.After) &&
+			slices.Contains(p.States, j.State) && (p.Queue == "" || j.Spec.Queue == p.Queue) {
+			match = append(match, j)
+		}
+	}
+	index = f.index
+	f.mu.RUnlock()
+	slices.SortFunc(match, func(a, b *Job) int { return strings.Compare(b.ID, a.ID) }) // newest first
+	page = &JobPage{Jobs: match}
+	if len(match) > p.Limit {
+		page.Jobs = match[:p.Limit]
+		page.Next = match[p.Limit-1].ID
+	}
+	return page, index, true
+}

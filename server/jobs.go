@@ -364,6 +364,11 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Limit = n
 	}
+	if page, index, ok := s.fsm.ListActiveJobs(p); ok {
+		setIndex(w, index)
+		writeJSON(w, http.StatusOK, apiJobPage(page))
+		return
+	}
 	var page *fsm.JobPage
 	index, ok := s.storeRead(w, r, func(ctx context.Context) (err error) {
 		page, err = s.fsm.Store().ListJobs(ctx, p)
