@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,34 +144,11 @@ func (l *logRouter) JobLog(ctx context.Context, workerID, jobID string) (string,
 	return "", fmt.Errorf("no worker")
 }
 
-// tlogWriter writes log lines to t.Log until the test ends. A server's
-// background work outlives a test (the key-use flush retries a proposal
-// for up to a minute when there is no leader), and t.Log after the end
-// panics: later lines are dropped.
-type tlogWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	w := &tlogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.done = true
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+// testLogger logs warnings and errors to t.Log until the test ends. A
+// server's background work outlives a test (the key-use flush retries a
+// proposal for up to a minute when there is no leader): later lines are
+// dropped, since t.Log after the end panics.
+func testLogger(t *testing.T) *slog.Logger { return clustertest.LoggerAt(t, slog.LevelWarn) }
 
 // do sends a request with the env's key and decodes a JSON response.
 func (e *env) do(method, path string, body any, out any) *http.Response {

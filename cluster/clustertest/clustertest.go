@@ -257,10 +257,13 @@ func WaitFor(t testing.TB, f *fsm.FSM, timeout time.Duration, what string, cond 
 
 // Logger returns a logger that writes to t.Log until the test ends, and
 // is silent after (Raft's goroutines may outlive a test by a moment).
-func Logger(t testing.TB) *slog.Logger {
+func Logger(t testing.TB) *slog.Logger { return LoggerAt(t, slog.LevelInfo) }
+
+// LoggerAt is Logger for records at level and above.
+func LoggerAt(t testing.TB, level slog.Level) *slog.Logger {
 	w := &testWriter{t: t}
 	t.Cleanup(w.close)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 type testWriter struct {
