@@ -262,18 +262,24 @@ type batchResponse struct {
 // forwardTimeout bounds one forwarded batch.
 const forwardTimeout = applyTimeout + 5*time.Second
 
-// forwardBatch sends a batch to the leader's /rpc/apply-batch.
+// forwardBatch sends a batch of submits to the leader's /rpc/apply-batch.
 func (n *Node) forwardBatch(leader string, batch []*batchItem) {
+	n.forwardItems(leader, "/rpc/apply-batch", encodeBatch(batch), batch)
+}
+
+// forwardItems sends a batch to the leader's path, which answers a
+// batchResponse, and sets each item's result.
+func (n *Node) forwardItems(leader, path string, body []byte, batch []*batchItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 	defer cancel()
 	var resp batchResponse
-	err := n.rpcCall(ctx, leader, "POST", "/rpc/apply-batch", encodeBatch(batch), &resp)
+	err := n.rpcCall(ctx, leader, "POST", path, body, &resp)
 	if err == nil && len(resp.Results) != len(batch) {
-		err = fmt.Errorf("forward: %w: leader answered %d results for %d submits", ErrUnknownOutcome, len(resp.Results), len(batch))
+		err = fmt.Errorf("forward: %w: leader answered %d results for %d items", ErrUnknownOutcome, len(resp.Results), len(batch))
 	}
 	switch {
 	case err == nil:
-	case isDomainError(err):
+	case isDomainError(err), errors.Is(err, errNoRPC):
 	case sentNothing(err):
 		err = fmt.Errorf("forward: %w: %w", ErrNoLeader, err)
 	default:
@@ -330,31 +336,38 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 		pos = append(pos, i)
 	}
 	for k, res := range n.submits.do(r.Context(), raws, true) {
-		o := &out.Results[pos[k]]
-		v := res.v
-		var refused *fsm.Error
-		switch {
-		case res.err == nil:
-		case errors.As(res.err, &refused):
-			v = refused
-		case errors.Is(res.err, ErrNotLeader):
-			o.Failure, o.Message = "not_leader", res.err.Error()
-			continue
-		case errors.Is(res.err, ErrNoLeader):
-			o.Failure, o.Message = "no_leader", res.err.Error()
-			continue
-		default:
-			o.Failure, o.Message = "unknown", res.err.Error()
-			continue
-		}
-		enc, err := encodeResponse(res.index, v)
-		if err != nil {
-			o.Failure, o.Message = "unknown", err.Error()
-			continue
-		}
-		o.applyResponse = *enc
+		out.Results[pos[k]] = itemResponse(res.index, res.v, res.err)
 	}
 	rpcJSON(w, http.StatusOK, out)
+}
+
+// itemResponse is the wire form of one item's outcome on the leader: its
+// response, or its refusal, committed at index; or why it was not
+// committed.
+func itemResponse(index uint64, v any, err error) batchItemResponse {
+	var o batchItemResponse
+	var refused *fsm.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &refused):
+		v = refused
+	case errors.Is(err, ErrNotLeader):
+		o.Failure, o.Message = "not_leader", err.Error()
+		return o
+	case errors.Is(err, ErrNoLeader):
+		o.Failure, o.Message = "no_leader", err.Error()
+		return o
+	default:
+		o.Failure, o.Message = "unknown", err.Error()
+		return o
+	}
+	enc, err := encodeResponse(index, v)
+	if err != nil {
+		o.Failure, o.Message = "unknown", err.Error()
+		return o
+	}
+	o.applyResponse = *enc
+	return o
 }
 
 // validateItem checks one item's JSON as the log will hold it.

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/hashicorp/raft"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // RaftForTest exposes the node's Raft instance to tests that build
@@ -29,6 +30,24 @@ func (n *Node) LogForTest(index uint64) (*raft.Log, error) {
 func (n *Node) ForwardForTest(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	return n.forward(ctx, leader, data)
 }
+
+// ForwardBatchedForTest sends an encoded command, as given, to the
+// leader through the forward batcher, as a follower's Apply does.
+func (n *Node) ForwardBatchedForTest(ctx context.Context, data []byte) (any, uint64, error) {
+	return n.forwardWrite(ctx, data)
+}
+
+// ForwardCallsForTest returns how many /rpc/apply-many calls the node
+// sent and the writes they carried.
+func (n *Node) ForwardCallsForTest() (calls uint64, writes float64) {
+	var m dto.Metric
+	n.metrics.forwardItems.Write(&m)
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
+// WithoutApplyManyForTest makes the node answer /rpc/apply-many with 404,
+// as a binary from before it.
+func (n *Node) WithoutApplyManyForTest() { n.withoutApplyMany.Store(true) }
 
 // SpeakProtocolForTest makes the node report protocol p, as a binary of
 // that protocol would.

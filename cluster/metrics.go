@@ -15,7 +15,10 @@ type nodeMetrics struct {
 	apply prometheus.Histogram
 	// batchItems observes the submits of each batch entry this node
 	// proposes (the group commit's batch size).
-	batchItems    prometheus.Histogram
+	batchItems prometheus.Histogram
+	// forwardItems observes the writes of each /rpc/apply-many call this
+	// node sends as a follower (forward.go).
+	forwardItems  prometheus.Histogram
 	resent        prometheus.Counter
 	leaderChanges atomic.Uint64
 }
@@ -43,6 +46,11 @@ func (m *nodeMetrics) init(n *Node) {
 		Help:    "Submits per batch entry proposed by this node (group commit).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 	})
+	m.forwardItems = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ffrtmp_raft_forward_batch_items",
+		Help:    "Writes per call this follower forwarded to the leader (batched forwarding).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+	})
 	m.resent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ffrtmp_raft_apply_resent_total",
 		Help: "Writes sent again to a new leader because leadership changed while they were in flight.",
@@ -66,7 +74,7 @@ func (m *nodeMetrics) init(n *Node) {
 		}
 	}()
 	if n.cfg.Metrics != nil {
-		n.cfg.Metrics.MustRegister(m.apply, m.batchItems, m.resent, &raftCollector{n: n})
+		n.cfg.Metrics.MustRegister(m.apply, m.batchItems, m.forwardItems, m.resent, &raftCollector{n: n})
 	}
 }
 

@@ -129,6 +129,11 @@ type Node struct {
 
 	// submits is the group commit of submits (see batch.go).
 	submits *batcher
+	// forwards batches the other writes a follower forwards (forward.go).
+	forwards *batcher
+	// withoutApplyMany makes the node answer /rpc/apply-many as a binary
+	// from before it did (tests of a rolling upgrade).
+	withoutApplyMany atomic.Bool
 
 	ident           identity     // cluster ID (see join.go)
 	reads           readIndexes  // batched read barriers (see readindex.go)
@@ -154,6 +159,7 @@ func New(cfg Config) (*Node, error) {
 	n.proto.recheck = make(chan struct{}, 1)
 	n.speaks.Store(fsm.Protocol)
 	n.submits = newBatcher(n.flushSubmits, maxBatchItems, maxBatchBytes, batchesInFlight)
+	n.forwards = newBatcher(n.flushForwards, maxForwardItems, maxBatchBytes, forwardsInFlight)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -494,7 +500,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 		if n.IsLeader() {
 			v, _, err = n.applyLocal(data, timeoutOf(ctx))
 		} else if addr, _ := n.Leader(); addr != "" {
-			v, _, err = n.forward(ctx, addr, data)
+			v, _, err = n.forwardWrite(ctx, data)
 		} else {
 			err = ErrNoLeader
 		}
@@ -583,9 +589,8 @@ func awaitApply(f raft.ApplyFuture) (any, uint64, error) {
 // to apply it; past it the write still succeeds (the leader applied it).
 const forwardApplyWait = time.Second
 
-// forward sends an encoded command to the leader, then waits (bounded)
-// until this node has applied it too, so that the client reads its own
-// write from the node it talks to.
+// forward sends an encoded command to the leader in a call of its own
+// (forwardWrite batches them), then waits as forwardWrite does.
 func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, uint64, error) {
 	var resp applyResponse
 	if err := n.rpcCall(ctx, leader, "POST", "/rpc/apply", data, &resp); err != nil {
@@ -598,17 +603,23 @@ func (n *Node) forward(ctx context.Context, leader string, data []byte) (any, ui
 		return nil, 0, fmt.Errorf("forward: %w: %w", ErrUnknownOutcome, err)
 	}
 	v, err := decodeResponse(&resp)
-	if resp.Index > 0 {
-		// Read your writes on this node: wait (briefly) until it has
-		// applied the entry. Followers learn of a commit within
-		// CommitTimeout.
-		wctx, cancel := context.WithTimeout(ctx, forwardApplyWait)
-		if werr := n.cfg.FSM.WaitIndex(wctx, resp.Index); werr != nil && ctx.Err() == nil {
-			n.log.Debug("forwarded write not yet applied here", "index", resp.Index)
-		}
-		cancel()
-	}
+	n.awaitForwarded(ctx, resp.Index)
 	return v, resp.Index, err
+}
+
+// awaitForwarded waits (briefly) until this node has applied the entry at
+// index, which the leader committed for a forwarded write, so that the
+// client reads its own write here. Followers learn of a commit within
+// CommitTimeout; past forwardApplyWait the write still succeeds.
+func (n *Node) awaitForwarded(ctx context.Context, index uint64) {
+	if index == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, forwardApplyWait)
+	defer cancel()
+	if err := n.cfg.FSM.WaitIndex(wctx, index); err != nil && ctx.Err() == nil {
+		n.log.Debug("forwarded write not yet applied here", "index", index)
+	}
 }
 
 // waitApplied waits until the FSM on this node has applied everything up

@@ -116,6 +116,7 @@ func (n *Node) rpcHandler() *http.ServeMux {
 	mux.HandleFunc("POST /rpc/notify", n.handleNotify)
 	mux.HandleFunc("POST /rpc/apply", n.handleApply)
 	mux.HandleFunc("POST /rpc/apply-batch", n.handleApplyBatch)
+	mux.HandleFunc("POST /rpc/apply-many", n.handleApplyMany)
 	mux.HandleFunc("GET /rpc/readindex", n.handleReadIndex)
 	mux.HandleFunc("GET /rpc/status", n.handleStatus)
 	mux.HandleFunc("POST /rpc/remove", n.handleRemove)
@@ -320,6 +321,8 @@ func (n *Node) rpcCall(ctx context.Context, addr, method, path string, body []by
 			}
 			addr = l.Leader
 			continue
+		case resp.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("%s%s on %s: %w", method, path, addr, errNoRPC)
 		case resp.StatusCode >= 300:
 			var e struct {
 				Error json.RawMessage `json:"error"`
