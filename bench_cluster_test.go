@@ -8,18 +8,18 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/cli"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/server"
 	"github.com/ffrtmp/ffrtmp/store/postgres/pgtest"
+	"golang.org/x/sync/errgroup"
 )
 
 // These benchmarks run real server processes on 127.0.0.N and report
@@ -312,20 +312,7 @@ func BenchmarkClusterWorkers(b *testing.B) {
 	for _, size := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
 			c, client := newBenchCluster(b, size)
-			wlog, wout := &syncBuffer{}, &syncBuffer{}
-			sim := exec.Command(binary(b), "--addr", c.addrs(c.nodes...), "bench", "workers", "--count", fmt.Sprint(workers),
-				"--slots", "2", "--tokens-create", "-o", "json")
-			sim.Env, sim.Stdout, sim.Stderr = c.env, wout, wlog
-			if err := sim.Start(); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() {
-				if sim.ProcessState == nil {
-					sim.Process.Signal(syscall.SIGTERM)
-					sim.Wait()
-				}
-				b.Logf("bench workers:\n%s\n%s", lastLines(wlog.String(), 3), wout.String())
-			})
+			startSimWorkers(b, c, workers, 2)
 			waitWorkers(b, client, workers)
 			var out bytes.Buffer
 			cfg := cli.SubmitBench{Jobs: jobs, Concurrency: 64, Keep: true}
@@ -333,57 +320,171 @@ func BenchmarkClusterWorkers(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Log("\n" + out.String())
-			ctx := context.Background()
-			deadline := time.Now().Add(30 * time.Minute)
-			for {
-				page, err := client.ListJobs(ctx, url.Values{"state": {"queued,assigned,running"}, "limit": {"1"}, "consistent": {"true"}})
-				if err == nil && len(page.Jobs) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					b.Fatalf("jobs still active after 30 minutes (%v)", err)
-				}
-				time.Sleep(500 * time.Millisecond)
-			}
-			all := listAllJobs(b, client)
-			var firstSubmit, firstAssign, lastAssign, lastFinish time.Time
-			var wait []time.Duration
-			succeeded := 0
-			for _, j := range all {
-				if j.State == fsm.JobSucceeded {
-					succeeded++
-				}
-				wait = append(wait, j.StartedAt.Sub(j.SubmittedAt))
-				if firstSubmit.IsZero() || j.SubmittedAt.Before(firstSubmit) {
-					firstSubmit = j.SubmittedAt
-				}
-				if firstAssign.IsZero() || j.AssignedAt.Before(firstAssign) {
-					firstAssign = j.AssignedAt
-				}
-				if j.AssignedAt.After(lastAssign) {
-					lastAssign = j.AssignedAt
-				}
-				if j.FinishedAt.After(lastFinish) {
-					lastFinish = j.FinishedAt
-				}
-			}
-			if len(all) != jobs || succeeded != jobs {
-				b.Fatalf("%d jobs, %d succeeded; want %d", len(all), succeeded, jobs)
-			}
-			slices.Sort(wait)
-			wall := lastFinish.Sub(firstSubmit)
-			placements := float64(jobs) / lastAssign.Sub(firstAssign).Seconds()
-			p50, p99 := wait[(len(wait)-1)/2], wait[(len(wait)*99+99)/100-1]
-			b.ReportMetric(wall.Seconds(), "wall-s")
-			b.ReportMetric(placements, "placements/s")
-			b.ReportMetric(p50.Seconds(), "run-p50-s")
-			b.ReportMetric(p99.Seconds(), "run-p99-s")
+			r, _ := waitJobsDone(b, client, jobs)
+			b.ReportMetric(r.placements, "placements/s")
 			// The floor: every slot busy from the start, no scheduling cost.
 			ideal := time.Duration(jobs) * time.Second / time.Duration(2*workers)
 			b.Logf("%d jobs, %d workers × 2 slots, %d node(s): wall %v (slot-bound floor %v), placements %.0f/s, submit→running p50 %v p99 %v",
-				jobs, workers, size, wall.Round(time.Millisecond), ideal, placements, p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+				jobs, workers, size, r.wall.Round(time.Millisecond), ideal, r.placements, r.runP50.Round(time.Millisecond), r.runP99.Round(time.Millisecond))
 		})
 	}
+}
+
+// BenchmarkClusterPlacements is the placement target's test: FFRTMP_BENCH_JOBS
+// jobs (default 10,000) are queued, through the batch endpoint, in a
+// tenant whose max_concurrent_jobs quota is 1, then FFRTMP_BENCH_WORKERS
+// simulated workers (default 100) with FFRTMP_BENCH_SLOTS slots each
+// (default 10) start, and once all are up the quota is lifted: the
+// scheduler then places from a full queue onto workers that are all up.
+// Jobs run one second, so once every slot is busy the slots bound
+// placements at workers × slots per second. On one node (the same-run
+// baseline) and on three it reports the fill rate (the placements that
+// filled every free slot after the quota was lifted, over the time from
+// the lift until the last of them),
+// placements per second from then until the last assignment, and the
+// time from the lift until the last job finished.
+func BenchmarkClusterPlacements(b *testing.B) {
+	jobs, workers := benchEnvInt(b, "FFRTMP_BENCH_JOBS", 10000), benchEnvInt(b, "FFRTMP_BENCH_WORKERS", 100)
+	slots := benchEnvInt(b, "FFRTMP_BENCH_SLOTS", 10)
+	for _, size := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
+			c, client := newBenchCluster(b, size)
+			ctx, discard := context.Background(), cli.Output{W: io.Discard}
+			const tenant = "placements"
+			req := server.CreateTenantRequest{Name: tenant, Limits: server.TenantLimits{MaxConcurrentJobs: 1}}
+			if err := cli.CreateTenant(ctx, client, discard, io.Discard, req); err != nil {
+				b.Fatal(err)
+			}
+			tc := client.ForTenant(tenant)
+			fillQueue(b, tc, jobs)
+			startSimWorkers(b, c, workers, slots)
+			waitWorkers(b, client, workers)
+			lifted := time.Now()
+			unlimited := 0
+			lift := server.UpdateTenantRequest{Limits: &server.TenantLimitsPatch{MaxConcurrentJobs: &unlimited}}
+			if err := cli.UpdateTenant(ctx, client, discard, tenant, lift); err != nil {
+				b.Fatal(err)
+			}
+			r, all := waitJobsDone(b, tc, jobs)
+			var after []time.Time // assignments after the lift
+			held := 0             // slots the quota's one job held at the lift
+			for _, j := range all {
+				switch {
+				case j.AssignedAt.After(lifted):
+					after = append(after, j.AssignedAt)
+				case j.FinishedAt.After(lifted):
+					held++
+				}
+			}
+			slices.SortFunc(after, time.Time.Compare)
+			fill := min(workers*slots-held, len(after))
+			fillRate := float64(fill) / after[fill-1].Sub(lifted).Seconds()
+			rate := float64(len(after)) / after[len(after)-1].Sub(lifted).Seconds()
+			b.ReportMetric(fillRate, "fill-placements/s")
+			b.ReportMetric(rate, "placements/s")
+			b.Logf("%d jobs queued, %d workers × %d slots up, %d node(s): after the lift, the first %d placements at %.0f/s, all %d at %.0f/s (slot-bound ceiling %d/s); last job finished %v after the lift; assign→running p50 %v p99 %v",
+				jobs, workers, slots, size, fill, fillRate, len(after), rate, workers*slots, r.lastFinish.Sub(lifted).Round(time.Millisecond),
+				r.startP50.Round(time.Millisecond), r.startP99.Round(time.Millisecond))
+		})
+	}
+}
+
+// fillQueue submits n copies of the default bench spec through the batch
+// endpoint, 1,000 per request from four clients, and fails on any refusal.
+func fillQueue(b *testing.B, client *cli.Client, n int) {
+	b.Helper()
+	spec := cli.DefaultBenchSpec()
+	t0 := time.Now()
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i := 0; i < n; i += fsm.MaxSubmitBatch {
+		specs := make([]*fsm.JobSpec, min(fsm.MaxSubmitBatch, n-i))
+		for k := range specs {
+			specs[k] = spec
+		}
+		g.Go(func() error {
+			res, err := client.Rotated(i).SubmitJobs(context.Background(), specs)
+			if err != nil {
+				return err
+			}
+			for _, r := range res {
+				if r.Error != nil {
+					return fmt.Errorf("submit: %s: %s", r.Error.Code, r.Error.Message)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("queued %d jobs in %v", n, time.Since(t0).Round(time.Millisecond))
+}
+
+// jobRun summarizes the jobs of a load test, from the servers' stamps.
+type jobRun struct {
+	firstSubmit, firstAssign, lastFinish time.Time
+	wall                                 time.Duration // first submit to last finish
+	// placements is jobs per second from the first to the last assignment.
+	placements float64
+	// submit→running and assign→running.
+	runP50, runP99, startP50, startP99 time.Duration
+}
+
+// waitJobsDone waits until no job is active, checks that all n jobs
+// succeeded, reports the run's metrics and returns them with the jobs.
+func waitJobsDone(b *testing.B, client *cli.Client, n int) (jobRun, []server.Job) {
+	b.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		page, err := client.ListJobs(ctx, url.Values{"state": {"queued,assigned,running"}, "limit": {"1"}, "consistent": {"true"}})
+		if err == nil && len(page.Jobs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("jobs still active after 30 minutes (%v)", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	all := listAllJobs(b, client)
+	var r jobRun
+	var lastAssign time.Time
+	var run, start []time.Duration
+	succeeded := 0
+	for _, j := range all {
+		if j.State == fsm.JobSucceeded {
+			succeeded++
+		}
+		run = append(run, j.StartedAt.Sub(j.SubmittedAt))
+		start = append(start, j.StartedAt.Sub(j.AssignedAt))
+		if r.firstSubmit.IsZero() || j.SubmittedAt.Before(r.firstSubmit) {
+			r.firstSubmit = j.SubmittedAt
+		}
+		if r.firstAssign.IsZero() || j.AssignedAt.Before(r.firstAssign) {
+			r.firstAssign = j.AssignedAt
+		}
+		if j.AssignedAt.After(lastAssign) {
+			lastAssign = j.AssignedAt
+		}
+		if j.FinishedAt.After(r.lastFinish) {
+			r.lastFinish = j.FinishedAt
+		}
+	}
+	if len(all) != n || succeeded != n {
+		b.Fatalf("%d jobs, %d succeeded; want %d", len(all), succeeded, n)
+	}
+	slices.Sort(run)
+	slices.Sort(start)
+	pct := func(d []time.Duration, p int) time.Duration { return d[(len(d)*p+99)/100-1] }
+	r.wall = r.lastFinish.Sub(r.firstSubmit)
+	r.placements = float64(n) / lastAssign.Sub(r.firstAssign).Seconds()
+	r.runP50, r.runP99 = pct(run, 50), pct(run, 99)
+	r.startP50, r.startP99 = pct(start, 50), pct(start, 99)
+	b.ReportMetric(r.wall.Seconds(), "wall-s")
+	b.ReportMetric(r.runP50.Seconds(), "run-p50-s")
+	b.ReportMetric(r.runP99.Seconds(), "run-p99-s")
+	return r, all
 }
 
 // benchEnvInt returns the positive integer in the environment variable,

@@ -213,7 +213,7 @@ func BenchmarkClusterFairness(b *testing.B) {
 		}
 		b.Logf("tenant %s submitted:\n%s", ids[i], out.String())
 	}
-	sim := startSimWorkers(b, c, workers)
+	sim := startSimWorkers(b, c, workers, 2)
 	start := time.Now()
 	waitWorkers(b, client, workers)
 
@@ -328,14 +328,14 @@ type simWorkers struct {
 	once     sync.Once
 }
 
-// startSimWorkers starts n simulated workers with 2 slots each, with
+// startSimWorkers starts n simulated workers with the given slots, with
 // worker tokens of the shared pool created for them; they stop at the
 // end of the benchmark, or at stop.
-func startSimWorkers(b *testing.B, c *testCluster, n int) *simWorkers {
+func startSimWorkers(b *testing.B, c *testCluster, n, slots int) *simWorkers {
 	b.Helper()
 	s := &simWorkers{log: &syncBuffer{}, out: &syncBuffer{}, b: b}
 	s.cmd = exec.Command(binary(b), "--addr", c.addrs(c.nodes...), "bench", "workers", "--count", fmt.Sprint(n),
-		"--slots", "2", "--tokens-create", "-o", "json")
+		"--slots", fmt.Sprint(slots), "--tokens-create", "-o", "json")
 	s.cmd.Env, s.cmd.Stdout, s.cmd.Stderr = c.env, s.out, s.log
 	if err := s.cmd.Start(); err != nil {
 		b.Fatal(err)
