@@ -80,3 +80,9 @@ func NodePortCallerForTest(st tls.ConnectionState) string {
 // NodePortTLSForTest returns the node port's listening configuration for
 // a server's conf.
 func NodePortTLSForTest(conf *tls.Config) *tls.Config { return nodePortTLS(conf) }
+
+// LeaseChecksForTest returns how many heartbeats this node confirmed its
+// leadership for, and in how many rounds.
+func (n *Node) LeaseChecksForTest() (heartbeats, rounds uint64) {
+	return n.leaseChecks.reads.Load(), n.leaseChecks.batches.Load()
+}

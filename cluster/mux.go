@@ -202,15 +202,15 @@ func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	return r.m.dial(ctx, string(addr), protoRaft)
 }
 
-// rpcConnsPerNode bounds the node RPC connections to one node, open and
-// idle alike. Each is mutual TLS, whose handshake costs about a
-// millisecond of CPU on each side: a pool that kept fewer idle
-// connections than were in use closed the surplus after every burst and
-// dialed them again at the next, and with many forwarded worker reports
-// in flight, handshakes took about half of a follower's and the leader's
-// CPU. Requests past the bound wait for a connection; 64 calls in flight,
-// each about one commit long, carry far more than a node forwards.
-const rpcConnsPerNode = 64
+// rpcIdlePerNode is how many idle node RPC connections to one node the
+// pool keeps. Each is mutual TLS, whose handshake costs about a
+// millisecond of CPU on each side: a pool that kept 16 closed the surplus
+// after every burst of calls and dialed them again at the next, and with
+// many worker reports in flight, handshakes took about half of a
+// follower's and the leader's CPU. Open connections are not bounded: a
+// call never waits for another to free one (a worker's heartbeat must
+// not queue behind slow writes).
+const rpcIdlePerNode = 64
 
 // newRPCClient returns an HTTP client for node RPC over the node port.
 func newRPCClient(conf *tls.Config) *http.Client {
@@ -218,8 +218,7 @@ func newRPCClient(conf *tls.Config) *http.Client {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialNode(ctx, conf, addr, protoRPC)
 		},
-		MaxConnsPerHost:     rpcConnsPerNode,
-		MaxIdleConnsPerHost: rpcConnsPerNode,
+		MaxIdleConnsPerHost: rpcIdlePerNode,
 		IdleConnTimeout:     time.Minute,
 	}}
 }

@@ -137,6 +137,7 @@ type Node struct {
 
 	ident           identity     // cluster ID (see join.go)
 	reads           readIndexes  // batched read barriers (see readindex.go)
+	leaseChecks     readBatcher  // batched leadership checks of heartbeats (workers.go)
 	proto           protocolGate // command types every server can apply (see protocol.go)
 	speaks          atomic.Int32 // the protocol this node reports: fsm.Protocol but in tests
 	waitsToBeJoined atomic.Bool  // started without join addresses or bootstrap-expect
