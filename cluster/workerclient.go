@@ -73,10 +73,44 @@ type AssignmentsRequest struct {
 	Index    uint64 `json:"index"`
 }
 
-// AssignmentsResponse is its answer.
+// AssignmentsResponse is its answer, as a worker decodes it; servers send
+// what AssignmentsAnswer builds.
 type AssignmentsResponse struct {
 	Jobs  []*fsm.Job `json:"jobs"`
 	Index uint64     `json:"index"`
+}
+
+// briefJob is a listed job without its spec, plan and history.
+type briefJob struct {
+	ID       string       `json:"id"`
+	TenantID string       `json:"tenant_id"`
+	State    fsm.JobState `json:"state"`
+	Attempt  int          `json:"attempt"`
+	WorkerID string       `json:"worker_id,omitempty"`
+}
+
+// AssignmentsAnswer returns the wire form of a worker's assignment list.
+// Only an assigned job, which the worker is to start, goes whole; one in
+// any other state (running, paused) goes with its ID, tenant, state,
+// attempt and worker only, which is all a worker reads of a job it
+// started already (to pause, resume, keep or stop its attempt) or
+// reports lost. The list is sent again on every change of any of the
+// worker's jobs, so with many slots whole jobs cost more to encode and
+// decode than the rest of their lives. A worker of any version decodes
+// the brief form into an fsm.Job with a zero spec and plan.
+func AssignmentsAnswer(jobs []*fsm.Job, index uint64) any {
+	out := struct {
+		Jobs  []any  `json:"jobs"`
+		Index uint64 `json:"index"`
+	}{Jobs: make([]any, len(jobs)), Index: index}
+	for i, j := range jobs {
+		if j.State == fsm.JobAssigned {
+			out.Jobs[i] = j
+			continue
+		}
+		out.Jobs[i] = &briefJob{ID: j.ID, TenantID: j.TenantID, State: j.State, Attempt: j.Attempt, WorkerID: j.WorkerID}
+	}
+	return out
 }
 
 // ProgressRequest is the body of POST /rpc/worker/progress.

@@ -1,9 +1,12 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,5 +90,43 @@ func TestWorkerClientTokenRefused(t *testing.T) {
 	var fe *fsm.Error
 	if _, err := c.Heartbeat(ctx, "w1"); !errors.As(err, &fe) || fe.Code != "unauthenticated" || refused.Load() != 1 {
 		t.Fatalf("a refused token: %v, hook called %d times; want unauthenticated and one call", err, refused.Load())
+	}
+}
+
+// TestAssignmentsAnswerSendsStartedJobsBrief: an assigned job goes whole,
+// so the worker can start it; a running or paused one goes without its
+// spec and plan, and decodes to what the worker reads of it.
+func TestAssignmentsAnswerSendsStartedJobsBrief(t *testing.T) {
+	t.Parallel()
+	var jobs []*fsm.Job
+	for _, state := range []fsm.JobState{fsm.JobAssigned, fsm.JobRunning, fsm.JobPaused} {
+		j := newJob(t, "acme", "720p30-h264", 0)
+		j.State, j.Attempt, j.WorkerID, j.AssignedAt = state, 2, "w1", t0
+		jobs = append(jobs, &j)
+	}
+	data, err := json.Marshal(cluster.AssignmentsAnswer(jobs, 42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got cluster.AssignmentsResponse
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Index != 42 || len(got.Jobs) != 3 {
+		t.Fatalf("decoded %d jobs at index %d, want 3 at 42", len(got.Jobs), got.Index)
+	}
+	whole, _ := json.Marshal(jobs[0])
+	if back, _ := json.Marshal(got.Jobs[0]); !bytes.Equal(back, whole) {
+		t.Errorf("assigned job changed on the wire:\n got %s\nwant %s", back, whole)
+	}
+	for i, j := range got.Jobs[1:] {
+		want := jobs[i+1]
+		brief := fsm.Job{ID: want.ID, TenantID: want.TenantID, State: want.State, Attempt: want.Attempt, WorkerID: want.WorkerID}
+		if !reflect.DeepEqual(*j, brief) {
+			t.Errorf("%s job decoded as %+v, want only %+v", want.State, *j, brief)
+		}
+	}
+	if n := bytes.Count(data, []byte(`"spec"`)); n != 1 {
+		t.Errorf("the answer holds %d specs, want 1 (the assigned job's)", n)
 	}
 }

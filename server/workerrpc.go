@@ -40,7 +40,7 @@ func (s *Server) MountWorkerRPC(handle func(pattern string, h http.Handler)) {
 			return nil, err
 		}
 		jobs, index, err := ws.Assignments(ctx, req.WorkerID, req.Index)
-		return cluster.AssignmentsResponse{Jobs: jobs, Index: index}, err
+		return cluster.AssignmentsAnswer(jobs, index), err
 	}))
 	handle("POST /rpc/worker/start", workerRPC(s, func(ctx context.Context, t *fsm.WorkerToken, r *fsm.Report) (any, error) {
 		if err := s.ownWorker(ctx, t, r.WorkerID); err != nil {
