@@ -393,14 +393,16 @@ func BenchmarkClusterPlacements(b *testing.B) {
 // endpoint, 1,000 per request from four clients, and fails on any refusal.
 func fillQueue(b *testing.B, client *cli.Client, n int) {
 	b.Helper()
-	spec := cli.DefaultBenchSpec()
+	spec := *cli.DefaultBenchSpec()
+	// The queue is the test: no job may expire waiting in it.
+	spec.AcquireTimeout = fsm.Duration(time.Hour)
 	t0 := time.Now()
 	var g errgroup.Group
 	g.SetLimit(4)
 	for i := 0; i < n; i += fsm.MaxSubmitBatch {
 		specs := make([]*fsm.JobSpec, min(fsm.MaxSubmitBatch, n-i))
 		for k := range specs {
-			specs[k] = spec
+			specs[k] = &spec
 		}
 		g.Go(func() error {
 			res, err := client.Rotated(i).SubmitJobs(context.Background(), specs)
