@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -346,7 +347,7 @@ func BenchmarkClusterWorkers(b *testing.B) {
 func BenchmarkClusterPlacements(b *testing.B) {
 	jobs, workers := benchEnvInt(b, "FFRTMP_BENCH_JOBS", 10000), benchEnvInt(b, "FFRTMP_BENCH_WORKERS", 100)
 	slots := benchEnvInt(b, "FFRTMP_BENCH_SLOTS", 10)
-	for _, size := range []int{1, 3} {
+	for _, size := range benchSizes(b) {
 		b.Run(fmt.Sprintf("nodes=%d", size), func(b *testing.B) {
 			c, client := newBenchCluster(b, size)
 			ctx, discard := context.Background(), cli.Output{W: io.Discard}
@@ -382,11 +383,50 @@ func BenchmarkClusterPlacements(b *testing.B) {
 			rate := float64(len(after)) / after[len(after)-1].Sub(lifted).Seconds()
 			b.ReportMetric(fillRate, "fill-placements/s")
 			b.ReportMetric(rate, "placements/s")
-			b.Logf("%d jobs queued, %d workers × %d slots up, %d node(s): after the lift, the first %d placements at %.0f/s, all %d at %.0f/s (slot-bound ceiling %d/s); last job finished %v after the lift; assign→running p50 %v p99 %v",
+			conns, term := nodePortLoad(b, c)
+			b.ReportMetric(conns, "worker-conns")
+			b.ReportMetric(term, "raft-term")
+			b.Logf("%d jobs queued, %d workers × %d slots up, %d node(s): after the lift, the first %d placements at %.0f/s, all %d at %.0f/s (slot-bound ceiling %d/s); last job finished %v after the lift; assign→running p50 %v p99 %v; worker connections to the node ports %.0f; Raft term %.0f",
 				jobs, workers, slots, size, fill, fillRate, len(after), rate, workers*slots, r.lastFinish.Sub(lifted).Round(time.Millisecond),
-				r.startP50.Round(time.Millisecond), r.startP99.Round(time.Millisecond))
+				r.startP50.Round(time.Millisecond), r.startP99.Round(time.Millisecond), conns, term)
 		})
 	}
+}
+
+// benchSizes returns the cluster sizes to run: FFRTMP_BENCH_NODES (a
+// comma-separated list, default "1,3"; the one-node run is the same-run
+// baseline).
+func benchSizes(b *testing.B) []int {
+	v := cmp.Or(os.Getenv("FFRTMP_BENCH_NODES"), "1,3")
+	var sizes []int
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("FFRTMP_BENCH_NODES=%q: want sizes such as 1,3", v)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// nodePortLoad returns the connections workers opened to the node ports
+// of all servers (TLS handshakes, from ffrtmp_node_port_connections_total)
+// and the highest Raft term (each election raises it).
+func nodePortLoad(b *testing.B, c *testCluster) (workerConns, term float64) {
+	b.Helper()
+	for _, s := range c.nodes {
+		v, err := metricValue(s, c.key(), `ffrtmp_node_port_connections_total{caller="worker"}`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		workerConns += v
+		t, err := metricValue(s, c.key(), "ffrtmp_raft_term")
+		if err != nil {
+			b.Fatal(err)
+		}
+		term = max(term, t)
+	}
+	return workerConns, term
 }
 
 // fillQueue submits n copies of the default bench spec through the batch

@@ -86,3 +86,9 @@ func NodePortTLSForTest(conf *tls.Config) *tls.Config { return nodePortTLS(conf)
 func (n *Node) LeaseChecksForTest() (heartbeats, rounds uint64) {
 	return n.leaseChecks.reads.Load(), n.leaseChecks.batches.Load()
 }
+
+// NodePortConnsForTest returns the connections the node port accepted
+// from servers and from workers.
+func (n *Node) NodePortConnsForTest() (servers, workers uint64) {
+	return n.mux.accepted[callerServer].Load(), n.mux.accepted[callerWorker].Load()
+}

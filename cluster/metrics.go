@@ -33,6 +33,10 @@ var (
 	raftLeaderDesc   = prometheus.NewDesc("ffrtmp_raft_leader_changes_total", "Leader changes observed by this node.", nil, nil)
 	raftSnapshotDesc = prometheus.NewDesc("ffrtmp_raft_snapshot_bytes", "Size of the newest Raft snapshot.", nil, nil)
 	raftSnapIdxDesc  = prometheus.NewDesc("ffrtmp_raft_snapshot_index", "Index of the newest Raft snapshot.", nil, nil)
+	portConnsDesc    = prometheus.NewDesc("ffrtmp_node_port_connections_total",
+		"Connections accepted on the node port after their TLS handshake, by caller (server or worker).", []string{"caller"}, nil)
+	portFailedDesc = prometheus.NewDesc("ffrtmp_node_port_handshake_failures_total",
+		"Connections to the node port that failed their TLS handshake or protocol byte.", nil, nil)
 )
 
 func (m *nodeMetrics) init(n *Node) {
@@ -82,7 +86,7 @@ type raftCollector struct{ n *Node }
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{raftStateDesc, raftTermDesc, raftCommitDesc, raftAppliedDesc,
-		raftLastLogDesc, raftPeersDesc, raftLeaderDesc, raftSnapshotDesc, raftSnapIdxDesc} {
+		raftLastLogDesc, raftPeersDesc, raftLeaderDesc, raftSnapshotDesc, raftSnapIdxDesc, portConnsDesc, portFailedDesc} {
 		ch <- d
 	}
 }
@@ -105,6 +109,10 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(raftLastLogDesc, prometheus.GaugeValue, u("last_log_index"))
 	ch <- prometheus.MustNewConstMetric(raftPeersDesc, prometheus.GaugeValue, u("num_peers")+1)
 	ch <- prometheus.MustNewConstMetric(raftLeaderDesc, prometheus.CounterValue, float64(n.metrics.leaderChanges.Load()))
+	for _, who := range []caller{callerServer, callerWorker} {
+		ch <- prometheus.MustNewConstMetric(portConnsDesc, prometheus.CounterValue, float64(n.mux.accepted[who].Load()), who.String())
+	}
+	ch <- prometheus.MustNewConstMetric(portFailedDesc, prometheus.CounterValue, float64(n.mux.handshakeFailures.Load()))
 	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
 		ch <- prometheus.MustNewConstMetric(raftSnapshotDesc, prometheus.GaugeValue, float64(list[0].Size))
 		ch <- prometheus.MustNewConstMetric(raftSnapIdxDesc, prometheus.GaugeValue, float64(list[0].Index))

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -43,6 +44,11 @@ type mux struct {
 	workerRPC *chanListener // HTTP from workers: the worker protocol only
 	closeOnce sync.Once
 	done      chan struct{}
+	// accepted counts the connections handed on, by caller;
+	// handshakeFailures those that failed their handshake or protocol
+	// byte.
+	accepted          [2]atomic.Uint64
+	handshakeFailures atomic.Uint64
 }
 
 func newMux(bind, advertise string, conf *tls.Config, log *slog.Logger) (*mux, error) {
@@ -95,18 +101,21 @@ func (m *mux) route(c net.Conn) {
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	b := make([]byte, 1)
 	if _, err := tc.Read(b); err != nil {
+		m.handshakeFailures.Add(1)
 		m.log.Debug("node port handshake failed", "remote", c.RemoteAddr(), "error", err)
 		c.Close()
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	l := m.listenerFor(callerOf(tc.ConnectionState()), b[0])
+	who := callerOf(tc.ConnectionState())
+	l := m.listenerFor(who, b[0])
 	if l == nil {
 		m.log.Warn("node port: protocol refused", "remote", c.RemoteAddr(), "byte", b[0],
-			"caller", map[caller]string{callerServer: "server", callerWorker: "worker"}[callerOf(tc.ConnectionState())])
+			"caller", who)
 		tc.Close()
 		return
 	}
+	m.accepted[who].Add(1)
 	select {
 	case l.ch <- tc:
 	case <-m.done:

@@ -309,6 +309,13 @@ const (
 	callerServer               // a certificate that chains to the cluster CA
 )
 
+func (c caller) String() string {
+	if c == callerServer {
+		return "server"
+	}
+	return "worker"
+}
+
 // callerOf classifies a node port connection after its handshake under
 // nodePortTLS: a peer certificate was verified against the cluster CA
 // during the handshake, so presenting one makes the caller a server.
