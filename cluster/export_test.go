@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 
 	"github.com/hashicorp/raft"
 	dto "github.com/prometheus/client_model/go"
@@ -86,6 +87,12 @@ func NodePortTLSForTest(conf *tls.Config) *tls.Config { return nodePortTLS(conf)
 func (n *Node) LeaseChecksForTest() (heartbeats, rounds uint64) {
 	return n.leaseChecks.reads.Load(), n.leaseChecks.batches.Load()
 }
+
+// NewRPCClientForTest returns the HTTP client node RPC and workers use.
+func NewRPCClientForTest(conf *tls.Config) *http.Client { return newRPCClient(conf) }
+
+// RPCSchemeForTest is the URL scheme of node RPC calls.
+const RPCSchemeForTest = rpcScheme
 
 // NodePortConnsForTest returns the connections the node port accepted
 // from servers and from workers.

@@ -328,7 +328,7 @@ func (n *Node) RestoreBackup(ctx context.Context, path string) error {
 	if addr == "" {
 		return ErrNoLeader
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/rpc/restore", f)
+	req, err := http.NewRequestWithContext(ctx, "POST", rpcScheme+addr+"/rpc/restore", f)
 	if err != nil {
 		return err
 	}

@@ -212,21 +212,49 @@ func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 }
 
 // rpcIdlePerNode is how many idle node RPC connections to one node the
-// pool keeps. Each is mutual TLS, whose handshake costs about a
-// millisecond of CPU on each side: a pool that kept 16 closed the surplus
-// after every burst of calls and dialed them again at the next, and with
-// many worker reports in flight, handshakes took about half of a
-// follower's and the leader's CPU. Open connections are not bounded: a
-// call never waits for another to free one (a worker's heartbeat must
-// not queue behind slow writes).
+// pool keeps, for a server without HTTP/2 (which takes a connection per
+// call in flight). Open connections are not bounded: a call never waits
+// for another to free one (a worker's heartbeat must not queue behind
+// slow writes).
 const rpcIdlePerNode = 64
 
-// newRPCClient returns an HTTP client for node RPC over the node port.
+// Health checks of an HTTP/2 node RPC connection: a connection that has
+// received nothing for rpcPingAfter is pinged, and closed if the answer
+// takes longer than rpcPingTimeout, so that calls go to a fresh
+// connection instead of one to a server that is gone or cut off.
+const (
+	rpcPingAfter   = 10 * time.Second
+	rpcPingTimeout = 5 * time.Second
+)
+
+// rpcScheme is the URL scheme of node RPC calls. The node port is TLS, so
+// the transport dials it with DialTLSContext, which it uses for https
+// only.
+const rpcScheme = "https://"
+
+// newRPCClient returns an HTTP client for node RPC over the node port: a
+// server's calls to other servers, and a worker's to servers.
+//
+// It speaks HTTP/2 where the server offers it (ALPN "h2", see
+// nodePortTLS), so each caller keeps one connection per server for all its
+// calls in flight. With HTTP/1.1 every call in flight held a connection of
+// its own, and a call whose deadline passed (a heartbeat during a busy
+// moment) closed it, because HTTP/1.1 cannot abandon a response and keep
+// the connection. With 1,000 workers of 10 slots, three servers took
+// about 10,700 connections, and under load the callers dialed again faster
+// than the servers could complete mutual-TLS handshakes, which starved
+// Raft on the same port. On HTTP/2 an abandoned call resets its stream
+// only. A server that does not offer h2 (an older version during an
+// upgrade) is spoken to in HTTP/1.1 as before.
 func newRPCClient(conf *tls.Config) *http.Client {
+	conf = conf.Clone()
+	conf.NextProtos = []string{"h2", "http/1.1"}
 	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialNode(ctx, conf, addr, protoRPC)
 		},
+		ForceAttemptHTTP2:   true,
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: rpcPingAfter, PingTimeout: rpcPingTimeout, WriteByteTimeout: rpcPingAfter},
 		MaxIdleConnsPerHost: rpcIdlePerNode,
 		IdleConnTimeout:     time.Minute,
 	}}

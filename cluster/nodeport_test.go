@@ -171,3 +171,56 @@ func TestCallerOf(t *testing.T) {
 		t.Errorf("a certificate: %s, want server", got)
 	}
 }
+
+// TestNodeRPCKeepsItsConnection: node RPC callers speak HTTP/2 on the
+// node port, so calls abandoned at their deadline (a heartbeat during a
+// busy moment) cost no new connection and no new TLS handshake; over
+// HTTP/1.1 each of them closed its connection. A caller that offers no
+// HTTP/2 is still served.
+func TestNodeRPCKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	n := clustertest.Start(t, clustertest.Options{ID: "n1", Bootstrap: true})
+	n.Node.HandleWorkerRPC("POST /rpc/worker/proto", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	n.Node.HandleWorkerRPC("POST /rpc/worker/slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	c := cluster.NewRPCClientForTest(clustertest.WorkerTLS(t))
+	call := func(ctx context.Context, c *http.Client, path string) (string, error) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", cluster.RPCSchemeForTest+n.Node.Addr()+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if proto, err := call(t.Context(), c, "/rpc/worker/proto"); err != nil || proto != "HTTP/2.0" {
+		t.Fatalf("worker call: %q %v, want HTTP/2.0", proto, err)
+	}
+	for range 20 {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		_, err := call(ctx, c, "/rpc/worker/slow")
+		cancel()
+		if err == nil {
+			t.Fatal("a call past its deadline succeeded")
+		}
+	}
+	if proto, err := call(t.Context(), c, "/rpc/worker/proto"); err != nil || proto != "HTTP/2.0" {
+		t.Fatalf("worker call after abandoned ones: %q %v, want HTTP/2.0", proto, err)
+	}
+	if _, workers := n.Node.NodePortConnsForTest(); workers != 1 {
+		t.Errorf("worker connections accepted: %d, want 1 for 22 calls", workers)
+	}
+	// A caller of an older version: HTTP/1.1 over the node port's TLS.
+	resp, err := workerHTTP(clustertest.WorkerTLS(t)).Post("http://"+n.Node.Addr()+"/rpc/worker/proto", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != "HTTP/1.1" {
+		t.Errorf("HTTP/1.1 caller: %q, want HTTP/1.1", b)
+	}
+}

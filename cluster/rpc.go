@@ -300,7 +300,7 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 // most twice.
 func (n *Node) rpcCall(ctx context.Context, addr, method, path string, body []byte, out any) error {
 	for hop := 0; ; hop++ {
-		req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, rpcScheme+addr+path, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}

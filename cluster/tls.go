@@ -284,6 +284,9 @@ func WorkerTLS(caHash string) (*tls.Config, error) {
 // protocol (see callerOf).
 func nodePortTLS(conf *tls.Config) *tls.Config {
 	c := conf.Clone()
+	// Node RPC callers (newRPCClient) speak HTTP/2 when offered; Raft's
+	// connections and older callers offer no protocol and get none.
+	c.NextProtos = []string{"h2", "http/1.1"}
 	switch c.ClientAuth {
 	case tls.RequireAndVerifyClientCert:
 		c.ClientAuth = tls.VerifyClientCertIfGiven

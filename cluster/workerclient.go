@@ -139,7 +139,7 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 	var lastErr error
 	for i := range addrs {
 		addr := addrs[(start+i)%len(addrs)]
-		req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, "POST", rpcScheme+addr+path, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
