@@ -60,6 +60,10 @@ type indexes struct {
 	queued    map[class]map[string]*btree.BTreeG[qitem] // class → tenant → FIFO
 	deadlines *btree.BTreeG[ditem]
 	byWorker  map[string]map[string]struct{}
+	// busy counts, by worker, its jobs in byWorker whose ffmpeg has not
+	// exited: the slots they take (usage's jobs). Schedule skips the
+	// workers it shows full without computing their usage.
+	busy map[string]int
 	// demands interns the demands of queued jobs: queued jobs with equal
 	// demands share one *demand, which Schedule compares by pointer.
 	demands map[demand]*interned
@@ -110,6 +114,7 @@ func newIndexes() *indexes {
 		queued:    make(map[class]map[string]*btree.BTreeG[qitem]),
 		deadlines: btree.NewG(16, dless),
 		byWorker:  make(map[string]map[string]struct{}),
+		busy:      make(map[string]int),
 		demands:   make(map[demand]*interned),
 		byTenant:  make(map[string]tenantUse),
 	}
@@ -169,6 +174,9 @@ func (x *indexes) add(j *Job) {
 			x.byWorker[j.WorkerID] = m
 		}
 		m[j.ID] = struct{}{}
+		if j.ExitedAt.IsZero() {
+			x.busy[j.WorkerID]++
+		}
 	}
 }
 
@@ -197,6 +205,11 @@ func (x *indexes) remove(j *Job) {
 			delete(m, j.ID)
 			if len(m) == 0 {
 				delete(x.byWorker, j.WorkerID)
+			}
+		}
+		if j.ExitedAt.IsZero() {
+			if x.busy[j.WorkerID]--; x.busy[j.WorkerID] <= 0 {
+				delete(x.busy, j.WorkerID)
 			}
 		}
 	}

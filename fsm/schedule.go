@@ -315,11 +315,13 @@ func (f *FSM) Schedule(now time.Time, fair *Fairness, limit int) *Decisions {
 			continue
 		}
 		workers = append(workers, w)
-		ws := &wstate{w: w, u: f.usage(w)}
-		n := w.Slots - ws.u.jobs
-		free += max(0, n)
-		if n > 0 && !w.Draining {
-			p.avail.ReplaceOrInsert(ws)
+		n := w.Slots - f.idx.busy[w.ID]
+		if n <= 0 {
+			continue // full: no need of its usage (with many slots, most are)
+		}
+		free += n
+		if !w.Draining {
+			p.avail.ReplaceOrInsert(&wstate{w: w, u: f.usage(w)})
 		}
 	}
 

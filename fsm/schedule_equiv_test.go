@@ -111,13 +111,16 @@ func checkScheduleMatchesReference(t *testing.T, seed uint64) {
 		for _, id := range workerIDs {
 			for _, j := range n.f.WorkerJobs(id) {
 				rep := fsm.Report{JobID: j.ID, WorkerID: j.WorkerID, Attempt: j.Attempt}
-				switch r.IntN(6) {
+				switch r.IntN(7) {
 				case 0:
 					cmds = append(cmds, &fsm.FinishJob{Report: rep, At: now})
 				case 1:
 					cmds = append(cmds, &fsm.FinishJob{Report: rep, At: now, Error: &fsm.Error{Code: fsm.CodeFFmpeg}, Retryable: true})
 				case 2:
 					cmds = append(cmds, &fsm.StartJob{Report: rep, At: now})
+				case 3:
+					// ffmpeg exited: the slot frees before the finish.
+					cmds = append(cmds, &fsm.ExitJob{Report: rep, At: now})
 				}
 			}
 			switch r.IntN(40) {
