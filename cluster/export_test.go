@@ -99,3 +99,7 @@ const RPCSchemeForTest = rpcScheme
 func (n *Node) NodePortConnsForTest() (servers, workers uint64) {
 	return n.mux.accepted[callerServer].Load(), n.mux.accepted[callerWorker].Load()
 }
+
+// StartAtForTest makes the client's next call start at server i of its
+// list.
+func (c *WorkerClient) StartAtForTest(i uint32) { c.next.Store(i) }

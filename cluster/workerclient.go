@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,14 @@ func (c *WorkerClient) OnTokenRefused(fn func(error)) { c.refused = fn }
 
 // NewWorkerClient returns a client that calls the servers listed by
 // servers (node port addresses) with token, moving on when one cannot be
-// reached.
+// reached. It starts at a random server of the list, so that the workers
+// of a cluster spread over its servers: every worker's list is the same
+// (sorted), and starting at its head sent all of them to one server,
+// which then served every worker's calls while the others idled.
 func NewWorkerClient(conf *tls.Config, token string, servers func() []string) *WorkerClient {
-	return &WorkerClient{http: newRPCClient(conf), token: token, servers: servers}
+	c := &WorkerClient{http: newRPCClient(conf), token: token, servers: servers}
+	c.next.Store(rand.Uint32())
+	return c
 }
 
 // WorkerHello is the answer to POST /rpc/worker/hello: what the worker's
@@ -135,7 +141,7 @@ func (c *WorkerClient) call(ctx context.Context, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	start := int(c.next.Load())
+	start := int(c.next.Load() % uint32(len(addrs)))
 	var lastErr error
 	for i := range addrs {
 		addr := addrs[(start+i)%len(addrs)]

@@ -42,6 +42,7 @@ func TestWorkerClientFailsOverOn503(t *testing.T) {
 	}))
 
 	c := cluster.NewWorkerClient(clustertest.WorkerTLS(t), "ffw_test", func() []string { return []string{cut.Node.Addr(), good.Node.Addr()} })
+	c.StartAtForTest(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lease, err := c.Heartbeat(ctx, "w1")
@@ -60,6 +61,38 @@ func TestWorkerClientFailsOverOn503(t *testing.T) {
 	before := asked503.Load()
 	if err := c.Start(ctx, fsm.Report{JobID: "j", WorkerID: "w1", Attempt: 1}); err == nil || asked503.Load() != before {
 		t.Fatalf("start refused as stale: got %v, 503 server asked again: %v", err, asked503.Load() != before)
+	}
+}
+
+// TestWorkerClientsSpreadOverServers: every worker gets the same sorted
+// server list, and workers start at random places in it, so that they do
+// not all call the first server.
+func TestWorkerClientsSpreadOverServers(t *testing.T) {
+	t.Parallel()
+	nodes := []*clustertest.Node{
+		clustertest.Start(t, clustertest.Options{ID: "a", Bootstrap: true}),
+		clustertest.Start(t, clustertest.Options{ID: "b", Bootstrap: true}),
+	}
+	asked := make([]atomic.Int32, len(nodes))
+	var addrs []string
+	for i, n := range nodes {
+		n.Node.HandleWorkerRPC("POST /rpc/worker/heartbeat", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			asked[i].Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"lease_ms":9000}`))
+		}))
+		addrs = append(addrs, n.Node.Addr())
+	}
+	const workers = 40
+	for range workers {
+		c := cluster.NewWorkerClient(clustertest.WorkerTLS(t), "ffw_test", func() []string { return addrs })
+		if _, err := c.Heartbeat(t.Context(), "w1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// All 40 on one server by chance: 2 in 2^40.
+	if asked[0].Load() == 0 || asked[1].Load() == 0 {
+		t.Fatalf("heartbeats of %d new workers: %d to the first server, %d to the second; want both used", workers, asked[0].Load(), asked[1].Load())
 	}
 }
 
