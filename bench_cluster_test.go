@@ -339,11 +339,12 @@ func BenchmarkClusterWorkers(b *testing.B) {
 // scheduler then places from a full queue onto workers that are all up.
 // Jobs run one second, so once every slot is busy the slots bound
 // placements at workers × slots per second. On one node (the same-run
-// baseline) and on three it reports the fill rate (the placements that
-// filled every free slot after the quota was lifted, over the time from
-// the lift until the last of them),
-// placements per second from then until the last assignment, and the
-// time from the lift until the last job finished.
+// baseline) and on three (FFRTMP_BENCH_NODES) it reports the fill rate
+// (the placements that filled every free slot after the quota was
+// lifted, over the time from the lift until the last of them),
+// placements per second from then until the last assignment, the time
+// from the lift until the last job finished, the workers' connections
+// to the node ports and the Raft term.
 func BenchmarkClusterPlacements(b *testing.B) {
 	jobs, workers := benchEnvInt(b, "FFRTMP_BENCH_JOBS", 10000), benchEnvInt(b, "FFRTMP_BENCH_WORKERS", 100)
 	slots := benchEnvInt(b, "FFRTMP_BENCH_SLOTS", 10)
@@ -465,8 +466,8 @@ func fillQueue(b *testing.B, client *cli.Client, n int) {
 
 // jobRun summarizes the jobs of a load test, from the servers' stamps.
 type jobRun struct {
-	firstSubmit, firstAssign, lastFinish time.Time
-	wall                                 time.Duration // first submit to last finish
+	firstSubmit, lastFinish time.Time
+	wall                    time.Duration // first submit to last finish
 	// placements is jobs per second from the first to the last assignment.
 	placements float64
 	// submit→running and assign→running.
@@ -491,20 +492,23 @@ func waitJobsDone(b *testing.B, client *cli.Client, n int) (jobRun, []server.Job
 	}
 	all := listAllJobs(b, client)
 	var r jobRun
-	var lastAssign time.Time
+	var firstAssign, lastAssign time.Time
 	var run, start []time.Duration
 	succeeded := 0
+	var failed []string // the first few jobs that did not succeed
 	for _, j := range all {
 		if j.State == fsm.JobSucceeded {
 			succeeded++
+		} else if len(failed) < 3 {
+			failed = append(failed, fmt.Sprintf("%s %s %+v", j.ID, j.State, j.Error))
 		}
 		run = append(run, j.StartedAt.Sub(j.SubmittedAt))
 		start = append(start, j.StartedAt.Sub(j.AssignedAt))
 		if r.firstSubmit.IsZero() || j.SubmittedAt.Before(r.firstSubmit) {
 			r.firstSubmit = j.SubmittedAt
 		}
-		if r.firstAssign.IsZero() || j.AssignedAt.Before(r.firstAssign) {
-			r.firstAssign = j.AssignedAt
+		if firstAssign.IsZero() || j.AssignedAt.Before(firstAssign) {
+			firstAssign = j.AssignedAt
 		}
 		if j.AssignedAt.After(lastAssign) {
 			lastAssign = j.AssignedAt
@@ -514,13 +518,13 @@ func waitJobsDone(b *testing.B, client *cli.Client, n int) (jobRun, []server.Job
 		}
 	}
 	if len(all) != n || succeeded != n {
-		b.Fatalf("%d jobs, %d succeeded; want %d", len(all), succeeded, n)
+		b.Fatalf("%d jobs, %d succeeded; want %d; for example: %v", len(all), succeeded, n, failed)
 	}
 	slices.Sort(run)
 	slices.Sort(start)
 	pct := func(d []time.Duration, p int) time.Duration { return d[(len(d)*p+99)/100-1] }
 	r.wall = r.lastFinish.Sub(r.firstSubmit)
-	r.placements = float64(n) / lastAssign.Sub(r.firstAssign).Seconds()
+	r.placements = float64(n) / lastAssign.Sub(firstAssign).Seconds()
 	r.runP50, r.runP99 = pct(run, 50), pct(run, 99)
 	r.startP50, r.startP99 = pct(start, 50), pct(start, 99)
 	b.ReportMetric(r.wall.Seconds(), "wall-s")
