@@ -312,6 +312,7 @@ const (
 	callerServer               // a certificate that chains to the cluster CA
 )
 
+// String names the caller in logs and in the node port metrics.
 func (c caller) String() string {
 	if c == callerServer {
 		return "server"
