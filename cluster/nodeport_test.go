@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,4 +224,81 @@ func TestNodeRPCKeepsItsConnection(t *testing.T) {
 	if b, _ := io.ReadAll(resp.Body); string(b) != "HTTP/1.1" {
 		t.Errorf("HTTP/1.1 caller: %q, want HTTP/1.1", b)
 	}
+}
+
+// TestNodeRPCToAServerWithoutHTTP2: a server of an older version offers
+// no HTTP/2 on its node port; servers and workers of this version then
+// call it over HTTP/1.1, as during a rolling upgrade.
+func TestNodeRPCToAServerWithoutHTTP2(t *testing.T) {
+	t.Parallel()
+	old := cluster.NodePortTLSForTest(clustertest.PeerTLS(t))
+	old.NextProtos = nil
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := &connListener{Listener: ln, ch: make(chan net.Conn), done: make(chan struct{})}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := tls.Server(c, old)
+				b := make([]byte, 1) // the protocol byte
+				if _, err := tc.Read(b); err != nil {
+					c.Close()
+					return
+				}
+				select {
+				case conns.ch <- tc:
+				case <-conns.done:
+					tc.Close()
+				}
+			}()
+		}
+	}()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	})}
+	go srv.Serve(conns)
+	t.Cleanup(func() { srv.Close() })
+	for name, conf := range map[string]*tls.Config{"server": clustertest.PeerTLS(t), "worker": clustertest.WorkerTLS(t)} {
+		c := cluster.NewRPCClientForTest(conf)
+		for range 3 {
+			resp, err := c.Post(cluster.RPCSchemeForTest+ln.Addr().String()+"/rpc/x", "application/json", nil)
+			if err != nil {
+				t.Fatalf("%s calling an HTTP/1.1 node port: %v", name, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "HTTP/1.1" {
+				t.Fatalf("%s calling an HTTP/1.1 node port: %q, want HTTP/1.1", name, b)
+			}
+		}
+	}
+}
+
+// connListener is a listener that hands out the connections sent on ch
+// until it is closed.
+type connListener struct {
+	net.Listener
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
 }
