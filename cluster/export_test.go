@@ -103,3 +103,18 @@ func (n *Node) NodePortConnsForTest() (servers, workers uint64) {
 // StartAtForTest makes the client's next call start at server i of its
 // list.
 func (c *WorkerClient) StartAtForTest(i uint32) { c.next.Store(i) }
+
+// ChanListenerForTest returns the node port's channel-fed listener at
+// addr and a function that hands it a connection; the function returns
+// false, and hands nothing, once the listener is closed.
+func ChanListenerForTest(addr net.Addr) (net.Listener, func(net.Conn) bool) {
+	l := newChanListener(addr, make(chan struct{}))
+	return l, func(c net.Conn) bool {
+		select {
+		case l.ch <- c:
+			return true
+		case <-l.closed:
+			return false
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -237,7 +236,8 @@ func TestNodeRPCToAServerWithoutHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns := &connListener{Listener: ln, ch: make(chan net.Conn), done: make(chan struct{})}
+	t.Cleanup(func() { ln.Close() })
+	conns, hand := cluster.ChanListenerForTest(ln.Addr())
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -247,14 +247,8 @@ func TestNodeRPCToAServerWithoutHTTP2(t *testing.T) {
 			go func() {
 				tc := tls.Server(c, old)
 				b := make([]byte, 1) // the protocol byte
-				if _, err := tc.Read(b); err != nil {
+				if _, err := tc.Read(b); err != nil || !hand(tc) {
 					c.Close()
-					return
-				}
-				select {
-				case conns.ch <- tc:
-				case <-conns.done:
-					tc.Close()
 				}
 			}()
 		}
@@ -278,27 +272,4 @@ func TestNodeRPCToAServerWithoutHTTP2(t *testing.T) {
 			}
 		}
 	}
-}
-
-// connListener is a listener that hands out the connections sent on ch
-// until it is closed.
-type connListener struct {
-	net.Listener
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (l *connListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *connListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
 }
