@@ -727,7 +727,7 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
-// readyLag is how many entries a follower may trail the leader's commit
+// readyLag is how many entries a node may trail the leader's commit
 // index and still count as caught up (entries in flight under load).
 const readyLag = 256
 

@@ -48,14 +48,16 @@ func (n *Node) LeaderlessFor() time.Duration {
 }
 
 // AppliedAll reports whether this node has applied what the cluster has
-// committed: for the leader, its own commit index; for a follower, the
-// leader's (asked over node RPC: right after a restart a follower's own
-// commit index is as stale as its log), less readyLag. It fails when it
+// committed, less readyLag: for the leader, its own commit index; for a
+// follower, the leader's (asked over node RPC: right after a restart a
+// follower's own commit index is as stale as its log). The lag applies to
+// the leader too: under writes, each batch is committed a moment before it
+// is applied, and a busy leader is not catching up. It fails when it
 // cannot tell: there is no leader, or the leader did not answer.
 func (n *Node) AppliedAll(ctx context.Context) (bool, error) {
 	applied := n.raft.AppliedIndex()
 	if n.IsLeader() {
-		return applied >= n.raft.CommitIndex(), nil
+		return applied+readyLag >= n.raft.CommitIndex(), nil
 	}
 	addr, _ := n.Leader()
 	if addr == "" {
