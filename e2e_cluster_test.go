@@ -462,6 +462,13 @@ func TestMinorityCannotCommit(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a linearizable read in the minority: %v %v, want 503 with Retry-After", err, resp.StatusCode)
 	}
+	// The operator's view answers in the minority too (it is local, with
+	// no read barrier), and reports the frozen servers as unreachable.
+	for _, m := range c.status(l).Members {
+		if m.ID != l.id && m.Error == "" {
+			t.Errorf("cluster status in the minority: member %s = %+v, want an error (frozen)", m.ID, m)
+		}
+	}
 	// Strictly it has no leader now; plainly, it stays ready only for its
 	// --ready-grace (it held the write for the election that never came).
 	if l.readyAt("/ready?strict=true") {

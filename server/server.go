@@ -237,8 +237,9 @@ type route struct {
 	// what it checks.
 	checks string
 	// local marks a GET route that answers from this node alone (health,
-	// readiness, metrics, the OpenAPI document). Every other GET route is
-	// a read: wrap puts it behind a read barrier (see consistency.go).
+	// readiness, metrics, the OpenAPI document, the cluster's status).
+	// Every other GET route is a read: wrap puts it behind a read barrier
+	// (see consistency.go).
 	local bool
 	// deprecated, if set, marks a route that has a successor (see
 	// legacyAlias).
@@ -335,7 +336,10 @@ func (s *Server) routes() []route {
 		needs("GET", "/v1/tenants/{id}/usage", PermTenantsView, s.tenantUsage),
 		selfChecked("POST", "/v1/cluster/init", "a cluster-key proof", s.clusterInit),
 		needs("GET", "/v1/cluster/members", PermClusterView, s.clusterMembers),
-		needs("GET", "/v1/cluster/status", PermClusterView, s.clusterStatus),
+		// Each server's own report, gathered now: the view an operator
+		// needs during an election, a partition or a store outage, so it
+		// is local (no read barrier, which those would fail).
+		{method: "GET", pattern: "/v1/cluster/status", perm: PermClusterView, local: true, handle: s.clusterStatus},
 		selfChecked("POST", "/v1/cluster/join", "a cluster-key proof, or an API key with cluster.manage", s.clusterJoin),
 		needs("POST", "/v1/cluster/remove", PermClusterManage, s.clusterRemove),
 		needs("POST", "/v1/cluster/leave", PermClusterManage, s.clusterLeave),
