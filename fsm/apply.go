@@ -246,7 +246,7 @@ func (f *FSM) applyStartJob(index uint64, c *StartJob, b *batchBuilder) any {
 	j.State = JobRunning
 	j.StartedAt = f.at(c.At)
 	j.ModifyIndex = index
-	f.put(old, &j, b)
+	f.putReported(old, &j, b)
 	if f.observer != nil {
 		f.observer.JobStarted(f.at(c.At).Sub(j.QueuedAt))
 	}
@@ -311,7 +311,7 @@ func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
 			p.Percent = 100
 			j.Progress = &p
 		}
-		f.put(old, &j, b)
+		f.putReported(old, &j, b)
 		return &j
 	}
 	if c.Retryable {
@@ -321,7 +321,7 @@ func (f *FSM) applyFinishJob(index uint64, c *FinishJob, b *batchBuilder) any {
 	e := *c.Error
 	j.Error = &e
 	j.FinishedAt = f.at(c.At)
-	f.put(old, &j, b)
+	f.putReported(old, &j, b)
 	return &j
 }
 
@@ -443,10 +443,25 @@ func (f *FSM) activeJob(id string) (*Job, *Error) {
 	return j, nil
 }
 
-// put publishes a job's new version: indexes, memory, batch and metrics.
-// A terminal job leaves memory; the store keeps it.
+// put publishes a job's new version: indexes, memory, batch and metrics,
+// and wakes the watch of each worker whose list it changes. A terminal
+// job leaves memory; the store keeps it.
 func (f *FSM) put(old, j *Job, b *batchBuilder) {
 	b.touchWorkers(old, j)
+	f.keep(old, j, b)
+}
+
+// putReported is put for a change that the job's worker reported itself
+// (its attempt started, or ended as it says): the worker's list changes,
+// but not in a way it acts on, since it knows already, so its watch does
+// not wake. With every slot busy, that leaves one answer to a worker's
+// long poll per job (its assignment) instead of three.
+func (f *FSM) putReported(old, j *Job, b *batchBuilder) {
+	f.keep(old, j, b)
+}
+
+// keep is put without the workers' watches.
+func (f *FSM) keep(old, j *Job, b *batchBuilder) {
 	if old != nil {
 		f.idx.remove(old)
 	}

@@ -5,9 +5,10 @@ package fsm
 // workers would answer workers × batches requests, almost all of them
 // with an unchanged list. Instead the FSM records, per worker, the index
 // of the last batch that changed what the worker acts on in its list:
-// a job added to or removed from it, or a job's state or attempt; not its
-// progress or exit mark, which the worker itself reported. WatchWorker
-// hands out a channel closed by the next such batch.
+// a job added to or removed from it, or a job's state or attempt; not
+// what the worker itself reported (its job's start, progress, exit mark
+// and final outcome: FSM.putReported). WatchWorker hands out a channel
+// closed by the next such batch.
 
 // workerWatches is the per-worker change record. It lives in memory
 // only: after a load or a restore every worker counts as changed at the

@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -8,10 +9,11 @@ import (
 )
 
 // TestWatchWorker: a worker's watch wakes when its list changes as it
-// acts on it (a job assigned, paused, canceled), and not for another
-// worker's jobs, a queued job, or its own job's progress or exit; a node
-// loaded from the store counts every worker as changed at the loaded
-// index.
+// acts on it (a job assigned, paused, canceled, or requeued after a
+// retryable failure), and not for another worker's jobs, a queued job, or
+// what it reported itself (its job's start, progress, exit, success or
+// final failure); a node loaded from the store counts every worker as
+// changed at the loaded index.
 func TestWatchWorker(t *testing.T) {
 	t.Parallel()
 	n := newNode(t)
@@ -46,13 +48,29 @@ func TestWatchWorker(t *testing.T) {
 	expect(&fsm.AssignJob{JobID: "j2", WorkerID: "w2", Attempt: 1, At: now}, false)
 	expect(&fsm.AssignJob{JobID: "j1", WorkerID: "w1", Attempt: 1, At: now}, true)
 	r := fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 1}
-	expect(&fsm.StartJob{Report: r, At: now}, true)
+	expect(&fsm.StartJob{Report: r, At: now}, false)
 	expect(&fsm.ProgressJob{Report: r, Progress: fsm.Progress{Percent: 10}}, false)
 	expect(&fsm.PauseJob{JobID: "j1", At: now}, true)
 	expect(&fsm.ResumeJob{JobID: "j1", At: now}, true)
 	expect(&fsm.ExitJob{Report: r, At: now}, false)
 	expect(&fsm.CancelJob{JobID: "j2", At: now}, false)
 	expect(&fsm.CancelJob{JobID: "j1", At: now}, true)
+
+	// Finishes, each of an attempt the worker started: success and a
+	// final failure are its own news; a retryable failure puts the job
+	// back in the queue, which is the cluster's.
+	for i, fin := range []struct {
+		err       *fsm.Error
+		retryable bool
+		wake      bool
+	}{{nil, false, false}, {&fsm.Error{Code: "ffmpeg_failed", Message: "exit 1"}, false, false}, {&fsm.Error{Code: "ffmpeg_failed", Message: "exit 1"}, true, true}} {
+		id := fmt.Sprintf("f%d", i)
+		n.submit(id, "t1", spec("720p30-h264"), at(0))
+		expect(&fsm.AssignJob{JobID: id, WorkerID: "w1", Attempt: 1, At: now}, true)
+		r := fsm.Report{JobID: id, WorkerID: "w1", Attempt: 1}
+		expect(&fsm.StartJob{Report: r, At: now}, false)
+		expect(&fsm.FinishJob{Report: r, At: now, Error: fin.err, Retryable: fin.retryable}, fin.wake)
+	}
 
 	// A fresh FSM on the same store knows no history: every worker's
 	// index is the loaded one.
