@@ -53,12 +53,6 @@ const (
 	barrierTimeout    = 30 * time.Second
 )
 
-// logCacheSize is how many of the newest log entries Raft keeps in memory
-// (raft.NewLogCache). With group commit a few entries are in flight at a
-// time; the bound keeps the cache small even when every entry is a full
-// batch (maxBatchBytes).
-const logCacheSize = 32
-
 // Config configures a Node.
 type Config struct {
 	// NodeID is this node's stable Raft ID.
@@ -253,15 +247,8 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 
-	// Raft reads back the entries it just appended: the leader to send
-	// them to each follower (and the one before them, for its term), a
-	// follower to hand committed entries to the FSM. The cache answers
-	// those from memory instead of a bolt read and a msgpack decode each.
-	logs, err := raft.NewLogCache(logCacheSize, ls)
-	if err != nil {
-		n.closeTransport()
-		return nil, fmt.Errorf("raft log cache: %w", err)
-	}
+	// Raft reads back the entries it just appended (logCache).
+	logs := newLogCache(ls, logCacheEntries, logCacheBytes)
 	r, err := raft.NewRaft(rc, raftFSM, logs, ls, snaps, n.trans)
 	if err != nil {
 		n.closeTransport()
