@@ -51,9 +51,12 @@ type batchItem struct {
 	// local items came from another node's forward: they are proposed
 	// here or refused with ErrNotLeader, never forwarded again.
 	local bool
-	ctx   context.Context
-	res   batchResult
-	done  *sync.WaitGroup
+	// outcomeOnly items need their result's index and error only
+	// (OutcomeOnly), not its value.
+	outcomeOnly bool
+	ctx         context.Context
+	res         batchResult
+	done        *sync.WaitGroup
 }
 
 // batcher queues items and runs at most inFlight flushes at a time. Its
@@ -143,7 +146,7 @@ func (b *batcher) do(ctx context.Context, raws [][]byte, local bool) []batchResu
 	var wg sync.WaitGroup
 	items := make([]*batchItem, len(raws))
 	for i, raw := range raws {
-		items[i] = &batchItem{raw: raw, local: local, ctx: ctx, done: &wg}
+		items[i] = &batchItem{raw: raw, local: local, outcomeOnly: isOutcomeOnly(ctx), ctx: ctx, done: &wg}
 	}
 	wg.Add(len(items))
 	b.enqueue(items)

@@ -79,11 +79,32 @@ func (n *Node) flushForwards(batch []*batchItem) {
 		size += binary.MaxVarintLen32 + len(it.raw)
 	}
 	body := make([]byte, 0, size)
+	path := "/rpc/apply-many?values=none"
 	for _, it := range batch {
 		body = binary.AppendUvarint(body, uint64(len(it.raw)))
 		body = append(body, it.raw...)
+		if !it.outcomeOnly {
+			path = "/rpc/apply-many"
+		}
 	}
-	n.forwardItems(addr, "/rpc/apply-many", body, batch)
+	n.forwardItems(addr, path, body, batch)
+}
+
+// outcomeOnlyKey marks a context whose writes need no result value.
+type outcomeOnlyKey struct{}
+
+// OutcomeOnly marks ctx's writes (Apply) as needing only their outcome:
+// Apply returns a nil value on success, and a follower's forwarded call
+// does not carry the value back (a worker's report would otherwise bring
+// the whole job back from the leader, encoded there and decoded here,
+// only to be dropped). Refusals are returned as always.
+func OutcomeOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, outcomeOnlyKey{}, true)
+}
+
+func isOutcomeOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(outcomeOnlyKey{}).(bool)
+	return v
 }
 
 // decodeFrames splits an /rpc/apply-many body into its commands: each a
@@ -122,6 +143,9 @@ func (n *Node) handleApplyMany(w http.ResponseWriter, r *http.Request) {
 	if n.notLeader(w) {
 		return
 	}
+	// values=none: the follower's callers need each outcome only
+	// (OutcomeOnly). A leader from before it answers the values anyway.
+	outcomeOnly := r.URL.Query().Get("values") == "none"
 	out := batchResponse{Results: make([]batchItemResponse, len(cmds))}
 	futures := make([]raft.ApplyFuture, len(cmds))
 	for i, c := range cmds {
@@ -135,6 +159,9 @@ func (n *Node) handleApplyMany(w http.ResponseWriter, r *http.Request) {
 	for i, f := range futures {
 		if f != nil {
 			v, index, err := awaitApply(f)
+			if outcomeOnly {
+				v = nil
+			}
 			out.Results[i] = itemResponse(index, v, err)
 		}
 	}

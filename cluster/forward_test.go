@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -100,5 +101,48 @@ func TestForwardWithoutApplyMany(t *testing.T) {
 	wantCode(t, "duplicate tenant", err, fsm.CodeAlreadyExists)
 	if calls, _ := follower.Node.ForwardCallsForTest(); calls == 0 {
 		t.Error("the follower did not try /rpc/apply-many first")
+	}
+}
+
+// TestOutcomeOnlyWrites: a write marked OutcomeOnly answers no value,
+// through the leader and through a follower (whose call to the leader
+// carries none back), is readable where it returned, and is refused as
+// any write is; writes without the mark, forwarded in the same calls,
+// still answer their values.
+func TestOutcomeOnlyWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	nodes := startThree(t, clustertest.Options{})
+	for _, n := range nodes[:2] { // the leader, then a follower
+		id := "oo-" + n.Node.ID()
+		v, err := n.Node.Apply(cluster.OutcomeOnly(ctx), createTenant(id))
+		if err != nil || v != nil {
+			t.Fatalf("%s: outcome-only write = %#v, %v; want nil, nil", n.Node.ID(), v, err)
+		}
+		if _, ok := n.FSM.Tenant(id); !ok {
+			t.Errorf("%s: tenant %s is not readable where its write returned", n.Node.ID(), id)
+		}
+		_, err = n.Node.Apply(cluster.OutcomeOnly(ctx), createTenant(id))
+		wantCode(t, n.Node.ID()+": a repeated outcome-only write", err, fsm.CodeAlreadyExists)
+	}
+	follower := nodes[1]
+	const writes = 100
+	resps, errs := make([]any, writes), make([]error, writes)
+	var wg sync.WaitGroup
+	for i := range writes {
+		wg.Go(func() {
+			wctx := ctx
+			if i%2 == 0 {
+				wctx = cluster.OutcomeOnly(ctx)
+			}
+			resps[i], errs[i] = follower.Node.Apply(wctx, createTenant(fmt.Sprintf("mixed-%d", i)))
+		})
+	}
+	wg.Wait()
+	for i := range writes {
+		tn, isTenant := resps[i].(*fsm.Tenant)
+		if errs[i] != nil || i%2 == 0 && resps[i] != nil || i%2 == 1 && (!isTenant || tn.ID != fmt.Sprintf("mixed-%d", i)) {
+			t.Errorf("write %d (outcome only: %v) = %#v, %v", i, i%2 == 0, resps[i], errs[i])
+		}
 	}
 }

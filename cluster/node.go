@@ -493,6 +493,9 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (any, error) {
 			err = ErrNoLeader
 		}
 		if err == nil || isDomainError(err) {
+			if isOutcomeOnly(ctx) {
+				v = nil
+			}
 			return v, err
 		}
 		if resend(err, data) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
 
@@ -116,14 +117,14 @@ func (ws *WorkerService) Assignments(ctx context.Context, workerID string, index
 
 // Start reports that the worker started ffmpeg for an attempt.
 func (ws *WorkerService) Start(ctx context.Context, r fsm.Report) error {
-	_, err := ws.s.raft.Apply(ctx, &fsm.StartJob{Report: r, At: ws.s.now()})
+	_, err := ws.s.raft.Apply(cluster.OutcomeOnly(ctx), &fsm.StartJob{Report: r, At: ws.s.now()})
 	return err
 }
 
 // Progress reports an attempt's progress.
 func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progress) error {
 	p.UpdatedAt = ws.s.now()
-	_, err := ws.s.raft.Apply(ctx, &fsm.ProgressJob{Report: r, Progress: p})
+	_, err := ws.s.raft.Apply(cluster.OutcomeOnly(ctx), &fsm.ProgressJob{Report: r, Progress: p})
 	return err
 }
 
@@ -132,7 +133,7 @@ func (ws *WorkerService) Progress(ctx context.Context, r fsm.Report, p fsm.Progr
 // leader refuses it with unknown_command until every server speaks the
 // protocol that added it; the worker then does without.
 func (ws *WorkerService) Exit(ctx context.Context, r fsm.Report) error {
-	_, err := ws.s.raft.Apply(ctx, &fsm.ExitJob{Report: r, At: ws.s.now()})
+	_, err := ws.s.raft.Apply(cluster.OutcomeOnly(ctx), &fsm.ExitJob{Report: r, At: ws.s.now()})
 	return err
 }
 
@@ -149,7 +150,7 @@ func (ws *WorkerService) Finish(ctx context.Context, c *fsm.FinishJob) error {
 	if c.Progress != nil {
 		c.Progress.UpdatedAt = c.At
 	}
-	_, err := ws.s.raft.Apply(ctx, c)
+	_, err := ws.s.raft.Apply(cluster.OutcomeOnly(ctx), c)
 	if fsm.ErrorCode(err) == fsm.CodeStaleAttempt {
 		switch ok, aerr := ws.applied(ctx, c); {
 		case aerr != nil:
