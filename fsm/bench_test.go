@@ -19,15 +19,7 @@ import (
 func BenchmarkApplySubmit(b *testing.B) {
 	for _, batch := range []int{1, 16, 64, 256} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { st.Close() })
-			f, err := fsm.New(context.Background(), fsm.Config{Store: st})
-			if err != nil {
-				b.Fatal(err)
-			}
+			f := boltFSM(b)
 			at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			index := uint64(1)
 			apply := func(c fsm.Command) {
@@ -66,4 +58,19 @@ func BenchmarkApplySubmit(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 		})
 	}
+}
+
+// boltFSM returns an FSM on a new bbolt store.
+func boltFSM(b *testing.B) *fsm.FSM {
+	b.Helper()
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	f, err := fsm.New(context.Background(), fsm.Config{Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f
 }
