@@ -108,6 +108,6 @@ func workerRPC[T any](s *Server, fn func(context.Context, *fsm.WorkerToken, *T) 
 		if out == nil {
 			out = map[string]string{}
 		}
-		writeJSON(w, http.StatusOK, out)
+		writeCompactJSON(w, http.StatusOK, out)
 	})
 }
