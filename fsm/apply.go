@@ -448,7 +448,7 @@ func (f *FSM) activeJob(id string) (*Job, *Error) {
 // job leaves memory; the store keeps it.
 func (f *FSM) put(old, j *Job, b *batchBuilder) {
 	b.touchWorkers(old, j)
-	f.keep(old, j, b)
+	f.putReported(old, j, b)
 }
 
 // putReported is put for a change that the job's worker reported itself
@@ -457,11 +457,6 @@ func (f *FSM) put(old, j *Job, b *batchBuilder) {
 // not wake. With every slot busy, that leaves one answer to a worker's
 // long poll per job (its assignment) instead of three.
 func (f *FSM) putReported(old, j *Job, b *batchBuilder) {
-	f.keep(old, j, b)
-}
-
-// keep is put without the workers' watches.
-func (f *FSM) keep(old, j *Job, b *batchBuilder) {
 	if old != nil {
 		f.idx.remove(old)
 	}
