@@ -141,6 +141,12 @@ func (d *devProc) start() {
 	}
 }
 
+// waitLog waits until the process's output holds s, or fails after 30 s.
+func (d *devProc) waitLog(s string) {
+	d.t.Helper()
+	waitForCond(d.t, 30*time.Second, "\""+s+"\" in the output", func() bool { return strings.Contains(d.log.String(), s) })
+}
+
 func (d *devProc) kill9() {
 	d.t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -266,6 +272,9 @@ func TestKill9Restart(t *testing.T) {
 func TestDevFirstStartAndAuth(t *testing.T) {
 	d := newDev(t)
 	d.start()
+	// /ready can answer before the test has copied the process's output:
+	// wait for the line printed after the key would be.
+	d.waitLog("ffrtmp dev: API")
 	if n := strings.Count(d.log.String(), "ffk_"); n != 1 {
 		t.Fatalf("admin key printed %d times on first start", n)
 	}
@@ -283,6 +292,7 @@ func TestDevFirstStartAndAuth(t *testing.T) {
 	d.cmd.Wait()
 	d.log.Reset()
 	d.start()
+	d.waitLog("ffrtmp dev: API")
 	if strings.Contains(d.log.String(), "ffk_") {
 		t.Fatal("restart printed a new admin key")
 	}
