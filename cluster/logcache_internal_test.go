@@ -62,53 +62,49 @@ func TestLogCache(t *testing.T) {
 			t.Fatalf("GetLog(%d): store asked = %v, want %v", index, asked, fromStore)
 		}
 	}
-	if err := c.StoreLogs(entries(1, 10, 10, "a")); err != nil {
-		t.Fatal(err)
+	store := func(logs []*raft.Log) {
+		t.Helper()
+		if err := c.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
 	}
+	del := func(lo, hi uint64) {
+		t.Helper()
+		if err := c.DeleteRange(lo, hi); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store(entries(1, 10, 10, "a"))
 	get(1, "a", true) // beyond the 8 newest
 	get(2, "a", true)
 	for i := uint64(3); i <= 10; i++ {
 		get(i, "a", false)
 	}
 	// The byte bound: 300-byte entries, at most 3 of them in 1,000 bytes.
-	if err := c.StoreLogs(entries(11, 14, 300, "b")); err != nil {
-		t.Fatal(err)
-	}
+	store(entries(11, 14, 300, "b"))
 	get(11, "b", true)
 	get(12, "b", false)
 	get(14, "b", false)
 	// A follower's conflicting suffix: deleted, then overwritten.
-	if err := c.DeleteRange(13, 14); err != nil {
-		t.Fatal(err)
-	}
+	del(13, 14)
 	get(12, "b", true)
-	if err := c.StoreLogs(entries(13, 15, 10, "c")); err != nil {
-		t.Fatal(err)
-	}
+	store(entries(13, 15, 10, "c"))
 	get(13, "c", false)
 	get(15, "c", false)
 	// An append that does not continue the cache (after a snapshot
 	// install) replaces it.
-	if err := c.StoreLogs(entries(40, 41, 10, "d")); err != nil {
-		t.Fatal(err)
-	}
+	store(entries(40, 41, 10, "d"))
 	get(15, "c", true)
 	get(41, "d", false)
 	// A compaction far behind the cache leaves it; one that reaches it
 	// empties it.
-	if err := c.DeleteRange(1, 10); err != nil {
-		t.Fatal(err)
-	}
+	del(1, 10)
 	get(40, "d", false)
-	if err := c.DeleteRange(11, 40); err != nil {
-		t.Fatal(err)
-	}
+	del(11, 40)
 	get(41, "d", true)
 	// A failed append: the store's answers only, and no cached entry
 	// that the store does not hold.
-	if err := c.StoreLogs(entries(42, 43, 10, "e")); err != nil {
-		t.Fatal(err)
-	}
+	store(entries(42, 43, 10, "e"))
 	st.failing = true
 	if err := c.StoreLogs(entries(44, 45, 10, "f")); err == nil {
 		t.Fatal("StoreLogs on a failing store succeeded")
