@@ -246,8 +246,10 @@ func joinField(parent, name string) string {
 
 // checkAll checks every string of c, then the command's own rules.
 func checkAll(c Command, rules ...error) error {
-	if err := checkStrings("", reflect.ValueOf(c)); err != nil {
-		return err
+	if v := reflect.ValueOf(c); !stringsOK(v, ruleText) {
+		if err := checkStrings("", v); err != nil {
+			return err
+		}
 	}
 	for _, err := range rules {
 		if err != nil {
