@@ -1,9 +1,10 @@
 package cluster
 
 import (
-	"encoding/json"
 	"reflect"
 	"testing"
+
+	json "github.com/go-json-experiment/json/v1"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )

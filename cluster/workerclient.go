@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	json "github.com/go-json-experiment/json/v1"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )

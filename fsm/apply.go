@@ -2,10 +2,11 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"strings"
 	"time"
+
+	json "github.com/go-json-experiment/json/v1"
 )
 
 // This file holds one applyX per command. Each runs with f.mu held, reads

@@ -1,9 +1,10 @@
 package fsm
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
+
+	json "github.com/go-json-experiment/json/v1"
 )
 
 // MessageType identifies a command in the Raft log. The enum is

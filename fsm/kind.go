@@ -1,9 +1,10 @@
 package fsm
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
+
+	json "github.com/go-json-experiment/json/v1"
 )
 
 // The kind registry. Every kind of replicated object (tenant, user, API

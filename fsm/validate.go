@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"cmp"
-	"encoding/json"
 	"math"
 	"reflect"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	json "github.com/go-json-experiment/json/v1"
 )
 
 // Validation before the log. The leader runs DecodeCommand on every entry

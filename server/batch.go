@@ -2,8 +2,9 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
+
+	json "github.com/go-json-experiment/json/v1"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )

@@ -2,9 +2,10 @@ package server
 
 import (
 	_ "embed"
-	"encoding/json"
 	"net/http"
 	"strings"
+
+	json "github.com/go-json-experiment/json/v1"
 )
 
 // openAPI is the API's OpenAPI 3 document. A test fails when it and the

@@ -1,11 +1,11 @@
 package postgres
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
+	json "github.com/go-json-experiment/json/v1"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ffrtmp/ffrtmp/fsm"

@@ -3,10 +3,11 @@ package storetest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
+
+	json "github.com/go-json-experiment/json/v1"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
