@@ -518,7 +518,9 @@ func TestRunningJobLifecycle(t *testing.T) {
 	if r := e.do("POST", "/v1/jobs/"+j.ID+"/pause", nil, &p); r.StatusCode != 200 || p.State != fsm.JobPaused {
 		t.Fatalf("pause: %d %s", r.StatusCode, p.State)
 	}
-	pid := ffmpegPID(t, "long.mp4")
+	// Other tests of this package run ffmpeg writing a long.mp4 of their
+	// own at the same time: find this one by its full path.
+	pid := ffmpegPID(t, filepath.Join(e.dataDir, "media", "default", ".long.mp4.part"))
 	e.waitFor(func() bool { return procState(pid) == "T" }, "ffmpeg stopped (SIGSTOP)")
 	e.do("POST", "/v1/jobs/"+j.ID+"/resume", nil, &p)
 	e.waitFor(func() bool { s := procState(pid); return s == "S" || s == "R" }, "ffmpeg continued")
