@@ -3,7 +3,10 @@ package bolt_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
@@ -14,7 +17,8 @@ import (
 // Commit of batches that rewrite stored active jobs (a worker's start,
 // progress and finish reports each write the whole job). 1,000 jobs of
 // the 720p30-h264 scenario are stored; each op commits one batch of 100
-// of them, each a newer version. It reports updates/s.
+// of them, each a newer version. It reports updates/s and the bytes the
+// process wrote per commit (wchar of /proc/self/io: bolt's page writes).
 func BenchmarkCommitJobUpdates(b *testing.B) {
 	st, err := bolt.Open(filepath.Join(b.TempDir(), "state.db"))
 	if err != nil {
@@ -39,6 +43,7 @@ func BenchmarkCommitJobUpdates(b *testing.B) {
 		b.Fatal(err)
 	}
 	index := uint64(1)
+	written := wchar(b)
 	for b.Loop() {
 		index++
 		batch := &fsm.Batch{Index: index, Jobs: make([]*fsm.Job, perBatch)}
@@ -53,4 +58,24 @@ func BenchmarkCommitJobUpdates(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "updates/s")
+	b.ReportMetric(float64(wchar(b)-written)/float64(b.N), "written-B/commit")
+}
+
+// wchar returns the bytes this process has written with write calls.
+func wchar(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Skipf("no /proc/self/io: %v", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("no wchar in /proc/self/io")
+	return 0
 }

@@ -408,12 +408,12 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 		}
 		switch v := o.(type) {
 		case *fsm.Job:
-			err = tx.Bucket(bucketByTen).Put(tenantJobKey(v.TenantID, v.ID), nil)
+			err = putIndex(tx.Bucket(bucketByTen), tenantJobKey(v.TenantID, v.ID))
 			if err == nil {
 				err = indexFinished(tx, v)
 			}
 		case *fsm.AuditRecord:
-			err = tx.Bucket(bucketAuditByTen).Put(tenantAuditKey(v.Tenant, v.Seq), nil)
+			err = putIndex(tx.Bucket(bucketAuditByTen), tenantAuditKey(v.Tenant, v.Seq))
 		}
 		if err != nil {
 			return err
@@ -422,7 +422,7 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 			continue
 		}
 		if k.Resident(o) {
-			err = active.Put(id, nil)
+			err = putIndex(active, id)
 		} else {
 			err = active.Delete(id)
 		}
@@ -431,6 +431,18 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 		}
 	}
 	return nil
+}
+
+// putIndex adds key, with no value, to the index bucket b unless it is
+// there. Most writes update an object its indexes already list, and a Put
+// of an existing key still copies its leaf page into the transaction and
+// writes it again at commit (a Delete of a missing key, or a Seek, does
+// not). Get cannot tell: it answers nil for an empty value.
+func putIndex(b *bbolt.Bucket, key []byte) error {
+	if k, _ := b.Cursor().Seek(key); bytes.Equal(k, key) {
+		return nil
+	}
+	return b.Put(key, nil)
 }
 
 // GetJob implements fsm.Store.

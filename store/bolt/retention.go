@@ -39,7 +39,7 @@ func indexFinished(tx *bbolt.Tx, j *fsm.Job) error {
 	if !j.State.Terminal() {
 		return nil
 	}
-	return tx.Bucket(bucketFinished).Put(finishedKey(j), nil)
+	return putIndex(tx.Bucket(bucketFinished), finishedKey(j))
 }
 
 // backfillFinished fills the finish-time index of a file written before
