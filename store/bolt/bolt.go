@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	json "github.com/go-json-experiment/json/v1"
 	bbolt "go.etcd.io/bbolt"
 
@@ -86,6 +87,8 @@ type Store struct {
 	db *bbolt.DB
 
 	closing sync.WaitGroup // files replaced by Restore, still closing
+
+	arena []byte // kept by Commit for the next write transaction's values
 }
 
 var _ fsm.LocalStore = (*Store)(nil)
@@ -277,7 +280,7 @@ func decode[T any](v []byte) (*T, error) {
 
 // putGuarded writes obj under id unless the stored version's modify index
 // is at or above modifyIndex.
-func putGuarded(b *bbolt.Bucket, id []byte, modifyIndex uint64, obj any) (bool, error) {
+func putGuarded(b *bbolt.Bucket, id []byte, modifyIndex uint64, obj any, values *valueArena) (bool, error) {
 	if old := b.Get(id); old != nil {
 		stored, err := modifyIndexOf(old)
 		if err != nil {
@@ -287,11 +290,39 @@ func putGuarded(b *bbolt.Bucket, id []byte, modifyIndex uint64, obj any) (bool, 
 			return false, nil
 		}
 	}
-	v, err := json.Marshal(obj)
+	v, err := values.marshal(obj)
 	if err != nil {
 		return false, fmt.Errorf("encode %s: %w", id, err)
 	}
 	return true, b.Put(id, v)
+}
+
+// valueArena holds the encoded values of one write transaction, which
+// bbolt needs until the transaction ends, in one buffer that the next
+// transaction reuses: a job's JSON is kilobytes, and allocating each
+// afresh was a large part of what a busy server's collector had to
+// catch up with.
+type valueArena struct{ buf []byte }
+
+// maxArena bounds the buffer a store keeps between transactions.
+const maxArena = 4 << 20
+
+// marshal appends v's JSON (as json.Marshal encodes it) to the arena and
+// returns it.
+func (a *valueArena) marshal(v any) ([]byte, error) {
+	start := len(a.buf)
+	if err := jsonv2.MarshalWrite(a, v, json.DefaultOptionsV1()); err != nil {
+		a.buf = a.buf[:start]
+		return nil, err
+	}
+	// Earlier values keep the backing array they were written to when
+	// an append moves the buffer.
+	return a.buf[start:len(a.buf):len(a.buf)], nil
+}
+
+func (a *valueArena) Write(p []byte) (int, error) {
+	a.buf = append(a.buf, p...)
+	return len(p), nil
 }
 
 // modifyIndexOf returns the modify index of a stored object: from its
@@ -352,9 +383,17 @@ func (s *Store) Commit(ctx context.Context, batch *fsm.Batch) error {
 		if v := meta.Get(keyIndex); v != nil && binary.BigEndian.Uint64(v) >= batch.Index {
 			return nil
 		}
+		// bbolt runs one write transaction at a time: the previous one,
+		// whose values the arena held, has ended.
+		values := &valueArena{buf: s.arena[:0]}
+		defer func() {
+			if cap(values.buf) <= maxArena {
+				s.arena = values.buf
+			}
+		}()
 		fillPages(tx)
 		for _, k := range fsm.Kinds {
-			if err := putKind(tx, k, k.Objects(batch)); err != nil {
+			if err := putKind(tx, k, k.Objects(batch), values); err != nil {
 				return err
 			}
 		}
@@ -391,7 +430,7 @@ func fillPages(tx *bbolt.Tx) {
 
 // putKind writes the objects of kind k that are newer than their stored
 // versions, and keeps k's active bucket and, for jobs, the tenant index.
-func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
+func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object, values *valueArena) error {
 	if len(objs) == 0 {
 		return nil
 	}
@@ -399,7 +438,7 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object) error {
 	active := tx.Bucket(activeBucket(k))
 	for _, o := range objs {
 		id := objectKey(o)
-		wrote, err := putGuarded(bucket, id, o.ObjectMeta().ModifyIndex, o)
+		wrote, err := putGuarded(bucket, id, o.ObjectMeta().ModifyIndex, o, values)
 		if err != nil {
 			return err
 		}

@@ -11,7 +11,8 @@ import (
 // TestModifyIndexTail: every object type the store writes ends its JSON
 // with its modify index, where putGuarded reads it without decoding the
 // object; a value of another form is decoded, with the same answer as a
-// full decode.
+// full decode. The values are written as Commit writes them, and are the
+// bytes encoding/json writes.
 func TestModifyIndexTail(t *testing.T) {
 	t.Parallel()
 	meta := fsm.Meta{CreateIndex: 7, ModifyIndex: 1234567}
@@ -27,10 +28,21 @@ func TestModifyIndexTail(t *testing.T) {
 		&fsm.Worker{ID: "w1", Name: tricky, Meta: meta},
 		&fsm.AuditRecord{Seq: 3, Result: fsm.Code(tricky), Meta: meta},
 	}
+	// The store writes through one arena per transaction: each value must
+	// be what encoding/json writes, and stay so as the arena grows.
+	arena := &valueArena{}
+	var written [][]byte
 	for _, o := range objs {
-		v, err := json.Marshal(o)
+		v, err := arena.marshal(o)
 		if err != nil {
 			t.Fatal(err)
+		}
+		written = append(written, v)
+	}
+	for i, o := range objs {
+		v := written[i]
+		if want, err := json.Marshal(o); err != nil || string(v) != string(want) {
+			t.Errorf("%T: the store wrote %s, encoding/json writes %s (%v)", o, v, want, err)
 		}
 		if m, ok := modifyIndexTail(v); !ok || m != meta.ModifyIndex {
 			t.Errorf("%T: tail %d %v, want %d: does fsm.Meta still come last? %s", o, m, ok, meta.ModifyIndex, v)
