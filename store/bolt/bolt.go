@@ -476,7 +476,8 @@ func putKind(tx *bbolt.Tx, k *fsm.Kind, objs []fsm.Object, values *valueArena) e
 // there. Most writes update an object its indexes already list, and a Put
 // of an existing key still copies its leaf page into the transaction and
 // writes it again at commit (a Delete of a missing key, or a Seek, does
-// not). Get cannot tell: it answers nil for an empty value.
+// not). Get cannot tell: it answers nil for an empty value put earlier in
+// the same transaction.
 func putIndex(b *bbolt.Bucket, key []byte) error {
 	if k, _ := b.Cursor().Seek(key); bytes.Equal(k, key) {
 		return nil
