@@ -200,22 +200,49 @@ func checkStrings(field string, v reflect.Value) error {
 	return nil
 }
 
+// stringRule is checkString's rule, picked by the JSON name of the
+// string's field (ruleFor).
+type stringRule uint8
+
+const (
+	ruleText stringRule = iota
+	ruleLog
+	ruleURL
+)
+
+// limits returns the rule's length bound in bytes and the control
+// characters it allows.
+func (r stringRule) limits() (max int, allow string) {
+	switch r {
+	case ruleLog:
+		return MaxLogLen, "\n\t"
+	case ruleURL:
+		return MaxURLLen, ""
+	}
+	return MaxTextLen, ""
+}
+
+func ruleFor(name string) stringRule {
+	switch name {
+	case "log":
+		return ruleLog
+	case "url":
+		return ruleURL
+	}
+	return ruleText
+}
+
 // checkString applies checkStrings' rule for one field.
 func checkString(field, s string) error {
-	last := field[strings.LastIndexByte(field, '.')+1:]
-	switch last {
-	case "log":
-		return validText(field, s, MaxLogLen, "\n\t")
-	case "url":
-		if err := validText(field, s, MaxURLLen, ""); err != nil {
-			return err
-		}
-		if i := strings.IndexFunc(percentDecode(s), unicode.IsControl); i >= 0 {
-			return invalid("%s holds a percent-encoded control character", field)
-		}
-		return nil
+	rule := ruleFor(field[strings.LastIndexByte(field, '.')+1:])
+	max, allow := rule.limits()
+	if err := validText(field, s, max, allow); err != nil {
+		return err
 	}
-	return validText(field, s, MaxTextLen, "")
+	if rule == ruleURL && strings.IndexFunc(percentDecode(s), unicode.IsControl) >= 0 {
+		return invalid("%s holds a percent-encoded control character", field)
+	}
+	return nil
 }
 
 // percentDecode decodes every well-formed %XX of s and leaves anything

@@ -18,26 +18,6 @@ import (
 // checkStrings, for the message. TestStringsOKAgreesWithCheckStrings keeps
 // the two in step.
 
-// stringRule is checkString's rule, picked by the JSON name of the
-// string's field.
-type stringRule uint8
-
-const (
-	ruleText stringRule = iota
-	ruleLog
-	ruleURL
-)
-
-func ruleFor(name string) stringRule {
-	switch name {
-	case "log":
-		return ruleLog
-	case "url":
-		return ruleURL
-	}
-	return ruleText
-}
-
 // fieldPlan is one exported struct field that can hold a string.
 type fieldPlan struct {
 	index int
@@ -93,32 +73,20 @@ func stringsOK(v reflect.Value, rule stringRule) bool {
 
 // stringOK is checkString for one string under rule, without a name.
 func stringOK(s string, rule stringRule) bool {
-	max := MaxTextLen
-	switch rule {
-	case ruleLog:
-		max = MaxLogLen
-	case ruleURL:
-		max = MaxURLLen
-	}
+	max, allow := rule.limits()
 	if len(s) > max {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		if b := s[i]; b < 0x20 || b >= 0x7f {
 			// Not printable ASCII: the full check.
-			if rule == ruleLog {
-				return validText("", s, max, "\n\t") == nil
-			}
-			if validText("", s, max, "") != nil {
+			if validText("", s, max, allow) != nil {
 				return false
 			}
 			break
 		}
 	}
-	if rule == ruleURL && strings.Contains(s, "%") {
-		return strings.IndexFunc(percentDecode(s), unicode.IsControl) < 0
-	}
-	return true
+	return rule != ruleURL || !strings.Contains(s, "%") || strings.IndexFunc(percentDecode(s), unicode.IsControl) < 0
 }
 
 // structPlan returns the fields of struct type t that checkStrings walks

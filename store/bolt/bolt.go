@@ -299,9 +299,8 @@ func putGuarded(b *bbolt.Bucket, id []byte, modifyIndex uint64, obj any, values 
 
 // valueArena holds the encoded values of one write transaction, which
 // bbolt needs until the transaction ends, in one buffer that the next
-// transaction reuses: a job's JSON is kilobytes, and allocating each
-// afresh was a large part of what a busy server's collector had to
-// catch up with.
+// transaction reuses, rather than allocating each job's JSON (kilobytes)
+// afresh for every write.
 type valueArena struct{ buf []byte }
 
 // maxArena bounds the buffer a store keeps between transactions.
