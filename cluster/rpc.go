@@ -127,9 +127,9 @@ func (n *Node) rpcHandler() *http.ServeMux {
 }
 
 func rpcJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	if err := WriteJSON(w, status, v, ""); err != nil {
+		rpcError(w, http.StatusInternalServerError, fmt.Errorf("encode answer: %w", err))
+	}
 }
 
 func rpcError(w http.ResponseWriter, status int, err error) {

@@ -14,7 +14,7 @@ import (
 // newJob compiles a job for tenant as the API would: a new UUIDv7, a
 // testsrc input and a file output, submitted now. acquire 0 keeps the
 // default acquire timeout.
-func newJob(t *testing.T, tenant, scenario string, acquire time.Duration) fsm.Job {
+func newJob(t testing.TB, tenant, scenario string, acquire time.Duration) fsm.Job {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
 	spec := fsm.JobSpec{

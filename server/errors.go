@@ -205,13 +205,11 @@ func writeCompactJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func encodeJSON(w http.ResponseWriter, status int, v any, indent string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", indent)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		slog.Debug("write response", "error", err)
+	if err := cluster.WriteJSON(w, status, v, indent); err != nil {
+		// A type of this package that does not encode: a bug, not the
+		// caller's; nothing was written yet.
+		slog.Error("encode response", "type", fmt.Sprintf("%T", v), "error", err)
+		cluster.WriteJSON(w, http.StatusInternalServerError, errorBody{Error: fsm.Errorf(fsm.CodeInternal, "the answer could not be encoded")}, indent)
 	}
 }
 
