@@ -102,6 +102,19 @@ func RolePermissions(role fsm.Role) []Permission {
 	return nil
 }
 
+// roleGrants reports whether RolePermissions(role) holds perm, without
+// building the list: Authorize asks it on every request.
+func roleGrants(role fsm.Role, perm Permission) bool {
+	found := false
+	for _, g := range roleChain {
+		found = found || slices.Contains(g.grants, perm)
+		if g.role == role {
+			return found
+		}
+	}
+	return false
+}
+
 // knownPermission reports whether perm is in the roles table.
 func knownPermission(perm Permission) bool {
 	return slices.Contains(AllPermissions(), perm)
@@ -116,7 +129,7 @@ func Authorize(p *Principal, perm Permission, tenant string) error {
 	if p == nil {
 		return fsm.Errorf(CodeUnauthenticated, "an API key is required: Authorization: Bearer <key>")
 	}
-	if !slices.Contains(RolePermissions(p.Role), perm) {
+	if !roleGrants(p.Role, perm) {
 		return fsm.Errorf(CodePermissionDenied, "role %s lacks permission %s", p.Role, perm)
 	}
 	if !inScopes(p, perm) {

@@ -115,6 +115,18 @@ func TestRolesInherit(t *testing.T) {
 	}
 }
 
+// TestRoleGrantsAgreesWithRolePermissions checks Authorize's shortcut
+// against the list, for every role (and an unknown one) and permission.
+func TestRoleGrantsAgreesWithRolePermissions(t *testing.T) {
+	for _, role := range append(Roles(), "admin", "") {
+		for _, perm := range append(AllPermissions(), "jobs:nothing") {
+			if got, want := roleGrants(role, perm), slices.Contains(RolePermissions(role), perm); got != want {
+				t.Errorf("roleGrants(%q, %s) = %v, RolePermissions holds it: %v", role, perm, got, want)
+			}
+		}
+	}
+}
+
 // TestAuthorize checks the decision's tenant rules.
 func TestAuthorize(t *testing.T) {
 	sa := &Principal{TenantID: "a", Role: fsm.RoleSuperAdmin}
