@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 )
@@ -28,6 +29,20 @@ type SubmitItem struct {
 	Job   Job    `json:"job"`
 	Actor *Actor `json:"actor,omitempty"`
 }
+
+// presize gives c.Items the capacity for the items of body, the
+// entry's JSON, so that decoding appends each item in place instead of
+// growing the slice (and copying the items decoded so far, each a whole
+// job) as many times as the batch doubles. The count is of `{"job":`,
+// which the JSON of an item starts with and no string can hold (its
+// quotes would be escaped); bounded by MaxSubmitBatch, and only a
+// capacity: decoding is what fills the slice.
+func (c *SubmitJobs) presize(body []byte) {
+	n := min(bytes.Count(body, itemStart), MaxSubmitBatch)
+	c.Items = make([]SubmitItem, 0, n)
+}
+
+var itemStart = []byte(`{"job":`)
 
 // SubmitJobsResult is the response to SubmitJobs: for each item, in
 // order, the queued *Job or the *Error that refused it.

@@ -288,6 +288,9 @@ func decodeEntry(index uint64, data []byte) *logEntry {
 		return e
 	}
 	c := ct.new()
+	if s, ok := c.(*SubmitJobs); ok {
+		s.presize(body)
+	}
 	if err := json.Unmarshal(body, c); err != nil {
 		// A body that does not decode is a bug in the proposer or a
 		// corrupt log: Apply stops rather than diverge.
