@@ -3,10 +3,14 @@ package fsm_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
@@ -58,6 +62,82 @@ func BenchmarkApplySubmit(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 		})
 	}
+}
+
+// BenchmarkApplySubmitEntries measures what every node spends applying
+// submits as the write path proposes them: SubmitJobs entries of n
+// items, each with an actor (so an audit record each) and a UUIDv7 ID,
+// one entry per ApplyBatch (one store commit each), on a bbolt store.
+// It reports the process's CPU time and the bytes it wrote per job: the
+// difference between n=1 and larger entries is the cost of an entry
+// (its commit), the rest that of an item.
+func BenchmarkApplySubmitEntries(b *testing.B) {
+	for _, n := range []int{1, 16, 64, 256} {
+		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
+			f := boltFSM(b)
+			at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			index := uint64(0)
+			entry := func(c fsm.Command) *raft.Log {
+				data, err := fsm.Encode(c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				index++
+				return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at}
+			}
+			f.ApplyBatch([]*raft.Log{entry(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t", CreatedAt: at}})})
+			spec := fsm.JobSpec{Name: "bench", Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=1"}, Outputs: []fsm.Output{{URL: "file:///bench/out.mp4"}}}
+			plan, err := spec.Compile(fsm.Policy{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			actor := &fsm.Actor{User: "admin@localhost", KeyID: "f32f17c0c9d7f4e3", Role: fsm.RoleSuperAdmin, TenantID: "t",
+				RequestID: "e20fd4ecdd471e39254fb454ead50b11", Source: "127.0.0.1:56388", Action: "submitJob"}
+			var logs []*raft.Log
+			for lo := 0; lo < b.N; lo += n {
+				c := &fsm.SubmitJobs{}
+				for range min(n, b.N-lo) {
+					c.Items = append(c.Items, fsm.SubmitItem{Job: fsm.Job{ID: uuid.Must(uuid.NewV7()).String(), TenantID: "t", Spec: spec, Plan: *plan, SubmittedAt: at}, Actor: actor})
+				}
+				logs = append(logs, entry(c))
+			}
+			written, cpu := writtenBytes(b), processCPU()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for _, l := range logs {
+				r, ok := f.ApplyBatch([]*raft.Log{l})[0].(*fsm.SubmitJobsResult)
+				if !ok {
+					b.Fatalf("apply: %v", r)
+				}
+				if _, ok := r.Results[0].(*fsm.Job); !ok {
+					b.Fatalf("apply: %v", r.Results[0])
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu)/float64(time.Microsecond)/float64(b.N), "cpu-µs/job")
+			b.ReportMetric(float64(writtenBytes(b)-written)/float64(b.N), "written-B/job")
+		})
+	}
+}
+
+// writtenBytes returns the bytes this process has written with write
+// calls (wchar of /proc/self/io: the store's page writes).
+func writtenBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("no wchar in /proc/self/io")
+	return 0
 }
 
 // boltFSM returns an FSM on a new bbolt store.
