@@ -17,18 +17,70 @@ import (
 func startThree(t *testing.T, opts clustertest.Options) []*clustertest.Node {
 	t.Helper()
 	opts.ID, opts.Bootstrap = "n1", true
-	n1 := clustertest.Start(t, opts)
-	nodes := []*clustertest.Node{n1}
+	nodes := []*clustertest.Node{clustertest.Start(t, opts)}
 	for _, id := range []string{"n2", "n3"} {
 		o := opts
 		o.ID, o.Bootstrap = id, false
-		n := clustertest.Start(t, o)
-		if err := n1.Node.RaftForTest().AddVoter(raft.ServerID(id), raft.ServerAddress(n.Node.AddrForTest()), 0, 10*time.Second).Error(); err != nil {
-			t.Fatalf("add voter %s: %v", id, err)
-		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, clustertest.Start(t, o))
 	}
+	addVoters(t, nodes)
 	return nodes
+}
+
+// addVoters adds nodes[1:] as voters of the cluster nodes[0] bootstrapped
+// and returns once nodes[0] leads and every node knows it. Each is added
+// through whichever of the nodes before it leads: a new member that
+// starts slowly (a loaded run with the race detector) can cost the
+// leader its lease, and the two members elect again. If nodes[0] no
+// longer leads at the end, leadership is handed back to it.
+func addVoters(t *testing.T, nodes []*clustertest.Node) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	leader := func(among []*clustertest.Node) *clustertest.Node {
+		for _, m := range among {
+			if m.Node.IsLeader() {
+				return m
+			}
+		}
+		return nil
+	}
+	for i := 1; i < len(nodes); i++ {
+		id, addr := raft.ServerID(nodes[i].ID), raft.ServerAddress(nodes[i].Node.AddrForTest())
+		for {
+			err := errors.New("no leader")
+			if l := leader(nodes[:i]); l != nil {
+				err = l.Node.RaftForTest().AddVoter(id, addr, 0, 10*time.Second).Error()
+			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("add voter %s: %v", id, err)
+			}
+			time.Sleep(50 * time.Millisecond) // while the members elect
+		}
+	}
+	first := nodes[0]
+	for !first.Node.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not lead after adding the voters", first.ID)
+		}
+		if l := leader(nodes); l != nil {
+			l.Node.RaftForTest().LeadershipTransferToServer(raft.ServerID(first.ID), raft.ServerAddress(first.Node.AddrForTest())).Error()
+		}
+		time.Sleep(50 * time.Millisecond) // while leadership moves
+	}
+	for _, n := range nodes {
+		for {
+			if _, id := n.Node.Leader(); id == first.ID {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not know %s leads", n.ID, first.ID)
+			}
+			time.Sleep(20 * time.Millisecond) // until the leader's next AppendEntries
+		}
+	}
 }
 
 // TestFollowersApplyTheLeadersTime: a job submitted through a follower

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -29,15 +27,8 @@ func submitCmd(t *testing.T, id string) *fsm.SubmitJob {
 func TestLeaderRefusesPoisonBeforeTheLog(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	n1 := clustertest.Start(t, clustertest.Options{ID: "n1", Bootstrap: true})
-	nodes := []*clustertest.Node{n1}
-	for _, id := range []string{"n2", "n3"} {
-		n := clustertest.Start(t, clustertest.Options{ID: id})
-		if err := n1.Node.RaftForTest().AddVoter(raft.ServerID(id), raft.ServerAddress(n.Node.AddrForTest()), 0, 10*time.Second).Error(); err != nil {
-			t.Fatalf("add voter %s: %v", id, err)
-		}
-		nodes = append(nodes, n)
-	}
+	nodes := startThree(t, clustertest.Options{})
+	n1 := nodes[0]
 	n1.Apply(createTenant("acme"))
 
 	nilRetries := submitCmd(t, "nil-retries")
