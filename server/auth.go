@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/token"
 )
 
 // Principal is the authenticated caller of a request.
@@ -39,7 +38,7 @@ func PrincipalFrom(ctx context.Context) (*Principal, bool) {
 // apiKeys is the format of API keys: "ffk_", an ID, the secret and a
 // checksum (see package token). Keys made before keys had a checksum end
 // at the secret and keep working.
-var apiKeys = token.Format{Prefix: "ffk_", Unsummed: true}
+var apiKeys = tokenFormat{Prefix: "ffk_", Unsummed: true}
 
 // parseKey splits an API key into its ID and secret, checking its shape
 // and, where it has one, its checksum.
@@ -88,7 +87,7 @@ func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 		s.authFailed(r, authUnknownKey, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}
-	if !token.Matches(secret, k.Hash) {
+	if !tokenMatches(secret, k.Hash) {
 		s.authFailed(r, authWrongSecret, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid API key")
 	}

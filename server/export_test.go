@@ -1,7 +1,5 @@
 package server
 
-import "github.com/ffrtmp/ffrtmp/token"
-
 // RouteKeys returns "METHOD pattern" of every route, for the isolation
 // matrix of the external tests.
 func (s *Server) RouteKeys() []string {
@@ -14,4 +12,4 @@ func (s *Server) RouteKeys() []string {
 
 // WithKeyChecksum returns an API key's text before its checksum with the
 // right checksum appended.
-func WithKeyChecksum(body string) string { return body + token.Checksum(body) }
+func WithKeyChecksum(body string) string { return body + tokenChecksum(body) }

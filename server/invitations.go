@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/token"
 )
 
 // This file is invitations: a tenant admin invites an email with a role;
@@ -14,7 +13,7 @@ import (
 // inviteTokens is the format of invitation tokens: the API key's format
 // (package token: ID, secret, checksum) with the prefix "ffi_"; only the
 // SHA-256 of the secret is stored.
-var inviteTokens = token.Format{Prefix: "ffi_"}
+var inviteTokens = tokenFormat{Prefix: "ffi_"}
 
 // defaultInviteTTL is how long an invitation can be accepted by default.
 const defaultInviteTTL = 72 * time.Hour
@@ -180,7 +179,7 @@ func (s *Server) acceptInvitation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if !found || !token.Matches(secret, inv.Hash) {
+	if !found || !tokenMatches(secret, inv.Hash) {
 		s.authFailed(r, authUnknownKey, id)
 		s.writeError(w, r, fsm.Errorf(CodeUnauthenticated, "invalid invitation token"))
 		return

@@ -8,7 +8,6 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/fsm"
-	"github.com/ffrtmp/ffrtmp/token"
 )
 
 // Worker tokens are remote workers' credentials (fsm.WorkerToken). This
@@ -18,7 +17,7 @@ import (
 
 // workerTokens is the format of worker tokens: "ffw_", an ID, the secret
 // and a checksum (see package token).
-var workerTokens = token.Format{Prefix: "ffw_"}
+var workerTokens = tokenFormat{Prefix: "ffw_"}
 
 // NewWorkerToken creates a worker token for tenantID ("" for the shared
 // pool): the secret text to give to the worker once, and the record to
@@ -183,7 +182,7 @@ func (s *Server) authenticateWorker(r *http.Request) (*fsm.WorkerToken, error) {
 	case !found:
 		s.authFailed(r, authUnknownKey, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid worker token")
-	case !token.Matches(secret, t.Hash):
+	case !tokenMatches(secret, t.Hash):
 		s.authFailed(r, authWrongSecret, id)
 		return nil, fsm.Errorf(CodeUnauthenticated, "invalid worker token")
 	case t.Revoked:
