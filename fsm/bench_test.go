@@ -77,15 +77,13 @@ func BenchmarkApplySubmitEntries(b *testing.B) {
 			f := boltFSM(b)
 			at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			index := uint64(0)
-			entry := func(c fsm.Command) *raft.Log {
-				data, err := fsm.Encode(c)
-				if err != nil {
-					b.Fatal(err)
-				}
+			next := func(c fsm.Command) *raft.Log { // stamped by the leader, as Raft does
 				index++
-				return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at}
+				l := entry(b, index, c)
+				l.AppendedAt = at
+				return l
 			}
-			f.ApplyBatch([]*raft.Log{entry(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t", CreatedAt: at}})})
+			f.ApplyBatch([]*raft.Log{next(&fsm.CreateTenant{Tenant: fsm.Tenant{ID: "t", CreatedAt: at}})})
 			spec := fsm.JobSpec{Name: "bench", Scenario: "240p30-h264", Input: fsm.Input{URL: "testsrc://?duration=1"}, Outputs: []fsm.Output{{URL: "file:///bench/out.mp4"}}}
 			plan, err := spec.Compile(fsm.Policy{})
 			if err != nil {
@@ -99,7 +97,7 @@ func BenchmarkApplySubmitEntries(b *testing.B) {
 				for range min(n, b.N-lo) {
 					c.Items = append(c.Items, fsm.SubmitItem{Job: fsm.Job{ID: uuid.Must(uuid.NewV7()).String(), TenantID: "t", Spec: spec, Plan: *plan, SubmittedAt: at}, Actor: actor})
 				}
-				logs = append(logs, entry(c))
+				logs = append(logs, next(c))
 			}
 			written, cpu := writtenBytes(b), processCPU()
 			b.ReportAllocs()
