@@ -33,8 +33,9 @@ func TestActorTravelsThroughForwarding(t *testing.T) {
 	if _, err := leader.Node.Apply(fsm.WithActor(ctx, a), createTenant("acme")); fsm.ErrorCode(err) != fsm.CodeAlreadyExists {
 		t.Fatalf("second create: %v, want already_exists", err)
 	}
+	last := leader.FSM.Flush()
 	clustertest.WaitFor(t, follower.FSM, 30*time.Second, "the follower applies the last entry", func() bool {
-		return follower.FSM.Index() >= leader.FSM.Index()
+		return follower.FSM.Index() >= last
 	})
 	var chains []string
 	for _, n := range []*clustertest.Node{leader, follower} {

@@ -81,6 +81,7 @@ func TestGroupCommitThroughEveryNode(t *testing.T) {
 			}
 		}
 		records := map[string]*fsm.AuditRecord{}
+		n.FSM.Flush() // the store has what memory has
 		if err := n.Store.ScanAudit(ctx, 0, func(r *fsm.AuditRecord) error {
 			if r.Action == "submitJob" {
 				if records[r.RequestID] != nil {

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,11 +181,12 @@ func TestNoWorkerTimeDoesNotCount(t *testing.T) {
 	}
 }
 
-// failingStore fails every write and batch read while down is set, as an
-// unreachable database does.
+// failingStore fails every write, and every batch read unless
+// commitsOnly, while down is set, as an unreachable database does.
 type failingStore struct {
 	fsm.Store
-	down *atomic.Bool
+	down        *atomic.Bool
+	commitsOnly bool
 }
 
 var errUnreachable = errors.New("dial tcp 127.0.0.1:5432: connection refused")
@@ -197,7 +199,7 @@ func (s failingStore) Commit(ctx context.Context, b *fsm.Batch) error {
 }
 
 func (s failingStore) JobsExist(ctx context.Context, ids []string) (map[string]uint64, error) {
-	if s.down.Load() {
+	if s.down.Load() && !s.commitsOnly {
 		return nil, errUnreachable
 	}
 	return s.Store.JobsExist(ctx, ids)
@@ -205,45 +207,62 @@ func (s failingStore) JobsExist(ctx context.Context, ids []string) (map[string]u
 
 // TestStoreOutageTimeDoesNotCount: while the leader's store is down
 // nothing can be placed, so a job's acquire timeout does not run out
-// during the outage: it counts afresh from when the store is back.
+// during the outage: it counts afresh from when the store is back. The
+// scheduler sees the outage in a pass, or, when the outage begins with
+// the commit of the very submit (answered before its commit, which then
+// fails) and nothing wakes the scheduler until the store is back, learns
+// of it afterwards.
 func TestStoreOutageTimeDoesNotCount(t *testing.T) {
 	t.Parallel()
-	var down atomic.Bool
-	n := clustertest.Start(t, clustertest.Options{Bootstrap: true, Scheduler: true,
-		WrapStore: func(st fsm.Store) fsm.Store { return failingStore{st, &down} }})
-	n.Apply(createTenant("acme"))
-	registerWorker(n, "w-x265", "", "libx265") // cannot run H.264
-	const acquire = 3 * time.Second
-	queued := n.Apply(&fsm.SubmitJob{Job: newJob(t, "acme", "720p30-h264", acquire)}).(*fsm.Job)
+	for _, unseen := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unseen=%v", unseen), func(t *testing.T) {
+			t.Parallel()
+			var down atomic.Bool
+			n := clustertest.Start(t, clustertest.Options{Bootstrap: true, Scheduler: true,
+				WrapStore: func(st fsm.Store) fsm.Store { return failingStore{st, &down, unseen} }})
+			n.Apply(createTenant("acme"))
+			registerWorker(n, "w-x265", "", "libx265") // cannot run H.264
+			const acquire = 3 * time.Second
+			submit := &fsm.SubmitJob{Job: newJob(t, "acme", "720p30-h264", acquire)}
+			applied := make(chan error, 1)
+			var queued *fsm.Job
+			if unseen {
+				n.FSM.Flush() // only the submit's commit fails
+				down.Store(true)
+				queued = n.Apply(submit).(*fsm.Job)
+				applied <- nil
+			} else {
+				queued = n.Apply(submit).(*fsm.Job)
+				down.Store(true)
+				go func() {
+					_, err := n.Node.Apply(context.Background(), createTenant("during-outage"))
+					applied <- err
+				}()
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !n.FSM.StoreDown() {
+				if time.Now().After(deadline) {
+					t.Fatal("the FSM does not report the store down")
+				}
+				time.Sleep(10 * time.Millisecond) // poll interval
+			}
+			waitPast(t, queued.QueuedAt, acquire+2*time.Second) // the outage outlasts the timeout
+			restored := time.Now()
+			down.Store(false)
+			if err := <-applied; err != nil {
+				t.Fatalf("apply during the outage: %v", err)
+			}
 
-	down.Store(true)
-	applied := make(chan error, 1)
-	go func() {
-		_, err := n.Node.Apply(context.Background(), createTenant("during-outage"))
-		applied <- err
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.FSM.StoreDown() {
-		if time.Now().After(deadline) {
-			t.Fatal("the FSM does not report the store down")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-	waitPast(t, queued.QueuedAt, acquire+2*time.Second) // the outage outlasts the timeout
-	restored := time.Now()
-	down.Store(false)
-	if err := <-applied; err != nil {
-		t.Fatalf("apply during the outage: %v", err)
-	}
-
-	clustertest.WaitFor(t, n.FSM, 20*time.Second, "the job to expire", func() bool {
-		return job(t, n.FSM, queued.ID).State.Terminal()
-	})
-	got := job(t, n.FSM, queued.ID)
-	if got.State != fsm.JobFailed || got.Error == nil || got.Error.Code != fsm.CodeNoCapableWorker {
-		t.Fatalf("job: %s %+v; want failed with no_capable_worker", got.State, got.Error)
-	}
-	if counted := got.FinishedAt.Sub(restored); counted < acquire {
-		t.Errorf("job failed %v after the store came back, before its %v acquire timeout", counted, acquire)
+			clustertest.WaitFor(t, n.FSM, 20*time.Second, "the job to expire", func() bool {
+				return job(t, n.FSM, queued.ID).State.Terminal()
+			})
+			got := job(t, n.FSM, queued.ID)
+			if got.State != fsm.JobFailed || got.Error == nil || got.Error.Code != fsm.CodeNoCapableWorker {
+				t.Fatalf("job: %s %+v; want failed with no_capable_worker", got.State, got.Error)
+			}
+			if counted := got.FinishedAt.Sub(restored); counted < acquire {
+				t.Errorf("job failed %v after the store came back, before its %v acquire timeout", counted, acquire)
+			}
+		})
 	}
 }

@@ -410,11 +410,14 @@ func (r *leaderRun) stop() {
 }
 
 // leaderLoop establishes leadership with a barrier, so that the FSM has
-// applied everything earlier leaders committed, then runs the configured
-// leader-only work until ctx ends.
+// applied (and its store committed) everything earlier leaders committed,
+// then runs the configured leader-only work until ctx ends.
 func (n *Node) leaderLoop(ctx context.Context) {
 	for {
 		err := n.raft.Barrier(barrierTimeout).Error()
+		if err == nil {
+			err = n.waitApplied(ctx, n.raft.AppliedIndex())
+		}
 		if err == nil {
 			break
 		}
@@ -706,6 +709,9 @@ func (n *Node) Shutdown() error {
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("shutdown raft: %w", e)
 		}
+		// The last batch's store commit may still run: its caller closes
+		// the store next.
+		n.cfg.FSM.Flush()
 		n.rpcServer.Close()
 		n.workerServer.Close()
 		n.trans.Close()

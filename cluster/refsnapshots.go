@@ -17,8 +17,8 @@ import (
 //
 // With a fsm.LocalStore (bolt), the FSM's state is a file of this node's
 // own, durable at the FSM's index: Apply commits each batch with its last
-// index in one transaction before it returns, and skips every entry at or
-// below the store's index. A Raft snapshot therefore need not copy the
+// index in one transaction (Flush waits for that commit), and skips every
+// entry at or below the store's index. A Raft snapshot therefore need not copy the
 // file, which at a million jobs is gigabytes. The FSM that Raft sees
 // (refFSM) persists a reference instead, a few bytes that hold the FSM's
 // index at the snapshot, into the ordinary raft.FileSnapshotStore, which
@@ -75,9 +75,10 @@ type refFSM struct{ *fsm.FSM }
 
 var _ raft.BatchingFSM = refFSM{}
 
-// Snapshot implements raft.FSM. Raft calls it between applies, so the
-// FSM's index is the store's committed one.
-func (f refFSM) Snapshot() (raft.FSMSnapshot, error) { return stateRef(f.Index()), nil }
+// Snapshot implements raft.FSM. Raft calls it between applies; once the
+// last batch's commit has returned (Flush), the store holds every entry
+// Raft has applied.
+func (f refFSM) Snapshot() (raft.FSMSnapshot, error) { return stateRef(f.Flush()), nil }
 
 // stateRef is a snapshot by reference: the FSM's index when it was taken.
 type stateRef uint64

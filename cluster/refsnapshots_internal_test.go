@@ -29,6 +29,7 @@ func refSetup(t *testing.T) (*bolt.Store, *fsm.FSM, *refSnapshots) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { f.Flush() })
 	fss, err := raft.NewFileSnapshotStore(dir, 2, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,7 @@ func applyTenant(t *testing.T, f *fsm.FSM, index uint64, id string) {
 		t.Fatal(err)
 	}
 	f.ApplyBatch([]*raft.Log{{Index: index, Term: 1, Type: raft.LogCommand, Data: data}})
+	f.Flush()
 }
 
 // persist takes a snapshot of f as Raft does, at Raft index index, and

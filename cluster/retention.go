@@ -136,6 +136,11 @@ func (r *Retention) pass(ctx context.Context, n *Node, pause time.Duration) (mor
 				log.Warn("retention: purge", "tenant", t.ID, "jobs", len(ids), "error", err)
 				return false
 			}
+			// The next listing reads the store, which has the purge once
+			// this node's FSM has committed what it applied.
+			if err := n.waitApplied(ctx, n.raft.AppliedIndex()); err != nil {
+				return false
+			}
 			log.Debug("retention: purge proposed", "tenant", t.ID, "jobs", len(ids), "retention", ret)
 			proposed += len(ids)
 			last = ids

@@ -78,6 +78,7 @@ func TestRetentionPurgesOnEveryNode(t *testing.T) {
 				t.Errorf("%s: GetJob(%s), which is not past its retention: %v", n.ID, id, err)
 			}
 		}
+		n.FSM.Flush() // the store has what memory has
 		ids, err := n.FSM.Store().FinishedJobs(ctx, &fsm.FinishedJobsParams{TenantID: "acme", Before: time.Now().Add(time.Hour), Limit: 10})
 		if err != nil || len(ids) != 1 || ids[0] != kept[2] {
 			t.Errorf("%s: acme's finished jobs = %v, %v; want only the newer one", n.ID, ids, err)

@@ -43,17 +43,23 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 	fair.CountFrom(now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	outage := false
+	outage, outages := false, s.FSM.StoreOutages()
 	for {
 		_, changed := s.FSM.Watch()
 		// While the store is down nothing can be placed: expire nothing,
-		// and count acquire timeouts afresh once it is back.
+		// and count acquire timeouts afresh once it is back. An outage
+		// may begin and end between two passes (the FSM applies a batch
+		// and answers before its commit, which then fails, and nothing
+		// wakes this loop until the commit goes through): the count of
+		// outages tells.
+		seen := s.FSM.StoreOutages()
 		if s.FSM.StoreDown() {
 			outage = true
-		} else if outage {
+		} else if outage || seen != outages {
 			outage = false
 			fair.CountFrom(now())
 		}
+		outages = seen
 		d := s.FSM.Schedule(now(), fair, maxPlacements)
 		if outage {
 			d.Expire = nil

@@ -36,8 +36,8 @@ func TestApplyEntryKinds(t *testing.T) {
 	if tn, ok := resps[3].(*fsm.Tenant); !ok || tn.ID != "t1" || tn.CreateIndex != 4 {
 		t.Errorf("entry 4: response %+v, want tenant t1 created at 4", resps[3])
 	}
-	if got := n.f.Index(); got != 4 {
-		t.Errorf("Index() = %d, want 4", got)
+	if got := n.f.Flush(); got != 4 {
+		t.Errorf("Flush() = %d, want 4", got)
 	}
 	// Apply is ApplyBatch of one.
 	if r := n.f.Apply(&raft.Log{Index: 4, Term: 1, Type: raft.LogCommand, Data: tenant}); r != nil {

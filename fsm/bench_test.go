@@ -58,6 +58,7 @@ func BenchmarkApplySubmit(b *testing.B) {
 					b.Fatalf("apply: %v", resps[0])
 				}
 			}
+			f.Flush()
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 		})
@@ -111,6 +112,7 @@ func BenchmarkApplySubmitEntries(b *testing.B) {
 					b.Fatalf("apply: %v", r.Results[0])
 				}
 			}
+			f.Flush()
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-cpu)/float64(time.Microsecond)/float64(b.N), "cpu-µs/job")
 			b.ReportMetric(float64(writtenBytes(b)-written)/float64(b.N), "written-B/job")
@@ -150,5 +152,6 @@ func boltFSM(b *testing.B) *fsm.FSM {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { f.Flush() })
 	return f
 }

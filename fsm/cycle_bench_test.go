@@ -32,6 +32,7 @@ func BenchmarkJobCycle(b *testing.B) {
 		logs = append(logs, &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: at})
 	}
 	apply := func() {
+		defer f.Flush()
 		for i := 0; i < len(logs); i += 512 {
 			for _, r := range f.ApplyBatch(logs[i:min(i+512, len(logs))]) {
 				if err, ok := r.(error); ok {

@@ -40,13 +40,18 @@ type FSM struct {
 	log      *slog.Logger
 	observer Observer
 
-	mu      sync.RWMutex
-	index   uint64
-	tenants map[string]*Tenant
-	keys    map[string]*APIKey
-	users   map[string]*User
-	emails  map[string]string // EmailKey(email) -> user ID
-	invites map[string]*Invitation
+	mu sync.RWMutex
+	// index is the last index the store holds; applied the last index
+	// applied in memory, which runs ahead of index while a batch's Commit
+	// runs (see ApplyBatch). Only the apply goroutine changes applied.
+	index, applied uint64
+	// committing is closed when the last batch's Commit has returned.
+	committing chan struct{}
+	tenants    map[string]*Tenant
+	keys       map[string]*APIKey
+	users      map[string]*User
+	emails     map[string]string // EmailKey(email) -> user ID
+	invites    map[string]*Invitation
 	// workerTokens holds every worker token, revoked ones included.
 	workerTokens map[string]*WorkerToken
 	workers      map[string]*Worker
@@ -54,13 +59,18 @@ type FSM struct {
 	idx          *indexes
 	watch        chan struct{} // closed and replaced after every batch
 	workerWatch  workerWatches // per-worker changes (see workerwatch.go)
-	// pending holds the jobs of the batch being committed, so that a job
-	// that finished in it stays readable until the store has it.
-	pending map[string]Object
+	// pending holds the jobs of the batch being committed, and
+	// pendingDeleted the jobs it deletes, so that GetJob answers for the
+	// applied state until the store has it: a job that finished in the
+	// batch stays readable, one it purged is gone.
+	pending        map[string]Object
+	pendingDeleted map[string]Deletion
 	// entryAt is the leader's time of the entry being applied (see at).
 	entryAt time.Time
-	// storeDown is set while Apply retries a failed store call.
-	storeDown atomic.Bool
+	// storeDown is set while Apply retries a failed store call;
+	// storeOutages counts the times it was set.
+	storeDown    atomic.Bool
+	storeOutages atomic.Uint64
 
 	// auditKey keys the audit chain's MACs (see audit.go).
 	auditKey []byte
@@ -101,7 +111,7 @@ func (f *FSM) load(ctx context.Context) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.index = st.Index
+	f.index, f.applied = st.Index, st.Index
 	f.workerWatch.reset(st.Index)
 	f.auditHead, f.auditCommitted = st.AuditHead, st.AuditHead
 	f.tenants = make(map[string]*Tenant, len(st.Tenants))
@@ -143,25 +153,69 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed log entries in order, then writes every
-// object they changed and the last index to the store in one Commit.
-// Entries at or below the store's index were applied before a restart and
-// are skipped. The response for each entry is the changed object or an
-// error (*Error for a refused command).
+// ApplyBatch applies committed log entries in order, in memory, and
+// starts the Commit that writes every object they changed and the last
+// index to the store in one transaction; it returns without waiting for
+// that Commit, which the next ApplyBatch, Snapshot, Restore and Flush
+// wait for. Entries at or below the index applied before were applied
+// before a restart (the store's index) and are skipped. The response for
+// each entry is the changed object or an error (*Error for a refused
+// command).
+//
+// Returning before the Commit takes the store's round trip off every
+// write's answer without weakening anything: the entries are durable in
+// Raft's log, which a node replays after a crash past the store's index
+// (such entries are skipped above), and Index, which every consistent
+// read waits for, advances only once the store holds the batch. Memory
+// runs ahead of Index meanwhile, as it did during a Commit before; a job
+// that finished in the batch stays readable from f.pending until the
+// store has it.
 //
 // No store I/O happens under f.mu (readers never wait on the store): the
 // one store read Apply needs, whether submitted IDs belong to finished
-// jobs, is made for the whole batch before the lock is taken, and the
-// Commit after it is released. While the store is down only Raft's apply
-// goroutine waits; readers keep answering from memory.
+// jobs, is made for the whole batch before the lock is taken (after the
+// previous Commit, so the store holds the state the batch starts from),
+// and the Commit after it is released. While the store is down only
+// Raft's apply goroutine waits, in the next ApplyBatch; readers keep
+// answering from memory.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	resps := make([]any, len(logs))
 	b := newBatchBuilder()
-	start := f.Index() // only this goroutine changes f.index
+	start := f.applied // only this goroutine changes f.applied
 	entries := decodeEntries(logs, start)
+	f.Flush()
 	b.stored = f.storedSubmits(entries, start)
 	b.purgeable = f.storedPurges(entries, start)
+	done := f.applyEntries(logs, entries, b, resps)
+	if done == nil {
+		return resps // applied before a restart
+	}
+	last := logs[len(logs)-1].Index
+	go func() {
+		defer close(done)
+		f.commit(b.build(last))
+		f.mu.Lock()
+		f.index = last
+		f.auditCommitted = f.auditHead
+		f.pending, f.pendingDeleted = nil, nil
+		f.workerWatch.publish(last, b.workers)
+		ch := f.watch
+		f.watch = make(chan struct{})
+		f.mu.Unlock()
+		close(ch)
+	}()
+	return resps
+}
+
+// applyEntries applies the decoded entries of logs with f.mu held, putting
+// each response in resps, and if the batch reaches past the index applied
+// before, marks it applied and being committed: the returned channel is to
+// be closed when its Commit has returned. The lock is released even if an
+// entry panics (a bug that stops the node), so that shutting down does
+// not hang on it.
+func (f *FSM) applyEntries(logs []*raft.Log, entries []*logEntry, b *batchBuilder, resps []any) chan struct{} {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, l := range logs {
 		if entries[i] == nil {
 			continue
@@ -170,25 +224,27 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		resps[i] = f.applyEntry(l.Index, entries[i], b)
 	}
 	f.entryAt = time.Time{}
-	f.pending = b.objs[JobKind]
-	f.mu.Unlock()
-
 	last := logs[len(logs)-1].Index
-	if last <= start {
-		return resps
+	if last <= f.applied {
+		return nil
 	}
-	f.commit(b.build(last))
+	f.applied = last
+	f.pending, f.pendingDeleted = b.objs[JobKind], b.deleted[JobKind]
+	f.committing = make(chan struct{})
+	return f.committing
+}
 
-	f.mu.Lock()
-	f.index = last
-	f.auditCommitted = f.auditHead
-	f.pending = nil
-	f.workerWatch.publish(last, b.workers)
-	ch := f.watch
-	f.watch = make(chan struct{})
-	f.mu.Unlock()
-	close(ch)
-	return resps
+// Flush waits until the store holds every batch ApplyBatch applied (its
+// Commit may still run when ApplyBatch returns), and returns the index the
+// store then holds. A node flushes before it closes its store.
+func (f *FSM) Flush() uint64 {
+	f.mu.RLock()
+	done := f.committing
+	f.mu.RUnlock()
+	if done != nil {
+		<-done
+	}
+	return f.Index()
 }
 
 // at returns the time of the entry being applied: the leader's clock when
@@ -313,9 +369,12 @@ func (f *FSM) retry(op string, index uint64, fn func() error) {
 	delay := 50 * time.Millisecond
 	for {
 		err := fn()
-		f.storeDown.Store(err != nil)
 		if err == nil {
+			f.storeDown.Store(false)
 			return
+		}
+		if !f.storeDown.Swap(true) {
+			f.storeOutages.Add(1)
 		}
 		f.log.Error(op+" failed; retrying", "index", index, "error", err, "retry_in", delay)
 		time.Sleep(delay)
@@ -349,7 +408,14 @@ func (f *FSM) applyEntry(index uint64, e *logEntry, b *batchBuilder) any {
 // read or a commit that failed: nothing new is applied until it answers.
 func (f *FSM) StoreDown() bool { return f.storeDown.Load() }
 
-// Index returns the index of the last applied batch.
+// StoreOutages returns how many times StoreDown has become true: a reader
+// that polls StoreDown only now and then learns from it that an outage
+// began (and perhaps ended) since it last looked.
+func (f *FSM) StoreOutages() uint64 { return f.storeOutages.Load() }
+
+// Index returns the index of the last batch applied and committed to the
+// store: a read that waits for it sees every write up to it, in memory and
+// in the store alike.
 func (f *FSM) Index() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -464,7 +530,8 @@ func (f *FSM) ActiveJob(id string) (*Job, bool) {
 }
 
 // GetJob returns a job, active from memory or finished from the store (or
-// from the batch being committed, which the store does not hold yet).
+// from the batch being committed, which the store does not hold yet; a job
+// that batch purged is not found).
 func (f *FSM) GetJob(ctx context.Context, id string) (*Job, error) {
 	f.mu.RLock()
 	j, ok := f.jobs[id]
@@ -474,9 +541,13 @@ func (f *FSM) GetJob(ctx context.Context, id string) (*Job, error) {
 			j = o.(*Job)
 		}
 	}
+	_, deleted := f.pendingDeleted[id]
 	f.mu.RUnlock()
 	if ok {
 		return j, nil
+	}
+	if deleted {
+		return nil, ErrNotFound
 	}
 	return f.store.GetJob(ctx, id)
 }
@@ -563,9 +634,9 @@ func (f *FSM) JobSummary(tenantID string) JobSummary {
 }
 
 // Snapshot implements raft.FSM. It captures the store's committed state,
-// which always equals the FSM's applied state because Apply commits
-// before it returns.
+// which equals the FSM's applied state once the last Commit has returned.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.Flush()
 	s, err := f.store.Snapshot(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
@@ -579,6 +650,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // memory as they were, and a panic in the store is returned as an error.
 func (f *FSM) Restore(rc io.ReadCloser) (err error) {
 	defer rc.Close()
+	f.Flush()
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("restore store: %w: %v", ErrBadSnapshot, p)

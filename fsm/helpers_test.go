@@ -47,6 +47,7 @@ func newFSM(t testing.TB, st fsm.Store) *fsm.FSM {
 	if err != nil {
 		t.Fatalf("new fsm: %v", err)
 	}
+	t.Cleanup(func() { f.Flush() }) // before the store closes
 	return f
 }
 
@@ -84,8 +85,8 @@ func (n *node) apply(cmds ...fsm.Command) []any {
 		logs[i] = entry(n.t, n.last, c)
 	}
 	resps := n.f.ApplyBatch(logs)
-	if got := n.f.Index(); got != n.last {
-		n.t.Fatalf("after applying up to %d: Index() = %d", n.last, got)
+	if got := n.f.Flush(); got != n.last {
+		n.t.Fatalf("after applying up to %d: Flush() = %d", n.last, got)
 	}
 	return resps
 }

@@ -59,6 +59,7 @@ func BenchmarkJobMemory(b *testing.B) {
 				b.Fatalf("apply: %v", r.Results[0])
 			}
 		}
+		f.Flush() // the last batch is no longer pending
 		queued := liveHeap()
 		profile := os.Getenv("FFRTMP_BENCH_HEAPPROFILE")
 		writeHeapProfile(b, profile)
@@ -73,6 +74,7 @@ func BenchmarkJobMemory(b *testing.B) {
 				}
 			}
 		}
+		f.Flush() // the last batch is no longer pending
 		finished := liveHeap()
 		if profile != "" {
 			writeHeapProfile(b, profile+".finished")

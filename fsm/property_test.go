@@ -150,8 +150,8 @@ func runProperty(t *testing.T, seed uint64, ncmds int, cov *coverage) {
 		resps := a.ApplyBatch(logs)
 		respA = append(respA, resps...)
 		checkResponses(t, logs, resps, cov)
-		if got, want := a.Index(), logs[len(logs)-1].Index; got != want {
-			t.Fatalf("after batch ending at %d: Index() = %d", want, got)
+		if got, want := a.Flush(), logs[len(logs)-1].Index; got != want {
+			t.Fatalf("after batch ending at %d: Flush() = %d", want, got)
 		}
 		for range checkInvariants(t, a, g, terminal, history, chunk%8 == 0 || len(entries) >= ncmds) {
 			cov.add("purged")
@@ -299,8 +299,8 @@ func applySplit(t *testing.T, f *fsm.FSM, entries []*raft.Log, r *rand.Rand) []a
 		if len(resps) != j-i {
 			t.Fatalf("ApplyBatch of %d entries returned %d responses", j-i, len(resps))
 		}
-		if got, want := f.Index(), max(before, entries[j-1].Index); got != want {
-			t.Fatalf("after ApplyBatch up to %d: Index() = %d, want %d", entries[j-1].Index, got, want)
+		if got, want := f.Flush(), max(before, entries[j-1].Index); got != want {
+			t.Fatalf("after ApplyBatch up to %d: Flush() = %d, want %d", entries[j-1].Index, got, want)
 		}
 		out = append(out, resps...)
 		i = j

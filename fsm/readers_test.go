@@ -110,24 +110,42 @@ func newOutageNode(t *testing.T) (*node, *outageStore) {
 	return n, st
 }
 
-// TestReadersDuringBlockedCommit: while a batch's Commit waits for the
-// store, readers answer from memory, and a job that finished in that batch
-// reads as finished although the store does not hold it yet.
+// TestReadersDuringBlockedCommit: ApplyBatch answers without waiting for
+// its batch's Commit. While that Commit waits for the store, readers
+// answer for the applied state from memory (a job that finished in the
+// batch reads as finished, one it purged is gone, although the store does
+// not have the batch yet), Index stays at the committed batch, and the
+// next ApplyBatch waits for the Commit before it applies anything.
 func TestReadersDuringBlockedCommit(t *testing.T) {
 	t.Parallel()
 	n, st := newOutageNode(t)
+	n.finishedJob("j0", "t1", fsm.JobSucceeded, at(0))
 	n.submit("j1", "t1", spec("720p30-h264"), at(0))
 	n.submit("j2", "t1", spec("720p30-h264"), at(0))
 	n.run("j1", "w1", at(time.Second))
 	before := n.f.Index()
 
 	st.down.Store(true)
-	resps := n.applyAsync(&fsm.FinishJob{Report: fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 1}, At: at(2 * time.Second)})
+	resps := n.applyAsync(
+		&fsm.FinishJob{Report: fsm.Report{JobID: "j1", WorkerID: "w1", Attempt: 1}, At: at(2 * time.Second)},
+		&fsm.PurgeJobs{TenantID: "t1", IDs: []string{"j0"}, Retention: fsm.Duration(time.Hour), At: at(2 * time.Hour)},
+	)
+	var r []any
+	answers(t, "ApplyBatch", func() { r = <-resps })
+	if _, ok := r[0].(*fsm.Job); !ok {
+		t.Fatalf("FinishJob = %v, want the finished job", r[0])
+	}
 	st.waitCall(t, "Commit", 1)
 
 	answers(t, "readers", func() {
 		if j, err := n.f.GetJob(context.Background(), "j1"); err != nil || j.State != fsm.JobSucceeded {
 			t.Errorf("GetJob(j1) during the commit = %+v, %v; want succeeded", j, err)
+		}
+		if _, err := n.f.GetJob(context.Background(), "j0"); !errors.Is(err, fsm.ErrNotFound) {
+			t.Errorf("GetJob(j0) purged in the batch being committed = %v, want not found", err)
+		}
+		if _, err := n.f.Store().GetJob(context.Background(), "j0"); err != nil {
+			t.Errorf("the store lost j0 before the commit: %v", err)
 		}
 		if j, ok := n.f.ActiveJob("j2"); !ok || j.State != fsm.JobQueued {
 			t.Errorf("ActiveJob(j2) during the commit = %+v, %v; want queued", j, ok)
@@ -141,17 +159,28 @@ func TestReadersDuringBlockedCommit(t *testing.T) {
 		n.f.Schedule(at(3*time.Second), fsm.NewFairness(), 10)
 	})
 
-	st.restore()
-	if r := <-resps; r[0] == nil {
-		t.Fatal("FinishJob: no response")
-	} else if err, ok := r[0].(error); ok {
-		t.Fatalf("FinishJob refused: %v", err)
+	next := n.applyAsync(&fsm.CancelJob{JobID: "j2", At: at(3 * time.Second)})
+	select {
+	case <-next:
+		t.Fatal("the next ApplyBatch returned while the previous Commit waits for the store")
+	default:
 	}
-	if got := n.f.Index(); got != n.last {
-		t.Errorf("Index() after the commit = %d, want %d", got, n.last)
+	if j, ok := n.f.ActiveJob("j2"); !ok || j.State != fsm.JobQueued {
+		t.Errorf("ActiveJob(j2) = %+v, %v; the next batch was applied before the previous Commit returned", j, ok)
+	}
+
+	st.restore()
+	if r := <-next; asError(r[0]) != nil {
+		t.Fatalf("CancelJob refused: %v", r[0])
+	}
+	if got := n.f.Flush(); got != n.last {
+		t.Errorf("Flush() after the commit = %d, want %d", got, n.last)
 	}
 	if j, err := n.f.Store().GetJob(context.Background(), "j1"); err != nil || j.State != fsm.JobSucceeded {
 		t.Errorf("stored j1 = %+v, %v; want succeeded", j, err)
+	}
+	if _, err := n.f.Store().GetJob(context.Background(), "j0"); !errors.Is(err, fsm.ErrNotFound) {
+		t.Errorf("stored j0 after the purge = %v, want not found", err)
 	}
 }
 

@@ -249,6 +249,7 @@ func FuzzDecodeValidateApply(f *testing.F) {
 		}
 		n.last++
 		resp := n.f.ApplyBatch([]*raft.Log{{Index: n.last, Term: 1, Type: raft.LogCommand, Data: data}})[0]
+		n.f.Flush()
 		checkStorable(t, n, resp)
 	})
 }

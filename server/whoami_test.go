@@ -144,7 +144,7 @@ func TestAuthFailures(t *testing.T) {
 	unknown := other
 	secretOf := func(tok string) string { return tok[len("ffk_")+17 : len("ffk_")+17+43] }
 
-	index := e.fsm.Index()
+	index := e.fsm.Flush()
 	tries := []struct {
 		key    string
 		reason string
@@ -166,7 +166,7 @@ func TestAuthFailures(t *testing.T) {
 	}
 	// (Checked before the good key's request, whose use is recorded
 	// through Raft.)
-	if got := e.fsm.Index(); got != index {
+	if got := e.fsm.Flush(); got != index {
 		t.Errorf("failed authentications moved the applied index from %d to %d", index, got)
 	}
 	if status, _ := get(t, e.url+"/v1/jobs", good); status != http.StatusOK {

@@ -182,6 +182,7 @@ func apply(f *fsm.FSM, logs []*raft.Log, r *rand.Rand, max int) {
 		f.ApplyBatch(logs[i : i+n])
 		i += n
 	}
+	f.Flush()
 }
 
 // memory is what an FSM holds for the objects of a script, as JSON.
@@ -195,7 +196,7 @@ func memory(f *fsm.FSM, ids ids) string {
 		ByState map[fsm.JobState]int
 		ByQueue map[fsm.Queue]int
 	}
-	d := dump{Index: f.Index(), Workers: f.Workers("")}
+	d := dump{Index: f.Flush(), Workers: f.Workers("")}
 	for _, id := range ids.tenants {
 		if x, ok := f.Tenant(id); ok {
 			d.Tenants = append(d.Tenants, x)
@@ -283,6 +284,7 @@ func newFSM(t testing.TB, st fsm.Store) *fsm.FSM {
 	if err != nil {
 		t.Fatalf("fsm.New: %v", err)
 	}
+	t.Cleanup(func() { f.Flush() }) // before the store closes
 	return f
 }
 

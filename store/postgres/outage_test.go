@@ -163,28 +163,36 @@ func TestDatabaseOutage(t *testing.T) {
 
 	// A batch applied during the outage: Raft has committed it, so the
 	// FSM retries the store until it takes the batch.
-	applied := make(chan []any, 1)
-	go func() { applied <- f.ApplyBatch(s.logs[60:120]) }()
+	// (ApplyBatch may return before its commit; Flush waits for it.)
+	committed := make(chan struct{})
+	go func() {
+		f.ApplyBatch(s.logs[60:120])
+		f.Flush()
+		close(committed)
+	}()
 	for n := 0; n < 2; n++ { // two failed attempts, at least
 		select {
 		case <-retries:
-		case <-applied:
-			t.Fatal("ApplyBatch returned while the database was unreachable")
+		case <-committed:
+			t.Fatal("the batch was committed while the database was unreachable")
 		case <-time.After(20 * time.Second):
 			t.Fatal("no failed commit logged within 20s of the outage")
 		}
 	}
 	select {
-	case <-applied:
-		t.Fatal("ApplyBatch returned while the database was unreachable")
+	case <-committed:
+		t.Fatal("the batch was committed while the database was unreachable")
 	default:
+	}
+	if got := f.Index(); got >= s.logs[119].Index {
+		t.Fatalf("Index() = %d during the outage: the batch up to %d is not in the store", got, s.logs[119].Index)
 	}
 
 	p.restore()
 	select {
-	case <-applied:
+	case <-committed:
 	case <-time.After(30 * time.Second):
-		t.Fatal("ApplyBatch did not finish within 30s of the database coming back")
+		t.Fatal("the batch was not committed within 30s of the database coming back")
 	}
 	if err := st.Ping(ctx); err != nil {
 		t.Errorf("Ping after the outage: %v", err)

@@ -202,6 +202,7 @@ func (n *Node) Apply(c fsm.Command) any {
 	}
 	n.Next++
 	r := n.F.ApplyBatch([]*raft.Log{{Index: n.Next, Type: raft.LogCommand, Data: data}})[0]
+	n.F.Flush() // the store has it, as in Raft once the next entry is applied
 	if err, ok := r.(error); ok {
 		n.T.Fatalf("apply %T: %v", c, err)
 	}
