@@ -70,7 +70,7 @@ func TestBootstrapApply(t *testing.T) {
 	}
 
 	// Refusals come back as typed errors and change nothing.
-	index := n.FSM.Index()
+	index := n.FSM.Flush()
 	again := createTenant("acme")
 	again.Tenant.Plan = "impostor"
 	resp, err = n.Node.Apply(ctx, again)
@@ -393,7 +393,7 @@ func TestRestoreFromSnapshotWhenStateFileLost(t *testing.T) {
 	a := n.Apply(createTenant("a")).(*fsm.Tenant)
 	n.Apply(createTenant("b"))
 	job := n.Apply(&fsm.SubmitJob{Job: newJob(t, "a", "720p30-h264", 0)}).(*fsm.Job)
-	snapIndex := n.FSM.Index()
+	snapIndex := n.FSM.Flush()
 	if err := n.Node.Snapshot(); err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
@@ -481,7 +481,7 @@ func TestReplayLogWhenStateFileLost(t *testing.T) {
 	recv(t, rec.started, "the first leader loop")
 	n.Apply(createTenant("a"))
 	n.Apply(createTenant("b"))
-	before := n.FSM.Index()
+	before := n.FSM.Flush()
 
 	n.Stop()
 	recv(t, rec.stopped, "the first leader loop to stop")

@@ -52,8 +52,9 @@ func TestExitJobNeedsEveryServersProtocol(t *testing.T) {
 	if err != nil || j.ExitedAt.IsZero() {
 		t.Fatalf("exit report with every server at protocol 2: %v, job %+v", err, j)
 	}
+	exited := n1.FSM.Flush()
 	for _, n := range nodes {
-		if err := n.FSM.WaitIndex(ctx, n1.FSM.Index()); err != nil {
+		if err := n.FSM.WaitIndex(ctx, exited); err != nil {
 			t.Fatal(err)
 		}
 		if j, _ := n.FSM.ActiveJob("j1"); j == nil || j.ExitedAt.IsZero() {
