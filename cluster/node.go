@@ -416,7 +416,10 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	for {
 		err := n.raft.Barrier(barrierTimeout).Error()
 		if err == nil {
-			err = n.waitApplied(ctx, n.raft.AppliedIndex())
+			// The commit index, not Raft's applied index: Raft hands a
+			// batch to the FSM before it records the batch as applied,
+			// so the barrier can return while AppliedIndex is older.
+			err = n.waitApplied(ctx, n.raft.CommitIndex())
 		}
 		if err == nil {
 			break

@@ -137,8 +137,9 @@ func (r *Retention) pass(ctx context.Context, n *Node, pause time.Duration) (mor
 				return false
 			}
 			// The next listing reads the store, which has the purge once
-			// this node's FSM has committed what it applied.
-			if err := n.waitApplied(ctx, n.raft.AppliedIndex()); err != nil {
+			// this node's FSM has committed up to the commit index (at
+			// or past the purge's; see leaderLoop).
+			if err := n.waitApplied(ctx, n.raft.CommitIndex()); err != nil {
 				return false
 			}
 			log.Debug("retention: purge proposed", "tenant", t.ID, "jobs", len(ids), "retention", ret)
