@@ -43,25 +43,27 @@ func (s *Scheduler) Run(ctx context.Context, n *Node) {
 	fair.CountFrom(now())
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	outage, outages := false, s.FSM.StoreOutages()
+	// outages is the count of store outages acquire timeouts count from
+	// the end of; starting at zero, one under way as Run starts is counted
+	// from when it ends too.
+	var outages uint64
 	for {
 		_, changed := s.FSM.Watch()
 		// While the store is down nothing can be placed: expire nothing,
-		// and count acquire timeouts afresh once it is back. An outage
-		// may begin and end between two passes (the FSM applies a batch
-		// and answers before its commit, which then fails, and nothing
-		// wakes this loop until the commit goes through): the count of
-		// outages tells.
+		// and count acquire timeouts afresh once it is back. The count of
+		// outages tells of one that began and ended between two passes
+		// (the FSM answers a batch before its commit, which then fails,
+		// and nothing wakes this loop until the commit goes through). It
+		// is read before StoreDown, so an outage it counts is over if the
+		// store is up.
 		seen := s.FSM.StoreOutages()
-		if s.FSM.StoreDown() {
-			outage = true
-		} else if outage || seen != outages {
-			outage = false
+		down := s.FSM.StoreDown()
+		if !down && seen != outages {
+			outages = seen
 			fair.CountFrom(now())
 		}
-		outages = seen
 		d := s.FSM.Schedule(now(), fair, maxPlacements)
-		if outage {
+		if down {
 			d.Expire = nil
 			d.Wake = now().Add(time.Second) // look again
 		}
