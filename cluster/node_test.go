@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
 	"github.com/ffrtmp/ffrtmp/fsm"
@@ -197,12 +195,25 @@ func TestLeaderLoopFollowsLeadership(t *testing.T) {
 	}
 	nodes := []*clustertest.Node{n1}
 	for i, id := range []string{"n2", "n3"} {
-		n := clustertest.Start(t, clustertest.Options{ID: id, LeaderLoop: recs[i+1].factory()})
-		err := n1.Node.RaftForTest().AddVoter(raft.ServerID(id), raft.ServerAddress(n.Node.AddrForTest()), 0, 10*time.Second).Error()
-		if err != nil {
-			t.Fatalf("add voter %s: %v", id, err)
+		nodes = append(nodes, clustertest.Start(t, clustertest.Options{ID: id, LeaderLoop: recs[i+1].factory()}))
+	}
+	addVoters(t, nodes)
+	// Adding a member can cost n1 its lease (see addVoters), and the
+	// members elect again before n1 is made leader once more. Every loop
+	// that began meanwhile began on its leader and ended with its
+	// leadership; n1's loop of now is the one that goes on.
+	for i, r := range recs {
+		k := len(r.started)
+		for range k {
+			if s := <-r.started; !s.leader {
+				t.Errorf("%s's leader loop started while %s was not leader", nodes[i].ID, nodes[i].ID)
+			}
 		}
-		nodes = append(nodes, n)
+		for range k {
+			if err := recv(t, r.stopped, nodes[i].ID+"'s leader loop of an earlier term to stop"); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s's leader loop context ended with %v, want context.Canceled", nodes[i].ID, err)
+			}
+		}
 	}
 	acme := n1.Apply(createTenant("acme")).(*fsm.Tenant)
 	for _, n := range nodes[1:] {
