@@ -10,8 +10,10 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ffrtmp/ffrtmp/cluster"
 	"github.com/ffrtmp/ffrtmp/cluster/clustertest"
 	"github.com/ffrtmp/ffrtmp/fsm"
+	"github.com/ffrtmp/ffrtmp/store/bolt"
 )
 
 // startThree starts a three-node cluster with n1 leading.
@@ -203,6 +205,54 @@ func (s failingStore) JobsExist(ctx context.Context, ids []string) (map[string]u
 		return nil, errUnreachable
 	}
 	return s.Store.JobsExist(ctx, ids)
+}
+
+// TestShutdownWhileStoreDown: a node whose store stops answering still
+// stops. Past the store's stop wait its FSM gives up the batch the store
+// did not take, and the next start applies it again from the Raft log.
+func TestShutdownWhileStoreDown(t *testing.T) {
+	cluster.SetStoreStopWaitForTest(t, 200*time.Millisecond)
+	var down atomic.Bool
+	n := clustertest.Start(t, clustertest.Options{Bootstrap: true,
+		WrapStore: func(st fsm.Store) fsm.Store { return failingStore{st, &down, false} }})
+	n.Apply(createTenant("acme"))
+	n.FSM.Flush()
+	down.Store(true)
+	globex := n.Apply(createTenant("globex")).(*fsm.Tenant) // answered before its commit, which fails
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		n.Stop()
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop while its store was down")
+	}
+	st, err := bolt.Open(n.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := st.Load(context.Background())
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state.Index >= globex.CreateIndex {
+		t.Fatalf("the store holds index %d, past globex's %d, whose commit failed", state.Index, globex.CreateIndex)
+	}
+	down.Store(false)
+	n.Restart()
+	clustertest.WaitFor(t, n.FSM, 10*time.Second, "globex applied again after the restart", func() bool {
+		_, ok := n.FSM.Tenant("globex")
+		return ok
+	})
+	if got := n.FSM.Flush(); got < globex.CreateIndex {
+		t.Errorf("the store holds index %d after the restart, want at least globex's %d", got, globex.CreateIndex)
+	}
+	if _, ok := n.FSM.Tenant("acme"); !ok {
+		t.Error("acme lost after the restart")
+	}
 }
 
 // TestStoreOutageTimeDoesNotCount: while the leader's store is down

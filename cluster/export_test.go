@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	dto "github.com/prometheus/client_model/go"
@@ -13,6 +15,14 @@ import (
 // RaftForTest exposes the node's Raft instance to tests that build
 // multi-node clusters (membership changes, leadership transfer).
 func (n *Node) RaftForTest() *raft.Raft { return n.raft }
+
+// SetStoreStopWaitForTest sets how long Shutdown waits for the FSM's
+// store, until the test ends. A test that calls it must not be parallel.
+func SetStoreStopWaitForTest(t testing.TB, d time.Duration) {
+	old := storeStopWait
+	storeStopWait = d
+	t.Cleanup(func() { storeStopWait = old })
+}
 
 // AddrForTest is the Raft address the node's transport bound.
 func (n *Node) AddrForTest() string { return string(n.trans.LocalAddr()) }

@@ -577,6 +577,10 @@ func awaitApply(f raft.ApplyFuture) (any, uint64, error) {
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
+		if errors.Is(err, fsm.ErrAbandoned) {
+			// Committed, but this node stops before applying it.
+			return nil, f.Index(), fmt.Errorf("apply: %w: %w", ErrUnknownOutcome, err)
+		}
 		return nil, f.Index(), err
 	}
 	return resp, f.Index(), nil
@@ -709,12 +713,23 @@ func (n *Node) Shutdown() error {
 	n.closeOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
+		// Raft's shutdown waits for the FSM, and the FSM for its store:
+		// a store that does not answer (a database that is down) would
+		// hold the node's stop until it came back. Past storeStopWait
+		// the FSM gives it up; what it did not commit is in the Raft
+		// log, and the next start applies it again.
+		abandon := time.AfterFunc(storeStopWait, func() {
+			n.log.Warn("the store has not taken the last entries; stopping without them, the next start applies them again",
+				"wait", storeStopWait, "store_down", n.cfg.FSM.StoreDown())
+			n.cfg.FSM.Abandon()
+		})
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("shutdown raft: %w", e)
 		}
 		// The last batch's store commit may still run: its caller closes
 		// the store next.
 		n.cfg.FSM.Flush()
+		abandon.Stop()
 		n.rpcServer.Close()
 		n.workerServer.Close()
 		n.trans.Close()
@@ -725,6 +740,9 @@ func (n *Node) Shutdown() error {
 	})
 	return err
 }
+
+// storeStopWait bounds how long Shutdown waits for the FSM's store.
+var storeStopWait = 10 * time.Second
 
 // readyLag is how many entries a node may trail the leader's commit
 // index and still count as caught up (entries in flight under load).

@@ -71,6 +71,10 @@ type FSM struct {
 	// storeOutages counts the times it was set.
 	storeDown    atomic.Bool
 	storeOutages atomic.Uint64
+	// storeCtx is what Apply's store calls run under; Abandon cancels
+	// it.
+	storeCtx      context.Context
+	abandonStores context.CancelFunc
 
 	// auditKey keys the audit chain's MACs (see audit.go).
 	auditKey []byte
@@ -98,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*FSM, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &FSM{store: cfg.Store, log: cfg.Logger, observer: cfg.Observer, watch: make(chan struct{}), auditKey: cfg.AuditKey}
+	f.storeCtx, f.abandonStores = context.WithCancel(context.Background())
 	if err := f.load(ctx); err != nil {
 		return nil, err
 	}
@@ -186,6 +191,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.Flush()
 	b.stored = f.storedSubmits(entries, start)
 	b.purgeable = f.storedPurges(entries, start)
+	if f.storeCtx.Err() != nil {
+		for i := range resps {
+			resps[i] = ErrAbandoned
+		}
+		return resps
+	}
 	done := f.applyEntries(logs, entries, b, resps)
 	if done == nil {
 		return resps // applied before a restart
@@ -193,7 +204,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	last := logs[len(logs)-1].Index
 	go func() {
 		defer close(done)
-		f.commit(b.build(last))
+		if !f.commit(b.build(last)) {
+			return // abandoned: the store keeps its index
+		}
 		f.mu.Lock()
 		f.index = last
 		f.auditCommitted = f.auditHead
@@ -292,8 +305,8 @@ func (f *FSM) storedSubmits(entries []*logEntry, start uint64) map[string]uint64
 		return nil
 	}
 	var m map[string]uint64
-	f.retry("store read", start+1, func() (err error) {
-		m, err = f.store.JobsExist(context.Background(), ids)
+	f.retry("store read", start+1, func(ctx context.Context) (err error) {
+		m, err = f.store.JobsExist(ctx, ids)
 		return err
 	})
 	return m
@@ -357,30 +370,49 @@ func decodeEntry(index uint64, data []byte) *logEntry {
 	return e
 }
 
-// commit writes a batch, retrying with backoff until the store takes it:
-// the entries are committed in Raft, so giving up would lose them.
-func (f *FSM) commit(b *Batch) {
-	f.retry("store commit", b.Index, func() error { return f.store.Commit(context.Background(), b) })
+// commit writes a batch, retrying with backoff until the store takes it
+// (the entries are committed in Raft, so giving up would lose them) or
+// the FSM is abandoned; it reports whether the store took it.
+func (f *FSM) commit(b *Batch) bool {
+	return f.retry("store commit", b.Index, func(ctx context.Context) error { return f.store.Commit(ctx, b) })
 }
 
 // retry calls fn until it succeeds, with backoff from 50ms to 5s, logging
-// each failure of op at index.
-func (f *FSM) retry(op string, index uint64, fn func() error) {
+// each failure of op at index. It gives up, returning false, only once the
+// FSM is abandoned.
+func (f *FSM) retry(op string, index uint64, fn func(context.Context) error) bool {
 	delay := 50 * time.Millisecond
 	for {
-		err := fn()
+		err := fn(f.storeCtx)
 		if err == nil {
 			f.storeDown.Store(false)
-			return
+			return true
+		}
+		if f.storeCtx.Err() != nil {
+			f.log.Warn(op+" abandoned; the Raft log applies it again at the next start", "index", index, "error", err)
+			return false
 		}
 		if !f.storeDown.Swap(true) {
 			f.storeOutages.Add(1)
 		}
 		f.log.Error(op+" failed; retrying", "index", index, "error", err, "retry_in", delay)
-		time.Sleep(delay)
+		select {
+		case <-time.After(delay):
+		case <-f.storeCtx.Done():
+		}
 		delay = min(delay*2, 5*time.Second)
 	}
 }
+
+// Abandon makes the FSM give up on its store, for a node that stops while
+// its store does not answer: a store call Apply is retrying or waiting
+// for is canceled, and from then on Apply neither reads nor writes the
+// store and answers every entry with ErrAbandoned. A batch the store did
+// not take is lost to the store only: its entries are in Raft's log past
+// the store's index, and the next start applies them again. The FSM
+// cannot be used after it; a node abandons it only once Raft has stopped
+// or is stopping.
+func (f *FSM) Abandon() { f.abandonStores() }
 
 // applyEntry applies one decoded entry, with f.mu held, and writes its
 // audit record if it has an actor.

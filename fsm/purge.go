@@ -125,8 +125,8 @@ func (f *FSM) storedPurges(entries []*logEntry, start uint64) map[string]*Job {
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	var m map[string]*Job
-	f.retry("store read", start+1, func() (err error) {
-		m, err = f.store.GetJobs(context.Background(), ids)
+	f.retry("store read", start+1, func(ctx context.Context) (err error) {
+		m, err = f.store.GetJobs(ctx, ids)
 		return err
 	})
 	return m

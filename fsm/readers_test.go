@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,13 +14,15 @@ import (
 )
 
 // outageStore is a store that goes down on request: while down, Commit
-// blocks until up is closed and JobsExist fails as an unreachable
-// database does. Each call made while down is reported on calls.
+// blocks until up is closed or its context ends (a database that does not
+// answer) and JobsExist fails as an unreachable database does. Each call
+// made while down is reported on calls.
 type outageStore struct {
 	fsm.Store
-	down  atomic.Bool
-	up    chan struct{}
-	calls chan string
+	down   atomic.Bool
+	up     chan struct{}
+	upOnce sync.Once
+	calls  chan string
 }
 
 func newOutageStore(t testing.TB) *outageStore {
@@ -36,7 +39,11 @@ func (s *outageStore) note(call string) {
 func (s *outageStore) Commit(ctx context.Context, b *fsm.Batch) error {
 	if s.down.Load() {
 		s.note("Commit")
-		<-s.up
+		select {
+		case <-s.up:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return s.Store.Commit(ctx, b)
 }
@@ -49,10 +56,10 @@ func (s *outageStore) JobsExist(ctx context.Context, ids []string) (map[string]u
 	return s.Store.JobsExist(ctx, ids)
 }
 
-// restore brings the store back.
+// restore brings the store back; it may be called more than once.
 func (s *outageStore) restore() {
 	s.down.Store(false)
-	close(s.up)
+	s.upOnce.Do(func() { close(s.up) })
 }
 
 // waitCall waits until the store has been called n times while down.
@@ -105,6 +112,7 @@ func (n *node) applyAsync(cmds ...fsm.Command) <-chan []any {
 func newOutageNode(t *testing.T) (*node, *outageStore) {
 	st := newOutageStore(t)
 	n := &node{t: t, f: newFSM(t, st)}
+	t.Cleanup(st.restore) // before the FSM's cleanup flushes
 	n.tenant("t1")
 	n.worker(fsm.Worker{ID: "w1", Slots: 4, Encoders: x264})
 	return n, st
@@ -244,5 +252,72 @@ func TestSubmitAlreadyCommittedBySharedStore(t *testing.T) {
 	got := n.submit("j1", "t1", spec("720p30-h264"), at(0))
 	if got.CreateIndex != index {
 		t.Errorf("submitted job's create index = %d, want %d", got.CreateIndex, index)
+	}
+}
+
+// TestAbandonGivesUpACommit: a node that stops while its store does not
+// answer abandons its FSM. The Commit it waits for gives up, the store
+// keeps the index and state of its last commit (the Raft log holds the
+// rest), and the batches after it are answered with ErrAbandoned without
+// being applied or reaching the store.
+func TestAbandonGivesUpACommit(t *testing.T) {
+	t.Parallel()
+	n, st := newOutageNode(t)
+	n.submit("j1", "t1", spec("720p30-h264"), at(0))
+	before := n.f.Flush()
+
+	st.down.Store(true)
+	if r := <-n.applyAsync(&fsm.CancelJob{JobID: "j1", At: at(time.Second)}); asError(r[0]) != nil {
+		t.Fatalf("CancelJob refused: %v", r[0])
+	}
+	st.waitCall(t, "Commit", 1)
+	next := n.applyAsync(&fsm.SubmitJob{Job: newJob(t, "j2", "t1", spec("720p30-h264"), at(2*time.Second))})
+	flushed := make(chan uint64, 1)
+	go func() { flushed <- n.f.Flush() }()
+
+	n.f.Abandon()
+	answers(t, "Flush after Abandon", func() {
+		if got := <-flushed; got != before {
+			t.Errorf("Flush() = %d after the commit was abandoned, want the last committed index %d", got, before)
+		}
+	})
+	answers(t, "the next ApplyBatch after Abandon", func() {
+		if r := <-next; !errors.Is(asError(r[0]), fsm.ErrAbandoned) {
+			t.Errorf("submit after Abandon = %v, want ErrAbandoned", r[0])
+		}
+	})
+	if r := <-n.applyAsync(&fsm.CancelJob{JobID: "j1", At: at(3 * time.Second)}); !errors.Is(asError(r[0]), fsm.ErrAbandoned) {
+		t.Errorf("a later batch = %v, want ErrAbandoned", r[0])
+	}
+	if _, ok := n.f.ActiveJob("j2"); ok {
+		t.Error("the submit answered ErrAbandoned was applied")
+	}
+	st.restore()
+	if got := n.f.Flush(); got != before {
+		t.Errorf("Flush() = %d once the store is back, want %d: nothing is committed after Abandon", got, before)
+	}
+	j, err := n.f.Store().GetJob(context.Background(), "j1")
+	if err != nil || j.State != fsm.JobQueued {
+		t.Errorf("stored j1 = %+v, %v; want queued (its cancel was not committed)", j, err)
+	}
+}
+
+// TestAbandonGivesUpARead: a store read Apply retries while the store is
+// unreachable gives up on Abandon, and its batch is answered with
+// ErrAbandoned, not applied.
+func TestAbandonGivesUpARead(t *testing.T) {
+	t.Parallel()
+	n, st := newOutageNode(t)
+	st.down.Store(true)
+	resps := n.applyAsync(&fsm.SubmitJob{Job: newJob(t, "j1", "t1", spec("720p30-h264"), at(0))})
+	st.waitCall(t, "JobsExist", 2) // failed, and retried
+	n.f.Abandon()
+	answers(t, "ApplyBatch after Abandon", func() {
+		if r := <-resps; !errors.Is(asError(r[0]), fsm.ErrAbandoned) {
+			t.Errorf("submit = %v, want ErrAbandoned", r[0])
+		}
+	})
+	if _, ok := n.f.ActiveJob("j1"); ok {
+		t.Error("the submit answered ErrAbandoned was applied")
 	}
 }

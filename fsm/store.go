@@ -20,6 +20,9 @@ var (
 	// index: the snapshot is sound, but the database is an older copy or
 	// not the cluster's at all.
 	ErrStoreBehind = errors.New("database is behind the snapshot")
+	// ErrAbandoned answers the entries an FSM is given after Abandon: it
+	// did not apply them, and its node applies them at its next start.
+	ErrAbandoned = errors.New("not applied: the node is stopping and its store did not answer")
 )
 
 // Store is the durable half of the FSM. The FSM keeps in memory only what
