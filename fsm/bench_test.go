@@ -3,10 +3,7 @@ package fsm_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/store/bolt"
+	"github.com/ffrtmp/ffrtmp/store/storetest"
 )
 
 // BenchmarkApplySubmit measures FSM apply throughput of SubmitJob entries
@@ -100,7 +98,7 @@ func BenchmarkApplySubmitEntries(b *testing.B) {
 				}
 				logs = append(logs, next(c))
 			}
-			written, cpu := writtenBytes(b), processCPU()
+			written, cpu := storetest.Written(b), processCPU()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for _, l := range logs {
@@ -115,29 +113,9 @@ func BenchmarkApplySubmitEntries(b *testing.B) {
 			f.Flush()
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-cpu)/float64(time.Microsecond)/float64(b.N), "cpu-µs/job")
-			b.ReportMetric(float64(writtenBytes(b)-written)/float64(b.N), "written-B/job")
+			b.ReportMetric(float64(storetest.Written(b)-written)/float64(b.N), "written-B/job")
 		})
 	}
-}
-
-// writtenBytes returns the bytes this process has written with write
-// calls (wchar of /proc/self/io: the store's page writes).
-func writtenBytes(b *testing.B) int64 {
-	data, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatal("no wchar in /proc/self/io")
-	return 0
 }
 
 // boltFSM returns an FSM on a new bbolt store.

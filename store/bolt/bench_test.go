@@ -3,14 +3,12 @@ package bolt_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 	"github.com/ffrtmp/ffrtmp/store/bolt"
+	"github.com/ffrtmp/ffrtmp/store/storetest"
 )
 
 // BenchmarkCommitJobUpdates times what a busy cluster's stores do most:
@@ -43,7 +41,7 @@ func BenchmarkCommitJobUpdates(b *testing.B) {
 		b.Fatal(err)
 	}
 	index := uint64(1)
-	written := wchar(b)
+	written := storetest.Written(b)
 	for b.Loop() {
 		index++
 		batch := &fsm.Batch{Index: index, Jobs: make([]*fsm.Job, perBatch)}
@@ -58,24 +56,5 @@ func BenchmarkCommitJobUpdates(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "updates/s")
-	b.ReportMetric(float64(wchar(b)-written)/float64(b.N), "written-B/commit")
-}
-
-// wchar returns the bytes this process has written with write calls.
-func wchar(b *testing.B) int64 {
-	data, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		b.Skipf("no /proc/self/io: %v", err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatal("no wchar in /proc/self/io")
-	return 0
+	b.ReportMetric(float64(storetest.Written(b)-written)/float64(b.N), "written-B/commit")
 }
