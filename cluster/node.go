@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
 
 	"github.com/ffrtmp/ffrtmp/fsm"
 )
@@ -163,7 +164,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	hlog := NewHCLogger(cfg.Logger, "raft")
 
-	ls, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	ls, err := openLogStore(filepath.Join(cfg.DataDir, "raft.db"))
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
@@ -739,6 +740,23 @@ func (n *Node) Shutdown() error {
 		}
 	})
 	return err
+}
+
+// openLogStore opens the Raft log at path. Raft deletes the entries
+// behind each snapshot but TrailingLogs, so a log that has run for a
+// while holds about as many free pages as live ones. With bbolt's
+// defaults every commit writes the whole list of free pages (8 bytes
+// each) and searches it as an array: an append of one 16 KiB entry to
+// such a log wrote 210 KB (BenchmarkLogAfterCompaction). NoFreelistSync
+// leaves the list out of the file (bbolt rebuilds it by walking the tree
+// when it opens the file, and a file written either way opens the other
+// way), and the map freelist finds a run of free pages without scanning,
+// as etcd opens its bbolt file.
+func openLogStore(path string) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	}})
 }
 
 // storeStopWait bounds how long Shutdown waits for the FSM's store.
