@@ -21,8 +21,9 @@ import (
 // oldest half as a compaction does, then appends b.N entries one per
 // StoreLogs (one per commit, as a leader under light load does), and
 // reports the bytes written per append, the free pages, and the time the
-// file then takes to open. "default" is raft-boltdb's options (bbolt's defaults, the raw
-// Raft benchmark's); "node" is openLogStore's, which this node runs:
+// file then takes to open. "default" is raft-boltdb's options (bbolt's
+// defaults, the raw Raft benchmark's); "node" is openLogStore's, which
+// this node runs:
 //
 //	go test -run '^$' -bench LogAfterCompaction -benchtime 2000x ./cluster
 func BenchmarkLogAfterCompaction(b *testing.B) {
@@ -30,9 +31,7 @@ func BenchmarkLogAfterCompaction(b *testing.B) {
 		name string
 		open func(path string) (*raftboltdb.BoltStore, error)
 	}{
-		{"default", func(path string) (*raftboltdb.BoltStore, error) {
-			return raftboltdb.New(raftboltdb.Options{Path: path})
-		}},
+		{"default", defaultLogStore},
 		{"node", openLogStore},
 	}
 	for _, size := range []int{2 << 10, 16 << 10} {
